@@ -1,0 +1,203 @@
+"""The SHA-256 recursion kernel: one public API over the reference, CPU and CUDA backends.
+
+``evaluate`` runs DESIGN §4.2 for N (frame, seed) rows; ``scan_seed_nonces`` sweeps the nonce of
+one frame mining-style against a token target; ``scan_header_nonces`` is plain Bitcoin nonce
+search on an 80-byte header (the ASIC emulator's work). Inputs are validated here, once, so each
+backend can assume C-contiguous arrays of the right dtype.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+
+from . import constants
+from .constants import EXTRANONCE_BYTES, HEADER_BYTES, SEED_BYTES, SLOT_COUNT
+
+BACKENDS = ("reference", "cpu", "cuda")
+
+
+class KernelInputError(ValueError):
+    """An input array has the wrong shape, dtype or layout."""
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run here (no GPU, CuPy missing, ...)."""
+
+
+def _backend_module(name: str) -> ModuleType:
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def cuda_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    try:
+        return bool(_backend_module("cuda").device_count() > 0)
+    except Exception:
+        return False
+
+
+def resolve_backend(backend: str) -> str:
+    """Map ``"auto"`` to ``"cuda"`` when a GPU is visible, else ``"cpu"``; check explicit names."""
+    if backend == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if backend not in BACKENDS:
+        raise KernelInputError(f"unknown backend {backend!r}; choose one of {(*BACKENDS, 'auto')}")
+    if backend == "cuda":
+        module = _backend_module("cuda")
+        module.require_device()  # raises BackendUnavailableError with the reason
+    return backend
+
+
+def _check_array(name: str, a: object, dtype: type, shape_tail: tuple[int, ...]) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise KernelInputError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != np.dtype(dtype):
+        raise KernelInputError(f"{name} must have dtype {np.dtype(dtype)}, got {a.dtype}")
+    if a.ndim != 1 + len(shape_tail) or a.shape[1:] != shape_tail:
+        want = "[N, " + ", ".join(map(str, shape_tail)) + "]" if shape_tail else "[N]"
+        raise KernelInputError(f"{name} must have shape {want}, got {list(a.shape)}")
+    if not a.flags.c_contiguous:
+        raise KernelInputError(
+            f"{name} must be C-contiguous (pass np.ascontiguousarray({name}))"
+        )
+    return a
+
+
+def _check_rows(slots: object, seeds: object, header_time: int) -> tuple[np.ndarray, np.ndarray]:
+    slots = _check_array("slots", slots, np.uint32, (SLOT_COUNT,))
+    seeds = _check_array("seeds", seeds, np.uint8, (SEED_BYTES,))
+    if slots.shape[0] != seeds.shape[0]:
+        raise KernelInputError(
+            f"slots and seeds must have the same number of rows, got {slots.shape[0]} and "
+            f"{seeds.shape[0]}"
+        )
+    _check_u32("header_time", header_time)
+    return slots, seeds
+
+
+def _check_u32(name: str, value: int) -> None:
+    if not (0 <= int(value) <= 0xFFFFFFFF):
+        raise KernelInputError(f"{name} must fit in 32 bits, got {value}")
+
+
+def evaluate_with_keys(
+    slots: np.ndarray, seeds: np.ndarray, *, header_time: int = 0, backend: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Goldens uint32[N] and the keys of passes 18, 19, 20 uint32[N, 3] (what the reward needs)."""
+    slots, seeds = _check_rows(slots, seeds, header_time)
+    name = resolve_backend(backend)
+    if slots.shape[0] == 0:
+        return np.empty(0, np.uint32), np.empty((0, 3), np.uint32)
+    return _backend_module(name).evaluate_with_keys(slots, seeds, int(header_time))
+
+
+def evaluate(
+    slots: np.ndarray, seeds: np.ndarray, *, header_time: int = 0, backend: str = "auto"
+) -> np.ndarray:
+    """Goldens uint32[N] for ``slots`` uint32[N, 12] and ``seeds`` uint8[N, 32] (DESIGN §4.2)."""
+    return evaluate_with_keys(slots, seeds, header_time=header_time, backend=backend)[0]
+
+
+def leading_equal_bits(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
+    """How many leading bits two uint32 words share (32 when equal)."""
+    x = np.asarray(a, dtype=np.uint32) ^ np.asarray(b, dtype=np.uint32)
+    for shift in (1, 2, 4, 8, 16):  # smear the highest set bit downwards, then count
+        x = x | (x >> np.uint32(shift))
+    return (32 - np.bitwise_count(x)).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class NonceScanResult:
+    """What a nonce sweep found: every nonce at or above the difficulty, and the best one seen."""
+
+    nonces: np.ndarray  # uint32, nonces meeting the difficulty, ascending
+    bits: np.ndarray  # uint8, their matched (or zero) bits
+    best_nonce: int
+    best_bits: int
+    scanned: int
+    backend: str
+
+
+def _scan_result(bits: np.ndarray, start: int, difficulty: int, backend: str) -> NonceScanResult:
+    hits = np.flatnonzero(bits >= difficulty)
+    best = int(np.argmax(bits)) if bits.size else 0
+    return NonceScanResult(
+        nonces=((start + hits) & 0xFFFFFFFF).astype(np.uint32),
+        bits=bits[hits].astype(np.uint8),
+        best_nonce=(start + best) & 0xFFFFFFFF,
+        best_bits=int(bits[best]) if bits.size else 0,
+        scanned=int(bits.size),
+        backend=backend,
+    )
+
+
+def _check_scan_range(nonce_start: int, nonce_count: int, difficulty: int, name: str, top: int):
+    _check_u32("nonce_start", nonce_start)
+    if not (0 <= nonce_count <= 1 << 32):
+        raise KernelInputError(f"nonce_count must be in [0, 2**32], got {nonce_count}")
+    if not (0 <= difficulty <= top):
+        raise KernelInputError(f"{name} must be in [0, {top}], got {difficulty}")
+
+
+def scan_seed_nonces(
+    slots: np.ndarray,
+    extranonce: bytes,
+    target_token_id: int,
+    *,
+    difficulty_bits: int,
+    nonce_count: int,
+    nonce_start: int = 0,
+    header_time: int = 0,
+    backend: str = "auto",
+) -> NonceScanResult:
+    """Sweep the nonce (seed bytes 28–31) of one frame: which goldens share ``difficulty_bits``
+    leading bits with the target token id."""
+    slots = _check_array("slots", np.asarray(slots).reshape(1, -1), np.uint32, (SLOT_COUNT,))[0]
+    if len(extranonce) != EXTRANONCE_BYTES:
+        raise KernelInputError(f"extranonce must be {EXTRANONCE_BYTES} bytes, got {len(extranonce)}")
+    _check_scan_range(nonce_start, nonce_count, difficulty_bits, "difficulty_bits", 32)
+    _check_u32("header_time", header_time)
+    name = resolve_backend(backend)
+    goldens = _backend_module(name).scan_seed_nonces(
+        slots, bytes(extranonce), int(nonce_start), int(nonce_count), int(header_time)
+    )
+    bits = leading_equal_bits(goldens, np.uint32(target_token_id & 0xFFFFFFFF))
+    return _scan_result(bits, nonce_start, difficulty_bits, name)
+
+
+def scan_header_nonces(
+    header: bytes,
+    *,
+    share_bits: int,
+    nonce_count: int,
+    nonce_start: int = 0,
+    backend: str = "auto",
+) -> NonceScanResult:
+    """Bitcoin-style nonce search on an 80-byte header: nonces whose double SHA-256, read as a
+    little-endian 256-bit number, has at least ``share_bits`` leading zero bits."""
+    if len(header) != HEADER_BYTES:
+        raise KernelInputError(f"header must be {HEADER_BYTES} bytes, got {len(header)}")
+    _check_scan_range(nonce_start, nonce_count, share_bits, "share_bits", 255)
+    name = resolve_backend(backend)
+    bits = _backend_module(name).scan_header_nonces(bytes(header), int(nonce_start), int(nonce_count))
+    return _scan_result(bits, nonce_start, share_bits, name)
+
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailableError",
+    "KernelInputError",
+    "NonceScanResult",
+    "constants",
+    "cuda_available",
+    "evaluate",
+    "evaluate_with_keys",
+    "leading_equal_bits",
+    "resolve_backend",
+    "scan_header_nonces",
+    "scan_seed_nonces",
+]
