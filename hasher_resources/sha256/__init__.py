@@ -61,9 +61,7 @@ def _check_array(name: str, a: object, dtype: type, shape_tail: tuple[int, ...])
         want = "[N, " + ", ".join(map(str, shape_tail)) + "]" if shape_tail else "[N]"
         raise KernelInputError(f"{name} must have shape {want}, got {list(a.shape)}")
     if not a.flags.c_contiguous:
-        raise KernelInputError(
-            f"{name} must be C-contiguous (pass np.ascontiguousarray({name}))"
-        )
+        raise KernelInputError(f"{name} must be C-contiguous (pass np.ascontiguousarray({name}))")
     return a
 
 
@@ -72,8 +70,7 @@ def _check_rows(slots: object, seeds: object, header_time: int) -> tuple[np.ndar
     seeds = _check_array("seeds", seeds, np.uint8, (SEED_BYTES,))
     if slots.shape[0] != seeds.shape[0]:
         raise KernelInputError(
-            f"slots and seeds must have the same number of rows, got {slots.shape[0]} and "
-            f"{seeds.shape[0]}"
+            f"slots and seeds must have the same number of rows, got {slots.shape[0]} and {seeds.shape[0]}"
         )
     _check_u32("header_time", header_time)
     return slots, seeds

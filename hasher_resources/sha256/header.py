@@ -56,9 +56,7 @@ def jitter_array(pass_index: int, keys: np.ndarray, slots: np.ndarray) -> np.nda
 
 def nonce_of_seed(seeds: np.ndarray) -> np.ndarray:
     """The nonce value (uint32[N]) carried by seed bytes 28–31, read big-endian."""
-    return seeds[:, C.SEED_NONCE_OFFSET : C.SEED_NONCE_OFFSET + 4].copy().view(">u4")[:, 0].astype(
-        np.uint32
-    )
+    return seeds[:, C.SEED_NONCE_OFFSET : C.SEED_NONCE_OFFSET + 4].copy().view(">u4")[:, 0].astype(np.uint32)
 
 
 def build_headers(slots: np.ndarray, seeds: np.ndarray, header_time: int = 0) -> np.ndarray:

@@ -79,9 +79,7 @@ def header_hash_zero_bits(header: bytes) -> int:
     return 256 - value.bit_length()
 
 
-def scan_header_nonces(
-    header: bytes, nonce_start: int, nonce_count: int
-) -> np.ndarray:
+def scan_header_nonces(header: bytes, nonce_start: int, nonce_count: int) -> np.ndarray:
     """Leading zero bits (uint8) of the mining hash for each nonce in the range (nonce in bytes 76–79, LE)."""
     out = np.empty(nonce_count, dtype=np.uint8)
     h = bytearray(header)
