@@ -1,0 +1,1 @@
+"""Benchmarks: one module per capability, run by ``python -m benchmarks`` (see README)."""

@@ -1,0 +1,55 @@
+"""Appending benchmark figures to ``benchmarks/RESULTS.md`` with the machine, date and command.
+
+Every benchmark prints its table and calls :func:`record`; the file is append-only so figures from
+different machines and days stay side by side.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def machine() -> str:
+    """A one-line description of this machine: CPU model, cores, memory, Python."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 2**20:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table."""
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def record(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]], notes: str = "") -> None:
+    """Print the table and append it to RESULTS.md under a dated heading."""
+    body = table(headers, rows)
+    print(f"\n{title}\n{body}\n{notes}".rstrip())
+    command = " ".join([Path(sys.executable).name, *sys.argv]) if sys.argv else "?"
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    with RESULTS.open("a", encoding="utf-8") as f:
+        f.write(f"\n## {title}\n\n- date: {stamp}\n- machine: {machine()}\n- command: `{command}`\n\n")
+        f.write(body + "\n")
+        if notes:
+            f.write(f"\n{notes}\n")
