@@ -1,0 +1,170 @@
+"""The Parquet IO manager: one file per asset partition, written atomically, loaded lazily.
+
+Assets hand over either a table (``pa.Table`` or ``pl.DataFrame``) or a :class:`StagedParquet`,
+a finished file their streaming writer produced; either way the file lands at
+``<base_dir>/<asset>/<partition>.parquet`` with one ``os.replace``, so a reader never sees half a
+file. Downstream assets receive a :class:`ParquetPartition` handle and stream record batches from
+it instead of loading a partition whole; an unpartitioned asset gets ``{partition: handle}`` for
+every partition that exists on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from .storage import default_data_dir
+
+#: Parquet key-value metadata key under which assets store JSON facts about a file.
+HASHER_METADATA_KEY = b"hasher"
+
+
+@dataclass(frozen=True)
+class StagedParquet:
+    """A Parquet file an asset already wrote (e.g. by streaming); the IO manager moves it into place."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class ParquetPartition:
+    """A lazy handle on one stored partition: nothing is read until asked."""
+
+    path: Path
+    partition_key: str | None = None
+
+    def num_rows(self) -> int:
+        return pq.ParquetFile(self.path).metadata.num_rows
+
+    def schema(self) -> pa.Schema:
+        return pq.read_schema(self.path)
+
+    def hasher_metadata(self) -> dict:
+        """The JSON facts an asset stored in the file's key-value metadata (empty if none)."""
+        raw = (self.schema().metadata or {}).get(HASHER_METADATA_KEY)
+        return json.loads(raw) if raw else {}
+
+    def iter_batches(
+        self, batch_rows: int = 65_536, columns: list[str] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        yield from pq.ParquetFile(self.path).iter_batches(batch_size=batch_rows, columns=columns)
+
+    def read(self, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(self.path, columns=columns)
+
+    def polars(self, columns: list[str] | None = None) -> pl.DataFrame:
+        return pl.read_parquet(self.path, columns=columns)
+
+
+def write_table_atomic(table: pa.Table, path: Path, compression: str = "zstd") -> None:
+    """Write ``table`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression=compression)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def move_into_place(staged: Path, path: Path) -> None:
+    """Atomically move a finished file to ``path`` (copying first when it sits on another device)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(staged, path)
+    except OSError:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(staged, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        os.unlink(staged)
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Stores each asset partition as ``<base_dir>/<asset>/<partition>.parquet``."""
+
+    base_dir: str = Field(default_factory=default_data_dir, description="Root of all stored partitions")
+    compression: str = "zstd"
+
+    def _path(self, asset_key: dg.AssetKey, partition_key: str | None) -> Path:
+        folder = Path(self.base_dir).expanduser().joinpath(*asset_key.path)
+        if partition_key is None:
+            return folder.with_suffix(".parquet")
+        return folder / f"{partition_key}.parquet"
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        if context.has_asset_partitions and len(context.asset_partition_keys) != 1:
+            raise dg.DagsterInvariantViolationError(
+                "ParquetIOManager stores one partition per run; launch a multi-run backfill instead"
+            )
+        key = context.asset_partition_key if context.has_asset_partitions else None
+        path = self._path(context.asset_key, key)
+        if isinstance(obj, StagedParquet):
+            move_into_place(obj.path, path)
+        elif isinstance(obj, pl.DataFrame):
+            write_table_atomic(obj.to_arrow(), path, self.compression)
+        elif isinstance(obj, pa.Table):
+            write_table_atomic(obj, path, self.compression)
+        else:
+            raise TypeError(
+                f"ParquetIOManager cannot store {type(obj).__name__} for "
+                f"{context.asset_key.to_user_string()}; "
+                "return a pyarrow Table, a polars DataFrame or a StagedParquet"
+            )
+        meta = pq.ParquetFile(path).metadata
+        context.add_output_metadata(
+            {
+                "path": dg.MetadataValue.path(str(path)),
+                "dagster/row_count": meta.num_rows,
+                "size_bytes": path.stat().st_size,
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> ParquetPartition | dict[str, ParquetPartition]:
+        asset_key = context.asset_key
+        name = asset_key.to_user_string()
+        if not context.has_asset_partitions:
+            path = self._path(asset_key, None)
+            if not path.exists():
+                raise FileNotFoundError(f"{name} has not been materialised: {path} is missing")
+            return ParquetPartition(path)
+        keys = context.asset_partition_keys
+        # An unpartitioned consumer (deployment) fans in every partition; a partitioned one gets its own.
+        wants_dict = not context.has_partition_key or len(keys) != 1
+        if not wants_dict:
+            path = self._path(asset_key, keys[0])
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"partition {keys[0]!r} of {name} has not been materialised: {path} is missing"
+                )
+            return ParquetPartition(path, keys[0])
+        found = {k: ParquetPartition(self._path(asset_key, k), k) for k in keys}
+        missing = sorted(k for k, p in found.items() if not p.path.exists())
+        if missing:
+            context.log.warning(
+                f"{len(missing)} partition(s) of {name} are not materialised and are skipped: "
+                + ", ".join(missing[:10])
+            )
+        return {k: p for k, p in found.items() if p.path.exists()}
