@@ -1,0 +1,312 @@
+"""The CPU backend: the 21-pass recursion and both nonce scans compiled with Numba.
+
+No compiler is needed at install time; the JIT result is cached on disk (``cache=True``). The
+kernels work on blocks of ``LANES`` independent evaluations side by side in structure-of-arrays
+form (``state[word, lane]``), so every innermost loop runs over lanes and LLVM emits SIMD rotates
+and adds for it; a scalar per-hash loop is about six times slower. Blocks are spread over cores
+with ``prange`` in one large parallel region per call.
+
+What is computed once per evaluation rather than once per pass (DESIGN §4.2 keeps these fixed):
+- rounds 0–8 of block 1, which only read header words 0–8 (version and slots 0–7);
+- the whole 64-word schedule of block 2 (header words 16–19 and padding never change), with the
+  round constants folded in.
+Numba types uint32 arithmetic as int64, so every value that is later shifted right is first cut
+back to 32 bits with ``np.uint32(...)``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from . import constants as C
+from .header import build_headers
+
+#: Evaluations processed side by side in one block; 64 keeps a block's three 64-row schedules in L1.
+LANES = 64
+
+_K = np.array(C.SHA256_K, dtype=np.uint32)
+_IV = np.array(C.SHA256_IV, dtype=np.uint32)
+_MUTATED = C.MUTATED_WORD_FIRST
+_PASSES = C.PASSES
+_STAB0 = C.STABILITY_PASSES[0]
+_PHASE2 = C.JITTER_PHASE2_START
+_PHASE3 = C.JITTER_PHASE3_START
+# clz32(d) < threshold  <=>  d >= 2**(32 - threshold)
+_LOW_CLZ_LIMIT = 1 << (32 - C.JITTER_CLZ_THRESHOLD)
+_LOW_CLZ_XOR = C.JITTER_LOW_CLZ_XOR
+_HIGH_CLZ_XOR = C.JITTER_HIGH_CLZ_XOR
+
+
+@njit(inline="always", cache=True)
+def _rotr(x, n):
+    return np.uint32((x >> n) | (x << (32 - n)))
+
+
+@njit(inline="always", cache=True)
+def _schedule(w):
+    """Extend rows 0–15 of ``w[64, LANES]`` to the full message schedule."""
+    for t in range(16, 64):
+        for lane in range(LANES):
+            x = w[t - 15, lane]
+            y = w[t - 2, lane]
+            s0 = _rotr(x, 7) ^ _rotr(x, 18) ^ np.uint32(x >> 3)
+            s1 = _rotr(y, 17) ^ _rotr(y, 19) ^ np.uint32(y >> 10)
+            w[t, lane] = np.uint32(w[t - 16, lane] + s0 + w[t - 7, lane] + s1)
+
+
+@njit(inline="always", cache=True)
+def _rounds(v, w, first, last, k):
+    """Rounds ``first … last-1`` on state ``v[8, LANES]``; ``k`` is added to ``w`` (None-free: pass zeros
+    when ``w`` already holds W+K)."""
+    for t in range(first, last):
+        kt = k[t]
+        for lane in range(LANES):
+            a = v[0, lane]
+            b = v[1, lane]
+            c = v[2, lane]
+            d = v[3, lane]
+            e = v[4, lane]
+            f = v[5, lane]
+            g = v[6, lane]
+            h = v[7, lane]
+            t1 = h + (_rotr(e, 6) ^ _rotr(e, 11) ^ _rotr(e, 25)) + (g ^ (e & (f ^ g))) + kt + w[t, lane]
+            t2 = (_rotr(a, 2) ^ _rotr(a, 13) ^ _rotr(a, 22)) + ((a & b) | (c & (a | b)))
+            v[7, lane] = g
+            v[6, lane] = f
+            v[5, lane] = e
+            v[4, lane] = np.uint32(d + t1)
+            v[3, lane] = c
+            v[2, lane] = b
+            v[1, lane] = a
+            v[0, lane] = np.uint32(t1 + t2)
+
+
+@njit(inline="always", cache=True)
+def _second_hash(s, w3, v, iv, k):
+    """SHA-256 of the 32-byte digest ``s[8, LANES]`` into ``v`` (final state, IV added)."""
+    for t in range(8):
+        for lane in range(LANES):
+            w3[t, lane] = s[t, lane]
+    _schedule(w3)
+    for t in range(8):
+        for lane in range(LANES):
+            v[t, lane] = iv[t]
+    _rounds(v, w3, 0, 64, k)
+    for t in range(8):
+        for lane in range(LANES):
+            v[t, lane] = np.uint32(v[t, lane] + iv[t])
+
+
+@njit(inline="always", cache=True)
+def _digest_padding(w3):
+    """Rows 8–15 of the second hash's block: 0x80 terminator and the 256-bit length."""
+    for lane in range(LANES):
+        w3[8, lane] = np.uint32(0x80000000)
+        for t in range(9, 15):
+            w3[t, lane] = np.uint32(0)
+        w3[15, lane] = np.uint32(256)
+
+
+@njit(parallel=True, cache=True)
+def _evaluate_blocks(words, jitter_slots, golden, keys, k, iv):  # pragma: no cover - compiled
+    """``words`` uint32[N, 20] big-endian header words, ``jitter_slots`` uint32[N, 3] (slots 1–3);
+    N is a multiple of LANES. Writes ``golden[N]`` and ``keys[N, 3]``."""
+    zeros = np.zeros(64, dtype=np.uint32)
+    for block in prange(words.shape[0] // LANES):
+        base = block * LANES
+        w = np.empty((64, LANES), dtype=np.uint32)
+        wk2 = np.empty((64, LANES), dtype=np.uint32)
+        w3 = np.empty((64, LANES), dtype=np.uint32)
+        v = np.empty((8, LANES), dtype=np.uint32)
+        s = np.empty((8, LANES), dtype=np.uint32)
+        mid = np.empty((8, LANES), dtype=np.uint32)
+        js = np.empty((3, LANES), dtype=np.uint32)
+        for t in range(16):
+            for lane in range(LANES):
+                w[t, lane] = words[base + lane, t]
+        for t in range(3):
+            for lane in range(LANES):
+                js[t, lane] = jitter_slots[base + lane, t]
+        # Block 2 (header words 16–19 + padding) is the same in every pass: schedule it once, K folded in.
+        for t in range(4):
+            for lane in range(LANES):
+                wk2[t, lane] = words[base + lane, 16 + t]
+        for lane in range(LANES):
+            wk2[4, lane] = np.uint32(0x80000000)
+            for t in range(5, 15):
+                wk2[t, lane] = np.uint32(0)
+            wk2[15, lane] = np.uint32(640)
+        _schedule(wk2)
+        for t in range(64):
+            for lane in range(LANES):
+                wk2[t, lane] = np.uint32(wk2[t, lane] + k[t])
+        _digest_padding(w3)
+        # Rounds 0–8 of block 1 read only words 0–8, which no pass changes.
+        for t in range(8):
+            for lane in range(LANES):
+                mid[t, lane] = iv[t]
+        _rounds(mid, w, 0, _MUTATED, k)
+        for p in range(_PASSES + 1):
+            _schedule(w)
+            for t in range(8):
+                for lane in range(LANES):
+                    v[t, lane] = mid[t, lane]
+            _rounds(v, w, _MUTATED, 64, k)
+            for t in range(8):
+                for lane in range(LANES):
+                    s[t, lane] = np.uint32(v[t, lane] + iv[t])
+                    v[t, lane] = s[t, lane]
+            _rounds(v, wk2, 0, 64, zeros)
+            for t in range(8):
+                for lane in range(LANES):
+                    s[t, lane] = np.uint32(s[t, lane] + v[t, lane])
+            _second_hash(s, w3, v, iv, k)
+            if p == _PASSES:
+                for lane in range(LANES):
+                    golden[base + lane] = v[0, lane]
+                break
+            if p >= _STAB0:
+                for lane in range(LANES):
+                    keys[base + lane, p - _STAB0] = v[0, lane]
+            for lane in range(LANES):
+                key = v[0, lane]
+                if p < _PHASE2:
+                    j = np.uint32(key ^ js[0, lane])
+                elif p < _PHASE3:
+                    j = np.uint32(_rotr(key, 16) ^ js[1, lane])
+                else:
+                    d = np.uint32(key ^ js[2, lane])
+                    if d >= _LOW_CLZ_LIMIT:
+                        j = np.uint32(key ^ _LOW_CLZ_XOR)
+                    else:
+                        j = np.uint32(d ^ _HIGH_CLZ_XOR)
+                w[_MUTATED, lane] = np.uint32(w[_MUTATED, lane] ^ j)
+                w[_MUTATED + 1, lane] = np.uint32(w[_MUTATED + 1, lane] ^ _rotr(j, 24))
+                w[_MUTATED + 2, lane] = np.uint32(w[_MUTATED + 2, lane] ^ _rotr(j, 16))
+                w[_MUTATED + 3, lane] = np.uint32(w[_MUTATED + 3, lane] ^ _rotr(j, 8))
+
+
+@njit(inline="always", cache=True)
+def _clz32(x):
+    n = 0
+    if x == 0:
+        return 32
+    while (x & np.uint32(0x80000000)) == 0:
+        x = np.uint32(x << 1)
+        n += 1
+    return n
+
+
+@njit(inline="always", cache=True)
+def _bswap32(x):
+    return np.uint32(((x & 0xFF) << 24) | ((x & 0xFF00) << 8) | ((x >> 8) & 0xFF00) | (x >> 24))
+
+
+@njit(parallel=True, cache=True)
+def _scan_header_blocks(words, nonce_start, blocks, zero_bits, k, iv):  # pragma: no cover - compiled
+    """``words`` uint32[20] of one header; nonce ``nonce_start + i`` (mod 2^32) for i < blocks*LANES.
+    Writes the leading zero bits of the byte-reversed double SHA-256 (capped at 255)."""
+    # Bytes 0–63 never change: compress them once (the Bitcoin midstate).
+    mid = np.empty((8, LANES), dtype=np.uint32)
+    w1 = np.empty((64, LANES), dtype=np.uint32)
+    for t in range(8):
+        for lane in range(LANES):
+            mid[t, lane] = iv[t]
+    for t in range(16):
+        for lane in range(LANES):
+            w1[t, lane] = words[t]
+    _schedule(w1)
+    _rounds(mid, w1, 0, 64, k)
+    for t in range(8):
+        for lane in range(LANES):
+            mid[t, lane] = np.uint32(mid[t, lane] + iv[t])
+    for block in prange(blocks):
+        base = block * LANES
+        w = np.empty((64, LANES), dtype=np.uint32)
+        w3 = np.empty((64, LANES), dtype=np.uint32)
+        v = np.empty((8, LANES), dtype=np.uint32)
+        s = np.empty((8, LANES), dtype=np.uint32)
+        for lane in range(LANES):
+            w[0, lane] = words[16]
+            w[1, lane] = words[17]
+            w[2, lane] = words[18]
+            # The nonce sits little-endian in bytes 76–79, so the big-endian message word is swapped.
+            w[3, lane] = _bswap32(np.uint32((nonce_start + base + lane) & 0xFFFFFFFF))
+            w[4, lane] = np.uint32(0x80000000)
+            for t in range(5, 15):
+                w[t, lane] = np.uint32(0)
+            w[15, lane] = np.uint32(640)
+        _schedule(w)
+        for t in range(8):
+            for lane in range(LANES):
+                v[t, lane] = mid[t, lane]
+        _rounds(v, w, 0, 64, k)
+        for t in range(8):
+            for lane in range(LANES):
+                s[t, lane] = np.uint32(mid[t, lane] + v[t, lane])
+        _digest_padding(w3)
+        _second_hash(s, w3, v, iv, k)
+        for lane in range(LANES):
+            # A Bitcoin hash is read byte-reversed: digest word 7, byte-swapped, holds its top bits.
+            bits = 0
+            for t in range(7, -1, -1):
+                z = _clz32(_bswap32(v[t, lane]))
+                bits += z
+                if z < 32:
+                    break
+            zero_bits[base + lane] = min(bits, 255)
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` worker threads for the following calls from this thread (None: all cores)."""
+    numba.set_num_threads(threads if threads else numba.config.NUMBA_NUM_THREADS)
+
+
+def _padded_rows(a: np.ndarray) -> np.ndarray:
+    """``a`` with its rows padded to a multiple of LANES (zeros), contiguous."""
+    n = a.shape[0]
+    pad = -n % LANES
+    if pad == 0:
+        return np.ascontiguousarray(a)
+    out = np.zeros((n + pad, *a.shape[1:]), dtype=a.dtype)
+    out[:n] = a
+    return out
+
+
+def header_words(slots: np.ndarray, seeds: np.ndarray, header_time: int) -> np.ndarray:
+    """Big-endian header words uint32[N, 20], the form SHA-256 reads the header in."""
+    return build_headers(slots, seeds, header_time).view(">u4").astype(np.uint32)
+
+
+def evaluate_with_keys(slots: np.ndarray, seeds: np.ndarray, header_time: int) -> tuple[np.ndarray, np.ndarray]:
+    """Goldens uint32[N] and keys of passes 18–20 uint32[N, 3] for validated inputs."""
+    n = slots.shape[0]
+    words = _padded_rows(header_words(slots, seeds, header_time))
+    jitter_slots = _padded_rows(slots[:, 1:4])
+    golden = np.empty(words.shape[0], dtype=np.uint32)
+    keys = np.empty((words.shape[0], len(C.STABILITY_PASSES)), dtype=np.uint32)
+    _evaluate_blocks(words, jitter_slots, golden, keys, _K, _IV)
+    return golden[:n], keys[:n]
+
+
+def scan_seed_nonces(
+    slots: np.ndarray, extranonce: bytes, nonce_start: int, nonce_count: int, header_time: int
+) -> np.ndarray:
+    """Goldens uint32[nonce_count] for one frame and extranonce over consecutive nonces."""
+    nonces = (np.arange(nonce_count, dtype=np.uint64) + np.uint64(nonce_start)).astype(np.uint32)
+    seeds = np.zeros((nonce_count, C.SEED_BYTES), dtype=np.uint8)
+    seeds[:, : C.EXTRANONCE_BYTES] = np.frombuffer(extranonce, dtype=np.uint8)
+    seeds[:, C.SEED_NONCE_OFFSET :] = nonces.astype(">u4").view(np.uint8).reshape(nonce_count, 4)
+    rows = np.broadcast_to(slots, (nonce_count, C.SLOT_COUNT))
+    return evaluate_with_keys(np.ascontiguousarray(rows), seeds, header_time)[0]
+
+
+def scan_header_nonces(header: bytes, nonce_start: int, nonce_count: int) -> np.ndarray:
+    """Leading zero bits (uint8) of the mining hash of ``header`` for each nonce in the range."""
+    words = np.frombuffer(header, dtype=">u4").astype(np.uint32)
+    blocks = -(-nonce_count // LANES)
+    zero_bits = np.empty(blocks * LANES, dtype=np.uint8)
+    _scan_header_blocks(words, np.int64(nonce_start), blocks, zero_bits, _K, _IV)
+    return zero_bits[:nonce_count]
