@@ -1,0 +1,501 @@
+"""The deployment bundle (DESIGN §6): one seed table from the validated checkpoints of all partitions,
+its frame fingerprints and a manifest, serialised to three files with SHA-256 checksums.
+
+A bundle is built in memory with its file payloads already serialised, so the checksums in the
+manifest are the checksums of the exact bytes that :func:`write_bundle` puts on disk.
+
+The bundle's **version is content-addressed**: the first 16 hex digits of a SHA-256 over a
+canonical encoding of the seed table plus the pipeline version and header constants (never the
+creation time, never the Parquet writer's bytes). The same seeds always give the same version, so
+re-deploying an unchanged bundle is detected as a no-op and a directory name says what is in it.
+
+Files of a bundle directory:
+
+- ``seeds.parquet`` — one row per frame, in a deterministic order (partition, source file, chunk,
+  window end, target, fingerprint);
+- ``fingerprints.txt`` — the distinct frame fingerprints, sorted, one per line (what a device or
+  a diff needs without opening Parquet);
+- ``manifest.json`` — versions, header constants, counts per partition, checksums of the two files.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from hasher_resources.sha256 import constants as C
+
+BUNDLE_FORMAT = "hasher-bundle-v1"
+SEEDS_FILE = "seeds.parquet"
+FINGERPRINTS_FILE = "fingerprints.txt"
+MANIFEST_FILE = "manifest.json"
+#: Files whose checksums the manifest carries (the manifest cannot carry its own).
+PAYLOAD_FILES = (SEEDS_FILE, FINGERPRINTS_FILE)
+VERSION_HEX_DIGITS = 16
+
+SLOT_COLUMNS = tuple(f"asic_slot_{i}" for i in range(C.SLOT_COUNT))
+#: Checkpoint columns the bundle needs; anything else in a checkpoint is ignored.
+REQUIRED_COLUMNS = (
+    "source_file",
+    "chunk_id",
+    "window_end",
+    *SLOT_COLUMNS,
+    "target_token_id",
+    "best_seed",
+    "golden",
+    "solved",
+    "matched_bits",
+    "difficulty_bits",
+    "header_time",
+    "fingerprint",
+)
+
+SEED_TABLE_SCHEMA = pa.schema(
+    [
+        ("partition", pa.string()),
+        ("source_file", pa.string()),
+        ("chunk_id", pa.int32()),
+        ("window_end", pa.int32()),
+        ("slots", pa.list_(pa.uint32(), C.SLOT_COUNT)),
+        ("target_token_id", pa.int32()),
+        ("best_seed", pa.binary(C.SEED_BYTES)),
+        ("header_time", pa.int64()),
+        ("golden", pa.uint32()),
+        ("fingerprint", pa.string()),
+        ("solved", pa.bool_()),
+        ("matched_bits", pa.uint8()),
+        ("difficulty_bits", pa.uint8()),
+    ]
+)
+SORT_KEYS = ("partition", "source_file", "chunk_id", "window_end", "target_token_id", "fingerprint")
+
+
+class BundleError(Exception):
+    """Base class of everything that can go wrong building, writing or reading a bundle."""
+
+
+class NoCheckpointsError(BundleError):
+    """There is nothing to deploy: no partition has (solved) checkpoint rows."""
+
+
+class BundleInputError(BundleError, ValueError):
+    """A checkpoint table cannot go into a bundle (missing column, null seed, out-of-range value)."""
+
+    def __init__(self, partition: str, column: str, problem: str):
+        self.partition, self.column, self.problem = partition, column, problem
+        super().__init__(f"checkpoints of partition {partition!r}, column {column!r}: {problem}")
+
+
+class BundleFormatError(BundleError):
+    """A bundle directory is missing a file or holds a file that does not parse."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
+class BundleChecksumError(BundleError):
+    """A file's SHA-256 (or the seed table's content digest) is not what the manifest says."""
+
+    def __init__(self, path: Path | str, expected: str, actual: str, what: str = "sha256"):
+        self.path, self.expected, self.actual = Path(path), expected, actual
+        super().__init__(f"{path}: {what} mismatch: manifest says {expected}, file has {actual}")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A seed table, its manifest and the exact bytes of its files."""
+
+    seeds: pa.Table
+    manifest: dict[str, Any]
+    files: Mapping[str, bytes] = field(repr=False)
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def content_digest(self) -> str:
+        return str(self.manifest["content_digest"])
+
+    @property
+    def num_rows(self) -> int:
+        return self.seeds.num_rows
+
+    def slots(self) -> np.ndarray:
+        """The frames' slots as uint32[N, 12]."""
+        return slots_array(self.seeds)
+
+    def best_seeds(self) -> np.ndarray:
+        """The seeds as uint8[N, 32]."""
+        return seeds_array(self.seeds)
+
+
+def header_constants() -> dict[str, Any]:
+    """The constants that fix a seed's golden; a device or a later release checks them before use."""
+    return {
+        "algorithm_version": C.ALGORITHM_VERSION,
+        "header_version": C.HEADER_VERSION,
+        "header_bits": C.HEADER_BITS,
+        "passes": C.PASSES,
+        "slot_count": C.SLOT_COUNT,
+        "seed_bytes": C.SEED_BYTES,
+        "jitter_phase2_start": C.JITTER_PHASE2_START,
+        "jitter_phase3_start": C.JITTER_PHASE3_START,
+        "jitter_clz_threshold": C.JITTER_CLZ_THRESHOLD,
+        "jitter_low_clz_xor": C.JITTER_LOW_CLZ_XOR,
+        "jitter_high_clz_xor": C.JITTER_HIGH_CLZ_XOR,
+    }
+
+
+def slots_array(seeds: pa.Table) -> np.ndarray:
+    """uint32[N, 12] from a seed table's ``slots`` column."""
+    col = seeds.column("slots").combine_chunks()
+    return np.asarray(col.flatten().to_numpy(), dtype=np.uint32).reshape(-1, C.SLOT_COUNT)
+
+
+def seeds_array(seeds: pa.Table) -> np.ndarray:
+    """uint8[N, 32] from a seed table's ``best_seed`` column."""
+    return _fixed_binary_bytes(seeds.column("best_seed").combine_chunks()).reshape(-1, C.SEED_BYTES)
+
+
+def _fixed_binary_bytes(arr: pa.FixedSizeBinaryArray) -> np.ndarray:
+    width = arr.type.byte_width
+    data = arr.buffers()[1]
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8)
+    return raw[arr.offset * width : (arr.offset + len(arr)) * width].copy()
+
+
+def _int_column(partition: str, table: pa.Table, name: str, lo: int, hi: int) -> np.ndarray:
+    col = table.column(name)
+    if col.null_count:
+        row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+        raise BundleInputError(partition, name, f"null value in row {row}")
+    if not pa.types.is_integer(col.type):
+        raise BundleInputError(partition, name, f"expected an integer column, got {col.type}")
+    values = np.asarray(col.to_numpy(), dtype=np.int64) if len(col) else np.empty(0, np.int64)
+    bad = np.flatnonzero((values < lo) | (values > hi))
+    if bad.size:
+        row = int(bad[0])
+        raise BundleInputError(partition, name, f"row {row}: value {values[row]} outside [{lo}, {hi}]")
+    return values
+
+
+def _partition_rows(partition: str, table: pa.Table, only_solved: bool) -> pa.Table:
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise BundleInputError(
+            partition, missing[0], f"missing (also missing: {missing[1:]})" if missing[1:] else "missing"
+        )
+    solved_col = table.column("solved")
+    if not pa.types.is_boolean(solved_col.type) or solved_col.null_count:
+        raise BundleInputError(partition, "solved", f"expected non-null bool, got {solved_col.type}")
+    if only_solved:
+        table = table.filter(solved_col)
+    n = table.num_rows
+
+    seed_col = table.column("best_seed")
+    if seed_col.null_count:
+        row = int(np.flatnonzero(seed_col.is_null().to_numpy(zero_copy_only=False))[0])
+        raise BundleInputError(partition, "best_seed", f"row {row} has no seed (null)")
+    if not (pa.types.is_binary(seed_col.type) or pa.types.is_large_binary(seed_col.type)) and not (
+        pa.types.is_fixed_size_binary(seed_col.type)
+    ):
+        raise BundleInputError(partition, "best_seed", f"expected binary, got {seed_col.type}")
+    if not pa.types.is_fixed_size_binary(seed_col.type) and n:
+        lengths = pc.binary_length(seed_col).to_numpy()
+        bad = np.flatnonzero(lengths != C.SEED_BYTES)
+        if bad.size:
+            row = int(bad[0])
+            raise BundleInputError(
+                partition, "best_seed", f"row {row} is {lengths[row]} bytes, a seed is {C.SEED_BYTES}"
+            )
+    seeds = seed_col.cast(pa.binary(C.SEED_BYTES)) if n else pa.chunked_array([], pa.binary(C.SEED_BYTES))
+
+    # Slots arrive as int32 (the uint32 bit-cast of §3.5); accept uint32/int64 holding the same words.
+    slot_words = np.stack(
+        [_int_column(partition, table, c, -(2**31), 2**32 - 1) for c in SLOT_COLUMNS], axis=1
+    ).astype(np.int64)
+    slot_words = (slot_words & 0xFFFFFFFF).astype(np.uint32).reshape(n, C.SLOT_COUNT)
+
+    for name in ("source_file", "fingerprint"):
+        col = table.column(name)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            raise BundleInputError(partition, name, f"expected utf8, got {col.type}")
+        if col.null_count:
+            raise BundleInputError(partition, name, "null value")
+
+    def strings(name: str) -> pa.ChunkedArray:
+        col = table.column(name)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        return col.cast(pa.string())
+
+    columns = {
+        "partition": pa.array([partition] * n, pa.string()),
+        "source_file": strings("source_file"),
+        "chunk_id": pa.array(_int_column(partition, table, "chunk_id", -(2**31), 2**31 - 1), pa.int32()),
+        "window_end": pa.array(_int_column(partition, table, "window_end", 0, 2**31 - 1), pa.int32()),
+        "slots": pa.FixedSizeListArray.from_arrays(pa.array(slot_words.reshape(-1)), C.SLOT_COUNT),
+        "target_token_id": pa.array(
+            _int_column(partition, table, "target_token_id", -(2**31), 2**31 - 1), pa.int32()
+        ),
+        "best_seed": seeds,
+        "header_time": pa.array(_int_column(partition, table, "header_time", 0, 2**32 - 1), pa.int64()),
+        # golden arrives as int64 or uint32; either way it is one 32-bit word.
+        "golden": pa.array(_int_column(partition, table, "golden", 0, 2**32 - 1), pa.uint32()),
+        "fingerprint": strings("fingerprint"),
+        "solved": table.column("solved"),
+        "matched_bits": pa.array(_int_column(partition, table, "matched_bits", 0, 32), pa.uint8()),
+        "difficulty_bits": pa.array(_int_column(partition, table, "difficulty_bits", 0, 32), pa.uint8()),
+    }
+    return pa.table(columns, schema=SEED_TABLE_SCHEMA)
+
+
+def _canonical_column_bytes(col: pa.ChunkedArray) -> bytes:
+    """Bytes that depend only on the values (not on chunking, offsets or the Parquet writer)."""
+    arr = col.combine_chunks()
+    t = arr.type
+    if pa.types.is_string(t):
+        h = hashlib.sha256()
+        for s in arr.to_pylist():
+            b = s.encode("utf-8")
+            h.update(len(b).to_bytes(4, "little") + b)
+        return h.digest()
+    if pa.types.is_fixed_size_binary(t):
+        return _fixed_binary_bytes(arr).tobytes()
+    if pa.types.is_fixed_size_list(t):
+        values = arr.flatten().to_numpy()
+        return np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).tobytes()
+    if pa.types.is_boolean(t):
+        return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.uint8).tobytes()
+    values = arr.to_numpy()
+    return np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).tobytes()
+
+
+def content_digest(seeds: pa.Table, pipeline_version: str, constants: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) over the seed table's values and everything that gives them meaning."""
+    h = hashlib.sha256()
+    identity = {"format": BUNDLE_FORMAT, "pipeline_version": pipeline_version, "header_constants": constants}
+    h.update(json.dumps(identity, sort_keys=True).encode())
+    h.update(seeds.num_rows.to_bytes(8, "little"))
+    for name in SEED_TABLE_SCHEMA.names:
+        h.update(name.encode() + b"\0")
+        h.update(hashlib.sha256(_canonical_column_bytes(seeds.column(name))).digest())
+    return h.hexdigest()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _serialise_seeds(seeds: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(seeds, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def _fingerprints_text(seeds: pa.Table) -> bytes:
+    distinct = sorted(set(seeds.column("fingerprint").to_pylist()))
+    return "".join(f + "\n" for f in distinct).encode("utf-8")
+
+
+def build_bundle(
+    checkpoints: Mapping[str, pa.Table], *, pipeline_version: str, only_solved: bool = False
+) -> Bundle:
+    """One bundle from the checkpoints of every partition (``{partition_key: table}``).
+
+    Rows are sorted deterministically, so the same checkpoints always give the same bundle version.
+    Raises :class:`NoCheckpointsError` when no partition contributes a row and
+    :class:`BundleInputError` naming the partition and column for a malformed checkpoint.
+    """
+    looked_at = {key: (t.num_rows if t is not None else 0) for key, t in sorted(checkpoints.items())}
+    parts = [
+        _partition_rows(key, table, only_solved)
+        for key, table in sorted(checkpoints.items())
+        if table is not None
+    ]
+    parts = [p for p in parts if p.num_rows]
+    if not parts:
+        what = "solved checkpoint rows" if only_solved else "checkpoint rows"
+        seen = ", ".join(f"{k!r} ({n} rows)" for k, n in looked_at.items()) or "none (no partitions)"
+        raise NoCheckpointsError(f"nothing to deploy: no partition has {what}; partitions looked at: {seen}")
+    seeds = pa.concat_tables(parts)
+    seeds = seeds.take(pc.sort_indices(seeds, sort_keys=[(k, "ascending") for k in SORT_KEYS]))
+    seeds = seeds.combine_chunks()
+
+    constants = header_constants()
+    digest = content_digest(seeds, pipeline_version, constants)
+    files = {SEEDS_FILE: _serialise_seeds(seeds), FINGERPRINTS_FILE: _fingerprints_text(seeds)}
+    per_partition: dict[str, dict[str, int]] = {}
+    part_col = seeds.column("partition").to_numpy(zero_copy_only=False)
+    solved_col = seeds.column("solved").to_numpy(zero_copy_only=False)
+    for key in looked_at:
+        mask = part_col == key
+        per_partition[key] = {"rows": int(mask.sum()), "solved": int(solved_col[mask].sum())}
+    manifest: dict[str, Any] = {
+        "format": BUNDLE_FORMAT,
+        "version": digest[:VERSION_HEX_DIGITS],
+        "content_digest": digest,
+        "pipeline_version": pipeline_version,
+        "algorithm_version": C.ALGORITHM_VERSION,
+        "header_constants": constants,
+        "only_solved": only_solved,
+        "partitions": per_partition,
+        "total_rows": seeds.num_rows,
+        "solved_rows": int(solved_col.sum()),
+        "distinct_frames": files[FINGERPRINTS_FILE].count(b"\n"),
+        "created_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "files": {name: {"sha256": _sha256(data), "bytes": len(data)} for name, data in files.items()},
+    }
+    files[MANIFEST_FILE] = _manifest_bytes(manifest)
+    return Bundle(seeds=seeds, manifest=manifest, files=files)
+
+
+def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def bundle_version(bundle: Bundle) -> str:
+    """The bundle's content-addressed version: 16 hex digits of its content digest (see module doc)."""
+    return bundle.content_digest[:VERSION_HEX_DIGITS]
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write and fsync one file (a deployment must survive a power cut after the pointer swap)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_bundle(bundle: Bundle, directory: Path | str) -> dict[str, str]:
+    """Write the bundle's files into ``directory`` (created; must not hold a bundle already).
+
+    Returns ``{file name: sha256}`` of what was written, manifest included.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    existing = [n for n in (*PAYLOAD_FILES, MANIFEST_FILE) if (directory / n).exists()]
+    if existing:
+        raise BundleFormatError(directory, f"already holds bundle files {existing}; refusing to overwrite")
+    written: dict[str, str] = {}
+    # Payloads first, manifest last: a directory with a manifest is a complete directory.
+    for name in (*PAYLOAD_FILES, MANIFEST_FILE):
+        _write_bytes(directory / name, bundle.files[name])
+        written[name] = _sha256(bundle.files[name])
+    return written
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_bundle(directory: Path | str, *, verify: bool = True) -> Bundle:
+    """Read a bundle directory; with ``verify`` check every checksum and the content digest.
+
+    Raises :class:`BundleChecksumError` naming the file and both digests on a mismatch and
+    :class:`BundleFormatError` when a file is missing or does not parse.
+    """
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST_FILE
+    try:
+        manifest_raw = manifest_path.read_bytes()
+    except FileNotFoundError:
+        raise BundleFormatError(manifest_path, "missing: not a bundle directory") from None
+    try:
+        manifest = json.loads(manifest_raw)
+        declared = manifest["files"]
+        version, digest = manifest["version"], manifest["content_digest"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise BundleFormatError(manifest_path, f"not a valid bundle manifest ({e!r})") from None
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleFormatError(
+            manifest_path, f"format {manifest.get('format')!r}, expected {BUNDLE_FORMAT!r}"
+        )
+
+    files: dict[str, bytes] = {MANIFEST_FILE: manifest_raw}
+    for name in PAYLOAD_FILES:
+        path = directory / name
+        if name not in declared:
+            raise BundleFormatError(manifest_path, f"does not list {name}")
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise BundleFormatError(path, "missing") from None
+        if verify:
+            actual = _sha256(data)
+            if actual != declared[name]["sha256"]:
+                raise BundleChecksumError(path, declared[name]["sha256"], actual)
+        files[name] = data
+
+    try:
+        seeds = pq.read_table(io.BytesIO(files[SEEDS_FILE]))
+    except (pa.ArrowInvalid, OSError) as e:
+        raise BundleFormatError(directory / SEEDS_FILE, f"not readable Parquet ({e})") from None
+    if seeds.schema.remove_metadata() != SEED_TABLE_SCHEMA:
+        raise BundleFormatError(directory / SEEDS_FILE, f"unexpected schema {seeds.schema}")
+    bundle = Bundle(seeds=seeds, manifest=manifest, files=files)
+    if verify:
+        actual = content_digest(seeds, manifest["pipeline_version"], manifest["header_constants"])
+        if actual != digest:
+            raise BundleChecksumError(
+                directory / SEEDS_FILE, digest, actual, what="seed-table content digest"
+            )
+        if version != digest[:VERSION_HEX_DIGITS]:
+            raise BundleFormatError(manifest_path, f"version {version!r} is not the content digest's prefix")
+        if files[FINGERPRINTS_FILE] != _fingerprints_text(seeds):
+            raise BundleFormatError(
+                directory / FINGERPRINTS_FILE, "does not list the seed table's distinct fingerprints"
+            )
+        if manifest.get("header_constants") != header_constants():
+            raise BundleFormatError(
+                manifest_path,
+                "header constants differ from this release's "
+                f"({manifest.get('header_constants')} vs {header_constants()}); seeds would not reproduce",
+            )
+    return bundle
+
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "FINGERPRINTS_FILE",
+    "MANIFEST_FILE",
+    "REQUIRED_COLUMNS",
+    "SEEDS_FILE",
+    "SEED_TABLE_SCHEMA",
+    "Bundle",
+    "BundleChecksumError",
+    "BundleError",
+    "BundleFormatError",
+    "BundleInputError",
+    "NoCheckpointsError",
+    "build_bundle",
+    "bundle_version",
+    "content_digest",
+    "file_sha256",
+    "header_constants",
+    "read_bundle",
+    "seeds_array",
+    "slots_array",
+    "write_bundle",
+]
