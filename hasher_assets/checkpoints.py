@@ -1,0 +1,177 @@
+"""Stage 4 — ``checkpoints``: the validation gate (DESIGN §5).
+
+Every seed is re-evaluated on an independent path: the hashlib reference when the search ran on a
+compiled backend (and the CPU backend when it ran on the reference), plus the ASIC device's own
+nonce search on a sample of headers when a device is configured. Seeds whose golden reproduces form
+the partition's checkpoint; the mismatch rate goes into the file and the blocking asset check
+``checkpoints_gate`` fails when it exceeds the tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from hasher_resources.asic.device import AsicDevice
+from hasher_resources.asic.validation import cross_validate
+from hasher_resources.kernel import Sha256Kernel
+from pydantic import Field
+
+from hasher_core.search import validate_frames_table
+from hasher_resources.io import HASHER_METADATA_KEY, ParquetPartition, write_table_atomic
+from hasher_resources.sha256 import evaluate, leading_equal_bits
+from hasher_resources.sha256.header import build_header
+from hasher_resources.storage import HasherStorage
+
+from .knowledge_base import preview_markdown
+from .partitions import source_files
+
+
+class CheckpointsConfig(dg.Config):
+    """The gate: how much disagreement is tolerated and how much goes to the device."""
+
+    tolerance: float = Field(default=0.01, ge=0, le=1, description="Largest mismatch rate that passes")
+    device_sample: int = Field(
+        default=16, ge=0, description="Checkpointed headers sent to the ASIC device (0 = skip the device)"
+    )
+
+
+def independent_backend(search_backend: str) -> str:
+    """The backend that did not produce the seeds: the reference unless the search used it."""
+    return "cpu" if search_backend == "reference" else "reference"
+
+
+def recheck(table: pa.Table, backend: str) -> tuple[np.ndarray, np.ndarray]:
+    """Recompute goldens for every row; returns ``(consistent mask, recomputed goldens)``."""
+    slots, targets = validate_frames_table(table)
+    seeds = np.frombuffer(b"".join(table.column("best_seed").to_pylist()), np.uint8).reshape(-1, 32)
+    header_time = table.column("header_time").to_numpy().astype(np.uint32)
+    golden = np.empty(table.num_rows, np.uint32)
+    for t in np.unique(header_time):  # the kernel takes one header time per call
+        rows = np.flatnonzero(header_time == t)
+        golden[rows] = evaluate(
+            np.ascontiguousarray(slots[rows]),
+            np.ascontiguousarray(seeds[rows]),
+            header_time=int(t),
+            backend=backend,
+        )
+    stored = table.column("golden").to_numpy().astype(np.uint32)
+    matched = leading_equal_bits(golden, targets.astype(np.uint32))
+    claims_solved = table.column("solved").to_numpy(zero_copy_only=False)
+    difficulty = table.column("difficulty_bits").to_numpy().astype(np.int32)
+    consistent = (golden == stored) & (~claims_solved | (matched >= difficulty))
+    consistent &= table.column("matched_bits").to_numpy().astype(np.int32) == matched
+    return consistent, golden
+
+
+@dg.asset(
+    partitions_def=source_files,
+    group_name="train",
+    kinds={"sha256"},
+    io_manager_key="parquet_io_manager",
+    pool="asic",
+    description="Seeds that reproduce on an independent implementation: the last known good state.",
+)
+def checkpoints(
+    context: dg.AssetExecutionContext,
+    config: CheckpointsConfig,
+    seeds: ParquetPartition,
+    kernel: Sha256Kernel,
+    asic: AsicDevice,
+    storage: HasherStorage,
+) -> dg.MaterializeResult:
+    key = context.partition_key
+    table = seeds.read()
+    search_backends = set(table.column("kernel_backend").to_pylist()) or {kernel.backend_name()}
+    backend = independent_backend(search_backends.pop() if len(search_backends) == 1 else "mixed")
+    started = time.monotonic()
+    consistent, recomputed = recheck(table, backend)
+    seconds = time.monotonic() - started
+    rows = table.num_rows
+    mismatches = int(rows - consistent.sum())
+    rate = mismatches / rows if rows else 0.0
+    good = table.filter(pa.array(consistent))
+    bad = table.filter(pa.array(~consistent)).append_column(
+        "recomputed_golden", pa.array(recomputed[~consistent])
+    )
+    if mismatches:
+        context.log.warning(f"{mismatches} of {rows} seeds do not reproduce on the {backend} backend")
+        bad_path = storage.stage_dir("checkpoint_mismatches") / f"{key}.parquet"
+        write_table_atomic(bad, bad_path)
+
+    device: dict = {"configured": False}
+    if config.device_sample > 0 and good.num_rows:
+        solved_first = good.sort_by([("solved", "descending"), ("chunk_id", "ascending")])
+        sample = solved_first.slice(0, config.device_sample)
+        s_slots, _ = validate_frames_table(sample)
+        headers = [
+            build_header(
+                s_slots[i],
+                sample.column("best_seed")[i].as_py(),
+                int(sample.column("header_time")[i].as_py()),
+            )
+            for i in range(sample.num_rows)
+        ]
+        report = cross_validate(asic, headers)
+        device = {"configured": True, **report.as_metadata()}
+        context.log.info(f"device cross-check: {json.dumps(device)}")
+
+    gate = {
+        "rows": rows,
+        "consistent": int(consistent.sum()),
+        "mismatches": mismatches,
+        "mismatch_rate": rate,
+        "tolerance": config.tolerance,
+        "verify_backend": backend,
+        "search_backend": sorted(set(table.column("kernel_backend").to_pylist())),
+        "device": device,
+        "passed": rate <= config.tolerance and device.get("consistency_rate", 1.0) >= 1.0 - config.tolerance,
+    }
+    schema_meta = dict(good.schema.metadata or {})
+    schema_meta[HASHER_METADATA_KEY] = json.dumps(gate).encode()
+    good = good.replace_schema_metadata(schema_meta)
+    solved = int(pc.sum(good.column("solved")).as_py() or 0) if good.num_rows else 0
+    metadata = {
+        "dagster/row_count": good.num_rows,
+        "checked": rows,
+        "mismatches": mismatches,
+        "mismatch_rate": round(rate, 6),
+        "tolerance": config.tolerance,
+        "gate_passed": gate["passed"],
+        "solved_checkpointed": solved,
+        "verify_backend": backend,
+        "verify_seconds": round(seconds, 3),
+        "verify_evaluations_per_s": round(rows / max(seconds, 1e-9), 1),
+        "device": dg.MetadataValue.json(device),
+    }
+    if mismatches:
+        metadata["mismatch_preview"] = dg.MetadataValue.md(
+            preview_markdown(bad, ["chunk_id", "window_end", "golden", "recomputed_golden"])
+        )
+    return dg.MaterializeResult(value=good, metadata=metadata)
+
+
+@dg.asset_check(asset=checkpoints, partitions_def=source_files, blocking=True)
+def checkpoints_gate(checkpoints: ParquetPartition) -> dg.AssetCheckResult:
+    """Fails when more seeds disagree with the independent implementation than the tolerance."""
+    gate = checkpoints.hasher_metadata()
+    if not gate:
+        return dg.AssetCheckResult(
+            passed=False, metadata={"problem": "checkpoint file carries no gate record"}
+        )
+    return dg.AssetCheckResult(
+        passed=bool(gate["passed"]),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "mismatch_rate": gate["mismatch_rate"],
+            "tolerance": gate["tolerance"],
+            "mismatches": gate["mismatches"],
+            "rows": gate["rows"],
+            "verify_backend": gate["verify_backend"],
+            "device": dg.MetadataValue.json(gate["device"]),
+        },
+    )

@@ -1,0 +1,59 @@
+"""The code location: five stages, their checks, the sensor, the jobs and the resources.
+
+Resources are chosen here, once, from the environment:
+
+- ``HASHER_MINER_DIR`` / ``HASHER_INBOX_DIR`` / ``HASHER_DATA_DIR``: inputs and outputs;
+- ``HASHER_KERNEL_BACKEND``: ``auto`` (CUDA when CuPy sees a GPU, else CPU), ``cpu``, ``cuda``, ``reference``;
+- ``HASHER_EMBEDDER``: ``hashing`` (offline, lexical) or ``ollama`` (with ``HASHER_OLLAMA_URL``);
+- ``HASHER_ASIC_URL``: a serial device, ``socket://host:port`` or a pty; unset = the bundled emulator.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+from hasher_resources.asic.device import AsicDevice
+from hasher_resources.embedder import Embedder, HashingEmbedder, OllamaEmbedder
+from hasher_resources.kernel import Sha256Kernel
+
+from hasher_resources.io import ParquetIOManager
+from hasher_resources.storage import HasherStorage
+
+from .checkpoints import checkpoints, checkpoints_gate
+from .checks import knowledge_base_is_well_formed, training_frames_are_consistent
+from .deployment import deployment
+from .knowledge_base import knowledge_base
+from .seeds import seeds
+from .sensors import deployment_job, miner_output_sensor, partition_pipeline_job
+from .training_frames import training_frames
+
+ASSETS = [knowledge_base, training_frames, seeds, checkpoints, deployment]
+ASSET_CHECKS = [knowledge_base_is_well_formed, training_frames_are_consistent, checkpoints_gate]
+
+
+def embedder_from_env() -> Embedder:
+    """``HASHER_EMBEDDER=ollama`` selects Ollama; anything else the offline hashing embedder."""
+    if os.environ.get("HASHER_EMBEDDER", "hashing").lower() == "ollama":
+        return OllamaEmbedder(url=os.environ.get("HASHER_OLLAMA_URL", "http://127.0.0.1:11434"))
+    return HashingEmbedder()
+
+
+def resources_from_env() -> dict[str, object]:
+    """The default resources: local directories, CPU/GPU kernel, hashing embedder, emulated ASIC."""
+    return {
+        "storage": HasherStorage(),
+        "parquet_io_manager": ParquetIOManager(),
+        "embedder": embedder_from_env(),
+        "kernel": Sha256Kernel(backend=os.environ.get("HASHER_KERNEL_BACKEND", "auto")),
+        "asic": AsicDevice(url=os.environ.get("HASHER_ASIC_URL") or None),
+    }
+
+
+defs = dg.Definitions(
+    assets=ASSETS,
+    asset_checks=ASSET_CHECKS,
+    jobs=[partition_pipeline_job, deployment_job],
+    sensors=[miner_output_sensor],
+    resources=resources_from_env(),
+)

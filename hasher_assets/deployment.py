@@ -1,0 +1,93 @@
+"""Stage 5 — ``deployment``: one bundle from every partition's checkpoints, flashed with a backup.
+
+Only partitions whose gate passed are bundled. The store (DESIGN §6) keeps ``deployments/<version>/``
+plus an atomically swapped pointer; it backs up what is deployed, verifies a sample after the swap
+on the kernel and on the device, and rolls back on any failure, leaving the previous deployment
+byte for byte as it was.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import dagster as dg
+from hasher_resources.asic.device import AsicDevice
+from hasher_resources.kernel import Sha256Kernel
+from pydantic import Field
+
+from hasher_core.bundle import NoCheckpointsError, build_bundle
+from hasher_resources.deploy_store import DeploymentStore, verify_sample_on_kernel
+from hasher_resources.io import ParquetPartition
+from hasher_resources.storage import HasherStorage
+
+
+class DeploymentConfig(dg.Config):
+    """How to flash: dry run, retries, deadline, backups and the verification sample."""
+
+    dry_run: bool = Field(default=False, description="Report what would change and touch nothing")
+    only_solved: bool = Field(default=False, description="Bundle only seeds that solved their frame")
+    retries: int = Field(default=2, ge=0)
+    deadline_s: float = Field(default=300.0, gt=0)
+    keep_backups: int = Field(default=3, ge=1)
+    sample_size: int = Field(default=64, ge=1, description="Rows re-verified after the swap")
+
+
+def pipeline_version() -> str:
+    try:
+        return importlib.metadata.version("hasher")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@dg.asset(
+    group_name="deploy",
+    kinds={"parquet"},
+    pool="asic",
+    description="The versioned seed bundle on the target, with backup and rollback (DESIGN §6).",
+)
+def deployment(
+    context: dg.AssetExecutionContext,
+    config: DeploymentConfig,
+    checkpoints: dict[str, ParquetPartition],
+    kernel: Sha256Kernel,
+    asic: AsicDevice,
+    storage: HasherStorage,
+) -> dg.MaterializeResult:
+    passed: dict = {}
+    refused: dict[str, str] = {}
+    for key, handle in sorted(checkpoints.items()):
+        gate = handle.hasher_metadata()
+        if gate.get("passed"):
+            passed[key] = handle.read()
+        else:
+            refused[key] = (
+                f"gate failed (mismatch rate {gate.get('mismatch_rate', '?')})" if gate else "no gate record"
+            )
+    for key, why in refused.items():
+        context.log.warning(f"partition {key!r} is not deployed: {why}")
+    if not passed:
+        raise NoCheckpointsError(
+            f"no partition has checkpoints that passed the gate; looked at {sorted(checkpoints) or 'none'}"
+            + (f"; refused: {refused}" if refused else "")
+        )
+    bundle = build_bundle(passed, pipeline_version=pipeline_version(), only_solved=config.only_solved)
+    store = DeploymentStore(storage.data_path)
+    report = store.deploy(
+        bundle,
+        verify=lambda b: verify_sample_on_kernel(b, config.sample_size, kernel.backend_name()),
+        health_check=asic.health_check,
+        retries=config.retries,
+        deadline_s=config.deadline_s,
+        dry_run=config.dry_run,
+        keep_backups=config.keep_backups,
+        sample_size=config.sample_size,
+        log=context.log.info,
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **report.as_metadata(),
+            "partitions_deployed": dg.MetadataValue.json(sorted(passed)),
+            "partitions_refused": dg.MetadataValue.json(refused),
+            "store": dg.MetadataValue.path(str(storage.data_path / "deployments")),
+        }
+    )

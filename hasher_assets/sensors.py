@@ -1,0 +1,64 @@
+"""The sensor on miner output: new or changed source files add partitions and request runs.
+
+A tick stats the candidate files (cheap); only a file whose size or mtime moved is read, and then
+each source file inside it gets a content fingerprint, so a touched-but-unchanged file requests
+nothing and an edited document re-runs only its own partition. The cursor (JSON) survives
+restarts; a tick handles at most ``HASHER_SENSOR_MAX_FILES`` changed files and leaves the rest for
+the next tick.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import dagster as dg
+
+from hasher_resources.storage import HasherStorage
+
+from .partitions import CURSOR_VERSION, scan_sources, source_files
+
+#: Stages 1–4 of one partition; deployment gathers all partitions and is launched on its own.
+partition_pipeline_job = dg.define_asset_job(
+    "partition_pipeline",
+    selection=dg.AssetSelection.assets("knowledge_base", "training_frames", "seeds", "checkpoints"),
+    description="knowledge_base → training_frames → seeds → checkpoints for one source file",
+)
+deployment_job = dg.define_asset_job(
+    "deploy",
+    selection=dg.AssetSelection.assets("deployment"),
+    description="Bundle every partition's checkpoints and flash them to the target",
+)
+
+
+@dg.sensor(
+    job=partition_pipeline_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Adds a source_files partition per new miner/inbox source file and runs stages 1–4 for it",
+)
+def miner_output_sensor(context: dg.SensorEvaluationContext, storage: HasherStorage):
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    if cursor.get("version", CURSOR_VERSION) != CURSOR_VERSION:
+        cursor = {}
+    max_files = int(os.environ.get("HASHER_SENSOR_MAX_FILES", "8"))
+    changed, new_cursor, notes = scan_sources(storage, cursor, max_files)
+    for note in notes:
+        context.log.info(note)
+    if not changed:
+        if new_cursor != cursor:
+            return dg.SensorResult(
+                skip_reason="no new or changed source files", cursor=json.dumps(new_cursor)
+            )
+        return dg.SkipReason(
+            f"no new or changed source files under {storage.miner_path} or {storage.inbox_path}"
+        )
+    existing = set(context.instance.get_dynamic_partitions(source_files.name))
+    new_keys = sorted(k for k in changed if k not in existing)
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(partition_key=k, run_key=f"{k}:{fp[:16]}") for k, fp in sorted(changed.items())
+        ],
+        dynamic_partitions_requests=[source_files.build_add_request(new_keys)] if new_keys else [],
+        cursor=json.dumps(new_cursor),
+    )

@@ -1,0 +1,89 @@
+"""Stage 2 — ``training_frames``: tokens, windows and 12-slot neural frames (DESIGN §3).
+
+Streams the partition's knowledge base batch by batch through the offline cl100k tokenizer and the
+Go-compatible projection mapper into one Parquet file of frames (schema DESIGN §3.5).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import dagster as dg
+import pyarrow as pa
+from hasher_resources.embedder import Embedder
+from pydantic import Field
+
+from hasher_core.frames import write_frames
+from hasher_core.gorand import projection_matrix
+from hasher_core.progress import RateReporter
+from hasher_core.tokens import load_cl100k
+from hasher_resources.io import ParquetPartition, StagedParquet
+from hasher_resources.storage import HasherStorage
+
+from .knowledge_base import preview_markdown
+from .partitions import source_files
+
+
+class TrainingFramesConfig(dg.Config):
+    """Window geometry, projection seed and where each frame's embedding comes from."""
+
+    window_size: int = Field(default=128, ge=1, description="W: the longest context, in tokens")
+    stride: int = Field(default=1, ge=1, description="S: targets advance by this many tokens")
+    seed: int = Field(default=1337, description="Go math/rand seed of the 24×768 projection")
+    embedding_source: Literal["chunk", "window"] = Field(
+        default="chunk", description="chunk: the chunk's embedding; window: embed each window's text"
+    )
+    batch_size: int = Field(default=32, ge=1, description="Texts per embedder call (window source)")
+    compression: Literal["zstd", "snappy"] = "zstd"
+
+
+@dg.asset(
+    partitions_def=source_files,
+    group_name="ingest",
+    kinds={"parquet", "tiktoken"},
+    io_manager_key="parquet_io_manager",
+    description="Neural frames: context windows → 12 uint32 slots + the next token (DESIGN §3).",
+)
+def training_frames(
+    context: dg.AssetExecutionContext,
+    config: TrainingFramesConfig,
+    knowledge_base: ParquetPartition,
+    storage: HasherStorage,
+    embedder: Embedder,
+) -> dg.MaterializeResult:
+    key = context.partition_key
+    chunks = knowledge_base.num_rows()
+    progress = RateReporter("training_frames", chunks, context.log.info, unit="chunks")
+    staging = storage.stage_dir(".staging") / f"training_frames.{key}.{context.run_id}.parquet"
+    report = write_frames(
+        knowledge_base.iter_batches(batch_rows=2048),
+        staging,
+        compression=config.compression,
+        encoding=load_cl100k(),
+        window=config.window_size,
+        stride=config.stride,
+        projection=projection_matrix(config.seed),
+        embedding_source=config.embedding_source,
+        embedder=embedder if config.embedding_source == "window" else None,
+        embed_batch_size=config.batch_size,
+        progress=lambda r: progress.update(r.chunks, f"{r.frames:,} frames"),
+    )
+    progress.finish(report.chunks, f"{report.frames:,} frames")
+    frames = ParquetPartition(staging, key)
+    preview = next(frames.iter_batches(batch_rows=5), None)
+    metadata = {
+        **report.as_metadata(),
+        "dagster/row_count": report.frames,
+        "window_size": config.window_size,
+        "stride": config.stride,
+        "projection_seed": config.seed,
+        "embedding_source": config.embedding_source,
+    }
+    if preview is not None:
+        metadata["preview"] = dg.MetadataValue.md(
+            preview_markdown(
+                pa.Table.from_batches([preview]),
+                ["chunk_id", "window_start", "window_end", "asic_slot_0", "asic_slot_11", "target_token_id"],
+            )
+        )
+    return dg.MaterializeResult(value=StagedParquet(staging), metadata=metadata)
