@@ -1,0 +1,634 @@
+"""The seed search of stage 3 (DESIGN §4.3–4.6): configuration, frame fingerprints and the loop.
+
+``search_frames`` takes frames (slots + target token ids), an injectable evaluator (the kernel
+resource's ``evaluate_with_keys``, or anything with that shape) and an optional progress store. It
+searches each distinct (slots, target) once, many frames per kernel call: an active set of
+``frames_per_call`` frames is refilled as frames finish, so every call is ``population × frames``
+rows and the host work per generation is a handful of numpy operations over the whole set.
+
+Each frame's randomness is keyed by (rng_seed, fingerprint), so a frame's seed never depends on
+batching, on duplicates, or on which frames an earlier (killed) run already finished: a resumed
+run produces exactly what an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hasher_resources.progress import FrameResult, ProgressStore
+from hasher_resources.sha256 import leading_equal_bits
+from hasher_resources.sha256.constants import (
+    ALGORITHM_VERSION,
+    SEED_BYTES,
+    SLOT_COUNT,
+    STABILITY_PASSES,
+    VOCABULARY_SIZE,
+)
+
+from . import search_evolution as evo
+from .search_io import FramesInputError, attach_results, render_search_plot, validate_frames_table
+
+#: ``(slots uint32[N, 12], seeds uint8[N, 32], header_time) -> (golden uint32[N], keys uint32[N, 3])``
+Evaluator = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+__all__ = [
+    "Evaluator",
+    "FrameResult",
+    "FramesInputError",
+    "SearchConfig",
+    "SearchConfigError",
+    "SearchHistory",
+    "SearchProgress",
+    "SearchResults",
+    "attach_results",
+    "check_frames",
+    "frame_fingerprint",
+    "render_search_plot",
+    "search_frames",
+    "validate_frames_table",
+]
+
+STRATEGIES = ("grpo", "scan")
+MAX_POPULATION = 1 << 16
+
+
+class SearchConfigError(ValueError):
+    """A search setting is out of range; the message names the setting and the allowed values."""
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything that decides the seeds (all but ``frames_per_call`` are part of the fingerprint).
+
+    ``difficulty_schedule``: optional non-decreasing difficulties (each ≤ ``difficulty_bits``)
+    a frame climbs through: it searches at the first, and each time its best seed matches the
+    current difficulty it moves on to the next; after the schedule it searches at
+    ``difficulty_bits``. A frame is *solved* only at ``difficulty_bits``. ``max_generations``
+    bounds the whole climb.
+    """
+
+    difficulty_bits: int = 20
+    difficulty_schedule: tuple[int, ...] | None = None
+    population: int = 256
+    elite_ratio: float = 0.25
+    max_generations: int = 4096
+    strategy: str = "grpo"
+    reward_weights: tuple[float, float, float] = (0.6, 0.3, 0.1)
+    header_time: int = 0
+    rng_seed: int = 0
+    frames_per_call: int = 256
+
+    def validate(self) -> SearchConfig:
+        """Return ``self`` or raise :class:`SearchConfigError` naming the bad setting."""
+
+        def is_int(v: object) -> bool:
+            return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+        if not is_int(self.difficulty_bits) or not 1 <= self.difficulty_bits <= 32:
+            raise SearchConfigError(
+                f"difficulty_bits must be an integer in 1–32, got {self.difficulty_bits!r}"
+            )
+        if self.difficulty_schedule is not None:
+            sched = tuple(self.difficulty_schedule)
+            if not sched or not all(is_int(d) and 1 <= d <= 32 for d in sched):
+                raise SearchConfigError(
+                    f"difficulty_schedule must be a non-empty list of integers in 1–32, got {sched!r}"
+                )
+            if any(b < a for a, b in itertools.pairwise(sched)):
+                raise SearchConfigError(f"difficulty_schedule must not decrease, got {sched!r}")
+            if sched[-1] > self.difficulty_bits:
+                raise SearchConfigError(
+                    f"difficulty_schedule {sched!r} goes above difficulty_bits={self.difficulty_bits}"
+                )
+        if not is_int(self.population) or not 2 <= self.population <= MAX_POPULATION:
+            raise SearchConfigError(
+                f"population must be an integer in 2–{MAX_POPULATION}, got {self.population!r}"
+            )
+        if not isinstance(self.elite_ratio, int | float) or not 0.0 < self.elite_ratio < 1.0:
+            raise SearchConfigError(f"elite_ratio must be in (0, 1), got {self.elite_ratio!r}")
+        if not is_int(self.max_generations) or self.max_generations < 1:
+            raise SearchConfigError(
+                f"max_generations must be a positive integer, got {self.max_generations!r}"
+            )
+        if self.strategy not in STRATEGIES:
+            raise SearchConfigError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        w = tuple(self.reward_weights)
+        if len(w) != 3 or not all(isinstance(x, int | float) and math.isfinite(x) and x >= 0 for x in w):
+            raise SearchConfigError(
+                "reward_weights must be three finite non-negative numbers (alignment, stability, format), "
+                f"got {self.reward_weights!r}"
+            )
+        if not is_int(self.header_time) or not 0 <= self.header_time <= 0xFFFFFFFF:
+            raise SearchConfigError(f"header_time must fit in 32 bits, got {self.header_time!r}")
+        if not is_int(self.rng_seed) or not 0 <= self.rng_seed < 1 << 64:
+            raise SearchConfigError(f"rng_seed must be an integer in [0, 2**64), got {self.rng_seed!r}")
+        if not is_int(self.frames_per_call) or self.frames_per_call < 1:
+            raise SearchConfigError(
+                f"frames_per_call must be a positive integer, got {self.frames_per_call!r}"
+            )
+        return self
+
+    @property
+    def epochs(self) -> tuple[int, ...]:
+        """The difficulties a frame climbs through, ending at ``difficulty_bits``."""
+        sched = tuple(int(d) for d in self.difficulty_schedule or ())
+        return sched if sched and sched[-1] == self.difficulty_bits else (*sched, int(self.difficulty_bits))
+
+    @property
+    def elites(self) -> int:
+        return evo.elite_count(int(self.population), float(self.elite_ratio))
+
+    def fingerprint_fields(self) -> dict[str, object]:
+        """The settings that change a frame's result (not ``frames_per_call``: batching does not)."""
+        return {
+            "algorithm_version": ALGORITHM_VERSION,
+            "difficulty_bits": int(self.difficulty_bits),
+            "difficulty_schedule": list(self.epochs),
+            "header_time": int(self.header_time),
+            "strategy": self.strategy,
+            "population": int(self.population),
+            "elite_ratio": float(self.elite_ratio),
+            "max_generations": int(self.max_generations),
+            "rng_seed": int(self.rng_seed),
+            "reward_weights": [float(x) for x in self.reward_weights],
+        }
+
+
+class _Fingerprinter:
+    """blake2b over the config once, then copied per frame (fast for a million frames)."""
+
+    def __init__(self, config: SearchConfig) -> None:
+        self._prefix = hashlib.blake2b(digest_size=16, person=b"hasher-frame")
+        self._prefix.update(json.dumps(config.fingerprint_fields(), sort_keys=True).encode())
+
+    def __call__(self, slots: np.ndarray, target: int) -> str:
+        h = self._prefix.copy()
+        h.update(np.asarray(slots, dtype=np.uint32).astype(">u4").tobytes())
+        h.update(int(target).to_bytes(4, "big"))
+        return h.hexdigest()
+
+
+def frame_fingerprint(slots: np.ndarray, target: int, config: SearchConfig) -> str:
+    """Hex fingerprint of one frame under ``config``: slots, target, difficulty (schedule
+    included), header time, algorithm version and every search setting that changes the seed."""
+    slots = np.asarray(slots)
+    if slots.shape != (SLOT_COUNT,):
+        raise FramesInputError(f"slots must have shape ({SLOT_COUNT},), got {slots.shape}")
+    return _Fingerprinter(config)(slots.astype(np.uint32), target)
+
+
+def frame_key(fingerprint: str, rng_seed: int) -> int:
+    """The 64-bit key of a frame's random stream, from (rng_seed, fingerprint)."""
+    h = hashlib.blake2b(digest_size=8, person=b"hasher-rng")
+    h.update(int(rng_seed).to_bytes(8, "big"))
+    h.update(bytes.fromhex(fingerprint))
+    return int.from_bytes(h.digest(), "big")
+
+
+@dataclass(frozen=True)
+class SearchProgress:
+    """One progress report: what a user watching the run wants to see."""
+
+    frames_done: int
+    frames_total: int
+    solved: int
+    frames_from_store: int
+    evaluations: int  # run by this process
+    evaluations_per_s: float
+    elapsed_s: float
+    eta_s: float | None
+
+    def line(self) -> str:
+        """``"seeds: 120/512 frames (23.4%), 97 solved, 1.2e+07 evaluations at 310,000/s, ETA 7m02s"``."""
+        pct = 100.0 * self.frames_done / self.frames_total if self.frames_total else 100.0
+        eta = "?" if self.eta_s is None else _duration(self.eta_s)
+        return (
+            f"seeds: {self.frames_done:,}/{self.frames_total:,} frames ({pct:.1f}%), {self.solved:,} solved, "
+            f"{self.evaluations:,} evaluations at {self.evaluations_per_s:,.0f}/s, ETA {eta}"
+        )
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+@dataclass
+class SearchHistory:
+    """The series behind the run's plot.
+
+    Per generation index g (over the frames that reached it): the mean of the population's mean
+    reward and of its best reward. Over time: frames done and solved after each sample.
+    """
+
+    frames_total: int = 0
+    generation_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    generation_mean_reward: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    generation_best_reward: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    _sum_mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64), repr=False)
+    _sum_best: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64), repr=False)
+    elapsed_s: list[float] = field(default_factory=list)
+    frames_done: list[int] = field(default_factory=list)
+    solved: list[int] = field(default_factory=list)
+
+    def add_generation(self, generations: np.ndarray, mean_reward: np.ndarray, best_reward: np.ndarray):
+        size = int(generations.max()) + 1 if generations.size else 0
+        if size > self.generation_frames.size:
+            grow = size - self.generation_frames.size
+            self.generation_frames = np.concatenate([self.generation_frames, np.zeros(grow, np.int64)])
+            self._sum_mean = np.concatenate([self._sum_mean, np.zeros(grow)])
+            self._sum_best = np.concatenate([self._sum_best, np.zeros(grow)])
+        np.add.at(self.generation_frames, generations, 1)
+        np.add.at(self._sum_mean, generations, mean_reward)
+        np.add.at(self._sum_best, generations, best_reward)
+        seen = np.maximum(self.generation_frames, 1)
+        self.generation_mean_reward = self._sum_mean / seen
+        self.generation_best_reward = self._sum_best / seen
+
+    @property
+    def solved_fraction(self) -> np.ndarray:
+        total = max(self.frames_total, 1)
+        return np.asarray(self.solved, dtype=np.float64) / total
+
+
+@dataclass
+class SearchResults:
+    """Per input row (duplicates fanned out), columnar; plus what the run did.
+
+    ``evaluations``/``generations`` are each frame's own search cost (a duplicate row repeats its
+    twin's numbers); ``run_evaluations`` is what this process actually ran.
+    """
+
+    fingerprint: np.ndarray  # str[F]
+    best_seed: np.ndarray  # uint8[F, 32]
+    golden: np.ndarray  # uint32[F]
+    matched_bits: np.ndarray  # uint8[F]
+    hamming: np.ndarray  # uint8[F], Hamming distance golden vs target
+    reward: np.ndarray  # float32[F]
+    generations: np.ndarray  # int32[F]
+    evaluations: np.ndarray  # int64[F]
+    solved: np.ndarray  # bool[F]
+    from_store: np.ndarray  # bool[F]: taken from the progress store, not searched in this run
+    difficulty_bits: int
+    unique_frames: int
+    frames_searched: int
+    run_evaluations: int
+    kernel_seconds: float
+    wall_seconds: float
+    history: SearchHistory
+
+    def __len__(self) -> int:
+        return len(self.golden)
+
+    def summary(self) -> dict[str, float | int]:
+        """The run's metadata: solved %, evaluations, mean generations, rates, search efficiency."""
+        n = len(self)
+        wall = max(self.wall_seconds, 1e-9)
+        kernel = max(self.kernel_seconds, 1e-9)
+        return {
+            "frames": n,
+            "unique_frames": self.unique_frames,
+            "frames_searched": self.frames_searched,
+            "frames_from_store": self.unique_frames - self.frames_searched,
+            "solved": int(self.solved.sum()),
+            "solved_pct": round(100.0 * float(self.solved.mean()), 3) if n else 0.0,
+            "difficulty_bits": self.difficulty_bits,
+            "evaluations": self.run_evaluations,
+            "mean_generations": round(float(self.generations.mean()), 3) if n else 0.0,
+            "evaluations_per_s": round(self.run_evaluations / wall, 1),
+            "kernel_evaluations_per_s": round(self.run_evaluations / kernel, 1),
+            "search_efficiency": round(self.kernel_seconds / wall, 4) if self.run_evaluations else 0.0,
+            "wall_seconds": round(self.wall_seconds, 3),
+        }
+
+
+def check_frames(slots: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate frame arrays: slots [N, 12] (any 32-bit int, bit-cast) and targets [N] token ids."""
+    slots = np.asarray(slots)
+    targets = np.asarray(targets)
+    if slots.ndim != 2 or slots.shape[1] != SLOT_COUNT:
+        raise FramesInputError(f"slots must have shape [N, {SLOT_COUNT}], got {list(slots.shape)}")
+    if slots.dtype not in (np.dtype(np.uint32), np.dtype(np.int32)):
+        raise FramesInputError(f"slots must be int32 or uint32 (32-bit words), got {slots.dtype}")
+    if targets.shape != (slots.shape[0],):
+        raise FramesInputError(f"targets must have shape [{slots.shape[0]}], got {list(targets.shape)}")
+    if targets.size and not np.issubdtype(targets.dtype, np.integer):
+        raise FramesInputError(f"targets must be integer token ids, got {targets.dtype}")
+    bad = np.flatnonzero((targets < 0) | (targets >= VOCABULARY_SIZE))
+    if bad.size:
+        r = int(bad[0])
+        raise FramesInputError(
+            f"target_token_id {int(targets[r])} at row {r} is outside the vocabulary [0, {VOCABULARY_SIZE})"
+            + (f" ({bad.size} such rows)" if bad.size > 1 else "")
+        )
+    return np.ascontiguousarray(slots).view(np.uint32), targets.astype(np.uint32)
+
+
+class _ActiveSet:
+    """The frames being searched now: fixed-size slots, refilled from the queue as frames finish."""
+
+    def __init__(self, capacity: int, population: int) -> None:
+        c, p = capacity, population
+        self.frame = np.full(c, -1, np.int64)  # index into the unique frames, -1 = free
+        self.key = np.zeros(c, np.uint64)
+        self.generation = np.zeros(c, np.int64)  # generation of the population held now
+        self.epoch = np.zeros(c, np.int64)
+        self.slots = np.zeros((c, SLOT_COUNT), np.uint32)
+        self.target = np.zeros(c, np.uint32)
+        self.seeds = np.zeros((c, p, SEED_BYTES), np.uint8)
+        self.golden = np.zeros((c, p), np.uint32)
+        self.keys = np.zeros((c, p, len(STABILITY_PASSES)), np.uint32)
+        self.need_eval = np.zeros((c, p), bool)
+        self.best_matched = np.zeros(c, np.int16)
+        self.best_reward = np.zeros(c, np.float32)
+        self.best_seed = np.zeros((c, SEED_BYTES), np.uint8)
+        self.best_golden = np.zeros(c, np.uint32)
+        self.evaluations = np.zeros(c, np.int64)
+
+
+def search_frames(
+    slots: np.ndarray,
+    targets: np.ndarray,
+    config: SearchConfig,
+    evaluate: Evaluator,
+    *,
+    store: ProgressStore | None = None,
+    progress: Callable[[SearchProgress], None] | None = None,
+    progress_every_s: float = 5.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> SearchResults:
+    """Search a seed for every frame (DESIGN §4.4) and return the per-row results.
+
+    Identical (slots, target) rows are searched once. Frames whose fingerprint is in ``store`` are
+    taken from it; every frame finished here is committed to it as it finishes. ``progress`` is
+    called at most every ``progress_every_s`` seconds, and once at the end.
+    """
+    config.validate()
+    slots, targets = check_frames(slots, targets)
+    start = clock()
+    rows = np.concatenate([slots, targets[:, None]], axis=1)
+    if len(rows):
+        _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+        # Search distinct frames in order of first appearance (what a user watching expects).
+        order = np.argsort(first, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        unique_index = first[order]
+        inverse = rank[inverse.reshape(-1)]
+    else:
+        unique_index = inverse = np.zeros(0, np.int64)
+    u_slots, u_targets = slots[unique_index], targets[unique_index]
+    fp = _Fingerprinter(config)
+    fingerprints = [fp(u_slots[i], int(u_targets[i])) for i in range(len(unique_index))]
+    u = len(fingerprints)
+
+    out_seed = np.zeros((u, SEED_BYTES), np.uint8)
+    out_golden = np.zeros(u, np.uint32)
+    out_matched = np.zeros(u, np.uint8)
+    out_reward = np.zeros(u, np.float32)
+    out_generations = np.zeros(u, np.int32)
+    out_evaluations = np.zeros(u, np.int64)
+    out_solved = np.zeros(u, bool)
+    out_from_store = np.zeros(u, bool)
+
+    def record(i: int, r: FrameResult) -> None:
+        out_seed[i] = np.frombuffer(r.best_seed, np.uint8)
+        out_golden[i], out_matched[i], out_reward[i] = r.golden, r.matched_bits, r.reward
+        out_generations[i], out_evaluations[i], out_solved[i] = r.generations, r.evaluations, r.solved
+
+    known = store.get_many(fingerprints) if store is not None else {}
+    pending: list[int] = []
+    for i, f in enumerate(fingerprints):
+        if f in known:
+            record(i, known[f])
+            out_from_store[i] = True
+        else:
+            pending.append(i)
+
+    history = SearchHistory(frames_total=u)
+    stats = {"done": u - len(pending), "solved": int(out_solved.sum()), "evals": 0, "kernel_s": 0.0}
+    from_store = stats["done"]
+    last_report = [start]
+
+    def report(force: bool) -> None:
+        now = clock()
+        if progress is None or not (force or now - last_report[0] >= progress_every_s):
+            return
+        last_report[0] = now
+        elapsed = max(now - start, 1e-9)
+        searched_done = stats["done"] - from_store
+        remaining = u - stats["done"]
+        eta = elapsed / searched_done * remaining if searched_done else (0.0 if not remaining else None)
+        progress(
+            SearchProgress(
+                frames_done=stats["done"],
+                frames_total=u,
+                solved=stats["solved"],
+                frames_from_store=from_store,
+                evaluations=stats["evals"],
+                evaluations_per_s=stats["evals"] / elapsed,
+                elapsed_s=elapsed,
+                eta_s=eta,
+            )
+        )
+
+    def finish(finished: list[FrameResult], indices: list[int]) -> None:
+        for i, r in zip(indices, finished, strict=True):
+            record(i, r)
+        if store is not None:
+            store.put_many(finished)  # one transaction per generation step
+        stats["done"] += len(finished)
+        stats["solved"] += sum(r.solved for r in finished)
+
+    if pending:
+        _run(
+            config,
+            evaluate,
+            (u_slots, u_targets, fingerprints),
+            pending,
+            history,
+            stats,
+            finish,
+            report,
+            clock,
+            start,
+        )
+    history.elapsed_s.append(clock() - start)
+    history.frames_done.append(stats["done"])
+    history.solved.append(stats["solved"])
+    report(True)
+
+    hamming = np.bitwise_count(out_golden ^ u_targets).astype(np.uint8)
+    return SearchResults(
+        fingerprint=np.asarray(fingerprints, dtype=object)[inverse] if u else np.zeros(0, object),
+        best_seed=out_seed[inverse],
+        golden=out_golden[inverse],
+        matched_bits=out_matched[inverse],
+        hamming=hamming[inverse],
+        reward=out_reward[inverse],
+        generations=out_generations[inverse],
+        evaluations=out_evaluations[inverse],
+        solved=out_solved[inverse],
+        from_store=out_from_store[inverse],
+        difficulty_bits=int(config.difficulty_bits),
+        unique_frames=u,
+        frames_searched=len(pending),
+        run_evaluations=int(stats["evals"]),
+        kernel_seconds=float(stats["kernel_s"]),
+        wall_seconds=clock() - start,
+        history=history,
+    )
+
+
+def _run(
+    config: SearchConfig,
+    evaluate: Evaluator,
+    frames: tuple[np.ndarray, np.ndarray, list[str]],
+    pending: list[int],
+    history: SearchHistory,
+    stats: dict,
+    finish: Callable[[list[FrameResult], list[int]], None],
+    report: Callable[[bool], None],
+    clock: Callable[[], float],
+    start: float,
+) -> None:
+    u_slots, u_targets, fingerprints = frames
+    p = int(config.population)
+    elites = config.elites
+    difficulty = int(config.difficulty_bits)
+    epochs = np.asarray(config.epochs, np.int64)
+    weights = tuple(float(w) for w in config.reward_weights)
+    grpo = config.strategy == "grpo"
+    s = _ActiveSet(min(int(config.frames_per_call), len(pending)), p)
+    queue = iter(pending)
+    queue_left = len(pending)
+    last_sample = -1.0
+
+    while True:
+        free = np.flatnonzero(s.frame < 0)
+        take = min(len(free), queue_left)
+        if take:
+            new = free[:take]
+            idx = np.fromiter((next(queue) for _ in range(take)), np.int64, take)
+            queue_left -= take
+            s.frame[new] = idx
+            s.key[new] = [frame_key(fingerprints[i], config.rng_seed) for i in idx]
+            s.generation[new] = 0
+            s.epoch[new] = 0
+            s.slots[new] = u_slots[idx]
+            s.target[new] = u_targets[idx]
+            s.best_matched[new] = -1
+            s.best_reward[new] = -np.inf
+            s.evaluations[new] = 0
+            gen0 = np.zeros(take, np.int64)
+            s.seeds[new] = (
+                evo.fresh_seeds(s.key[new], gen0, p) if grpo else evo.scan_population(s.key[new], gen0, p)
+            )
+            s.need_eval[new] = True
+        a = np.flatnonzero(s.frame >= 0)
+        if not a.size:
+            break
+
+        # One kernel call over every seed the active frames have not evaluated yet.
+        mask = s.need_eval[a]
+        rows_f, rows_p = np.nonzero(mask)
+        batch_slots = s.slots[a[rows_f]]
+        batch_seeds = s.seeds[a[rows_f], rows_p]
+        t0 = clock()
+        golden, keys = evaluate(batch_slots, batch_seeds, int(config.header_time))
+        stats["kernel_s"] += clock() - t0
+        _check_evaluator_output(golden, keys, len(rows_f))
+        s.golden[a[rows_f], rows_p] = golden
+        s.keys[a[rows_f], rows_p] = keys
+        stats["evals"] += len(rows_f)
+        s.evaluations[a] += mask.sum(axis=1)
+
+        g, t = s.golden[a], s.target[a]
+        matched = leading_equal_bits(g, t[:, None])
+        reward = evo.compute_reward(g, s.keys[a], t[:, None], difficulty, weights)
+        # Best seed: most leading bits matched, then highest reward; first in population order on ties.
+        top = matched.max(axis=1)
+        pick = np.argmax(np.where(matched == top[:, None], reward, -np.inf), axis=1)
+        ar = np.arange(len(a))
+        pick_reward = reward[ar, pick]
+        better = (top > s.best_matched[a]) | ((top == s.best_matched[a]) & (pick_reward > s.best_reward[a]))
+        upd = a[better]
+        s.best_matched[upd] = top[better]
+        s.best_reward[upd] = pick_reward[better]
+        s.best_seed[upd] = s.seeds[a[better], pick[better]]
+        s.best_golden[upd] = g[ar[better], pick[better]]
+        history.add_generation(s.generation[a], reward.mean(axis=1), reward.max(axis=1))
+
+        generations_done = s.generation[a] + 1
+        done = (s.best_matched[a] >= difficulty) | (generations_done >= config.max_generations)
+        if done.any():
+            d = a[done]
+            results = [
+                FrameResult(
+                    fingerprint=fingerprints[int(s.frame[j])],
+                    best_seed=s.best_seed[j].tobytes(),
+                    golden=int(s.best_golden[j]),
+                    matched_bits=int(s.best_matched[j]),
+                    hamming=int(np.bitwise_count(s.best_golden[j] ^ s.target[j])),
+                    reward=float(s.best_reward[j]),
+                    generations=int(s.generation[j] + 1),
+                    evaluations=int(s.evaluations[j]),
+                    solved=bool(s.best_matched[j] >= difficulty),
+                )
+                for j in d
+            ]
+            finish(results, [int(s.frame[j]) for j in d])
+            s.frame[d] = -1
+
+        c = a[~done]
+        if c.size:
+            next_gen = s.generation[c] + 1
+            if grpo:
+                # Advantages at the frame's current epoch difficulty, then climb the schedule.
+                keep = ~done
+                prefix = matched[keep] >= epochs[s.epoch[c]][:, None]
+                sim = evo.hamming_similarity(g[keep], t[keep][:, None])
+                adv = evo.group_advantages(sim, prefix)
+                s.epoch[c] = np.minimum(
+                    np.searchsorted(epochs, s.best_matched[c], side="right"), len(epochs) - 1
+                )
+                s.seeds[c], order = evo.grpo_next_population(s.seeds[c], adv, s.key[c], next_gen, elites)
+                # Elites keep their known goldens: they are not hashed again.
+                s.golden[c, :elites] = np.take_along_axis(s.golden[c], order, axis=1)
+                s.keys[c, :elites] = np.take_along_axis(s.keys[c], order[..., None], axis=1)
+                s.need_eval[c] = True
+                s.need_eval[c, :elites] = False
+            else:
+                s.seeds[c] = evo.scan_population(s.key[c], next_gen, p)
+                s.need_eval[c] = True
+            s.generation[c] = next_gen
+
+        now = clock() - start
+        if now - last_sample >= 0.25:
+            last_sample = now
+            history.elapsed_s.append(now)
+            history.frames_done.append(stats["done"])
+            history.solved.append(stats["solved"])
+        report(False)
+
+
+def _check_evaluator_output(golden: object, keys: object, rows: int) -> None:
+    if not (isinstance(golden, np.ndarray) and golden.shape == (rows,)):
+        raise TypeError(
+            f"the evaluator must return golden uint32[{rows}], got {getattr(golden, 'shape', golden)!r}"
+        )
+    want = (rows, len(STABILITY_PASSES))
+    if not (isinstance(keys, np.ndarray) and keys.shape == want):
+        raise TypeError(
+            f"the evaluator must return keys uint32{list(want)}, got {getattr(keys, 'shape', keys)!r}"
+        )

@@ -1,0 +1,155 @@
+"""Frames in and seeds out for the search (DESIGN §3.5, §4.5), and the run's plot.
+
+``validate_frames_table`` is the boundary where frames enter the search: a missing or wrong-width
+slot column, a null, or a token id outside the vocabulary is a :class:`FramesInputError` naming the
+column or row. ``attach_results`` lays the search's columns onto the frames; ``render_search_plot``
+draws fitness per generation and solved fraction over time with matplotlib's Agg canvas (no
+pyplot global state, safe inside a Dagster worker).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from hasher_resources.sha256.constants import SEED_BYTES, SLOT_COUNT, VOCABULARY_SIZE
+
+if TYPE_CHECKING:
+    from .search import SearchConfig, SearchHistory, SearchResults
+
+SLOT_COLUMNS = tuple(f"asic_slot_{k}" for k in range(SLOT_COUNT))
+TARGET_COLUMN = "target_token_id"
+#: Columns the search adds to the frames (DESIGN §4.5), besides filling ``best_seed``.
+RESULT_COLUMNS = (
+    "golden",
+    "matched_bits",
+    "hamming",
+    "reward",
+    "generations",
+    "evaluations",
+    "difficulty_bits",
+    "solved",
+    "header_time",
+    "kernel_backend",
+)
+
+
+class FramesInputError(ValueError):
+    """The frames to search are malformed; the message names the column or row."""
+
+
+def _column_values(table: pa.Table, name: str) -> np.ndarray:
+    column = table.column(name)
+    if column.null_count:
+        first = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        raise FramesInputError(f"column {name!r} has {column.null_count} null(s), the first at row {first}")
+    return column.to_numpy()
+
+
+def validate_frames_table(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Check the frame columns and return ``(slots uint32[N, 12], targets uint32[N])``.
+
+    Slots must be the 12 ``asic_slot_k`` int32 columns (the uint32 bit-cast, DESIGN §3.5);
+    ``target_token_id`` an integer column with every id in ``[0, VOCABULARY_SIZE)``.
+    """
+    names = set(table.column_names)
+    missing = [c for c in (*SLOT_COLUMNS, TARGET_COLUMN) if c not in names]
+    if missing:
+        raise FramesInputError(f"frames table is missing column(s) {missing}")
+    slots = np.empty((table.num_rows, SLOT_COUNT), dtype=np.uint32)
+    for k, name in enumerate(SLOT_COLUMNS):
+        kind = table.schema.field(name).type
+        if kind != pa.int32():
+            raise FramesInputError(f"column {name!r} must be int32 (the uint32 slot bit-cast), got {kind}")
+        slots[:, k] = _column_values(table, name).view(np.uint32)
+    kind = table.schema.field(TARGET_COLUMN).type
+    if not pa.types.is_integer(kind):
+        raise FramesInputError(f"column {TARGET_COLUMN!r} must be an integer column, got {kind}")
+    targets = _column_values(table, TARGET_COLUMN).astype(np.int64)
+    bad = np.flatnonzero((targets < 0) | (targets >= VOCABULARY_SIZE))
+    if bad.size:
+        row = int(bad[0])
+        raise FramesInputError(
+            f"{TARGET_COLUMN} {int(targets[row])} at row {row} is outside the vocabulary "
+            f"[0, {VOCABULARY_SIZE})" + (f"; {bad.size} rows in all" if bad.size > 1 else "")
+        )
+    return slots, targets.astype(np.uint32)
+
+
+def attach_results(
+    frames: pa.Table, results: SearchResults, config: SearchConfig, kernel_backend: str
+) -> pa.Table:
+    """The frames with ``best_seed`` filled and the DESIGN §4.5 result columns appended.
+
+    ``best_seed`` keeps its place when the frames already have the (null) column.
+    """
+    n = frames.num_rows
+    if len(results) != n:
+        raise ValueError(f"{len(results)} results for {n} frames")
+    flat = pa.py_buffer(np.ascontiguousarray(results.best_seed).tobytes())
+    offsets = pa.py_buffer((np.arange(n + 1, dtype=np.int32) * SEED_BYTES).tobytes())
+    best_seed = pa.Array.from_buffers(pa.binary(), n, [None, offsets, flat])
+    if "best_seed" in frames.column_names:
+        frames = frames.set_column(frames.column_names.index("best_seed"), "best_seed", best_seed)
+    else:
+        frames = frames.append_column("best_seed", best_seed)
+    for name in RESULT_COLUMNS:
+        if name in frames.column_names:
+            frames = frames.drop_columns([name])
+    columns = {
+        "golden": pa.array(results.golden, pa.uint32()),
+        "matched_bits": pa.array(results.matched_bits, pa.uint8()),
+        "hamming": pa.array(results.hamming, pa.uint8()),
+        "reward": pa.array(results.reward, pa.float32()),
+        "generations": pa.array(results.generations, pa.int32()),
+        "evaluations": pa.array(results.evaluations, pa.int64()),
+        "difficulty_bits": pa.array(np.full(n, config.difficulty_bits, np.int32)),
+        "solved": pa.array(results.solved, pa.bool_()),
+        "header_time": pa.array(np.full(n, config.header_time, np.int64)),
+        "kernel_backend": pa.array([kernel_backend] * n, pa.string()).dictionary_encode(),
+    }
+    for name, values in columns.items():
+        frames = frames.append_column(name, values)
+    return frames
+
+
+def render_search_plot(history: SearchHistory, path: Path) -> Path:
+    """Write a PNG: reward per generation (population mean and best) and solved fraction over time.
+
+    Written to a temporary file and renamed, so a reader never sees half a PNG.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    fig = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    gens = np.arange(len(history.generation_frames))
+    left.plot(gens, history.generation_best_reward, label="best in population")
+    left.plot(gens, history.generation_mean_reward, label="population mean")
+    left.set_xlabel("generation")
+    left.set_ylabel("reward (mean over frames)")
+    left.set_title("fitness per generation")
+    left.legend(loc="lower right")
+    right.plot(history.elapsed_s, history.solved_fraction, drawstyle="steps-post")
+    right.set_xlabel("seconds since start")
+    right.set_ylabel("solved fraction")
+    right.set_ylim(0, 1)
+    right.set_title(f"solved over time ({history.frames_total} frames)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,301 @@
+"""The durable progress store of the seed search (DESIGN §4.6): finished frames in SQLite (WAL).
+
+Each finished frame (solved or out of generations) is one row keyed by its fingerprint, so a run
+that is killed — ``kill -9`` included — and started again reads what it already has and searches
+only the rest. One run of a partition at a time: an exclusive ``flock`` on a sidecar ``.lock``
+file; a second run waits up to ``wait_s`` and then fails naming the partition.
+
+The store is never deleted, truncated or silently recreated: a file that is not a hasher progress
+store is an error naming it. A store written by another algorithm version is kept and used; its
+rows simply never match (the version is part of every fingerprint), and a warning says so.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from hasher_resources.sha256.constants import ALGORITHM_VERSION, SEED_BYTES
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_FRAME_COLUMNS = (
+    "fingerprint",
+    "best_seed",
+    "golden",
+    "matched_bits",
+    "hamming",
+    "reward",
+    "generations",
+    "evaluations",
+    "solved",
+)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS frames (
+    fingerprint TEXT PRIMARY KEY,
+    best_seed BLOB NOT NULL,
+    golden INTEGER NOT NULL,
+    matched_bits INTEGER NOT NULL,
+    hamming INTEGER NOT NULL,
+    reward REAL NOT NULL,
+    generations INTEGER NOT NULL,
+    evaluations INTEGER NOT NULL,
+    solved INTEGER NOT NULL,
+    algorithm_version TEXT NOT NULL,
+    finished_at REAL NOT NULL
+);
+"""
+_GET_CHUNK = 500  # stays under SQLite's host-parameter limit
+
+
+class ProgressStoreError(RuntimeError):
+    """The progress store cannot be used (not SQLite, wrong schema, unreadable); names the file."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"progress store {path}: {reason} (the file was left untouched)")
+        self.path = path
+        self.reason = reason
+
+
+class ProgressStoreLockedError(ProgressStoreError):
+    """Another run of the same partition holds the store."""
+
+    def __init__(self, path: Path, partition: str, wait_s: float) -> None:
+        RuntimeError.__init__(
+            self,
+            f"another run of partition {partition!r} holds the progress store {path} "
+            f"(lock {_lock_path(path)}); waited {wait_s:g} s",
+        )
+        self.path = path
+        self.reason = "locked"
+        self.partition = partition
+
+
+class ProgressStoreVersionWarning(UserWarning):
+    """The store was written by another algorithm version: its rows will not be reused."""
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """One finished frame: the best seed found and how it scores (DESIGN §4.5)."""
+
+    fingerprint: str
+    best_seed: bytes
+    golden: int
+    matched_bits: int
+    hamming: int
+    reward: float
+    generations: int
+    evaluations: int
+    solved: bool
+
+    def __post_init__(self) -> None:
+        if len(self.best_seed) != SEED_BYTES:
+            raise ValueError(f"frame {self.fingerprint}: best_seed must be {SEED_BYTES} bytes")
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+class ProgressStore:
+    """Finished frames of one partition, keyed by fingerprint; use as a context manager.
+
+    ``ProgressStore.open(path, partition=..., wait_s=...)`` takes the partition lock, then opens
+    (or creates) the database. Rows are committed by :meth:`put_many` in one transaction.
+    """
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, lock_fd: int, partition: str) -> None:
+        self.path = path
+        self.partition = partition
+        self._db = connection
+        self._lock_fd: int | None = lock_fd
+        self.algorithm_version = ALGORITHM_VERSION
+        self.stored_algorithm_version: str | None = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, partition: str | None = None, wait_s: float = 0.0):
+        """Lock and open the store at ``path`` (created if missing).
+
+        Raises :class:`ProgressStoreLockedError` if another run holds it for longer than ``wait_s``
+        and :class:`ProgressStoreError` if the file is not a hasher progress store.
+        """
+        path = Path(path)
+        partition = partition if partition is not None else path.stem
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_fd = _acquire_lock(path, partition, wait_s)
+        try:
+            _check_magic(path)
+            connection = _connect(path)
+        except BaseException:
+            os.close(lock_fd)  # closing the descriptor drops the flock
+            raise
+        store = cls(path, connection, lock_fd, partition)
+        try:
+            store._init_schema()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _init_schema(self) -> None:
+        db = self._db
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and not {"meta", "frames"} <= tables:
+                raise ProgressStoreError(
+                    self.path, f"not a hasher progress store (it has tables {sorted(tables)})"
+                )
+            if not tables:
+                with db:
+                    db.executescript(_SCHEMA)
+                    db.executemany(
+                        "INSERT INTO meta (key, value) VALUES (?, ?)",
+                        [
+                            ("schema_version", SCHEMA_VERSION),
+                            ("algorithm_version", ALGORITHM_VERSION),
+                            ("created_at", f"{time.time():.3f}"),
+                        ],
+                    )
+            columns = {r[1] for r in db.execute("PRAGMA table_info(frames)")}
+            missing = set(_FRAME_COLUMNS) - columns
+            if missing:
+                raise ProgressStoreError(self.path, f"frames table lacks columns {sorted(missing)}")
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise ProgressStoreError(self.path, f"cannot read it as SQLite: {exc}") from exc
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            raise ProgressStoreError(
+                self.path, f"schema version {meta.get('schema_version')!r}, expected {SCHEMA_VERSION!r}"
+            )
+        self.stored_algorithm_version = meta.get("algorithm_version")
+        if self.stored_algorithm_version != ALGORITHM_VERSION:
+            message = (
+                f"progress store {self.path} was written by algorithm version "
+                f"{self.stored_algorithm_version!r}, this is {ALGORITHM_VERSION!r}: its frames will not "
+                "be reused (their fingerprints differ); new results are added beside them"
+            )
+            log.warning(message)
+            warnings.warn(message, ProgressStoreVersionWarning, stacklevel=3)
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM frames").fetchone()[0])
+
+    def get_many(self, fingerprints: Iterable[str]) -> dict[str, FrameResult]:
+        """The stored results among ``fingerprints`` (missing ones are simply absent)."""
+        wanted = list(dict.fromkeys(fingerprints))
+        found: dict[str, FrameResult] = {}
+        cols = ", ".join(_FRAME_COLUMNS)
+        for i in range(0, len(wanted), _GET_CHUNK):
+            chunk = wanted[i : i + _GET_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._db.execute(f"SELECT {cols} FROM frames WHERE fingerprint IN ({marks})", chunk)
+            for row in rows:
+                found[row[0]] = FrameResult(
+                    fingerprint=row[0],
+                    best_seed=bytes(row[1]),
+                    golden=int(row[2]),
+                    matched_bits=int(row[3]),
+                    hamming=int(row[4]),
+                    reward=float(row[5]),
+                    generations=int(row[6]),
+                    evaluations=int(row[7]),
+                    solved=bool(row[8]),
+                )
+        return found
+
+    def put_many(self, results: Sequence[FrameResult]) -> None:
+        """Commit finished frames in one transaction (a re-put of a fingerprint replaces it)."""
+        if not results:
+            return
+        now = time.time()
+        rows = [
+            (
+                r.fingerprint,
+                bytes(r.best_seed),
+                int(r.golden),
+                int(r.matched_bits),
+                int(r.hamming),
+                float(r.reward),
+                int(r.generations),
+                int(r.evaluations),
+                int(bool(r.solved)),
+                ALGORITHM_VERSION,
+                now,
+            )
+            for r in results
+        ]
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO frames VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
+
+    def close(self) -> None:
+        """Close the database and release the partition lock (idempotent)."""
+        if self._lock_fd is None:
+            return
+        try:
+            self._db.close()
+        finally:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> ProgressStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _acquire_lock(path: Path, partition: str, wait_s: float) -> int:
+    fd = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + max(0.0, wait_s)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise ProgressStoreLockedError(path, partition, wait_s) from None
+            time.sleep(0.05)
+
+
+def _check_magic(path: Path) -> None:
+    """Refuse anything that exists and is not SQLite, before SQLite gets a chance to write to it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ProgressStoreError(path, f"cannot be read: {exc.strerror or exc}") from exc
+    if head and head != _SQLITE_MAGIC:
+        raise ProgressStoreError(path, "is not an SQLite database (bad header)")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        db = sqlite3.connect(path, isolation_level="DEFERRED", check_same_thread=False)
+        # WAL: a reader (the UI, a test) never blocks the writer, and a killed writer leaves every
+        # committed transaction intact. NORMAL sync survives process death; a power cut may lose the
+        # last commits, which a rerun recomputes identically (the search is deterministic).
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+    except sqlite3.DatabaseError as exc:
+        raise ProgressStoreError(path, f"cannot be opened as SQLite: {exc}") from exc
+    return db
