@@ -1,0 +1,591 @@
+"""Stage 1: reading Data Miner output (or the raw-text inbox) into the canonical knowledge base (DESIGN §2).
+
+``read_knowledge_base`` is the one entry point the ``knowledge_base`` asset calls: it picks the
+first readable candidate file, detects its format by content, streams it in record batches,
+validates every record (skips counted per reason in a :class:`ReadReport`), drops duplicate
+``(source_file, chunk_id)`` pairs, and yields batches of :data:`KNOWLEDGE_BASE_SCHEMA`.
+``list_source_files`` streams the same records to tell the sensor which partitions exist and which
+changed. Files in the miner directory are only ever opened for reading.
+
+This module is also the public face of stage 1: the schema, errors and partition keys
+(``knowledge_schema``), discovery and format readers (``knowledge_formats``) and the inbox and sample
+writer (``knowledge_inbox``) are re-exported here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .knowledge_formats import (
+    DISCOVERY_ORDER,
+    FIELD_ALIASES,
+    Format,
+    detect_format,
+    discovery_candidates,
+    iter_arrow_file,
+    iter_arrow_stream,
+    iter_json_array,
+    iter_jsonl,
+    iter_parquet,
+    partition_mask,
+)
+from .knowledge_inbox import (
+    TextEmbedder,
+    chunk_words,
+    inbox_files,
+    read_inbox_file,
+    write_sample_knowledge_base,
+)
+from .knowledge_schema import (
+    CHUNK_ID_NOT_INTEGER,
+    CHUNK_ID_OUT_OF_RANGE,
+    DUPLICATE_CHUNK_ID,
+    EMBEDDING_DIMS,
+    EMBEDDING_LENGTH,
+    EMBEDDING_NOT_FINITE,
+    EMBEDDING_NOT_NUMERIC,
+    EMPTY_CONTENT,
+    EXTRA_COLUMNS,
+    INVALID_UTF8,
+    KNOWLEDGE_BASE_SCHEMA,
+    MISSING_CHUNK_ID,
+    MISSING_CONTENT,
+    MISSING_EMBEDDING,
+    MISSING_FILE_NAME,
+    NOT_AN_OBJECT,
+    AllRecordsInvalidError,
+    KnowledgeBaseError,
+    KnowledgeBaseFormatError,
+    KnowledgeBaseNotFoundError,
+    ReadReport,
+    canonical_batch,
+    default_inbox_dir,
+    default_miner_dir,
+    knowledge_base_schema,
+    safe_partition_key,
+)
+
+__all__ = [
+    "DISCOVERY_ORDER",
+    "EMBEDDING_DIMS",
+    "KNOWLEDGE_BASE_SCHEMA",
+    "AllRecordsInvalidError",
+    "Format",
+    "KnowledgeBaseError",
+    "KnowledgeBaseFormatError",
+    "KnowledgeBaseNotFoundError",
+    "NoReadableKnowledgeBaseError",
+    "PartitionNotFoundError",
+    "ReadReport",
+    "SourceFileInfo",
+    "TextEmbedder",
+    "chunk_words",
+    "default_inbox_dir",
+    "default_miner_dir",
+    "detect_format",
+    "discovery_candidates",
+    "inbox_files",
+    "knowledge_base_schema",
+    "list_source_files",
+    "read_inbox_file",
+    "read_knowledge_base",
+    "safe_partition_key",
+    "write_sample_knowledge_base",
+]
+
+_INT32_MAX = 2**31 - 1
+# Per-source chunk-id bitmaps stay dense up to this id; beyond it a set is cheaper.
+_BITMAP_LIMIT = 1 << 24
+
+
+class NoReadableKnowledgeBaseError(KnowledgeBaseNotFoundError):
+    """Candidate files exist but none could be read; the message says why for each."""
+
+    def __init__(self, searched: list[Path], rejected: list[tuple[Path, str]]) -> None:
+        self.rejected = list(rejected)
+        detail = "files found but unreadable:\n" + "\n".join(f"  {p}: {why}" for p, why in rejected)
+        super().__init__(searched, detail)
+
+
+class PartitionNotFoundError(KnowledgeBaseError):
+    """The knowledge base was read but holds no record for the requested partition key."""
+
+    def __init__(self, path: Path, partition_key: str) -> None:
+        self.path = Path(path)
+        self.partition_key = partition_key
+        super().__init__(f"{path}: no record belongs to partition {partition_key!r}")
+
+
+@dataclass(frozen=True)
+class SourceFileInfo:
+    """One source file of the knowledge base, i.e. one dynamic partition."""
+
+    partition_key: str
+    source_file: str
+    chunks: int
+    # blake2b over (chunk_id, content, embedding bytes) of its valid records, in file order.
+    fingerprint: str
+
+
+class _FirstChunkIds:
+    """Remembers which (source_file, chunk_id) pairs were already kept, in bounded memory per source."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, np.ndarray | set[int]] = {}
+
+    def keep_mask(self, names: pa.Array, ids: np.ndarray) -> np.ndarray:
+        """True for each row whose pair was not seen before (in earlier batches or earlier in this one)."""
+        keep = np.ones(len(ids), dtype=bool)
+        encoded = pc.dictionary_encode(names)
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(encoded.dictionary) + 1))
+        for code, name in enumerate(encoded.dictionary.to_pylist()):
+            rows = order[bounds[code] : bounds[code + 1]]
+            group_ids = ids[rows]
+            duplicate = np.ones(len(rows), dtype=bool)
+            duplicate[np.unique(group_ids, return_index=True)[1]] = False
+            seen = self._seen.get(name)
+            if isinstance(seen, set) or int(group_ids.max()) >= _BITMAP_LIMIT:
+                if not isinstance(seen, set):
+                    seen = set() if seen is None else {int(i) for i in np.flatnonzero(seen)}
+                    self._seen[name] = seen
+                duplicate |= np.fromiter((int(i) in seen for i in group_ids), bool, len(group_ids))
+                seen.update(int(i) for i in group_ids[~duplicate])
+            else:
+                needed = int(group_ids.max()) + 1
+                if seen is None or len(seen) < needed:
+                    grown = np.zeros(max(needed, 2 * (0 if seen is None else len(seen))), dtype=bool)
+                    if seen is not None:
+                        grown[: len(seen)] = seen
+                    seen = self._seen[name] = grown
+                duplicate |= seen[group_ids]
+                seen[group_ids[~duplicate]] = True
+            keep[rows[duplicate]] = False
+        return keep
+
+
+def _has_surrogates(text: str) -> bool:
+    # Invalid UTF-8 bytes were decoded as lone surrogates (surrogateescape); they cannot be encoded back.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _lookup(record: dict[str, Any], field: str) -> Any:
+    for alias in FIELD_ALIASES[field]:
+        if alias in record:
+            return record[alias]
+    return None
+
+
+class _Validator:
+    """Turns raw records or batches into canonical batches, counting skips in the report."""
+
+    def __init__(self, path: Path, dims: int, partition_key: str | None, report: ReadReport) -> None:
+        self.path = path
+        self.dims = dims
+        self.partition_key = partition_key
+        self.report = report
+        self.first_ids = _FirstChunkIds()
+        self.records_in_file = 0
+
+    def _where(self, label: str, position: int) -> str:
+        return f"{self.path}: {label} {position}"
+
+    def _record_problem(self, record: Any) -> tuple[str, str] | None:
+        name = _lookup(record, "file_name")
+        if not isinstance(name, str) or not name:
+            return MISSING_FILE_NAME, f"file_name is {type(name).__name__}"
+        chunk_id = _lookup(record, "chunk_id")
+        if chunk_id is None:
+            return MISSING_CHUNK_ID, ""
+        if isinstance(chunk_id, bool) or not isinstance(chunk_id, int):
+            return CHUNK_ID_NOT_INTEGER, f"chunk_id is {chunk_id!r:.40}"
+        if not 0 <= chunk_id <= _INT32_MAX:
+            return CHUNK_ID_OUT_OF_RANGE, f"chunk_id {chunk_id}"
+        content = _lookup(record, "content")
+        if not isinstance(content, str):
+            return MISSING_CONTENT, "" if content is None else f"content is {type(content).__name__}"
+        if _has_surrogates(name) or _has_surrogates(content):
+            return INVALID_UTF8, "file_name or content is not valid UTF-8"
+        if not content.strip():
+            return EMPTY_CONTENT, ""
+        embedding = _lookup(record, "embedding")
+        if embedding is None:
+            return MISSING_EMBEDDING, ""
+        if not isinstance(embedding, list):
+            return EMBEDDING_NOT_NUMERIC, f"embedding is {type(embedding).__name__}"
+        if len(embedding) != self.dims:
+            return EMBEDDING_LENGTH, f"{len(embedding)} values, expected {self.dims}"
+        return None
+
+    def from_records(self, records: list[Any], positions: list[int], label: str) -> pa.RecordBatch | None:
+        """Validate decoded JSON values (dicts with snake_case or Go field names)."""
+        report = self.report
+        kept: list[tuple[dict[str, Any], int]] = []
+        self.records_in_file += len(records)
+        for record, position in zip(records, positions, strict=True):
+            if not isinstance(record, dict):
+                if self.partition_key is None:
+                    report.records_seen += 1
+                    report.skip(NOT_AN_OBJECT, self._where(label, position), type(record).__name__)
+                continue
+            if self.partition_key is not None:
+                name = _lookup(record, "file_name")
+                if not isinstance(name, str) or safe_partition_key(name) != self.partition_key:
+                    continue
+            report.records_seen += 1
+            problem = self._record_problem(record)
+            if problem is not None:
+                report.skip(problem[0], self._where(label, position), problem[1])
+                continue
+            kept.append((record, position))
+        if not kept:
+            return None
+        rows = [_lookup(r, "embedding") for r, _ in kept]
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                embeddings = np.array(rows, dtype=np.float64).astype(np.float32)
+            numeric = np.ones(len(rows), dtype=bool)
+        except (TypeError, ValueError):
+            # Some row holds a non-number; find which, row by row (the rare path).
+            embeddings = np.zeros((len(rows), self.dims), dtype=np.float32)
+            numeric = np.zeros(len(rows), dtype=bool)
+            for i, row in enumerate(rows):
+                try:
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        embeddings[i] = np.array(row, dtype=np.float64)
+                    numeric[i] = True
+                except (TypeError, ValueError):
+                    pass
+        finite = np.isfinite(embeddings).all(axis=1)
+        for i in np.flatnonzero(~(numeric & finite)):
+            reason = EMBEDDING_NOT_NUMERIC if not numeric[i] else EMBEDDING_NOT_FINITE
+            report.skip(reason, self._where(label, kept[i][1]), "")
+        good = np.flatnonzero(numeric & finite)
+        names = pa.array([_lookup(kept[i][0], "file_name") for i in good], pa.string())
+        ids = np.array([_lookup(kept[i][0], "chunk_id") for i in good], dtype=np.int32)
+        keep = self._drop_duplicates(names, ids, [f"{label} {kept[i][1]}" for i in good])
+        good = good[keep]
+        if len(good) == 0:
+            return None
+        extras = {}
+        for column in EXTRA_COLUMNS:
+            values = [_lookup(kept[i][0], column) for i in good]
+            extras[column] = [v if isinstance(v, str) and not _has_surrogates(v) else None for v in values]
+        return canonical_batch(
+            names.filter(pa.array(keep)),
+            ids[keep],
+            [_lookup(kept[i][0], "content") for i in good],
+            embeddings[good],
+            self.dims,
+            extras,
+        )
+
+    def _drop_duplicates(self, names: pa.Array, ids: np.ndarray, where: list[str]) -> np.ndarray:
+        if len(ids) == 0:
+            return np.ones(0, dtype=bool)
+        keep = self.first_ids.keep_mask(names, ids)
+        for i in np.flatnonzero(~keep):
+            self.report.skip(
+                DUPLICATE_CHUNK_ID,
+                f"{self.path}: {where[i]}",
+                f"chunk_id {ids[i]} of {names[i].as_py()!r} already seen; the first is kept",
+            )
+        return keep
+
+    def from_arrow(
+        self, batch: pa.RecordBatch, columns: dict[str, str], first_position: int
+    ) -> pa.RecordBatch | None:
+        """Validate a record batch column-wise (one pass of Arrow compute / numpy per check)."""
+        report = self.report
+        self.records_in_file += batch.num_rows
+        positions = np.arange(first_position, first_position + batch.num_rows)
+        names = _string_column(batch.column(columns["file_name"]), self.path, "file_name")
+        if self.partition_key is not None:
+            mask = partition_mask(names, self.partition_key)
+            batch, names = batch.filter(mask), names.filter(mask)
+            positions = positions[mask.to_numpy(zero_copy_only=False)]
+        n = batch.num_rows
+        report.records_seen += n
+        if n == 0:
+            return None
+        # One reason per row, the first problem found; "" = fine so far.
+        reasons = np.full(n, "", dtype=object)
+
+        def flag(condition: np.ndarray, reason: str) -> None:
+            reasons[(reasons == "") & condition] = reason
+
+        flag(_null_or_empty(names), MISSING_FILE_NAME)
+        flag(_invalid_utf8_rows(names), INVALID_UTF8)
+        ids, id_problems = _chunk_ids(batch.column(columns["chunk_id"]))
+        for reason, condition in id_problems:
+            flag(condition, reason)
+        content = _string_column(batch.column(columns["content"]), self.path, "content")
+        flag(content.is_null().to_numpy(zero_copy_only=False), MISSING_CONTENT)
+        bad_content = _invalid_utf8_rows(content)
+        flag(bad_content, INVALID_UTF8)
+        # utf8_trim_whitespace would fail on invalid text; those rows are already flagged.
+        readable = pc.if_else(pa.array(bad_content), None, content) if bad_content.any() else content
+        trimmed = pc.utf8_length(pc.utf8_trim_whitespace(readable))
+        flag(pc.fill_null(pc.equal(trimmed, 0), False).to_numpy(zero_copy_only=False), EMPTY_CONTENT)
+        embedding_column = batch.column(columns["embedding"])
+        flag(embedding_column.is_null().to_numpy(zero_copy_only=False), MISSING_EMBEDDING)
+        value_type = getattr(embedding_column.type, "value_type", None)
+        if value_type is None or not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
+            flag(np.ones(n, dtype=bool), EMBEDDING_NOT_NUMERIC)
+        else:
+            lengths = pc.fill_null(pc.list_value_length(embedding_column), -1).to_numpy(zero_copy_only=False)
+            flag(lengths != self.dims, EMBEDDING_LENGTH)
+        embeddings = np.zeros((0, self.dims), dtype=np.float32)
+        candidates = np.flatnonzero(reasons == "")
+        if len(candidates):
+            chosen = embedding_column.filter(pa.array(reasons == ""))
+            flat = pc.list_flatten(chosen).to_numpy(zero_copy_only=False)
+            with np.errstate(over="ignore", invalid="ignore"):
+                embeddings = flat.astype(np.float32, copy=False).reshape(len(candidates), self.dims)
+            bad = np.zeros(n, dtype=bool)
+            bad[candidates] = ~np.isfinite(embeddings).all(axis=1)
+            flag(bad, EMBEDDING_NOT_FINITE)
+            embeddings = embeddings[~bad[candidates]]
+        for reason in np.unique(reasons[reasons != ""]):
+            rows = np.flatnonzero(reasons == reason)
+            report.skipped[reason] += len(rows)
+            for row in rows[: max(0, 20 - len(report.problems))]:
+                report.problems.append(f"{self.path}: record {positions[row]}: {reason}")
+        good = np.flatnonzero(reasons == "")
+        if len(good) == 0:
+            return None
+        good_mask = pa.array(reasons == "")
+        names, content = names.filter(good_mask), content.filter(good_mask)
+        ids = ids[good]
+        keep = self._drop_duplicates(names, ids, [f"record {positions[i]}" for i in good])
+        keep_mask = pa.array(keep)
+        extras = {}
+        for column in EXTRA_COLUMNS:
+            if column in columns:
+                values = batch.column(columns[column]).filter(good_mask).filter(keep_mask)
+                if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+                    continue
+                extras[column] = values
+        if not keep.any():
+            return None
+        return canonical_batch(
+            names.filter(keep_mask),
+            ids[keep],
+            content.filter(keep_mask),
+            embeddings[keep],
+            self.dims,
+            extras,
+        )
+
+
+def _string_column(column: pa.Array, path: Path, field: str) -> pa.Array:
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        # Binary columns may hold text; invalid UTF-8 is then caught row by row.
+        return column.view(pa.string() if pa.types.is_binary(column.type) else pa.large_string())
+    raise KnowledgeBaseFormatError(path, None, f"column {field} has type {column.type}, expected text")
+
+
+def _has_bad_utf8(column: pa.Array) -> bool:
+    try:
+        column.validate(full=True)
+    except pa.ArrowInvalid:
+        return True
+    return False
+
+
+def _invalid_utf8_rows(column: pa.Array) -> np.ndarray:
+    if not _has_bad_utf8(column):
+        return np.zeros(len(column), dtype=bool)
+    raw = column.view(pa.binary() if pa.types.is_string(column.type) else pa.large_binary()).to_pylist()
+    bad = np.zeros(len(raw), dtype=bool)
+    for i, value in enumerate(raw):
+        if value is not None:
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                bad[i] = True
+    return bad
+
+
+def _null_or_empty(column: pa.Array) -> np.ndarray:
+    lengths = pc.binary_length(column)
+    return pc.fill_null(pc.equal(lengths, 0), True).to_numpy(zero_copy_only=False)
+
+
+def _chunk_ids(column: pa.Array) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    """chunk_id as int32 (0 where invalid) and the rows that are missing, non-integer or out of range."""
+    n = len(column)
+    missing = column.is_null().to_numpy(zero_copy_only=False)
+    if pa.types.is_integer(column.type):
+        values = pc.fill_null(column.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+        out_of_range = ~missing & ((values < 0) | (values > _INT32_MAX))
+        problems = [(MISSING_CHUNK_ID, missing), (CHUNK_ID_OUT_OF_RANGE, out_of_range)]
+    elif pa.types.is_floating(column.type):
+        floats = pc.fill_null(column.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False)
+        not_integer = ~missing & ~(np.isfinite(floats) & (floats == np.trunc(floats)))
+        with np.errstate(invalid="ignore"):
+            out_of_range = ~missing & ~not_integer & ((floats < 0) | (floats > _INT32_MAX))
+        values = np.where(not_integer | out_of_range, 0, floats).astype(np.int64)
+        problems = [
+            (MISSING_CHUNK_ID, missing),
+            (CHUNK_ID_NOT_INTEGER, not_integer),
+            (CHUNK_ID_OUT_OF_RANGE, out_of_range),
+        ]
+    else:
+        values = np.zeros(n, dtype=np.int64)
+        problems = [(MISSING_CHUNK_ID, missing), (CHUNK_ID_NOT_INTEGER, ~missing)]
+    valid = ~np.logical_or.reduce([p for _, p in problems])
+    return np.where(valid, values, 0).astype(np.int32), problems
+
+
+def _read_file(
+    path: Path, fmt: Format, validator: _Validator, batch_rows: int, report: ReadReport
+) -> Iterator[pa.RecordBatch]:
+    if fmt in ("json_array", "jsonl"):
+        pieces = (
+            iter_json_array(path, batch_rows, report)
+            if fmt == "json_array"
+            else iter_jsonl(path, batch_rows, report)
+        )
+        label = "record" if fmt == "json_array" else "line"
+        for records, positions in pieces:
+            batch = validator.from_records(records, positions, label)
+            if batch is not None:
+                yield batch
+        return
+    if fmt == "parquet":
+        batches = iter_parquet(path, batch_rows, validator.partition_key)
+    elif fmt == "arrow_file":
+        batches = iter_arrow_file(path, batch_rows)
+    else:
+        batches = iter_arrow_stream(path, batch_rows, report)
+    for raw, columns, position in batches:
+        batch = validator.from_arrow(raw, columns, position)
+        if batch is not None:
+            yield batch
+
+
+def read_knowledge_base(
+    miner_dir: Path,
+    *,
+    partition_key: str | None = None,
+    explicit_path: Path | None = None,
+    dims: int = EMBEDDING_DIMS,
+    batch_rows: int = 8192,
+    report: ReadReport | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Canonical batches of the knowledge base, or of one partition when ``partition_key`` is given.
+
+    The first candidate of :func:`discovery_candidates` that exists and reads is used. A candidate
+    that fails before any batch was yielded (bad magic, corrupt footer, missing columns, no records)
+    is recorded in ``report.fallbacks`` and the next is tried. Damage found after batches were yielded
+    cannot be undone by a fallback: a truncated JSON/Arrow-stream tail is counted as ``truncated`` and
+    the records before it kept; any other failure raises :class:`KnowledgeBaseFormatError`.
+
+    Raises :class:`KnowledgeBaseNotFoundError` (no candidate exists), :class:`NoReadableKnowledgeBaseError`
+    (none reads), :class:`AllRecordsInvalidError` (every record skipped) or
+    :class:`PartitionNotFoundError` (the file has no record for ``partition_key``).
+    """
+    report = report if report is not None else ReadReport()
+    report.partition_key = partition_key
+    candidates = discovery_candidates(miner_dir, explicit_path)
+    report.searched = candidates
+    existing = [p for p in candidates if p.is_file()]
+    if not existing:
+        raise KnowledgeBaseNotFoundError(candidates)
+    for path in existing:
+        report.restart()
+        report.path_used = path
+        validator = _Validator(path, dims, partition_key, report)
+        yielded = False
+        try:
+            report.format = detect_format(path)
+            for batch in _read_file(path, report.format, validator, batch_rows, report):
+                yielded = True
+                report.batches += 1
+                report.records_kept += batch.num_rows
+                yield batch
+        except (KnowledgeBaseFormatError, pa.ArrowException, OSError) as exc:
+            if yielded:
+                raise KnowledgeBaseFormatError(
+                    path, None, f"failed after {report.records_kept} records were produced: {exc}"
+                ) from exc
+            report.fallbacks.append((path, _short(exc)))
+            continue
+        if validator.records_in_file == 0 and report.records_skipped == 0:
+            report.fallbacks.append((path, "contains no records"))
+            continue
+        if report.records_kept == 0:
+            if report.records_seen == 0 and partition_key is not None:
+                raise PartitionNotFoundError(path, partition_key)
+            raise AllRecordsInvalidError(path, report.skipped, report.problems)
+        return
+    report.path_used = report.format = None
+    raise NoReadableKnowledgeBaseError(candidates, report.fallbacks)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def record_fingerprint_update(hasher: Any, chunk_id: int, content: bytes, embedding: bytes) -> None:
+    """Feed one record to a source-file fingerprint; length-prefixed so fields cannot run together."""
+    hasher.update(struct.pack("<iQ", chunk_id, len(content)))
+    hasher.update(content)
+    hasher.update(embedding)
+
+
+def list_source_files(
+    miner_dir: Path,
+    *,
+    explicit_path: Path | None = None,
+    dims: int = EMBEDDING_DIMS,
+    report: ReadReport | None = None,
+) -> dict[str, SourceFileInfo]:
+    """Partition key → :class:`SourceFileInfo` for every source file, streaming the whole knowledge base.
+
+    The fingerprint changes when any kept record of that source changes, so a sensor can re-run
+    exactly the partitions whose input changed.
+    """
+    hashers: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    originals: dict[str, str] = {}
+    for batch in read_knowledge_base(miner_dir, explicit_path=explicit_path, dims=dims, report=report):
+        names = batch.column("source_file").to_pylist()
+        ids = batch.column("chunk_id").to_numpy()
+        contents = batch.column("content").to_pylist()
+        embeddings = batch.column("embedding").flatten().to_numpy().reshape(-1, dims)
+        for name, chunk_id, content, embedding in zip(names, ids, contents, embeddings, strict=True):
+            key = safe_partition_key(name)
+            if originals.setdefault(key, name) != name:
+                raise KnowledgeBaseError(f"source files {originals[key]!r} and {name!r} share key {key!r}")
+            if key not in hashers:
+                hashers[key] = hashlib.blake2b(digest_size=16)
+                counts[key] = 0
+            record_fingerprint_update(
+                hashers[key], int(chunk_id), content.encode("utf-8"), embedding.tobytes()
+            )
+            counts[key] += 1
+    return {
+        key: SourceFileInfo(key, originals[key], counts[key], hashers[key].hexdigest())
+        for key in sorted(hashers)
+    }

@@ -1,0 +1,177 @@
+"""The embedder resource: text → float32[N, dims] for inbox chunks and window embeddings (DESIGN §2, §3.3).
+
+Two implementations behind one ``Embedder`` base: ``HashingEmbedder``, the offline deterministic
+default (feature hashing of words and word pairs; lexical, not semantic), and ``OllamaEmbedder``,
+a client for a local Ollama server's ``POST /api/embed`` that batches, times out, retries transient
+failures with exponential backoff and checks every answer's count, dimension and finiteness.
+Both are Dagster ``ConfigurableResource``s and also work as plain objects.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.client
+import itertools
+import json
+import math
+import re
+import time
+import urllib.error
+import urllib.request
+
+import dagster as dg
+import numpy as np
+
+_WORD = re.compile(r"\w+")
+
+
+class EmbedderError(RuntimeError):
+    """The embedder cannot produce embeddings (server down, model missing, malformed answer)."""
+
+
+class Embedder(dg.ConfigurableResource):
+    """Base of the embedder resources: ``embed(texts)`` returns float32[len(texts), dims]."""
+
+    dims: int = 768
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def description(self) -> str:
+        raise NotImplementedError
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _feature(token: str, dims: int) -> int:
+    """Signed slot of a token: index in [0, dims), negated-minus-one for a negative sign.
+
+    blake2b, not Python's hash(), which is salted per process and would change the embedding run to run.
+    """
+    value = int.from_bytes(hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=8).digest())
+    index = (value >> 1) % dims
+    return index if value & 1 else -index - 1
+
+
+class HashingEmbedder(Embedder):
+    """Offline, deterministic feature hashing of lower-cased words and adjacent word pairs.
+
+    Each feature adds ±1 to one of ``dims`` slots (slot and sign from blake2b); the vector is then
+    L2-normalised. Texts sharing words get similar vectors, but synonyms do not: lexical, not semantic.
+    Empty text (no word characters) gives the all-zero vector.
+    """
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        for row, text in enumerate(texts):
+            words = _WORD.findall(text.lower())
+            if not words:
+                continue
+            features = [_feature(w, self.dims) for w in words]
+            features += [_feature(f"{a} {b}", self.dims) for a, b in itertools.pairwise(words)]
+            signed = np.array(features, dtype=np.int64)
+            negative = signed < 0
+            index = np.where(negative, -signed - 1, signed)
+            vector = np.bincount(index, weights=np.where(negative, -1.0, 1.0), minlength=self.dims)
+            norm = math.sqrt(float(vector @ vector))
+            if norm > 0:  # all features may cancel out
+                out[row] = vector / norm
+        return out
+
+    def description(self) -> str:
+        return f"lexical feature hashing (blake2b, words and word pairs, {self.dims} dims), not semantic"
+
+
+class OllamaEmbedder(Embedder):
+    """Semantic embeddings from an Ollama server (``POST {url}/api/embed``, default nomic-embed-text)."""
+
+    url: str = "http://127.0.0.1:11434"
+    model: str = "nomic-embed-text"
+    batch_size: int = 32
+    timeout_s: float = 30.0
+    retries: int = 3
+    backoff_s: float = 0.5
+
+    def description(self) -> str:
+        return f"ollama {self.model} at {self.url}"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if self.batch_size <= 0:
+            raise EmbedderError(f"batch_size must be positive, got {self.batch_size}")
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start : start + self.batch_size]
+            out[start : start + len(batch)] = self._embed_batch(batch, start)
+        return out
+
+    def _embed_batch(self, texts: list[str], first: int) -> np.ndarray:
+        answer = self._post({"model": self.model, "input": texts})
+        embeddings = answer.get("embeddings") if isinstance(answer, dict) else None
+        where = f"{self.description()}, texts {first}..{first + len(texts) - 1}"
+        if not isinstance(embeddings, list):
+            raise EmbedderError(f"{where}: the answer has no 'embeddings' list: {str(answer)[:200]}")
+        if len(embeddings) != len(texts):
+            raise EmbedderError(f"{where}: {len(embeddings)} embeddings returned for {len(texts)} texts")
+        lengths = {len(e) if isinstance(e, list) else -1 for e in embeddings}
+        if lengths != {self.dims}:
+            raise EmbedderError(
+                f"{where}: embeddings of length {sorted(lengths)}, expected {self.dims}; "
+                f"is {self.model!r} a {self.dims}-dimension model?"
+            )
+        try:
+            array = np.array(embeddings, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise EmbedderError(f"{where}: non-numeric embedding values") from exc
+        if not np.isfinite(array).all():
+            raise EmbedderError(f"{where}: NaN or infinite embedding values")
+        return array
+
+    def _post(self, body: dict[str, object]) -> object:
+        """POST to /api/embed, retrying connection failures, timeouts and 5xx with exponential backoff."""
+        endpoint = self.url.rstrip("/") + "/api/embed"
+        data = json.dumps(body).encode("utf-8")
+        last: str = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            request = urllib.request.Request(
+                endpoint, data=data, headers={"Content-Type": "application/json"}, method="POST"
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    payload = response.read()
+            except urllib.error.HTTPError as exc:
+                detail = _error_text(exc)
+                if exc.code >= 500:
+                    last = f"HTTP {exc.code}: {detail}"
+                    continue
+                if exc.code == 404 and "not found" in detail.lower():
+                    hint = f"run `ollama pull {self.model}`"
+                    raise EmbedderError(
+                        f"model {self.model!r} not found at {self.url} ({detail}); {hint}"
+                    ) from exc
+                raise EmbedderError(f"{endpoint} refused the request: HTTP {exc.code}: {detail}") from exc
+            except (TimeoutError, urllib.error.URLError, http.client.HTTPException, ConnectionError) as exc:
+                reason = getattr(exc, "reason", exc)
+                last = f"{type(reason).__name__}: {reason}"
+                continue
+            try:
+                return json.loads(payload)
+            except json.JSONDecodeError as exc:
+                raise EmbedderError(f"{endpoint} answered with invalid JSON: {payload[:200]!r}") from exc
+        attempts = self.retries + 1
+        raise EmbedderError(
+            f"{endpoint} failed after {attempts} attempts (timeout {self.timeout_s} s): {last}"
+        )
+
+
+def _error_text(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = exc.read().decode("utf-8", "replace")
+    except OSError:
+        return exc.reason or ""
+    try:
+        message = json.loads(body).get("error")
+    except (json.JSONDecodeError, AttributeError):
+        message = None
+    return str(message or body or exc.reason)[:300]
