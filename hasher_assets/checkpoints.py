@@ -7,7 +7,6 @@ the partition's checkpoint; the mismatch rate goes into the file and the blockin
 ``checkpoints_gate`` fails when it exceeds the tolerance.
 """
 
-from __future__ import annotations
 
 import json
 import time

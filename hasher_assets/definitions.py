@@ -8,7 +8,6 @@ Resources are chosen here, once, from the environment:
 - ``HASHER_ASIC_URL``: a serial device, ``socket://host:port`` or a pty; unset = the bundled emulator.
 """
 
-from __future__ import annotations
 
 import os
 

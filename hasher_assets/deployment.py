@@ -6,7 +6,6 @@ on the kernel and on the device, and rolls back on any failure, leaving the prev
 byte for byte as it was.
 """
 
-from __future__ import annotations
 
 import importlib.metadata
 

@@ -4,7 +4,6 @@ Reads the Data Miner's output (or a raw-text inbox file), keeps the records of t
 source file, skips bad records with counted reasons, and stores the chunks as Parquet.
 """
 
-from __future__ import annotations
 
 import time
 

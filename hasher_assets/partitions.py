@@ -4,7 +4,6 @@ Also owns finding those source files (shared by the sensor and ``hasher partitio
 miner directory's knowledge base, one partition per ``file_name`` in it, and one per inbox file.
 """
 
-from __future__ import annotations
 
 import hashlib
 from pathlib import Path

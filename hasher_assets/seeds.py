@@ -5,7 +5,6 @@ committed to the partition's progress store as it finishes, so a killed run resu
 The output is the frames with ``best_seed`` filled and the search metrics of DESIGN §4.5.
 """
 
-from __future__ import annotations
 
 import base64
 from typing import Literal

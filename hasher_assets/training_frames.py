@@ -4,7 +4,6 @@ Streams the partition's knowledge base batch by batch through the offline cl100k
 Go-compatible projection mapper into one Parquet file of frames (schema DESIGN §3.5).
 """
 
-from __future__ import annotations
 
 from typing import Literal
 

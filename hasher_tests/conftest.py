@@ -1,0 +1,34 @@
+"""Shared fixtures: a scratch miner directory with the sample knowledge base, storage, instance."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from hasher_resources.storage import HasherStorage
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+@pytest.fixture
+def miner_dir(tmp_path: Path) -> Path:
+    """A copy of the bundled miner output (never the original: tests must not touch it)."""
+    target = tmp_path / "miner"
+    shutil.copytree(SAMPLE / "miner", target)
+    return target
+
+
+@pytest.fixture
+def storage(tmp_path: Path, miner_dir: Path) -> HasherStorage:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    return HasherStorage(miner_dir=str(miner_dir), inbox_dir=str(inbox), data_dir=str(tmp_path / "data"))
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
