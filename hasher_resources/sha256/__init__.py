@@ -16,16 +16,9 @@ import numpy as np
 
 from . import constants
 from .constants import EXTRANONCE_BYTES, HEADER_BYTES, SEED_BYTES, SLOT_COUNT
+from .errors import BackendUnavailableError, KernelInputError
 
 BACKENDS = ("reference", "cpu", "cuda")
-
-
-class KernelInputError(ValueError):
-    """An input array has the wrong shape, dtype or layout."""
-
-
-class BackendUnavailableError(RuntimeError):
-    """The requested backend cannot run here (no GPU, CuPy missing, ...)."""
 
 
 def _backend_module(name: str) -> ModuleType:
@@ -111,7 +104,7 @@ def leading_equal_bits(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
 class NonceScanResult:
     """What a nonce sweep found: every nonce at or above the difficulty, and the best one seen."""
 
-    nonces: np.ndarray  # uint32, nonces meeting the difficulty, ascending
+    nonces: np.ndarray  # uint32, nonces meeting the difficulty, in scan order (wrapping past 2**32 - 1)
     bits: np.ndarray  # uint8, their matched (or zero) bits
     best_nonce: int
     best_bits: int
@@ -119,17 +112,49 @@ class NonceScanResult:
     backend: str
 
 
-def _scan_result(bits: np.ndarray, start: int, difficulty: int, backend: str) -> NonceScanResult:
-    hits = np.flatnonzero(bits >= difficulty)
-    best = int(np.argmax(bits)) if bits.size else 0
-    return NonceScanResult(
-        nonces=((start + hits) & 0xFFFFFFFF).astype(np.uint32),
-        bits=bits[hits].astype(np.uint8),
-        best_nonce=(start + best) & 0xFFFFFFFF,
-        best_bits=int(bits[best]) if bits.size else 0,
-        scanned=int(bits.size),
-        backend=backend,
-    )
+#: Nonces per backend call when a backend names no ``SCAN_CHUNK``: keeps a sweep of up to 2**32
+#: nonces in bounded memory (a few bytes per nonce of the chunk).
+SCAN_CHUNK = 1 << 20
+
+
+class _ScanAccumulator:
+    """Folds per-chunk bits into hits (bits >= difficulty, scan order) and the first best nonce."""
+
+    def __init__(self, difficulty: int) -> None:
+        self.difficulty = difficulty
+        self.nonces: list[np.ndarray] = []
+        self.bits: list[np.ndarray] = []
+        self.best_nonce = 0
+        self.best_bits = -1
+        self.scanned = 0
+
+    def add(self, start: int, bits: np.ndarray) -> None:
+        hits = np.flatnonzero(bits >= self.difficulty)
+        self.nonces.append(((start + hits) & 0xFFFFFFFF).astype(np.uint32))
+        self.bits.append(bits[hits].astype(np.uint8))
+        if bits.size:
+            best = int(np.argmax(bits))
+            if int(bits[best]) > self.best_bits:
+                self.best_bits = int(bits[best])
+                self.best_nonce = (start + best) & 0xFFFFFFFF
+        self.scanned += int(bits.size)
+
+    def result(self, backend: str) -> NonceScanResult:
+        return NonceScanResult(
+            nonces=np.concatenate(self.nonces) if self.nonces else np.empty(0, np.uint32),
+            bits=np.concatenate(self.bits) if self.bits else np.empty(0, np.uint8),
+            best_nonce=self.best_nonce,
+            best_bits=max(self.best_bits, 0),
+            scanned=self.scanned,
+            backend=backend,
+        )
+
+
+def _chunks(module: ModuleType, nonce_start: int, nonce_count: int):
+    """(start, count) pieces of a nonce range, each small enough for one backend call."""
+    chunk = int(getattr(module, "SCAN_CHUNK", SCAN_CHUNK))
+    for offset in range(0, nonce_count, chunk):
+        yield (nonce_start + offset) & 0xFFFFFFFF, min(chunk, nonce_count - offset)
 
 
 def _check_scan_range(nonce_start: int, nonce_count: int, difficulty: int, name: str, top: int):
@@ -159,11 +184,13 @@ def scan_seed_nonces(
     _check_scan_range(nonce_start, nonce_count, difficulty_bits, "difficulty_bits", 32)
     _check_u32("header_time", header_time)
     name = resolve_backend(backend)
-    goldens = _backend_module(name).scan_seed_nonces(
-        slots, bytes(extranonce), int(nonce_start), int(nonce_count), int(header_time)
-    )
-    bits = leading_equal_bits(goldens, np.uint32(target_token_id & 0xFFFFFFFF))
-    return _scan_result(bits, nonce_start, difficulty_bits, name)
+    module = _backend_module(name)
+    target = np.uint32(target_token_id & 0xFFFFFFFF)
+    found = _ScanAccumulator(difficulty_bits)
+    for start, count in _chunks(module, nonce_start, nonce_count):
+        goldens = module.scan_seed_nonces(slots, bytes(extranonce), start, count, int(header_time))
+        found.add(start, leading_equal_bits(goldens, target))
+    return found.result(name)
 
 
 def scan_header_nonces(
@@ -180,8 +207,11 @@ def scan_header_nonces(
         raise KernelInputError(f"header must be {HEADER_BYTES} bytes, got {len(header)}")
     _check_scan_range(nonce_start, nonce_count, share_bits, "share_bits", 255)
     name = resolve_backend(backend)
-    bits = _backend_module(name).scan_header_nonces(bytes(header), int(nonce_start), int(nonce_count))
-    return _scan_result(bits, nonce_start, share_bits, name)
+    module = _backend_module(name)
+    found = _ScanAccumulator(share_bits)
+    for start, count in _chunks(module, nonce_start, nonce_count):
+        found.add(start, module.scan_header_nonces(bytes(header), start, count))
+    return found.result(name)
 
 
 __all__ = [

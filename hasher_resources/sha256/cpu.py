@@ -26,6 +26,9 @@ from .header import build_headers
 #: Evaluations processed side by side in one block; 64 keeps a block's three 64-row schedules in L1.
 LANES = 64
 
+#: Nonces per call in a scan (each costs ~200 bytes of staging here), so 2**32-nonce sweeps stay small.
+SCAN_CHUNK = 1 << 16
+
 _K = np.array(C.SHA256_K, dtype=np.uint32)
 _IV = np.array(C.SHA256_IV, dtype=np.uint32)
 _MUTATED = C.MUTATED_WORD_FIRST
@@ -58,8 +61,8 @@ def _schedule(w):
 
 @njit(inline="always", cache=True)
 def _rounds(v, w, first, last, k):
-    """Rounds ``first … last-1`` on state ``v[8, LANES]``; ``k`` is added to ``w`` (None-free: pass zeros
-    when ``w`` already holds W+K)."""
+    """Rounds ``first … last-1`` on state ``v[8, LANES]`` with round constants ``k`` (zeros when ``w``
+    already holds W+K)."""
     for t in range(first, last):
         kt = k[t]
         for lane in range(LANES):
@@ -178,10 +181,7 @@ def _evaluate_blocks(words, jitter_slots, golden, keys, k, iv):  # pragma: no co
                     j = np.uint32(_rotr(key, 16) ^ js[1, lane])
                 else:
                     d = np.uint32(key ^ js[2, lane])
-                    if d >= _LOW_CLZ_LIMIT:
-                        j = np.uint32(key ^ _LOW_CLZ_XOR)
-                    else:
-                        j = np.uint32(d ^ _HIGH_CLZ_XOR)
+                    j = np.uint32(key ^ _LOW_CLZ_XOR) if d >= _LOW_CLZ_LIMIT else np.uint32(d ^ _HIGH_CLZ_XOR)
                 w[_MUTATED, lane] = np.uint32(w[_MUTATED, lane] ^ j)
                 w[_MUTATED + 1, lane] = np.uint32(w[_MUTATED + 1, lane] ^ _rotr(j, 24))
                 w[_MUTATED + 2, lane] = np.uint32(w[_MUTATED + 2, lane] ^ _rotr(j, 16))
@@ -280,7 +280,9 @@ def header_words(slots: np.ndarray, seeds: np.ndarray, header_time: int) -> np.n
     return build_headers(slots, seeds, header_time).view(">u4").astype(np.uint32)
 
 
-def evaluate_with_keys(slots: np.ndarray, seeds: np.ndarray, header_time: int) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_with_keys(
+    slots: np.ndarray, seeds: np.ndarray, header_time: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Goldens uint32[N] and keys of passes 18–20 uint32[N, 3] for validated inputs."""
     n = slots.shape[0]
     words = _padded_rows(header_words(slots, seeds, header_time))

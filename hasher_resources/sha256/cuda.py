@@ -1,0 +1,187 @@
+"""The CUDA backend: loads ``recursion.cu`` through CuPy and runs one thread per evaluation.
+
+The ``.cu`` file holds no constants of its own: :func:`cuda_source` prepends ``#define`` lines
+generated from ``constants.py``, so the Python and CUDA backends read one source of truth. The
+compiled module and the device buffers are kept per device and reused across calls (buffers only
+grow), so the hot path allocates nothing. Calls run on CuPy's current device; the kernel resource
+selects it with ``cupy.cuda.Device(device_id)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from . import constants as C
+from .errors import BackendUnavailableError
+from .midstate import midstate
+
+SOURCE_PATH = Path(__file__).with_name("recursion.cu")
+#: Threads per CUDA block; the kernels declare it in ``__launch_bounds__`` so registers are budgeted for it.
+CUDA_BLOCK = 256
+#: Resident blocks per SM asked of the register allocator (``__launch_bounds__``): 3 × 256 threads
+#: caps registers at 85 per thread, enough for one evaluation's working set without spills.
+CUDA_MIN_BLOCKS = 3
+#: Nonces per launch in a scan: enough to fill any GPU many times over, 64 MiB of goldens at most.
+SCAN_CHUNK = 1 << 24
+#: Kernel entry points in recursion.cu.
+KERNELS = ("hasher_evaluate", "hasher_scan_seed", "hasher_scan_header")
+
+_modules: dict[int, Any] = {}
+_buffers: dict[tuple[int, str], Any] = {}
+
+
+def cuda_prelude() -> str:
+    """The ``#define`` lines recursion.cu needs, generated from constants.py."""
+    defines = {
+        "HASHER_PASSES": C.PASSES,
+        "HASHER_MUTATED_WORD_FIRST": C.MUTATED_WORD_FIRST,
+        "HASHER_MUTATED_WORD_COUNT": C.MUTATED_WORD_COUNT,
+        "HASHER_STABILITY_PASS_0": C.STABILITY_PASSES[0],
+        "HASHER_JITTER_PHASE2_START": C.JITTER_PHASE2_START,
+        "HASHER_JITTER_PHASE3_START": C.JITTER_PHASE3_START,
+        "HASHER_JITTER_CLZ_THRESHOLD": C.JITTER_CLZ_THRESHOLD,
+        "HASHER_JITTER_LOW_CLZ_XOR": f"0x{C.JITTER_LOW_CLZ_XOR:08x}u",
+        "HASHER_JITTER_HIGH_CLZ_XOR": f"0x{C.JITTER_HIGH_CLZ_XOR:08x}u",
+        "HASHER_HEADER_VERSION": f"0x{C.HEADER_VERSION:08x}u",
+        "HASHER_HEADER_BITS": f"0x{C.HEADER_BITS:08x}u",
+        "HASHER_CUDA_BLOCK": CUDA_BLOCK,
+        "HASHER_CUDA_MIN_BLOCKS": CUDA_MIN_BLOCKS,
+    }
+    defines |= {f"HASHER_SHA256_IV_{i}": f"0x{v:08x}u" for i, v in enumerate(C.SHA256_IV)}
+    defines["HASHER_SHA256_K"] = ", ".join(f"0x{k:08x}u" for k in C.SHA256_K)
+    lines = [f"// generated from hasher_resources/sha256/constants.py ({C.ALGORITHM_VERSION})"]
+    lines += [f"#define {name} {value}" for name, value in defines.items()]
+    return "\n".join(lines) + "\n"
+
+
+def cuda_source() -> str:
+    """The complete CUDA source: generated constants followed by recursion.cu."""
+    return cuda_prelude() + SOURCE_PATH.read_text(encoding="utf-8")
+
+
+def _cupy() -> ModuleType:
+    try:
+        import cupy
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"backend 'cuda' needs CuPy, which is not installed ({exc}); install hasher[gpu]"
+        ) from exc
+    return cupy
+
+
+def device_count() -> int:
+    """CUDA devices CuPy can see (0 when CuPy or the driver is missing)."""
+    try:
+        cupy = _cupy()
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:
+        return 0
+
+
+def require_device() -> None:
+    """Raise :class:`BackendUnavailableError` saying why the CUDA backend cannot run here."""
+    cupy = _cupy()
+    try:
+        count = int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as exc:
+        raise BackendUnavailableError(f"backend 'cuda': CuPy finds no usable CUDA driver ({exc})") from exc
+    if count == 0:
+        raise BackendUnavailableError("backend 'cuda': CuPy sees no CUDA device")
+
+
+def device_name() -> str:
+    """Name of CuPy's current device, for benchmark tables and run metadata."""
+    cupy = _cupy()
+    device = cupy.cuda.Device()
+    name = cupy.cuda.runtime.getDeviceProperties(device.id)["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def _kernel(name: str) -> Any:
+    cupy = _cupy()
+    device = cupy.cuda.Device().id
+    module = _modules.get(device)
+    if module is None:
+        module = cupy.RawModule(code=cuda_source(), options=("-std=c++17",), name_expressions=None)
+        _modules[device] = module
+    return module.get_function(name)
+
+
+def _buffer(name: str, count: int, dtype: type) -> Any:
+    """A device array of at least ``count`` elements, reused across calls (grown, never shrunk)."""
+    cupy = _cupy()
+    key = (cupy.cuda.Device().id, name)
+    buf = _buffers.get(key)
+    if buf is None or buf.size < count:
+        buf = cupy.empty(max(count, 1), dtype=dtype)
+        _buffers[key] = buf
+    return buf[:count]
+
+
+def _grid(n: int) -> tuple[int]:
+    return ((n + CUDA_BLOCK - 1) // CUDA_BLOCK,)
+
+
+def evaluate_with_keys(
+    slots: np.ndarray, seeds: np.ndarray, header_time: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Goldens uint32[N] and keys of passes 18–20 uint32[N, 3] for validated inputs."""
+    n = slots.shape[0]
+    d_slots = _buffer("slots", n * C.SLOT_COUNT, np.uint32)
+    d_seeds = _buffer("seeds", n * C.SEED_BYTES // 4, np.uint32)
+    d_golden = _buffer("golden", n, np.uint32)
+    d_keys = _buffer("keys", n * 3, np.uint32)
+    d_slots.set(slots.reshape(-1))
+    # 32 seed bytes per row read as 8 little-endian words; the kernel byte-swaps what it needs.
+    d_seeds.set(seeds.view(np.uint32).reshape(-1))
+    _kernel("hasher_evaluate")(
+        _grid(n),
+        (CUDA_BLOCK,),
+        (d_slots, d_seeds, np.uint32(header_time), d_golden, d_keys, np.uint64(n)),
+    )
+    return d_golden.get(), d_keys.get().reshape(n, 3)
+
+
+def scan_seed_nonces(
+    slots: np.ndarray, extranonce: bytes, nonce_start: int, nonce_count: int, header_time: int
+) -> np.ndarray:
+    """Goldens uint32[nonce_count] for one frame and extranonce over consecutive nonces."""
+    d_slots = _buffer("scan_slots", C.SLOT_COUNT, np.uint32)
+    d_extranonce = _buffer("scan_extranonce", C.EXTRANONCE_BYTES // 4, np.uint32)
+    d_golden = _buffer("scan_golden", nonce_count, np.uint32)
+    d_slots.set(np.ascontiguousarray(slots, dtype=np.uint32))
+    d_extranonce.set(np.frombuffer(extranonce, dtype="<u4").astype(np.uint32))
+    if nonce_count:
+        _kernel("hasher_scan_seed")(
+            _grid(nonce_count),
+            (CUDA_BLOCK,),
+            (
+                d_slots,
+                d_extranonce,
+                np.uint32(nonce_start),
+                np.uint32(header_time),
+                d_golden,
+                np.uint64(nonce_count),
+            ),
+        )
+    return d_golden.get()
+
+
+def scan_header_nonces(header: bytes, nonce_start: int, nonce_count: int) -> np.ndarray:
+    """Leading zero bits (uint8) of the mining hash of ``header`` for each nonce in the range."""
+    d_mid = _buffer("header_mid", 8, np.uint32)
+    d_words = _buffer("header_words", 4, np.uint32)
+    d_bits = _buffer("header_bits", nonce_count, np.uint8)
+    d_mid.set(np.array(midstate(header), dtype=np.uint32))
+    d_words.set(np.frombuffer(header[64:80], dtype=">u4").astype(np.uint32))
+    if nonce_count:
+        _kernel("hasher_scan_header")(
+            _grid(nonce_count),
+            (CUDA_BLOCK,),
+            (d_mid, d_words, np.uint32(nonce_start), d_bits, np.uint64(nonce_count)),
+        )
+    return d_bits.get()
