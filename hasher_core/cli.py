@@ -1,0 +1,137 @@
+"""The ``hasher`` command line: subcommands over the plain functions, no Dagster import (starts fast).
+
+``hasher predict`` reads a deployed bundle and says which token a frame's seed predicts;
+``hasher deployments`` lists what the deployment store holds. Exit status of ``predict``: 0 when
+the frame is solved (a token is predicted), 1 when it is not, 2 on any error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_SOLVED, EXIT_NOT_SOLVED, EXIT_ERROR = 0, 1, 2
+
+
+def default_data_dir() -> Path:
+    """``$HASHER_DATA_DIR`` or ``~/.local/share/hasher``: the same rule as the storage resource
+    (``hasher_resources.storage``), repeated here so the CLI does not import Dagster."""
+    return Path(os.environ.get("HASHER_DATA_DIR") or "~/.local/share/hasher").expanduser()
+
+
+def slot_word(text: str) -> int:
+    """A slot given on the command line: decimal (negative = int32 bit-cast) or 0x-hex."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a decimal or 0x-hex integer") from None
+    if not -(2**31) <= value <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"{text} does not fit in 32 bits")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hasher", description="HASHER pipeline tools")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "predict",
+        help="predict the token of a frame from a deployed bundle",
+        description="Recompute the golden of the frame's deployed seed(s) and print the predicted token. "
+        "Exit 0: solved, 1: not solved, 2: error.",
+    )
+    _add_store_arguments(p)
+    p.add_argument("--version", default=None, help="a deployed version (default: the current one)")
+    frame = p.add_mutually_exclusive_group(required=True)
+    frame.add_argument("--slots", nargs=12, type=slot_word, metavar="S", help="the frame's 12 slot words")
+    frame.add_argument(
+        "--frame-index", type=int, metavar="N", help="the frame stored in bundle row N (0-based)"
+    )
+    p.add_argument("--header-time", type=int, default=None, help="override the stored header time")
+    p.add_argument("--backend", default="auto", help="kernel backend: auto, reference, cpu, cuda")
+    p.add_argument("--json", action="store_true", help="print the prediction as JSON")
+    p.set_defaults(run=_predict)
+
+    d = sub.add_parser("deployments", help="list deployed versions, the current one and the backups")
+    _add_store_arguments(d)
+    d.set_defaults(run=_deployments)
+    return parser
+
+
+def _add_store_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--deployment-root",
+        type=Path,
+        default=None,
+        help="the deployment store (default: $HASHER_DATA_DIR or ~/.local/share/hasher)",
+    )
+
+
+def _store(args: argparse.Namespace):  # -> DeploymentStore; imported late so `--help` stays instant
+    from hasher_resources.deploy_store import DeploymentStore
+
+    return DeploymentStore((args.deployment_root or default_data_dir()).expanduser())
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from hasher_core.predict import predict, predict_row
+
+    bundle = _store(args).open_bundle(args.version, verify=True)
+    if args.frame_index is not None:
+        if args.header_time is not None:
+            raise ValueError("--header-time goes with --slots; a bundle row carries its own header time")
+        prediction = predict_row(bundle, args.frame_index, backend=args.backend)
+    else:
+        prediction = predict(bundle, args.slots, header_time=args.header_time, backend=args.backend)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "solved": prediction.solved,
+                    "token_ids": list(prediction.token_ids),
+                    "bundle_version": prediction.bundle_version,
+                    "slots": [f"0x{w:08x}" for w in prediction.slots],
+                    "candidates": [c.__dict__ for c in prediction.candidates],
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(prediction.describe())
+        for c in prediction.candidates:
+            print(
+                f"  row {c.row}: {c.partition} chunk {c.chunk_id} window_end {c.window_end}: "
+                f"target {c.target_token_id & 0xFFFFFFFF}, golden {c.golden} (0x{c.golden:08x}), "
+                f"{c.matched_bits}/32 bits{' -> token ' + str(c.golden) if c.solves else ''}"
+            )
+    return EXIT_SOLVED if prediction.solved else EXIT_NOT_SOLVED
+
+
+def _deployments(args: argparse.Namespace) -> int:
+    store = _store(args)
+    current = store.current_version()
+    print(f"store: {store.root}")
+    print(f"current: {current or '(nothing deployed)'}")
+    for version in store.versions():
+        print(f"  {'*' if version == current else ' '} {version}")
+    for backup in store.backups():
+        print(f"  backup {backup.name}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hasher`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except Exception as e:  # every failure is reported once, as one line, with exit status 2
+        print(f"hasher {args.command}: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

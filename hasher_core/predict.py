@@ -1,0 +1,166 @@
+"""Inference readback: given a deployed bundle and a frame's 12 slots, recompute each stored seed's
+golden on the kernel and say which token it predicts.
+
+A seed predicts a token only at a 32-bit solve (DESIGN §4.3): the recomputed golden equals the
+stored target word, and the golden itself is the token id. Frames of one chunk share their slots
+(the chunk embedding), so several rows can match one slot vector with different targets; every
+candidate is reported, and the prediction lists the distinct tokens the solving ones give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from hasher_core.bundle import Bundle
+from hasher_resources.sha256 import constants as C
+from hasher_resources.sha256 import evaluate, leading_equal_bits
+
+
+class PredictInputError(ValueError):
+    """The frame given for a prediction is not 12 words that fit in 32 bits, or the row is unknown."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One bundle row whose slots match the frame, with its golden recomputed."""
+
+    row: int
+    partition: str
+    source_file: str
+    chunk_id: int
+    window_end: int
+    target_token_id: int
+    golden: int
+    matched_bits: int
+    header_time: int
+
+    @property
+    def solves(self) -> bool:
+        """True when the golden equals the target word: a 32-bit solve that reproduces the token."""
+        return self.matched_bits == 32
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The outcome of a readback: the predicted token ids (if any) and every candidate row."""
+
+    slots: tuple[int, ...]
+    bundle_version: str
+    candidates: tuple[Candidate, ...]
+    token_ids: tuple[int, ...]
+    backend: str
+
+    @property
+    def solved(self) -> bool:
+        return bool(self.token_ids)
+
+    @property
+    def token_id(self) -> int | None:
+        """The first predicted token (bundle order), or None when no seed solves the frame."""
+        return self.token_ids[0] if self.token_ids else None
+
+    def describe(self) -> str:
+        """One line a person can read."""
+        if not self.candidates:
+            return f"no seed for this frame in bundle {self.bundle_version}: not solved"
+        if self.solved:
+            tokens = ", ".join(str(t) for t in self.token_ids)
+            return (
+                f"solved: token {tokens} (golden = target at 32 bits, "
+                f"{len(self.candidates)} candidate row(s), bundle {self.bundle_version})"
+            )
+        best = max(self.candidates, key=lambda c: c.matched_bits)
+        return (
+            f"not solved: best of {len(self.candidates)} candidate row(s) matches "
+            f"{best.matched_bits} of 32 bits (golden {best.golden:08x}, "
+            f"target {best.target_token_id & 0xFFFFFFFF:08x}, bundle {self.bundle_version})"
+        )
+
+
+def frame_slots(values: Sequence[int] | np.ndarray) -> np.ndarray:
+    """12 slot words as uint32; accepts the uint32 values or their int32 bit-cast (as in frames)."""
+    words = [int(v) for v in np.asarray(values).reshape(-1).tolist()]
+    if len(words) != C.SLOT_COUNT:
+        raise PredictInputError(f"a frame has {C.SLOT_COUNT} slots, got {len(words)}")
+    bad = [w for w in words if not -(2**31) <= w <= 2**32 - 1]
+    if bad:
+        raise PredictInputError(f"slot value {bad[0]} does not fit in 32 bits")
+    return np.array([w & 0xFFFFFFFF for w in words], dtype=np.uint32)
+
+
+def candidate_rows(bundle: Bundle, slots: np.ndarray) -> np.ndarray:
+    """Indices of the bundle rows whose slots equal ``slots``."""
+    return np.flatnonzero(np.all(bundle.slots() == slots[None, :], axis=1))
+
+
+def predict(
+    bundle: Bundle,
+    slots: Sequence[int] | np.ndarray,
+    *,
+    header_time: int | None = None,
+    backend: str = "auto",
+) -> Prediction:
+    """Recompute the golden of every seed stored for this frame and report the token it predicts.
+
+    ``header_time`` overrides the time each row was trained with (None: use the stored one, the
+    only value with which a seed reproduces).
+    """
+    words = frame_slots(slots)
+    rows = candidate_rows(bundle, words)
+    table = bundle.seeds.take(rows)
+    seeds = bundle.best_seeds()[rows]
+    times = table.column("header_time").to_numpy() if header_time is None else np.full(len(rows), header_time)
+    goldens = np.empty(len(rows), np.uint32)
+    for t in np.unique(times):
+        mask = times == t
+        goldens[mask] = evaluate(
+            np.repeat(words[None, :], int(mask.sum()), axis=0),
+            np.ascontiguousarray(seeds[mask]),
+            header_time=int(t),
+            backend=backend,
+        )
+    targets = table.column("target_token_id").to_numpy().astype(np.int64) & 0xFFFFFFFF
+    matched = leading_equal_bits(goldens, targets.astype(np.uint32))
+    candidates = tuple(
+        Candidate(
+            row=int(rows[k]),
+            partition=table.column("partition")[k].as_py(),
+            source_file=table.column("source_file")[k].as_py(),
+            chunk_id=table.column("chunk_id")[k].as_py(),
+            window_end=table.column("window_end")[k].as_py(),
+            target_token_id=table.column("target_token_id")[k].as_py(),
+            golden=int(goldens[k]),
+            matched_bits=int(matched[k]),
+            header_time=int(times[k]),
+        )
+        for k in range(len(rows))
+    )
+    tokens = tuple(dict.fromkeys(c.golden for c in candidates if c.solves))
+    return Prediction(
+        slots=tuple(int(w) for w in words),
+        bundle_version=bundle.version,
+        candidates=candidates,
+        token_ids=tokens,
+        backend=backend,
+    )
+
+
+def predict_row(bundle: Bundle, row: int, *, backend: str = "auto") -> Prediction:
+    """:func:`predict` for the frame stored in bundle row ``row`` (0-based)."""
+    if not 0 <= row < bundle.num_rows:
+        raise PredictInputError(f"frame index {row} outside the bundle's {bundle.num_rows} rows")
+    return predict(bundle, bundle.slots()[row], backend=backend)
+
+
+__all__ = [
+    "Candidate",
+    "PredictInputError",
+    "Prediction",
+    "candidate_rows",
+    "frame_slots",
+    "predict",
+    "predict_row",
+]
