@@ -1,0 +1,109 @@
+"""The miner-output sensor: first tick, no-op tick, touched-but-unchanged, changed, bounded, restart."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from hasher_assets.partitions import register_partitions
+from hasher_assets.sensors import miner_output_sensor
+from hasher_resources.storage import HasherStorage
+
+SAMPLE_KEYS = [
+    "gettysburg_address.txt",
+    "python_reference_exceptions.txt",
+    "python_reference_for_while_if.txt",
+    "python_reference_with_statement.txt",
+]
+
+
+def _tick(instance, storage: HasherStorage, cursor: str | None):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"storage": storage})
+    return miner_output_sensor(context)
+
+
+def _apply(instance, result) -> None:
+    """Do what the daemon does with a SensorResult's partition requests."""
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+
+
+def test_first_tick_adds_a_partition_and_a_run_per_source_file(instance, storage):
+    (storage.inbox_path / "notes.txt").write_text("one two three four five six seven eight nine ten eleven")
+    result = _tick(instance, storage, None)
+    assert isinstance(result, dg.SensorResult)
+    assert sorted(result.dynamic_partitions_requests[0].partition_keys) == sorted([*SAMPLE_KEYS, "notes.txt"])
+    assert sorted(r.partition_key for r in result.run_requests) == sorted([*SAMPLE_KEYS, "notes.txt"])
+    assert all(r.run_key.startswith(f"{r.partition_key}:") for r in result.run_requests)
+    assert json.loads(result.cursor)["partitions"].keys() == {*SAMPLE_KEYS, "notes.txt"}
+
+
+def test_unchanged_directory_skips(instance, storage):
+    first = _tick(instance, storage, None)
+    _apply(instance, first)
+    second = _tick(instance, storage, first.cursor)
+    assert isinstance(second, dg.SkipReason)
+    assert "no new or changed source files" in second.skip_message
+
+
+def test_touched_but_unchanged_file_requests_nothing(instance, storage, miner_dir: Path):
+    first = _tick(instance, storage, None)
+    _apply(instance, first)
+    parquet = miner_dir / "ai_knowledge_base.parquet"
+    later = time.time() + 60
+    os.utime(parquet, (later, later))
+    second = _tick(instance, storage, first.cursor)
+    assert isinstance(second, dg.SensorResult)
+    assert not second.run_requests and not second.dynamic_partitions_requests
+    assert json.loads(second.cursor) != json.loads(first.cursor)  # the new mtime is remembered
+    assert isinstance(_tick(instance, storage, second.cursor), dg.SkipReason)
+
+
+def test_changed_inbox_file_reruns_only_its_partition(instance, storage):
+    note = storage.inbox_path / "notes.txt"
+    note.write_text("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda")
+    first = _tick(instance, storage, None)
+    _apply(instance, first)
+    note.write_text("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu")
+    second = _tick(instance, storage, first.cursor)
+    assert [r.partition_key for r in second.run_requests] == ["notes.txt"]
+    assert not second.dynamic_partitions_requests  # the partition exists already
+    assert second.run_requests[0].run_key != next(
+        r.run_key for r in first.run_requests if r.partition_key == "notes.txt"
+    )
+
+
+def test_cursor_survives_a_restart(instance, storage):
+    first = _tick(instance, storage, None)
+    _apply(instance, first)
+    with dg.instance_for_test() as fresh_instance:  # a new daemon process: only the cursor carries over
+        fresh_instance.add_dynamic_partitions("source_files", SAMPLE_KEYS)
+        assert isinstance(_tick(fresh_instance, storage, first.cursor), dg.SkipReason)
+
+
+def test_a_tick_reads_a_bounded_number_of_changed_files(instance, storage, monkeypatch):
+    for i in range(3):
+        (storage.inbox_path / f"doc{i}.txt").write_text(" ".join(f"w{i}x{j}" for j in range(20)))
+    monkeypatch.setenv("HASHER_SENSOR_MAX_FILES", "2")
+    first = _tick(instance, storage, None)
+    assert len(first.run_requests) < 4 + 3  # not everything in one tick
+    _apply(instance, first)
+    seen = {r.partition_key for r in first.run_requests}
+    cursor = first.cursor
+    for _ in range(5):  # bounded: the rest arrives within a few ticks
+        result = _tick(instance, storage, cursor)
+        if isinstance(result, dg.SkipReason):
+            break
+        _apply(instance, result)
+        seen |= {r.partition_key for r in result.run_requests}
+        cursor = result.cursor
+    assert seen == {*SAMPLE_KEYS, "doc0.txt", "doc1.txt", "doc2.txt"}
+
+
+def test_register_partitions_matches_what_the_sensor_finds(instance, storage):
+    keys = register_partitions(instance, storage)
+    assert keys == SAMPLE_KEYS
+    assert sorted(instance.get_dynamic_partitions("source_files")) == SAMPLE_KEYS
+    assert register_partitions(instance, storage) == SAMPLE_KEYS  # idempotent
