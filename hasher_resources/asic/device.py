@@ -184,7 +184,7 @@ class AsicSession:
         url: str,
         *,
         baudrate: int = 115200,
-        timeout_s: float = 0.5,
+        timeout_s: float = 1.0,
         retries: int = 2,
         share_bits: int = 8,
         collect_s: float = 0.0,
@@ -430,7 +430,7 @@ class AsicDevice(dg.ConfigurableResource):
         f"Definitions pass os.getenv('{ENV_URL}').",
     )
     baudrate: int = 115200
-    timeout_s: float = Field(default=0.5, description="Deadline of each read exchange, seconds.")
+    timeout_s: float = Field(default=1.0, description="Deadline of each read exchange, seconds.")
     retries: int = Field(default=2, description="Extra attempts after a timeout, CRC failure or loss.")
     frequency_mhz: int = 250
     voltage: str = Field(default="0000", description="Two voltage bytes as hex (S3 default 0000).")

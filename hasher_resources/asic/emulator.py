@@ -43,7 +43,7 @@ import struct
 import sys
 import time
 import tty
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -155,26 +155,31 @@ class Board:
 
     def handle(
         self, frame: P.Frame, faulty_nonce: Callable[[], bool] = lambda: False
-    ) -> list[tuple[str, bytes]]:
-        """React to one host packet; return the replies as (target, bytes)."""
+    ) -> Iterator[tuple[str, bytes]]:
+        """React to one host packet; yield the replies as (target, bytes) as they become ready."""
         if frame.packet_type == P.TX_CONFIG:
             config = P.TxConfig.from_frame(frame)
             if 1 <= config.chain_num <= P.MAX_CHAINS and config.asic_num >= 1:
                 self.chains, self.chips = config.chain_num, config.asic_num
             self.frequency_mhz, self.voltage = config.frequency_mhz, config.voltage
-            return []
+            return
         if frame.packet_type == P.RX_STATUS_REQUEST:
             fifo_report = P.RxNonce((), FIFO_DEPTH, 0, self.total_nonces)
-            return [("nonce", fifo_report.pack()), ("status", self.status().pack())]
+            yield "nonce", fifo_report.pack()
+            yield "status", self.status().pack()
+            return
         if frame.packet_type == P.TX_TASK:
             task = P.TxTask.from_frame(frame)
             share_bits = self.share_bits if self.share_bits is not None else 32 + task.diff
-            entries = [P.NonceEntry(w.work_id, n) for w in task.works for n in self.search(w, share_bits)]
-            if faulty_nonce():
-                bad = P.NonceEntry(task.works[0].work_id, self.miss(task.works[0], share_bits))
-                entries = [bad, *entries[1:]]
-            return [("nonce", p.pack()) for p in self.nonce_packets(entries, task.diff)]
-        return []  # device-to-host types arriving at the device are ignored, as a board would
+            wrong = faulty_nonce()
+            # One reply per work item as it finishes, like chips reporting while the queue drains.
+            for k, work in enumerate(task.works):
+                entries = [P.NonceEntry(work.work_id, n) for n in self.search(work, share_bits)]
+                if wrong and k == 0:
+                    entries = [P.NonceEntry(work.work_id, self.miss(work, share_bits)), *entries[1:]]
+                for packet in self.nonce_packets(entries, task.diff):
+                    yield "nonce", packet.pack()
+        # Device-to-host types arriving at the device are ignored, as a board would.
 
 
 def _bad_length(packet: bytes) -> bytes:
@@ -202,35 +207,36 @@ class Emulator:
         self.counts["task"] += 1
         return any(r.kind == "wrong-nonce" and r.fires("nonce", self.counts["task"]) for r in self.faults)
 
-    def receive(self, data: bytes) -> list[bytes | float]:
+    def receive(self, data: bytes) -> Iterator[bytes | float]:
         """Bytes from the host → what to write (bytes) and when to stall (float seconds), in order."""
-        out: list[bytes | float] = []
         for frame in self.deframer.feed(data):
             try:
-                replies = self.board.handle(frame, self._task_gets_wrong_nonce)
+                yield from self._reply(frame)
             except P.AsicProtocolError as exc:
                 print(f"emulator: ignoring {exc}", file=sys.stderr, flush=True)
+            if self.disconnect_requested:
+                return
+
+    def _reply(self, frame: P.Frame) -> Iterator[bytes | float]:
+        for target, packet in self.board.handle(frame, self._task_gets_wrong_nonce):
+            self.counts[target] += 1
+            kinds = self._rules(target, self.counts[target])
+            if "disconnect" in kinds:
+                self.disconnect_requested = True
+                return
+            if "stall" in kinds:
+                yield self.stall_s
+            if "drop" in kinds:
                 continue
-            for target, packet in replies:
-                self.counts[target] += 1
-                kinds = self._rules(target, self.counts[target])
-                if "disconnect" in kinds:
-                    self.disconnect_requested = True
-                    return out
-                if "stall" in kinds:
-                    out.append(self.stall_s)
-                if "drop" in kinds:
-                    continue
-                if "crc" in kinds:
-                    packet = packet[:-1] + bytes([packet[-1] ^ 0xFF])
-                if "bad-length" in kinds:
-                    packet = _bad_length(packet)
-                if "truncate" in kinds:
-                    packet = packet[: len(packet) // 2]
-                if "garbage" in kinds:
-                    packet = GARBAGE + packet
-                out.append(packet)
-        return out
+            if "crc" in kinds:
+                packet = packet[:-1] + bytes([packet[-1] ^ 0xFF])
+            if "bad-length" in kinds:
+                packet = _bad_length(packet)
+            if "truncate" in kinds:
+                packet = packet[: len(packet) // 2]
+            if "garbage" in kinds:
+                packet = GARBAGE + packet
+            yield packet
 
 
 def _write_all(fd: int, data: bytes) -> None:
