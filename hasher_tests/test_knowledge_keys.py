@@ -1,0 +1,72 @@
+"""safe_partition_key: safe names pass through, anything else maps to a stable, distinct, safe key."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from dagster._core.definitions.partitions.utils.base import INVALID_PARTITION_SUBSTRINGS
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hasher_core.knowledge import safe_partition_key
+
+
+def assert_safe(key: str) -> None:
+    assert 0 < len(key) <= 100
+    assert "/" not in key and "\\" not in key and ".." not in key
+    assert not key.startswith(".")
+    assert not any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F for c in key)
+    assert not any(s in key for s in INVALID_PARTITION_SUBSTRINGS)
+
+
+@pytest.mark.parametrize("name", ["a.txt", "report 2024.pdf", "hf:stallone-goat-17", "Ünïcode.md"])
+def test_safe_names_are_their_own_key(name: str) -> None:
+    assert safe_partition_key(name) == name
+
+
+def test_miner_path_keeps_the_basename_and_hashes_the_full_name() -> None:
+    name = "/data/docs/a.pdf"
+    digest = hashlib.blake2b(name.encode(), digest_size=5).hexdigest()
+    assert safe_partition_key(name) == f"a.pdf~{digest}"
+
+
+UNSAFE = [
+    "",
+    "../etc/passwd",
+    "a/b",
+    "a\\b",
+    "x..y",
+    "line\nbreak",
+    "tab\there",
+    "nul\0",
+    ".hidden",
+    " a",
+    "a" * 101,
+]
+
+
+@pytest.mark.parametrize("name", UNSAFE)
+def test_unsafe_names_are_mapped_to_a_safe_key(name: str) -> None:
+    key = safe_partition_key(name)
+    assert key != name
+    assert_safe(key)
+
+
+def test_a_name_shaped_like_a_sanitized_key_is_hashed_too() -> None:
+    # Otherwise the raw name "a.pdf~<hash>" could collide with the key of "/data/docs/a.pdf".
+    sanitized = safe_partition_key("/data/docs/a.pdf")
+    assert safe_partition_key(sanitized) != sanitized
+
+
+@given(st.text(max_size=300))
+def test_every_key_is_safe_and_stable(name: str) -> None:
+    key = safe_partition_key(name)
+    assert_safe(key)
+    assert safe_partition_key(name) == key
+
+
+@given(st.text(max_size=60), st.text(max_size=60))
+def test_distinct_names_get_distinct_keys(a: str, b: str) -> None:
+    if a != b:
+        assert safe_partition_key(a) != safe_partition_key(b)
