@@ -34,6 +34,7 @@ serves until SIGTERM/SIGINT, a ``disconnect`` fault, or its parent process exits
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import select
@@ -41,6 +42,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 import tty
 from collections.abc import Callable, Iterator, Sequence
@@ -278,6 +280,34 @@ def _pump(emulator: Emulator, read_fd: int, write_fd: int, alive: Callable[[], b
         if emulator.disconnect_requested:
             return False
     return False
+
+
+@contextlib.contextmanager
+def serve_in_thread(emulator: Emulator) -> Iterator[str]:
+    """Serve on a new pty from a thread of this process; yield the pty path.
+
+    Same bytes and code path as the process, without its start-up cost (the fault-matrix tests
+    use it). A ``disconnect`` fault closes the pty's master side, so the host sees it vanish.
+    """
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.set_blocking(master, False)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            _pump(emulator, master, master, lambda: not stop.is_set())
+        finally:
+            os.close(master)
+
+    thread = threading.Thread(target=run, name="hasher-asic-emulator", daemon=True)
+    thread.start()
+    try:
+        yield os.ttyname(slave)
+    finally:
+        stop.set()
+        thread.join(WRITE_DEADLINE_S + emulator.stall_s + 1.0)
+        os.close(slave)
 
 
 def _serve_pty(emulator: Emulator, alive: Callable[[], bool]) -> None:
