@@ -271,11 +271,11 @@ def _canonical_column_bytes(col: pa.ChunkedArray) -> bytes:
     arr = col.combine_chunks()
     t = arr.type
     if pa.types.is_string(t):
-        h = hashlib.sha256()
-        for s in arr.to_pylist():
-            b = s.encode("utf-8")
-            h.update(len(b).to_bytes(4, "little") + b)
-        return h.digest()
+        # Offsets rebased to zero plus the character data: the values, whatever the slicing.
+        offsets = np.frombuffer(arr.buffers()[1], dtype="<i4")[arr.offset : arr.offset + len(arr) + 1]
+        data = arr.buffers()[2]
+        chars = data.to_pybytes()[offsets[0] : offsets[-1]] if data is not None and len(arr) else b""
+        return (offsets - offsets[0]).astype("<i4").tobytes() + chars
     if pa.types.is_fixed_size_binary(t):
         return _fixed_binary_bytes(arr).tobytes()
     if pa.types.is_fixed_size_list(t):
