@@ -58,7 +58,9 @@ def _check_array(name: str, a: object, dtype: type, shape_tail: tuple[int, ...])
     return a
 
 
-def _check_rows(slots: object, seeds: object, header_time: int) -> tuple[np.ndarray, np.ndarray]:
+def check_rows(slots: object, seeds: object, header_time: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``slots`` uint32[N, 12], ``seeds`` uint8[N, 32] and ``header_time``; raise
+    :class:`KernelInputError` naming the problem, else return the arrays unchanged."""
     slots = _check_array("slots", slots, np.uint32, (SLOT_COUNT,))
     seeds = _check_array("seeds", seeds, np.uint8, (SEED_BYTES,))
     if slots.shape[0] != seeds.shape[0]:
@@ -78,7 +80,7 @@ def evaluate_with_keys(
     slots: np.ndarray, seeds: np.ndarray, *, header_time: int = 0, backend: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Goldens uint32[N] and the keys of passes 18, 19, 20 uint32[N, 3] (what the reward needs)."""
-    slots, seeds = _check_rows(slots, seeds, header_time)
+    slots, seeds = check_rows(slots, seeds, header_time)
     name = resolve_backend(backend)
     if slots.shape[0] == 0:
         return np.empty(0, np.uint32), np.empty((0, 3), np.uint32)
@@ -219,6 +221,7 @@ __all__ = [
     "BackendUnavailableError",
     "KernelInputError",
     "NonceScanResult",
+    "check_rows",
     "constants",
     "cuda_available",
     "evaluate",

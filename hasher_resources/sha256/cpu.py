@@ -42,12 +42,12 @@ _LOW_CLZ_XOR = C.JITTER_LOW_CLZ_XOR
 _HIGH_CLZ_XOR = C.JITTER_HIGH_CLZ_XOR
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _rotr(x, n):
     return np.uint32((x >> n) | (x << (32 - n)))
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _schedule(w):
     """Extend rows 0–15 of ``w[64, LANES]`` to the full message schedule."""
     for t in range(16, 64):
@@ -59,7 +59,7 @@ def _schedule(w):
             w[t, lane] = np.uint32(w[t - 16, lane] + s0 + w[t - 7, lane] + s1)
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _rounds(v, w, first, last, k):
     """Rounds ``first … last-1`` on state ``v[8, LANES]`` with round constants ``k`` (zeros when ``w``
     already holds W+K)."""
@@ -86,7 +86,7 @@ def _rounds(v, w, first, last, k):
             v[0, lane] = np.uint32(t1 + t2)
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _second_hash(s, w3, v, iv, k):
     """SHA-256 of the 32-byte digest ``s[8, LANES]`` into ``v`` (final state, IV added)."""
     for t in range(8):
@@ -102,7 +102,7 @@ def _second_hash(s, w3, v, iv, k):
             v[t, lane] = np.uint32(v[t, lane] + iv[t])
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _digest_padding(w3):
     """Rows 8–15 of the second hash's block: 0x80 terminator and the 256-bit length."""
     for lane in range(LANES):
@@ -188,7 +188,7 @@ def _evaluate_blocks(words, jitter_slots, golden, keys, k, iv):  # pragma: no co
                 w[_MUTATED + 3, lane] = np.uint32(w[_MUTATED + 3, lane] ^ _rotr(j, 8))
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _clz32(x):
     n = 0
     if x == 0:
@@ -199,7 +199,7 @@ def _clz32(x):
     return n
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _bswap32(x):
     return np.uint32(((x & 0xFF) << 24) | ((x & 0xFF00) << 8) | ((x >> 8) & 0xFF00) | (x >> 24))
 

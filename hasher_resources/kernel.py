@@ -1,0 +1,156 @@
+"""The SHA-256 recursion kernel as a Dagster resource: backend choice, device, threads, batch size.
+
+Assets call ``Sha256Kernel`` instead of ``hasher_resources.sha256`` directly so one place decides
+where hashing runs (CPU by default, the GPU when one is configured or, with ``auto``, visible) and
+the run metadata can say which backend actually ran. It works outside Dagster too:
+``Sha256Kernel(backend="cpu").evaluate(slots, seeds)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Literal
+
+import dagster as dg
+import numpy as np
+from pydantic import Field, PrivateAttr
+
+from hasher_resources import sha256
+from hasher_resources.sha256 import BackendUnavailableError, KernelInputError, NonceScanResult
+from hasher_resources.sha256 import cuda as cuda_backend
+
+
+class KernelConfigError(ValueError):
+    """A Sha256Kernel setting is out of range."""
+
+
+class Sha256Kernel(dg.ConfigurableResource):
+    """Runs DESIGN §4.2 evaluations and nonce scans on the configured backend."""
+
+    backend: Literal["auto", "reference", "cpu", "cuda"] = Field(
+        default="auto",
+        description="'auto' uses CUDA when CuPy sees a GPU, else the CPU; 'reference' is hashlib (slow).",
+    )
+    device_id: int = Field(default=0, description="CUDA device index (backend 'cuda' or 'auto' on a GPU).")
+    threads: int | None = Field(default=None, description="CPU worker threads; None uses every core.")
+    batch_size: int = Field(default=65536, description="Rows per backend call; larger inputs are chunked.")
+
+    _resolved: str | None = PrivateAttr(default=None)
+
+    def _check_settings(self) -> None:
+        if self.device_id < 0:
+            raise KernelConfigError(f"Sha256Kernel.device_id must be >= 0, got {self.device_id}")
+        if self.threads is not None and self.threads < 1:
+            raise KernelConfigError(f"Sha256Kernel.threads must be >= 1 or None, got {self.threads}")
+        if self.batch_size < 1:
+            raise KernelConfigError(f"Sha256Kernel.batch_size must be >= 1, got {self.batch_size}")
+
+    def backend_name(self) -> str:
+        """The backend that actually runs ('reference', 'cpu' or 'cuda'), resolved once.
+
+        Raises BackendUnavailableError when 'cuda' was asked for and cannot run: never a silent fallback.
+        """
+        if self._resolved is None:
+            self._check_settings()
+            name = sha256.resolve_backend(self.backend)
+            if name == "cuda":
+                count = cuda_backend.device_count()
+                if self.device_id >= count:
+                    raise BackendUnavailableError(
+                        f"Sha256Kernel.device_id={self.device_id} but CuPy sees {count} CUDA device(s)"
+                    )
+            self._resolved = name
+        return self._resolved
+
+    def describe(self) -> dict[str, str | int]:
+        """What runs, for materialization metadata: backend, and the device or thread count."""
+        name = self.backend_name()
+        info: dict[str, str | int] = {"kernel_backend": name}
+        if name == "cuda":
+            with self._running():
+                info["kernel_device"] = cuda_backend.device_name()
+        elif name == "cpu":
+            import numba
+
+            info["kernel_threads"] = self.threads or numba.config.NUMBA_NUM_THREADS
+        return info
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[str]:
+        """Select the device or thread count for the duration of one call, then restore it."""
+        name = self.backend_name()
+        if name == "cpu":
+            import numba
+
+            from hasher_resources.sha256 import cpu as cpu_backend
+
+            before = numba.get_num_threads()
+            cpu_backend.set_threads(self.threads)
+            try:
+                yield name
+            finally:
+                numba.set_num_threads(before)
+        elif name == "cuda":
+            import cupy
+
+            with cupy.cuda.Device(self.device_id):
+                yield name
+        else:
+            yield name
+
+    def evaluate_with_keys(
+        self, slots: np.ndarray, seeds: np.ndarray, header_time: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Goldens uint32[N] and keys of passes 18–20 uint32[N, 3], in batches of ``batch_size`` rows."""
+        slots, seeds = sha256.check_rows(slots, seeds, header_time)
+        n = slots.shape[0]
+        golden = np.empty(n, dtype=np.uint32)
+        keys = np.empty((n, 3), dtype=np.uint32)
+        with self._running() as name:
+            for start in range(0, n, self.batch_size):
+                stop = min(n, start + self.batch_size)
+                golden[start:stop], keys[start:stop] = sha256.evaluate_with_keys(
+                    slots[start:stop], seeds[start:stop], header_time=header_time, backend=name
+                )
+        return golden, keys
+
+    def evaluate(self, slots: np.ndarray, seeds: np.ndarray, header_time: int = 0) -> np.ndarray:
+        """Goldens uint32[N] for ``slots`` uint32[N, 12] and ``seeds`` uint8[N, 32]."""
+        return self.evaluate_with_keys(slots, seeds, header_time)[0]
+
+    def scan_seed_nonces(
+        self,
+        slots: np.ndarray,
+        extranonce: bytes,
+        target_token_id: int,
+        *,
+        difficulty_bits: int,
+        nonce_count: int,
+        nonce_start: int = 0,
+        header_time: int = 0,
+    ) -> NonceScanResult:
+        """Sweep the nonce of one frame; see :func:`hasher_resources.sha256.scan_seed_nonces`."""
+        with self._running() as name:
+            return sha256.scan_seed_nonces(
+                slots,
+                extranonce,
+                target_token_id,
+                difficulty_bits=difficulty_bits,
+                nonce_count=nonce_count,
+                nonce_start=nonce_start,
+                header_time=header_time,
+                backend=name,
+            )
+
+    def scan_header_nonces(
+        self, header: bytes, *, share_bits: int, nonce_count: int, nonce_start: int = 0
+    ) -> NonceScanResult:
+        """Bitcoin nonce search; see :func:`hasher_resources.sha256.scan_header_nonces`."""
+        with self._running() as name:
+            return sha256.scan_header_nonces(
+                header, share_bits=share_bits, nonce_count=nonce_count, nonce_start=nonce_start, backend=name
+            )
+
+
+__all__ = ["BackendUnavailableError", "KernelConfigError", "KernelInputError", "Sha256Kernel"]
