@@ -1,0 +1,208 @@
+"""The embedder resources: the offline hashing embedder and the Ollama /api/embed client (DESIGN §2)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from hasher_resources.embedder import EmbedderError, HashingEmbedder, OllamaEmbedder
+
+DIMS = 768
+
+
+def test_hashing_embedder_matches_the_blake2b_oracle() -> None:
+    value = int.from_bytes(hashlib.blake2b(b"hello", digest_size=8).digest())
+    index, sign = (value >> 1) % DIMS, (1.0 if value & 1 else -1.0)
+    expected = np.zeros(DIMS, dtype=np.float32)
+    expected[index] = sign
+    assert np.array_equal(HashingEmbedder().embed(["Hello!"])[0], expected)
+
+
+def test_hashing_embedder_is_unit_length_float32_and_zero_for_empty_text() -> None:
+    out = HashingEmbedder().embed(["the quick brown fox jumps", "", "  ...  ", "fox"])
+    assert out.shape == (4, DIMS) and out.dtype == np.float32
+    assert np.allclose(np.linalg.norm(out[[0, 3]], axis=1), 1.0, atol=1e-6)
+    assert not out[1].any() and not out[2].any()
+
+
+def test_hashing_embedder_is_lexical_shared_words_score_higher() -> None:
+    a, b, c = HashingEmbedder().embed(
+        ["seeds for the sha256 recursion", "the sha256 recursion seeds", "a recipe for lemon cake"]
+    )
+    assert a @ b > a @ c
+    assert "not semantic" in HashingEmbedder().description()
+
+
+def test_hashing_embedder_respects_dims_and_is_a_dagster_resource() -> None:
+    assert HashingEmbedder(dims=16).embed(["a b c"]).shape == (1, 16)
+    assert isinstance(HashingEmbedder(), dg.ConfigurableResource)
+
+
+@dataclass
+class FakeOllama:
+    """What the test server does; each field injects one kind of failure."""
+
+    url: str = ""
+    dims: int = DIMS
+    fail_first: int = 0
+    fail_status: int = 500
+    slow_first: int = 0
+    delay_s: float = 0.0
+    extra_embeddings: int = 0
+    nan: bool = False
+    known_models: tuple[str, ...] = ("nomic-embed-text",)
+    requests: list[dict[str, object]] = field(default_factory=list)
+
+
+def make_handler(state: FakeOllama) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def reply(self, status: int, body: object) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client timed out and hung up, as the timeout tests intend
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            state.requests.append(body)
+            n = len(state.requests)
+            if self.path != "/api/embed":
+                return self.reply(404, {"error": "404 page not found"})
+            if n <= state.slow_first:
+                time.sleep(state.delay_s)
+            if n <= state.fail_first:
+                return self.reply(state.fail_status, {"error": "overloaded"})
+            if body["model"] not in state.known_models:
+                return self.reply(404, {"error": f'model "{body["model"]}" not found, try pulling it first'})
+            texts = body["input"]
+            vectors = [[float(len(t))] + [0.25] * (state.dims - 1) for t in texts]
+            vectors += vectors[: state.extra_embeddings]
+            if state.nan and vectors:
+                vectors[0][1] = float("nan")
+            return self.reply(200, {"model": body["model"], "embeddings": vectors})
+
+    return Handler
+
+
+@pytest.fixture
+def ollama() -> Iterator[FakeOllama]:
+    state = FakeOllama()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def client(state: FakeOllama, **kwargs: object) -> OllamaEmbedder:
+    settings: dict[str, object] = {"url": state.url, "backoff_s": 0.01, "timeout_s": 2.0, **kwargs}
+    return OllamaEmbedder(**settings)  # type: ignore[arg-type]
+
+
+def test_texts_are_sent_in_batches_and_come_back_in_order(ollama: FakeOllama) -> None:
+    texts = ["x" * i for i in range(70)]
+    out = client(ollama, batch_size=32).embed(texts)
+    assert [len(r["input"]) for r in ollama.requests] == [32, 32, 6]
+    assert all(r["model"] == "nomic-embed-text" for r in ollama.requests)
+    assert out.shape == (70, DIMS) and out.dtype == np.float32
+    assert out[:, 0].tolist() == [float(i) for i in range(70)]
+
+
+def test_server_errors_are_retried_with_backoff(ollama: FakeOllama) -> None:
+    ollama.fail_first = 2
+    start = time.monotonic()
+    out = client(ollama, retries=3, backoff_s=0.05).embed(["a", "bb"])
+    assert len(ollama.requests) == 3 and out[:, 0].tolist() == [1.0, 2.0]
+    assert time.monotonic() - start >= 0.05 + 0.1  # two sleeps: backoff, then twice the backoff
+
+
+def test_persistent_server_errors_give_up_after_the_retries(ollama: FakeOllama) -> None:
+    ollama.fail_first = 100
+    with pytest.raises(EmbedderError, match=r"failed after 3 attempts.*HTTP 500: overloaded"):
+        client(ollama, retries=2).embed(["a"])
+    assert len(ollama.requests) == 3
+
+
+def test_a_slow_response_times_out_and_is_retried(ollama: FakeOllama) -> None:
+    ollama.slow_first, ollama.delay_s = 1, 1.0
+    start = time.monotonic()
+    out = client(ollama, timeout_s=0.2, retries=1).embed(["abc"])
+    assert out[0, 0] == 3.0 and len(ollama.requests) == 2
+    assert time.monotonic() - start < 1.0
+
+
+def test_a_server_that_is_always_too_slow_is_an_error_naming_the_timeout(ollama: FakeOllama) -> None:
+    ollama.slow_first, ollama.delay_s = 100, 0.5
+    with pytest.raises(EmbedderError, match=r"failed after 2 attempts \(timeout 0.1 s\)"):
+        client(ollama, timeout_s=0.1, retries=1).embed(["abc"])
+
+
+def test_the_wrong_number_of_embeddings_is_an_error(ollama: FakeOllama) -> None:
+    ollama.extra_embeddings = 1
+    with pytest.raises(EmbedderError, match="4 embeddings returned for 3 texts"):
+        client(ollama).embed(["a", "b", "c"])
+    assert len(ollama.requests) == 1
+
+
+def test_the_wrong_dimension_is_an_error(ollama: FakeOllama) -> None:
+    ollama.dims = 1024
+    with pytest.raises(EmbedderError, match=r"length \[1024\], expected 768"):
+        client(ollama).embed(["a"])
+
+
+def test_nan_in_an_answer_is_an_error(ollama: FakeOllama) -> None:
+    ollama.nan = True
+    with pytest.raises(EmbedderError, match="NaN or infinite"):
+        client(ollama).embed(["a"])
+
+
+def test_a_missing_model_says_to_pull_it_and_is_not_retried(ollama: FakeOllama) -> None:
+    with pytest.raises(EmbedderError, match=r"model 'mxbai' not found at .*run `ollama pull mxbai`"):
+        client(ollama, model="mxbai").embed(["a"])
+    assert len(ollama.requests) == 1
+
+
+def test_other_client_errors_are_not_retried(ollama: FakeOllama) -> None:
+    ollama.fail_first, ollama.fail_status = 100, 400
+    with pytest.raises(EmbedderError, match="HTTP 400: overloaded"):
+        client(ollama).embed(["a"])
+    assert len(ollama.requests) == 1
+
+
+def test_an_unreachable_server_is_an_error_after_the_retries() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    embedder = OllamaEmbedder(url=f"http://127.0.0.1:{port}", retries=2, backoff_s=0.01, timeout_s=1)
+    with pytest.raises(EmbedderError, match=r"failed after 3 attempts.*ConnectionRefusedError"):
+        embedder.embed(["a"])
+    assert embedder.description() == f"ollama nomic-embed-text at http://127.0.0.1:{port}"
+
+
+def test_an_empty_list_needs_no_request(ollama: FakeOllama) -> None:
+    assert client(ollama).embed([]).shape == (0, DIMS)
+    assert ollama.requests == []
