@@ -337,3 +337,22 @@ def test_a_concurrent_deploy_is_refused(deployed, v2):
 def test_bad_settings_are_rejected(deployed, v2):
     with pytest.raises(ValueError, match="keep_backups >= 1"):
         deployed.deploy(v2, keep_backups=0)
+
+
+def test_going_back_to_an_earlier_version_reuses_its_directory(deployed, v1, v2):
+    deployed.deploy(v2, **FAST)
+    earlier = deployed.version_dir(v1.version) / SEEDS_FILE
+    inode = earlier.stat().st_ino
+    report = deployed.deploy(v1, **FAST)
+    assert report.status == "deployed" and deployed.current_version() == v1.version
+    assert earlier.stat().st_ino == inode  # reused, not rewritten
+    assert report.backup_path.endswith(f"-{v2.version}")
+
+
+def test_a_damaged_leftover_version_directory_is_rewritten(deployed, v1, v2):
+    deployed.deploy(v2, **FAST)
+    leftover = deployed.version_dir(v1.version) / SEEDS_FILE
+    leftover.write_bytes(b"half a file")
+    deployed.deploy(v1, **FAST)
+    assert leftover.read_bytes() == v1.files[SEEDS_FILE]
+    assert no_temporaries(deployed)
