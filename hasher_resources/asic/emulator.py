@@ -83,7 +83,7 @@ class FaultRule:
         if which == "*":
             return cls(parts[0], parts[1], None)
         if not which.isdigit() or int(which) < 1:
-            raise argparse.ArgumentTypeError(f"fault {text!r}: WHICH must be a positive integer or '*'")
+            raise argparse.ArgumentTypeError(f"fault {text!r}: KIND:TARGET:WHICH needs WHICH ≥ 1 or '*'")
         return cls(parts[0], parts[1], int(which))
 
     def fires(self, target: str, count: int) -> bool:
@@ -185,8 +185,9 @@ class Board:
 
 
 def _bad_length(packet: bytes) -> bytes:
-    """The packet with 3 extra payload bytes and a recomputed CRC: framed, but impossible."""
-    body = bytearray(packet[:-2] + b"\x00\x00\x00")
+    """The packet padded to a length its type cannot have, with a recomputed CRC."""
+    extra = next(n for n in range(1, 2048) if not P.total_size_allowed(packet[0], len(packet) + n))
+    body = bytearray(packet[:-2] + bytes(extra))
     body[2:4] = struct.pack("<H", len(body) + 2 - P.HEAD_BYTES)
     return bytes(body) + struct.pack("<H", P.crc16_modbus(body))
 

@@ -1,0 +1,190 @@
+"""The emulator: its board model in-process, and a full session with the real process over a pty."""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from hasher_resources.asic import protocol as P
+from hasher_resources.asic.device import AsicSession, start_emulator, stop_emulator
+from hasher_resources.asic.emulator import Board, Emulator, FaultRule, main
+from hasher_resources.asic.errors import AsicCrcError, AsicProtocolError
+from hasher_resources.asic.midstate import midstate
+from hasher_resources.sha256 import scan_header_nonces
+from hasher_resources.sha256.header import build_header
+from hasher_resources.sha256.reference import header_hash_zero_bits
+
+SLOTS = [((i + 1) * 0x11111111) & 0xFFFFFFFF for i in range(12)]
+HEADER = build_header(SLOTS, bytes(range(16)) + bytes(12) + bytes([0x1C, 0x1D, 0x1E, 0x1F]))
+
+
+@pytest.fixture(autouse=True)
+def _bounded():
+    """No test here may hang: SIGALRM after 30 s."""
+
+    def fail(*_):
+        raise TimeoutError("test exceeded 30 s")
+
+    old = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def _work(header: bytes = HEADER, work_id: int = 5) -> P.Work:
+    return P.Work(work_id, midstate(header), header[64:76])
+
+
+def test_chip_windows_split_the_nonce_space_over_chains_and_chips():
+    board = Board(chains=2, chips=4, nonces_per_work=64)
+    windows = board.chip_windows()
+    assert windows.size == 64
+    starts = windows[::8]
+    assert starts.tolist() == [k * (2**32 // 8) for k in range(8)]
+
+
+def test_board_search_equals_the_kernel_scan_over_each_chip_window():
+    board = Board(chains=1, chips=4, share_bits=5, nonces_per_work=1024)
+    found = board.search(_work(), share_bits=5)
+    expect = []
+    for chip in range(4):
+        start = chip * (2**32 // 4)
+        expect += scan_header_nonces(
+            HEADER, share_bits=5, nonce_count=256, nonce_start=start, backend="reference"
+        ).nonces.tolist()
+    assert found == expect and found
+
+
+def test_share_bits_default_to_difficulty_one_plus_the_task_diff():
+    board = Board(chains=1, chips=1, share_bits=None, nonces_per_work=256)
+    frame = P.Frame.unpack(P.TxTask((_work(),), diff=0).pack())
+    replies = list(board.handle(frame))
+    # 256 nonces essentially never reach 32 leading zero bits: nothing reported.
+    assert replies == []
+
+
+def test_status_reply_reports_the_configured_chains_and_chips():
+    board = Board()
+    list(board.handle(P.Frame.unpack(P.TxConfig(chain_num=3, asic_num=40, frequency_mhz=300).pack())))
+    replies = list(board.handle(P.Frame.unpack(P.RxStatusRequest().pack())))
+    assert [t for t, _ in replies] == ["nonce", "status"]
+    status = P.RxStatusReply.unpack(replies[1][1])
+    assert [c.asic_num for c in status.chains] == [40, 40, 40]
+    assert status.chains[0].asic_status == (0xFFFFFFFF, 0xFF)
+    assert status.reg_value == 300
+
+
+def test_running_nonce_total_counts_every_reported_nonce():
+    board = Board(chains=1, chips=1, share_bits=4, nonces_per_work=512)
+    frame = P.Frame.unpack(P.TxTask((_work(work_id=1), _work(work_id=2))).pack())
+    packets = [P.RxNonce.unpack(b) for _, b in board.handle(frame)]
+    counted = sum(len(p.nonces) for p in packets)
+    assert packets[-1].total_nonce_num == counted == board.total_nonces
+    assert {e.work_id for p in packets for e in p.nonces} == {1, 2}
+
+
+def test_wrong_nonce_fault_reports_a_nonce_that_misses_the_target():
+    emulator = Emulator(
+        Board(chains=1, chips=1, share_bits=4, nonces_per_work=256), [FaultRule("wrong-nonce", "nonce")]
+    )
+    out = list(emulator.receive(P.TxTask((_work(),)).pack()))
+    first = P.RxNonce.unpack(out[0]).nonces[0]
+    assert header_hash_zero_bits(HEADER[:76] + struct.pack("<I", first.nonce)) < 4
+
+
+def _raises(exc: type[Exception], match: str):
+    def check(out):
+        with pytest.raises(exc, match=match):
+            P.Frame.unpack(out[1])
+        return True
+
+    return check
+
+
+@pytest.mark.parametrize(
+    ("kind", "check"),
+    [
+        ("crc", _raises(AsicCrcError, "stored")),
+        ("bad-length", _raises(AsicProtocolError, "impossible length")),
+        ("truncate", _raises(AsicProtocolError, "truncated")),
+        ("garbage", lambda out: out[1].startswith(b"\x00\x13junk") and P.Deframer().feed(out[1]) != []),
+        ("drop", lambda out: len(out) == 1),
+        ("stall", lambda out: out[1] == 0.25 and isinstance(out[2], bytes)),
+    ],
+)
+def test_status_faults_alter_only_the_chosen_reply(kind, check):
+    emulator = Emulator(Board(), [FaultRule(kind, "status", 1)], stall_s=0.25)
+    assert check(list(emulator.receive(P.RxStatusRequest().pack())))
+    clean = list(Emulator(Board()).receive(P.RxStatusRequest().pack()))
+    again = [x for x in emulator.receive(P.RxStatusRequest().pack()) if isinstance(x, bytes)]
+    assert again[-1] == clean[-1]  # the second status reply is untouched
+
+
+def test_disconnect_fault_stops_the_reply_stream():
+    emulator = Emulator(Board(), [FaultRule("disconnect", "status")])
+    out = list(emulator.receive(P.RxStatusRequest().pack() + P.RxStatusRequest().pack()))
+    assert emulator.disconnect_requested
+    assert all(P.Frame.unpack(b).packet_type == P.RX_NONCE for b in out)
+
+
+@pytest.mark.parametrize("text", ["melt:status", "crc:fans", "crc:status:0", "crc:status:x", "crc"])
+def test_bad_fault_specs_are_rejected_with_the_syntax(text, capsys):
+    with pytest.raises(SystemExit):
+        main(["--pty", "--fault", text])
+    assert "KIND:TARGET" in capsys.readouterr().err
+
+
+def test_bad_board_sizes_exit_with_an_error(capsys):
+    assert main(["--pty", "--chains", "9"]) == 2
+    assert "chains" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", ["pty", "tcp"])
+def test_full_session_with_the_emulator_process(transport):
+    proc, url = start_emulator(transport=transport, share_bits=8, nonces_per_work=2048, chains=2, chips=8)
+    try:
+        assert url.startswith("/dev/pts/" if transport == "pty" else "socket://127.0.0.1:")
+        with AsicSession(url, share_bits=8, chain_count=2, chip_count=8, timeout_s=2.0) as dev:
+            status = dev.configure()
+            assert status.emulated and status.chains == 2 and status.chips_alive == 16
+            headers = [HEADER, bytes(80), os.urandom(80)]
+            reports = dev.submit(headers)
+            assert reports and all(r.valid for r in reports)
+            for index, header in enumerate(headers):
+                mine = [r.nonce for r in reports if r.header_index == index]
+                expect = []
+                for chip in range(16):
+                    start = chip * (2**32 // 16)
+                    scan = scan_header_nonces(
+                        header, share_bits=8, nonce_count=128, nonce_start=start, backend="reference"
+                    )
+                    expect += scan.nonces.tolist()
+                assert mine == sorted(expect)
+            assert dev.counters.hardware_errors == 0 and dev.counters.nonces_verified == len(reports)
+    finally:
+        stop_emulator(proc)
+    assert proc.returncode is not None
+
+
+@pytest.mark.slow
+def test_emulator_process_exits_on_sigterm_and_prints_its_pty():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hasher_resources.asic.emulator", "--pty", "--share-bits", "4"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY /dev/pts/")
+        assert os.path.exists(line.split()[1])
+    finally:
+        proc.terminate()
+        assert proc.wait(5) == 0
+        proc.stdout.close()
