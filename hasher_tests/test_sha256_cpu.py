@@ -1,0 +1,96 @@
+"""The Numba CPU backend against the hashlib reference (DESIGN §4.2), bit for bit.
+
+Marked slow: a cold run JIT-compiles the kernels (tens of seconds on 2 cores; cached afterwards).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hasher_resources import sha256
+from hasher_resources.sha256 import cpu, reference
+
+pytestmark = pytest.mark.slow
+
+VECTOR_SLOTS = np.array([[((i + 1) * 0x11111111) & 0xFFFFFFFF for i in range(12)]], dtype=np.uint32)
+VECTOR_SEED = np.array([[*range(16), *([0] * 12), 0x1C, 0x1D, 0x1E, 0x1F]], dtype=np.uint8)
+
+
+def random_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    slots = rng.integers(0, 2**32, (n, 12), dtype=np.uint32)
+    seeds = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    # the edges: all-zero and all-ones slots, with all-zero and all-ones seeds
+    slots[0], slots[1], slots[2] = 0, 0xFFFFFFFF, 0xFFFFFFFF
+    seeds[0], seeds[1], seeds[2] = 0, 0xFF, 0
+    return slots, seeds
+
+
+def test_design_vector_on_cpu():
+    golden, keys = sha256.evaluate_with_keys(VECTOR_SLOTS, VECTOR_SEED, backend="cpu")
+    assert golden.tolist() == [0x18867801]
+    assert keys[0, 2] == 0x2407F191
+
+
+@pytest.mark.parametrize("header_time", [0, 0x5F5E1000])
+def test_cpu_matches_reference_on_random_rows(header_time):
+    slots, seeds = random_rows(1500, seed=header_time)
+    golden, keys = sha256.evaluate_with_keys(slots, seeds, header_time=header_time, backend="cpu")
+    ref_golden, ref_keys = reference.evaluate_with_keys(slots, seeds, header_time)
+    assert np.array_equal(golden, ref_golden)
+    assert np.array_equal(keys, ref_keys)
+
+
+@pytest.mark.parametrize("n", [1, cpu.LANES - 1, cpu.LANES + 1])
+def test_row_counts_that_are_not_a_whole_block(n):
+    slots, seeds = random_rows(n + 2, seed=n)
+    slots, seeds = slots[2:].copy(), seeds[2:].copy()
+    assert np.array_equal(
+        sha256.evaluate(slots, seeds, backend="cpu"), reference.evaluate_with_keys(slots, seeds)[0]
+    )
+
+
+def test_thread_count_does_not_change_results():
+    slots, seeds = random_rows(4 * cpu.LANES, seed=7)
+    cpu.set_threads(1)
+    one = sha256.evaluate(slots, seeds, backend="cpu")
+    cpu.set_threads(None)
+    assert np.array_equal(one, sha256.evaluate(slots, seeds, backend="cpu"))
+
+
+def test_seed_scan_matches_reference_across_the_nonce_wrap():
+    extranonce = bytes(range(16, 32))
+    start = 2**32 - 70
+    goldens = cpu.scan_seed_nonces(VECTOR_SLOTS[0], extranonce, start, 150, 3)
+    assert np.array_equal(goldens, reference.scan_seed_nonces(VECTOR_SLOTS[0], extranonce, start, 150, 3))
+
+
+def test_seed_scan_finds_the_design_vector_nonce():
+    result = sha256.scan_seed_nonces(
+        VECTOR_SLOTS[0], bytes(range(16)), 0x18867801, difficulty_bits=32,
+        nonce_count=200, nonce_start=0x1C1D1E1F - 100, backend="cpu",
+    )  # fmt: skip
+    assert 0x1C1D1E1F in result.nonces.tolist()
+    assert result.backend == "cpu"
+
+
+def test_header_scan_matches_reference_across_the_nonce_wrap():
+    header = bytes(range(80))
+    start = 2**32 - 300
+    assert np.array_equal(
+        cpu.scan_header_nonces(header, start, 1000), reference.scan_header_nonces(header, start, 1000)
+    )
+
+
+def test_header_scan_finds_a_known_share():
+    # Bitcoin's genesis block header: its hash has 43 leading zero bits at nonce 2083236893.
+    header = bytes.fromhex(
+        "0100000000000000000000000000000000000000000000000000000000000000000000003ba3edfd7a7b12b27ac72c3e"
+        "67768f617fc81bc3888a51323a9fb8aa4b1e5e4a29ab5f49ffff001d1dac2b7c"
+    )
+    result = sha256.scan_header_nonces(
+        header, share_bits=32, nonce_count=2 * cpu.LANES, nonce_start=2083236893 - cpu.LANES, backend="cpu"
+    )
+    assert result.nonces.tolist() == [2083236893]
+    assert result.bits.tolist() == [43]
