@@ -539,23 +539,35 @@ def _run(
         if not a.size:
             break
 
+        # With every slot busy (the steady state) plain slices give views instead of copies.
+        a_idx = slice(None) if a.size == len(s.frame) else a
         # One kernel call over every seed the active frames have not evaluated yet.
-        mask = s.need_eval[a]
-        rows_f, rows_p = np.nonzero(mask)
-        batch_slots = s.slots[a[rows_f]]
-        batch_seeds = s.seeds[a[rows_f], rows_p]
+        mask = s.need_eval[a_idx]
+        span = _uniform_span(mask)
+        if span is not None:  # every frame needs the same population slots: gather by slicing
+            lo, hi = span
+            batch_slots = np.repeat(s.slots[a_idx], hi - lo, axis=0)
+            batch_seeds = s.seeds[a_idx, lo:hi].reshape(-1, SEED_BYTES)
+        else:
+            rows_f, rows_p = np.nonzero(mask)
+            batch_slots = s.slots[a[rows_f]]
+            batch_seeds = s.seeds[a[rows_f], rows_p]
         t0 = clock()
         golden, keys = evaluate(batch_slots, batch_seeds, int(config.header_time))
         stats["kernel_s"] += clock() - t0
-        _check_evaluator_output(golden, keys, len(rows_f))
-        s.golden[a[rows_f], rows_p] = golden
-        s.keys[a[rows_f], rows_p] = keys
-        stats["evals"] += len(rows_f)
-        s.evaluations[a] += mask.sum(axis=1)
+        _check_evaluator_output(golden, keys, len(batch_seeds))
+        if span is not None:
+            s.golden[a_idx, lo:hi] = golden.reshape(a.size, hi - lo)
+            s.keys[a_idx, lo:hi] = keys.reshape(a.size, hi - lo, -1)
+        else:
+            s.golden[a[rows_f], rows_p] = golden
+            s.keys[a[rows_f], rows_p] = keys
+        stats["evals"] += len(batch_seeds)
+        s.evaluations[a_idx] += mask.sum(axis=1)
 
-        g, t = s.golden[a], s.target[a]
+        g, t = s.golden[a_idx], s.target[a_idx]
         matched = leading_equal_bits(g, t[:, None])
-        reward = evo.compute_reward(g, s.keys[a], t[:, None], difficulty, weights)
+        reward = evo.compute_reward(g, s.keys[a_idx], t[:, None], difficulty, weights)
         # Best seed: most leading bits matched, then highest reward; first in population order on ties.
         top = matched.max(axis=1)
         pick = np.argmax(np.where(matched == top[:, None], reward, -np.inf), axis=1)
@@ -602,12 +614,15 @@ def _run(
                 s.epoch[c] = np.minimum(
                     np.searchsorted(epochs, s.best_matched[c], side="right"), len(epochs) - 1
                 )
-                s.seeds[c], order = evo.grpo_next_population(s.seeds[c], adv, s.key[c], next_gen, elites)
+                c_idx = slice(None) if c.size == len(s.frame) else c
+                s.seeds[c_idx], order = evo.grpo_next_population(
+                    s.seeds[c_idx], adv, s.key[c_idx], next_gen, elites
+                )
                 # Elites keep their known goldens: they are not hashed again.
-                s.golden[c, :elites] = np.take_along_axis(s.golden[c], order, axis=1)
-                s.keys[c, :elites] = np.take_along_axis(s.keys[c], order[..., None], axis=1)
-                s.need_eval[c] = True
-                s.need_eval[c, :elites] = False
+                s.golden[c_idx, :elites] = evo.take_rows(s.golden[c_idx], order)
+                s.keys[c_idx, :elites] = evo.take_rows(s.keys[c_idx], order)
+                s.need_eval[c_idx] = True
+                s.need_eval[c_idx, :elites] = False
             else:
                 s.seeds[c] = evo.scan_population(s.key[c], next_gen, p)
                 s.need_eval[c] = True
@@ -620,6 +635,17 @@ def _run(
             history.frames_done.append(stats["done"])
             history.solved.append(stats["solved"])
         report(False)
+
+
+def _uniform_span(mask: np.ndarray) -> tuple[int, int] | None:
+    """``(lo, hi)`` when every row of ``mask`` is True exactly on columns ``[lo, hi)``, else None."""
+    cols = mask.any(axis=0)
+    if not (cols == mask.all(axis=0)).all():
+        return None
+    where = np.flatnonzero(cols)
+    if not where.size or where[-1] - where[0] + 1 != where.size:
+        return None
+    return int(where[0]), int(where[-1]) + 1
 
 
 def _check_evaluator_output(golden: object, keys: object, rows: int) -> None:

@@ -135,18 +135,25 @@ def mutate(
     nonce_mask = np.zeros((f, m), dtype=np.uint32)
     for i in range(_MAX_NONCE_FLIPS):
         pos = ((words[..., 0] >> np.uint64(5 * i)) & np.uint64(31)).astype(np.uint32)
-        nonce_mask ^= np.where(i < in_nonce, np.uint32(1) << pos, np.uint32(0))
+        nonce_mask ^= (i < in_nonce).astype(np.uint32) << pos
     extranonce_mask = np.zeros((f, m, 2), dtype=np.uint64)  # 128 bits as (low word, high word)
     for i in range(_MAX_EXTRANONCE_FLIPS):
         pos = (words[..., 1] >> np.uint64(7 * i)) & np.uint64(127)
-        bit = np.uint64(1) << (pos & np.uint64(63))
-        use = i < in_extranonce
-        extranonce_mask[..., 0] ^= np.where(use & (pos < 64), bit, np.uint64(0))
-        extranonce_mask[..., 1] ^= np.where(use & (pos >= 64), bit, np.uint64(0))
+        bit = (i < in_extranonce).astype(np.uint64) << (pos & np.uint64(63))
+        high = pos >= np.uint64(64)
+        extranonce_mask[..., 0] ^= np.where(high, np.uint64(0), bit)
+        extranonce_mask[..., 1] ^= np.where(high, bit, np.uint64(0))
     children = parents.copy()
     children[..., SEED_NONCE_OFFSET:] ^= nonce_mask.astype(">u4").view(np.uint8).reshape(f, m, 4)
     children[..., :EXTRANONCE_BYTES] ^= extranonce_mask.astype("<u8").view(np.uint8).reshape(f, m, 16)
     return children
+
+
+def take_rows(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``values[f, order[f, k], ...]`` for every frame f: [F, K, ...] (a flat gather, no broadcasting)."""
+    f, p = values.shape[:2]
+    flat = (np.arange(f)[:, None] * p + order).reshape(-1)
+    return values.reshape(f * p, *values.shape[2:])[flat].reshape(f, order.shape[1], *values.shape[2:])
 
 
 def elite_count(population: int, elite_ratio: float) -> int:
@@ -169,8 +176,8 @@ def grpo_next_population(
     """
     p = seeds.shape[1]
     order = np.argsort(-advantage, axis=1, kind="stable")[:, :elites]
-    elite_seeds = np.take_along_axis(seeds, order[..., None], axis=1)
-    elite_adv = np.take_along_axis(advantage, order, axis=1)
+    elite_seeds = take_rows(seeds, order)
+    elite_adv = take_rows(advantage, order)
     mutants = min(elites, p - elites)
     out = np.empty_like(seeds)
     out[:, :elites] = elite_seeds
@@ -195,9 +202,11 @@ def scan_population(frame_keys: np.ndarray, generations: np.ndarray, population:
     ext0 = random_bytes(frame_keys, first, STREAM_SCAN_EXTRANONCE, EXTRANONCE_BYTES)
     ext1 = random_bytes(frame_keys, first + 1, STREAM_SCAN_EXTRANONCE, EXTRANONCE_BYTES)
     seeds = np.zeros((f, population, SEED_BYTES), dtype=np.uint8)
-    seeds[..., :EXTRANONCE_BYTES] = np.where(
-        (rollover > first[:, None])[..., None], ext1[:, None, :], ext0[:, None, :]
-    )
+    rolled = rollover > first[:, None]
+    if rolled.any():
+        seeds[..., :EXTRANONCE_BYTES] = np.where(rolled[..., None], ext1[:, None, :], ext0[:, None, :])
+    else:  # the common case: the whole block under one extranonce
+        seeds[..., :EXTRANONCE_BYTES] = ext0[:, None, :]
     nonces = (offset & 0xFFFFFFFF).astype(np.uint32)
     seeds[..., SEED_NONCE_OFFSET:] = nonces.astype(">u4").view(np.uint8).reshape(f, population, 4)
     return seeds
