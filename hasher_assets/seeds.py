@@ -5,25 +5,23 @@ committed to the partition's progress store as it finishes, so a killed run resu
 The output is the frames with ``best_seed`` filled and the search metrics of DESIGN §4.5.
 """
 
-
 import base64
 from typing import Literal
 
 import dagster as dg
-import numpy as np
 import pyarrow as pa
-from hasher_resources.kernel import Sha256Kernel
 from pydantic import Field
 
 from hasher_core.progress import RateReporter, format_duration
 from hasher_core.search import (
     SearchConfig,
-    frame_fingerprint,
+    attach_results,
     render_search_plot,
     search_frames,
     validate_frames_table,
 )
 from hasher_resources.io import ParquetPartition
+from hasher_resources.kernel import Sha256Kernel
 from hasher_resources.progress import ProgressStore
 from hasher_resources.storage import HasherStorage
 
@@ -68,31 +66,6 @@ class SeedsConfig(dg.Config):
         return config
 
 
-def seeds_table(
-    frames: pa.Table, results, config: SearchConfig, fingerprints: list[str], backend: str
-) -> pa.Table:
-    """The frames with ``best_seed`` filled and the DESIGN §4.5 metric columns appended."""
-    n = frames.num_rows
-    best_seed = pa.array([bytes(row) for row in results.best_seed], type=pa.binary(32))
-    table = frames.set_column(frames.schema.get_field_index("best_seed"), "best_seed", best_seed)
-    columns = {
-        "golden": pa.array(results.golden.astype(np.uint32)),
-        "matched_bits": pa.array(results.matched_bits.astype(np.int8)),
-        "hamming": pa.array(results.hamming.astype(np.int8)),
-        "reward": pa.array(results.reward.astype(np.float32)),
-        "generations": pa.array(results.generations.astype(np.int32)),
-        "evaluations": pa.array(results.evaluations.astype(np.int64)),
-        "difficulty_bits": pa.array(np.full(n, config.difficulty_bits, np.int8)),
-        "solved": pa.array(results.solved.astype(bool)),
-        "header_time": pa.array(np.full(n, config.header_time, np.int64)),
-        "kernel_backend": pa.array([backend] * n).dictionary_encode(),
-        "fingerprint": pa.array(fingerprints),
-    }
-    for name, column in columns.items():
-        table = table.append_column(name, column)
-    return table
-
-
 @dg.asset(
     partitions_def=source_files,
     group_name="train",
@@ -113,7 +86,6 @@ def seeds(
     frames = training_frames.read()
     slots, targets = validate_frames_table(frames)
     backend = kernel.backend_name()
-    fingerprints = [frame_fingerprint(slots[i], int(targets[i]), search) for i in range(frames.num_rows)]
     context.log.info(
         f"searching {frames.num_rows:,} frames at {search.difficulty_bits} bits "
         f"(strategy {search.strategy}, population {search.population}, backend {backend})"
@@ -121,14 +93,10 @@ def seeds(
     reporter = RateReporter("seeds", frames.num_rows, context.log.info, unit="frames", every_s=5.0)
 
     def progress(p) -> None:
-        reporter.update(
-            p.frames_done,
-            f"{p.solved:,} solved, {p.evaluations_per_s:,.0f} evaluations/s",
-        )
+        reporter.update(p.frames_done, f"{p.solved:,} solved, {p.evaluations_per_s:,.0f} evaluations/s")
 
     store_path = storage.stage_dir("seeds_progress") / f"{key}.sqlite"
     with ProgressStore.open(store_path, partition=key, wait_s=30.0) as store:
-        resumed = len(store)
         results = search_frames(
             slots,
             targets,
@@ -137,41 +105,37 @@ def seeds(
             store=store,
             progress=progress,
         )
-    reporter.finish(int(results.solved.size), f"{int(results.solved.sum()):,} solved")
-    table = seeds_table(frames, results, search, fingerprints, backend)
-    plot_path = storage.stage_dir("seeds_plots") / f"{key}.png"
-    render_search_plot(results.history, plot_path)
-    n = max(frames.num_rows, 1)
-    stats = results.stats
+    solved = int(results.solved.sum())
+    reporter.finish(frames.num_rows, f"{solved:,} solved")
+    table = attach_results(frames, results, search, backend)
+    table = table.append_column("fingerprint", pa.array(results.fingerprint.tolist(), pa.string()))
+    plot_path = render_search_plot(results.history, storage.stage_dir("seeds_plots") / f"{key}.png")
+    rate = results.run_evaluations / results.wall_seconds if results.wall_seconds > 0 else 0.0
+    kernel_rate = results.run_evaluations / results.kernel_seconds if results.kernel_seconds > 0 else 0.0
+    columns = ["chunk_id", "window_end", "target_token_id", "golden", "matched_bits", "solved"]
     metadata = {
         "dagster/row_count": frames.num_rows,
-        "solved": int(results.solved.sum()),
-        "solved_pct": round(100 * float(results.solved.sum()) / n, 2),
+        "solved": solved,
+        "solved_pct": round(100 * solved / max(frames.num_rows, 1), 2),
         "difficulty_bits": search.difficulty_bits,
         "strategy": search.strategy,
         "evaluations": int(results.evaluations.sum()),
-        "evaluations_this_run": int(stats.evaluations),
+        "evaluations_this_run": int(results.run_evaluations),
         "mean_generations": round(float(results.generations.mean()) if frames.num_rows else 0.0, 2),
-        "evaluations_per_s": round(stats.evaluations_per_s, 1),
-        "double_sha256_per_s": round(22 * stats.evaluations_per_s, 1),
-        "seconds": round(stats.seconds, 3),
-        "elapsed": format_duration(stats.seconds),
+        "evaluations_per_s": round(rate, 1),
+        "double_sha256_per_s": round(22 * rate, 1),
+        "kernel_evaluations_per_s": round(kernel_rate, 1),
+        "search_efficiency": round(rate / kernel_rate, 3) if kernel_rate else 0.0,
+        "seconds": round(results.wall_seconds, 3),
+        "elapsed": format_duration(results.wall_seconds),
         "kernel_backend": backend,
-        "frames_resumed_from_store": int(stats.frames_from_store),
-        "store_rows_before_run": resumed,
-        "unique_frames": int(stats.unique_frames),
+        "unique_frames": int(results.unique_frames),
+        "frames_resumed_from_store": int(results.from_store.sum()),
         "progress_store": dg.MetadataValue.path(str(store_path)),
         "plot": dg.MetadataValue.md(
             f"![search progress](data:image/png;base64,{base64.b64encode(plot_path.read_bytes()).decode()})"
         ),
         "plot_path": dg.MetadataValue.path(str(plot_path)),
-        "preview": dg.MetadataValue.md(
-            preview_markdown(
-                table.select(
-                    ["chunk_id", "window_end", "target_token_id", "golden", "matched_bits", "solved"]
-                ),
-                ["chunk_id", "window_end", "target_token_id", "golden", "matched_bits", "solved"],
-            )
-        ),
+        "preview": dg.MetadataValue.md(preview_markdown(table, columns)),
     }
     return dg.MaterializeResult(value=table, metadata=metadata)

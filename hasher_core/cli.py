@@ -1,8 +1,11 @@
 """The ``hasher`` command line: subcommands over the plain functions, no Dagster import (starts fast).
 
 ``hasher predict`` reads a deployed bundle and says which token a frame's seed predicts;
-``hasher deployments`` lists what the deployment store holds. Exit status of ``predict``: 0 when
-the frame is solved (a token is predicted), 1 when it is not, 2 on any error.
+``hasher deployments`` lists what the deployment store holds; ``hasher partitions sync`` registers
+a ``source_files`` partition per source file in the Dagster instance (``$DAGSTER_HOME``);
+``hasher status`` summarises what every stage has stored under the data directory.
+Exit status of ``predict``: 0 when the frame is solved (a token is predicted), 1 when it is not,
+2 on any error.
 """
 
 from __future__ import annotations
@@ -59,6 +62,22 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("deployments", help="list deployed versions, the current one and the backups")
     _add_store_arguments(d)
     d.set_defaults(run=_deployments)
+
+    parts = sub.add_parser("partitions", help="dynamic partitions of the Dagster instance ($DAGSTER_HOME)")
+    parts_sub = parts.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sync = parts_sub.add_parser(
+        "sync",
+        help="register a source_files partition per source file found now; print every key",
+        description="Scans $HASHER_MINER_DIR and $HASHER_INBOX_DIR like the sensor does, adds the missing "
+        "partitions to the instance in $DAGSTER_HOME and prints every key, one per line.",
+    )
+    sync.set_defaults(run=_partitions_sync)
+    parts_list = parts_sub.add_parser("list", help="print the registered source_files partitions")
+    parts_list.set_defaults(run=_partitions_list)
+
+    st = sub.add_parser("status", help="what each stage has stored under the data directory")
+    _add_store_arguments(st)
+    st.set_defaults(run=_status)
     return parser
 
 
@@ -120,6 +139,66 @@ def _deployments(args: argparse.Namespace) -> int:
         print(f"  {'*' if version == current else ' '} {version}")
     for backup in store.backups():
         print(f"  backup {backup.name}")
+    return 0
+
+
+def _instance():
+    import dagster as dg  # late: only these subcommands need Dagster
+
+    if not os.environ.get("DAGSTER_HOME"):
+        raise RuntimeError("DAGSTER_HOME is not set: dynamic partitions live in a persistent instance")
+    return dg.DagsterInstance.get()
+
+
+def _partitions_sync(args: argparse.Namespace) -> int:
+    from hasher_assets.partitions import register_partitions
+    from hasher_resources.storage import HasherStorage
+
+    with _instance() as instance:
+        for key in register_partitions(instance, HasherStorage()):
+            print(key)
+    return 0
+
+
+def _partitions_list(args: argparse.Namespace) -> int:
+    with _instance() as instance:
+        for key in sorted(instance.get_dynamic_partitions("source_files")):
+            print(key)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    root = (args.deployment_root or default_data_dir()).expanduser()
+    print(f"data directory: {root}")
+    stages = ["knowledge_base", "training_frames", "seeds", "checkpoints"]
+    keys = sorted({p.stem for stage in stages for p in (root / stage).glob("*.parquet")})
+    if not keys:
+        print("  nothing materialised yet")
+        return 0
+    width = max((len(k) for k in keys), default=10)
+    print(f"  {'partition':<{width}}  {'chunks':>7} {'frames':>8} {'solved':>15} {'checkpointed':>12}")
+    for key in keys:
+        cells = []
+        for stage in stages:
+            path = root / stage / f"{key}.parquet"
+            cells.append(pq.ParquetFile(path).metadata.num_rows if path.exists() else None)
+        solved = ""
+        seeds = root / "seeds" / f"{key}.parquet"
+        if seeds.exists():
+            table = pq.read_table(seeds, columns=["solved", "difficulty_bits"])
+            bits = table.column("difficulty_bits")[0].as_py() if table.num_rows else "?"
+            solved = f"{pc.sum(table.column('solved')).as_py() or 0}@{bits}bits"
+        show = ["-" if c is None else f"{c:,}" for c in cells]
+        print(f"  {key:<{width}}  {show[0]:>7} {show[1]:>8} {solved:>15} {show[3]:>12}")
+    store = _store(args)
+    current = store.current_version()
+    print(
+        f"deployment: {current or '(nothing deployed)'}"
+        + (f" at {store.root / 'current'}" if current else "")
+    )
     return 0
 
 
