@@ -16,6 +16,7 @@ typedef unsigned char hasher_u8;
 #ifdef __CUDACC__
 #define HASHER_FN __device__ __forceinline__
 #define HASHER_UNROLL _Pragma("unroll")
+#define HASHER_NO_UNROLL _Pragma("unroll 1")
 __constant__ hasher_u32 hasher_k[64] = {HASHER_SHA256_K};
 HASHER_FN hasher_u32 hasher_rotr(hasher_u32 x, int n) { return __funnelshift_r(x, x, n); }
 HASHER_FN hasher_u32 hasher_bswap(hasher_u32 x) { return __byte_perm(x, 0, 0x0123); }
@@ -23,6 +24,7 @@ HASHER_FN int hasher_clz(hasher_u32 x) { return __clz(x); }
 #else
 #define HASHER_FN static inline
 #define HASHER_UNROLL
+#define HASHER_NO_UNROLL
 static const hasher_u32 hasher_k[64] = {HASHER_SHA256_K};
 HASHER_FN hasher_u32 hasher_rotr(hasher_u32 x, int n) { return (x >> n) | (x << (32 - n)); }
 HASHER_FN hasher_u32 hasher_bswap(hasher_u32 x) { return __builtin_bswap32(x); }
@@ -123,7 +125,7 @@ HASHER_FN void hasher_evaluate_one(const hasher_u32 slots[12], const hasher_u32 
   const hasher_u32 s1 = slots[1], s2 = slots[2], s3 = slots[3];
   hasher_u32 m0 = w[9], m1 = w[10], m2 = w[11], m3 = w[12];
   hasher_u32 k0 = 0, k1 = 0, k2 = 0;
-#pragma unroll 1
+  HASHER_NO_UNROLL
   for (int pass = 0; pass <= HASHER_PASSES; ++pass) {
     hasher_u32 block[16];
     HASHER_UNROLL

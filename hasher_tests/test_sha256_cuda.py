@@ -1,0 +1,205 @@
+"""The CUDA backend: constants generated from Python, its device code compiled as host C++ and
+checked against the hashlib reference, an sm_90 build without register spills, and (marked
+``gpu``) the real thing on a GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hasher_resources import sha256
+from hasher_resources.sha256 import constants as C
+from hasher_resources.sha256 import cuda, reference
+from hasher_resources.sha256.midstate import midstate
+
+VECTOR_SLOTS = np.array([[((i + 1) * 0x11111111) & 0xFFFFFFFF for i in range(12)]], dtype=np.uint32)
+VECTOR_SEED = np.array([[*range(16), *([0] * 12), 0x1C, 0x1D, 0x1E, 0x1F]], dtype=np.uint8)
+
+# A few macros' worth of host harness: loop the device functions over rows.
+HOST_HARNESS = """
+#include "recursion_full.cu"
+extern "C" void host_evaluate(const hasher_u32* slots, const hasher_u32* seeds, hasher_u32 header_time,
+                              hasher_u32* golden, hasher_u32* keys, long n) {
+  for (long r = 0; r < n; ++r)
+    hasher_evaluate_one(slots + 12 * r, seeds + 8 * r, header_time, golden + r, keys + 3 * r);
+}
+extern "C" void host_header_bits(const hasher_u32* mid, const hasher_u32* words, hasher_u32 nonce_start,
+                                 unsigned char* out, long n) {
+  for (long i = 0; i < n; ++i)
+    out[i] = (unsigned char)hasher_header_zero_bits(mid, words[0], words[1], words[2],
+                                                    hasher_bswap(nonce_start + (hasher_u32)i));
+}
+"""
+
+
+def random_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    slots = rng.integers(0, 2**32, (n, 12), dtype=np.uint32)
+    seeds = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    slots[0], slots[1], slots[2] = 0, 0xFFFFFFFF, 0xFFFFFFFF
+    seeds[0], seeds[1], seeds[2] = 0, 0xFF, 0
+    return slots, seeds
+
+
+def test_prelude_defines_every_constant_from_constants_py():
+    prelude = cuda.cuda_prelude()
+    assert f"#define HASHER_PASSES {C.PASSES}\n" in prelude
+    assert f"#define HASHER_JITTER_LOW_CLZ_XOR 0x{C.JITTER_LOW_CLZ_XOR:08x}u\n" in prelude
+    assert f"#define HASHER_HEADER_BITS 0x{C.HEADER_BITS:08x}u\n" in prelude
+    k_line = next(line for line in prelude.splitlines() if line.startswith("#define HASHER_SHA256_K "))
+    assert [int(k.rstrip("u"), 16) for k in k_line.split(" ", 2)[2].split(", ")] == list(C.SHA256_K)
+    used = set(re.findall(r"\bHASHER_[A-Z0-9_]+\b", cuda.SOURCE_PATH.read_text()))
+    defined = set(re.findall(r"#define (HASHER_[A-Z0-9_]+)", cuda.cuda_source()))
+    assert used <= defined, f"recursion.cu uses constants nobody defines: {sorted(used - defined)}"
+
+
+def test_source_without_the_prelude_refuses_to_compile(tmp_path: Path):
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not installed")
+    src = tmp_path / "bare.cpp"
+    src.write_text(f'#include "{cuda.SOURCE_PATH}"\n')
+    proc = subprocess.run(["g++", "-x", "c++", "-fsyntax-only", str(src)], capture_output=True, text=True)
+    assert proc.returncode != 0 and "HASHER_* constants are generated" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def host_lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not installed: the host build of the CUDA device code needs it")
+    build = tmp_path_factory.mktemp("cuda_host")
+    (build / "recursion_full.cu").write_text(cuda.cuda_source())
+    (build / "harness.cpp").write_text(HOST_HARNESS)
+    lib = build / "libhasher_host.so"
+    proc = subprocess.run(
+        [
+            "g++",
+            "-O2",
+            "-std=c++17",
+            "-Wall",
+            "-Werror",
+            "-shared",
+            "-fPIC",
+            "-o",
+            str(lib),
+            str(build / "harness.cpp"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return ctypes.CDLL(str(lib))
+
+
+def host_evaluate(lib: ctypes.CDLL, slots: np.ndarray, seeds: np.ndarray, header_time: int):
+    n = slots.shape[0]
+    golden = np.zeros(n, np.uint32)
+    keys = np.zeros((n, 3), np.uint32)
+    seed_words = np.ascontiguousarray(seeds).view(np.uint32)  # how the kernel receives them
+    lib.host_evaluate(
+        slots.ctypes.data_as(ctypes.c_void_p),
+        seed_words.ctypes.data_as(ctypes.c_void_p),
+        ctypes.c_uint32(header_time),
+        golden.ctypes.data_as(ctypes.c_void_p),
+        keys.ctypes.data_as(ctypes.c_void_p),
+        ctypes.c_long(n),
+    )
+    return golden, keys
+
+
+def test_host_build_passes_the_design_vector(host_lib):
+    golden, keys = host_evaluate(host_lib, VECTOR_SLOTS, VECTOR_SEED, 0)
+    assert golden.tolist() == [0x18867801] and keys[0, 2] == 0x2407F191
+
+
+@pytest.mark.parametrize("header_time", [0, 0xDEADBEEF])
+def test_host_build_matches_reference_on_random_rows(host_lib, header_time):
+    slots, seeds = random_rows(1500, seed=header_time & 0xFFFF)
+    golden, keys = host_evaluate(host_lib, slots, seeds, header_time)
+    ref_golden, ref_keys = reference.evaluate_with_keys(slots, seeds, header_time)
+    assert np.array_equal(golden, ref_golden)
+    assert np.array_equal(keys, ref_keys)
+
+
+def test_host_build_header_scan_matches_reference(host_lib):
+    header = bytes(range(80))
+    start, n = 2**32 - 500, 2000
+    out = np.zeros(n, np.uint8)
+    mid = np.array(midstate(header), np.uint32)
+    words = np.frombuffer(header[64:80], ">u4").astype(np.uint32)
+    host_lib.host_header_bits(
+        mid.ctypes.data_as(ctypes.c_void_p),
+        words.ctypes.data_as(ctypes.c_void_p),
+        ctypes.c_uint32(start),
+        out.ctypes.data_as(ctypes.c_void_p),
+        ctypes.c_long(n),
+    )
+    assert np.array_equal(out, reference.scan_header_nonces(header, start, n))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+def test_sm90_build_has_no_register_spills(tmp_path: Path):
+    src = tmp_path / "recursion_full.cu"
+    src.write_text(cuda.cuda_source())
+    proc = subprocess.run(
+        ["nvcc", "-cubin", "-arch=sm_90", "-Xptxas", "-v", "-o", str(tmp_path / "r.cubin"), str(src)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = proc.stdout + proc.stderr
+    for kernel in cuda.KERNELS:
+        block = report.split(f"Function properties for {kernel}\n", 1)
+        assert len(block) == 2, f"no ptxas report for {kernel}:\n{report}"
+        props = block[1].splitlines()[0]
+        assert "0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads" in props, f"{kernel}: {props}"
+
+
+gpu = pytest.mark.skipif(not sha256.cuda_available(), reason="needs CuPy and a CUDA device")
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_design_vector():
+    golden, keys = sha256.evaluate_with_keys(VECTOR_SLOTS, VECTOR_SEED, backend="cuda")
+    assert golden.tolist() == [0x18867801] and keys[0, 2] == 0x2407F191
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_matches_reference_and_reuses_buffers():
+    slots, seeds = random_rows(3000, seed=11)
+    ref_golden, ref_keys = reference.evaluate_with_keys(slots, seeds, 9)
+    golden, keys = sha256.evaluate_with_keys(slots, seeds, header_time=9, backend="cuda")
+    assert np.array_equal(golden, ref_golden) and np.array_equal(keys, ref_keys)
+    # a smaller call after a larger one runs on the same (bigger) device buffers
+    small_golden, _ = sha256.evaluate_with_keys(slots[:100], seeds[:100], header_time=9, backend="cuda")
+    assert np.array_equal(small_golden, ref_golden[:100])
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_scans_match_reference_across_the_nonce_wrap():
+    extranonce = bytes(range(16, 32))
+    start = 2**32 - 700
+    goldens = cuda.scan_seed_nonces(VECTOR_SLOTS[0], extranonce, start, 1000, 3)
+    assert np.array_equal(goldens, reference.scan_seed_nonces(VECTOR_SLOTS[0], extranonce, start, 1000, 3))
+    header = bytes(range(80))
+    bits = cuda.scan_header_nonces(header, start, 5000)
+    assert np.array_equal(bits, reference.scan_header_nonces(header, start, 5000))
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_agrees_with_cpu_on_a_full_launch():
+    slots, seeds = random_rows(1 << 17, seed=3)
+    assert np.array_equal(
+        sha256.evaluate(slots, seeds, backend="cuda"), sha256.evaluate(slots, seeds, backend="cpu")
+    )
