@@ -46,6 +46,10 @@ class Sha256Kernel(dg.ConfigurableResource):
         if self.batch_size < 1:
             raise KernelConfigError(f"Sha256Kernel.batch_size must be >= 1, got {self.batch_size}")
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Resolve at run start, so a run asking for an unavailable GPU fails before any work.
+        context.log.info(f"Sha256Kernel runs on backend {self.backend_name()!r}")
+
     def backend_name(self) -> str:
         """The backend that actually runs ('reference', 'cpu' or 'cuda'), resolved once.
 

@@ -1,0 +1,107 @@
+"""Sha256Kernel: the kernel as a Dagster resource, inside and outside Dagster."""
+
+from __future__ import annotations
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from hasher_resources import sha256
+from hasher_resources.kernel import KernelConfigError, Sha256Kernel
+from hasher_resources.sha256 import BackendUnavailableError, KernelInputError, reference
+
+VECTOR_SLOTS = np.array([[((i + 1) * 0x11111111) & 0xFFFFFFFF for i in range(12)]], dtype=np.uint32)
+VECTOR_SEED = np.array([[*range(16), *([0] * 12), 0x1C, 0x1D, 0x1E, 0x1F]], dtype=np.uint8)
+
+
+def random_rows(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 2**32, (n, 12), dtype=np.uint32), rng.integers(0, 256, (n, 32), dtype=np.uint8)
+
+
+def test_plain_instantiation_outside_dagster():
+    kernel = Sha256Kernel(backend="reference")
+    assert kernel.evaluate(VECTOR_SLOTS, VECTOR_SEED).tolist() == [0x18867801]
+    assert kernel.backend_name() == "reference"
+    assert kernel.describe() == {"kernel_backend": "reference"}
+
+
+def test_inputs_larger_than_a_batch_are_chunked_without_changing_results():
+    slots, seeds = random_rows(23)
+    golden, keys = Sha256Kernel(backend="reference", batch_size=5).evaluate_with_keys(
+        slots, seeds, header_time=4
+    )
+    ref_golden, ref_keys = reference.evaluate_with_keys(slots, seeds, 4)
+    assert np.array_equal(golden, ref_golden) and np.array_equal(keys, ref_keys)
+
+
+def test_bad_rows_are_rejected_before_any_batch_runs():
+    slots, seeds = random_rows(10)
+    with pytest.raises(KernelInputError, match="same number of rows, got 10 and 9"):
+        Sha256Kernel(backend="reference", batch_size=3).evaluate(slots, seeds[:9])
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"batch_size": 0}, "Sha256Kernel.batch_size must be >= 1, got 0"),
+        ({"threads": 0}, "Sha256Kernel.threads must be >= 1 or None, got 0"),
+        ({"device_id": -1}, "Sha256Kernel.device_id must be >= 0, got -1"),
+    ],
+)
+def test_bad_settings_are_named(settings, message):
+    with pytest.raises(KernelConfigError) as err:
+        Sha256Kernel(backend="reference", **settings).backend_name()
+    assert message in str(err.value)
+
+
+@pytest.mark.skipif(sha256.cuda_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_fails_loudly():
+    kernel = Sha256Kernel(backend="cuda")
+    with pytest.raises(BackendUnavailableError, match="backend 'cuda'"):
+        kernel.evaluate(VECTOR_SLOTS, VECTOR_SEED)
+
+
+@pytest.mark.skipif(sha256.cuda_available(), reason="this machine has a GPU")
+def test_auto_picks_the_cpu_without_a_gpu():
+    assert Sha256Kernel().backend_name() == "cpu"
+
+
+def test_scans_run_on_the_resolved_backend():
+    kernel = Sha256Kernel(backend="reference")
+    found = kernel.scan_seed_nonces(
+        VECTOR_SLOTS[0],
+        bytes(range(16)),
+        0x18867801,
+        difficulty_bits=32,
+        nonce_count=2,
+        nonce_start=0x1C1D1E1E,
+    )
+    assert found.nonces.tolist() == [0x1C1D1E1F] and found.backend == "reference"
+    shares = kernel.scan_header_nonces(bytes(80), share_bits=0, nonce_count=4, nonce_start=10)
+    assert shares.nonces.tolist() == [10, 11, 12, 13]
+
+
+@pytest.mark.slow
+def test_cpu_threads_setting_is_applied_and_restored():
+    import numba
+
+    before = numba.get_num_threads()
+    kernel = Sha256Kernel(backend="cpu", threads=1, batch_size=64)
+    slots, seeds = random_rows(130, seed=5)
+    assert np.array_equal(kernel.evaluate(slots, seeds), reference.evaluate_with_keys(slots, seeds)[0])
+    assert kernel.describe() == {"kernel_backend": "cpu", "kernel_threads": 1}
+    assert numba.get_num_threads() == before
+
+
+def test_an_asset_uses_the_resource_and_reports_the_backend():
+    @dg.asset
+    def goldens(kernel: Sha256Kernel) -> dg.MaterializeResult:
+        golden = kernel.evaluate(VECTOR_SLOTS, VECTOR_SEED)
+        return dg.MaterializeResult(metadata={**kernel.describe(), "golden": int(golden[0])})
+
+    result = dg.materialize([goldens], resources={"kernel": Sha256Kernel(backend="reference")})
+    assert result.success
+    metadata = result.asset_materializations_for_node("goldens")[0].metadata
+    assert metadata["kernel_backend"].value == "reference"
+    assert metadata["golden"].value == 0x18867801
