@@ -81,7 +81,7 @@ def knowledge_base(
             batch_rows=config.batch_rows,
             report=report,
         )
-    staging = storage.stage_dir(".staging") / f"knowledge_base.{key}.{context.run_id}.parquet"
+    staging = storage.stage_dir(".staging") / f"knowledge_base.{key}.{context.run.run_id}.parquet"
     progress = RateReporter("knowledge_base", None, context.log.info, unit="chunks")
     started = time.monotonic()
     rows = 0

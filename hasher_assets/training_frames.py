@@ -53,7 +53,7 @@ def training_frames(
     key = context.partition_key
     chunks = knowledge_base.num_rows()
     progress = RateReporter("training_frames", chunks, context.log.info, unit="chunks")
-    staging = storage.stage_dir(".staging") / f"training_frames.{key}.{context.run_id}.parquet"
+    staging = storage.stage_dir(".staging") / f"training_frames.{key}.{context.run.run_id}.parquet"
     report = write_frames(
         knowledge_base.iter_batches(batch_rows=2048),
         staging,
