@@ -132,17 +132,25 @@ def mutate(
     f, m = parents.shape[:2]
     in_nonce, in_extranonce = flip_counts(advantage)
     words = random_words(frame_keys, generations, STREAM_MUTATION, 2 * m).reshape(f, m, 2)
-    nonce_mask = np.zeros((f, m), dtype=np.uint32)
-    for i in range(_MAX_NONCE_FLIPS):
-        pos = ((words[..., 0] >> np.uint64(5 * i)) & np.uint64(31)).astype(np.uint32)
-        nonce_mask ^= (i < in_nonce).astype(np.uint32) << pos
-    extranonce_mask = np.zeros((f, m, 2), dtype=np.uint64)  # 128 bits as (low word, high word)
-    for i in range(_MAX_EXTRANONCE_FLIPS):
-        pos = (words[..., 1] >> np.uint64(7 * i)) & np.uint64(127)
-        bit = (i < in_extranonce).astype(np.uint64) << (pos & np.uint64(63))
-        high = pos >= np.uint64(64)
-        extranonce_mask[..., 0] ^= np.where(high, np.uint64(0), bit)
-        extranonce_mask[..., 1] ^= np.where(high, bit, np.uint64(0))
+    # All flip positions at once: 5-bit fields of word 0 (nonce), 7-bit fields of word 1 (extranonce).
+    nonce_pos = (words[..., :1] >> (np.arange(_MAX_NONCE_FLIPS, dtype=np.uint64) * np.uint64(5))) & np.uint64(
+        31
+    )
+    use = np.arange(_MAX_NONCE_FLIPS) < in_nonce[..., None]
+    nonce_mask = np.bitwise_xor.reduce(use.astype(np.uint32) << nonce_pos.astype(np.uint32), axis=-1)
+    ext_pos = (
+        words[..., 1:] >> (np.arange(_MAX_EXTRANONCE_FLIPS, dtype=np.uint64) * np.uint64(7))
+    ) & np.uint64(127)
+    use = np.arange(_MAX_EXTRANONCE_FLIPS) < in_extranonce[..., None]
+    bits = use.astype(np.uint64) << (ext_pos & np.uint64(63))
+    high = ext_pos >= np.uint64(64)
+    extranonce_mask = np.stack(  # 128 bits as (low word, high word)
+        [
+            np.bitwise_xor.reduce(np.where(high, np.uint64(0), bits), axis=-1),
+            np.bitwise_xor.reduce(np.where(high, bits, np.uint64(0)), axis=-1),
+        ],
+        axis=-1,
+    )
     children = parents.copy()
     children[..., SEED_NONCE_OFFSET:] ^= nonce_mask.astype(">u4").view(np.uint8).reshape(f, m, 4)
     children[..., :EXTRANONCE_BYTES] ^= extranonce_mask.astype("<u8").view(np.uint8).reshape(f, m, 16)
