@@ -12,9 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.client
-import itertools
 import json
-import math
 import re
 import time
 import urllib.error
@@ -43,40 +41,58 @@ class Embedder(dg.ConfigurableResource):
 
 
 @functools.lru_cache(maxsize=1 << 20)
-def _feature(token: str, dims: int) -> int:
-    """Signed slot of a token: index in [0, dims), negated-minus-one for a negative sign.
+def _word_hash(word: str) -> int:
+    """64-bit hash of one word: blake2b, not Python's hash(), which is salted per process."""
+    return int.from_bytes(hashlib.blake2b(word.encode("utf-8", "surrogatepass"), digest_size=8).digest())
 
-    blake2b, not Python's hash(), which is salted per process and would change the embedding run to run.
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _pair_hash(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """64-bit hash of each adjacent word pair from the two words' hashes (splitmix64 finaliser).
+
+    Mixing the cached word hashes keeps pairs out of blake2b: pairs are mostly unique, so hashing
+    them directly would cost one blake2b call per word of text.
     """
-    value = int.from_bytes(hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=8).digest())
-    index = (value >> 1) % dims
-    return index if value & 1 else -index - 1
+    x = first * _GOLDEN + second  # uint64 arithmetic wraps, as intended
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 class HashingEmbedder(Embedder):
     """Offline, deterministic feature hashing of lower-cased words and adjacent word pairs.
 
-    Each feature adds ±1 to one of ``dims`` slots (slot and sign from blake2b); the vector is then
-    L2-normalised. Texts sharing words get similar vectors, but synonyms do not: lexical, not semantic.
-    Empty text (no word characters) gives the all-zero vector.
+    Each feature's 64-bit hash ``h`` adds ``+1`` (``h`` odd) or ``-1`` to slot ``(h >> 1) % dims``:
+    words hash with blake2b-64, pairs with :func:`_pair_hash` of their words' hashes. The vector is
+    then L2-normalised. Texts sharing words get similar vectors, but synonyms do not: lexical, not
+    semantic. Text without word characters gives the all-zero vector.
     """
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        word_hashes: list[int] = []
+        lengths = np.zeros(len(texts), dtype=np.int64)
         for row, text in enumerate(texts):
             words = _WORD.findall(text.lower())
-            if not words:
-                continue
-            features = [_feature(w, self.dims) for w in words]
-            features += [_feature(f"{a} {b}", self.dims) for a, b in itertools.pairwise(words)]
-            signed = np.array(features, dtype=np.int64)
-            negative = signed < 0
-            index = np.where(negative, -signed - 1, signed)
-            vector = np.bincount(index, weights=np.where(negative, -1.0, 1.0), minlength=self.dims)
-            norm = math.sqrt(float(vector @ vector))
-            if norm > 0:  # all features may cancel out
-                out[row] = vector / norm
-        return out
+            word_hashes += map(_word_hash, words)
+            lengths[row] = len(words)
+        words = np.array(word_hashes, dtype=np.uint64)
+        word_rows = np.repeat(np.arange(len(texts)), lengths)
+        # Pairs are formed across the concatenation of all texts; those spanning two texts are dropped.
+        same_text = word_rows[:-1] == word_rows[1:]
+        pairs = _pair_hash(words[:-1], words[1:])[same_text]
+        feature = np.concatenate([words, pairs])
+        rows = np.concatenate([word_rows, word_rows[:-1][same_text]])
+        slot = rows * self.dims + (feature >> np.uint64(1)) % np.uint64(self.dims)
+        sign = np.where(feature & np.uint64(1), 1.0, -1.0)
+        counts = np.bincount(slot.astype(np.int64), weights=sign, minlength=len(texts) * self.dims)
+        # bincount returns integers when there is no feature at all.
+        vectors = counts.reshape(len(texts), self.dims).astype(np.float64, copy=False)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        # Rows with no words (or features that all cancel) stay zero instead of dividing by zero.
+        np.divide(vectors, norms, out=vectors, where=norms > 0)
+        return vectors.astype(np.float32)
 
     def description(self) -> str:
         return f"lexical feature hashing (blake2b, words and word pairs, {self.dims} dims), not semantic"

@@ -29,9 +29,36 @@ def test_hashing_embedder_matches_the_blake2b_oracle() -> None:
     assert np.array_equal(HashingEmbedder().embed(["Hello!"])[0], expected)
 
 
+def blake64(word: str) -> int:
+    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest())
+
+
+def splitmix_pair(first: int, second: int) -> int:
+    """The word-pair hash, in Python integers, as an oracle for the vectorised numpy version."""
+    mask = 2**64 - 1
+    x = (first * 0x9E3779B97F4A7C15 + second) & mask
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+    return x ^ (x >> 31)
+
+
+def test_word_pairs_add_their_own_signed_feature() -> None:
+    expected = np.zeros(DIMS)
+    for h in (blake64("sha"), blake64("seed"), splitmix_pair(blake64("sha"), blake64("seed"))):
+        expected[(h >> 1) % DIMS] += 1.0 if h & 1 else -1.0
+    expected /= np.linalg.norm(expected)
+    assert np.allclose(HashingEmbedder().embed(["SHA seed"])[0], expected, atol=1e-7)
+    # Pairs do not reach across texts: embedding two texts at once equals embedding each alone.
+    together = HashingEmbedder().embed(["sha", "seed", "SHA seed"])
+    assert np.array_equal(together[2], HashingEmbedder().embed(["SHA seed"])[0])
+    assert np.array_equal(together[0], HashingEmbedder().embed(["sha"])[0])
+
+
 def test_hashing_embedder_is_unit_length_float32_and_zero_for_empty_text() -> None:
     out = HashingEmbedder().embed(["the quick brown fox jumps", "", "  ...  ", "fox"])
     assert out.shape == (4, DIMS) and out.dtype == np.float32
+    assert HashingEmbedder().embed([]).shape == (0, DIMS)
+    assert not HashingEmbedder().embed(["", "--"]).any()
     assert np.allclose(np.linalg.norm(out[[0, 3]], axis=1), 1.0, atol=1e-6)
     assert not out[1].any() and not out[2].any()
 
