@@ -15,7 +15,6 @@ writer (``knowledge_inbox``) are re-exported here.
 from __future__ import annotations
 
 import hashlib
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,12 +144,7 @@ class _FirstChunkIds:
     def keep_mask(self, names: pa.Array, ids: np.ndarray) -> np.ndarray:
         """True for each row whose pair was not seen before (in earlier batches or earlier in this one)."""
         keep = np.ones(len(ids), dtype=bool)
-        encoded = pc.dictionary_encode(names)
-        codes = encoded.indices.to_numpy(zero_copy_only=False)
-        order = np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[order], np.arange(len(encoded.dictionary) + 1))
-        for code, name in enumerate(encoded.dictionary.to_pylist()):
-            rows = order[bounds[code] : bounds[code + 1]]
+        for name, rows in _groups(names):
             group_ids = ids[rows]
             duplicate = np.ones(len(rows), dtype=bool)
             duplicate[np.unique(group_ids, return_index=True)[1]] = False
@@ -547,11 +541,44 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-def record_fingerprint_update(hasher: Any, chunk_id: int, content: bytes, embedding: bytes) -> None:
-    """Feed one record to a source-file fingerprint; length-prefixed so fields cannot run together."""
-    hasher.update(struct.pack("<iQ", chunk_id, len(content)))
-    hasher.update(content)
-    hasher.update(embedding)
+class _SourceFingerprint:
+    """blake2b over a source's records, fed group by group but independent of where batches split.
+
+    Chunk ids, content lengths, content bytes and embedding bytes each go to their own stream, so
+    concatenating groups gives the same digest as feeding records one at a time, and the lengths
+    stream keeps contents from running into each other.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.chunks = 0
+        self._streams = [hashlib.blake2b(digest_size=16) for _ in range(4)]
+
+    def update(self, ids: np.ndarray, content: pa.Array, embeddings: np.ndarray) -> None:
+        content = content.cast(pa.string())
+        _validity, offsets_buffer, data = content.buffers()
+        offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[
+            content.offset : content.offset + len(content) + 1
+        ]
+        ids_stream, lengths_stream, content_stream, embedding_stream = self._streams
+        ids_stream.update(np.ascontiguousarray(ids, dtype="<i4").tobytes())
+        lengths_stream.update(np.diff(offsets).astype("<i8").tobytes())
+        content_stream.update(memoryview(data)[offsets[0] : offsets[-1]] if data is not None else b"")
+        embedding_stream.update(np.ascontiguousarray(embeddings, dtype="<f4").tobytes())
+        self.chunks += len(ids)
+
+    def hexdigest(self) -> str:
+        return hashlib.blake2b(b"".join(h.digest() for h in self._streams), digest_size=16).hexdigest()
+
+
+def _groups(names: pa.Array) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, row indices in order) for each distinct name of a batch column."""
+    encoded = pc.dictionary_encode(names)
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(encoded.dictionary) + 1))
+    for code, name in enumerate(encoded.dictionary.to_pylist()):
+        yield name, order[bounds[code] : bounds[code + 1]]
 
 
 def list_source_files(
@@ -563,29 +590,21 @@ def list_source_files(
 ) -> dict[str, SourceFileInfo]:
     """Partition key → :class:`SourceFileInfo` for every source file, streaming the whole knowledge base.
 
-    The fingerprint changes when any kept record of that source changes, so a sensor can re-run
-    exactly the partitions whose input changed.
+    The fingerprint changes when any kept record of that source (chunk id, content or embedding)
+    changes, so a sensor can re-run exactly the partitions whose input changed.
     """
-    hashers: dict[str, Any] = {}
-    counts: dict[str, int] = {}
-    originals: dict[str, str] = {}
+    sources: dict[str, _SourceFingerprint] = {}
     for batch in read_knowledge_base(miner_dir, explicit_path=explicit_path, dims=dims, report=report):
-        names = batch.column("source_file").to_pylist()
         ids = batch.column("chunk_id").to_numpy()
-        contents = batch.column("content").to_pylist()
+        content = batch.column("content")
         embeddings = batch.column("embedding").flatten().to_numpy().reshape(-1, dims)
-        for name, chunk_id, content, embedding in zip(names, ids, contents, embeddings, strict=True):
+        for name, rows in _groups(batch.column("source_file")):
             key = safe_partition_key(name)
-            if originals.setdefault(key, name) != name:
-                raise KnowledgeBaseError(f"source files {originals[key]!r} and {name!r} share key {key!r}")
-            if key not in hashers:
-                hashers[key] = hashlib.blake2b(digest_size=16)
-                counts[key] = 0
-            record_fingerprint_update(
-                hashers[key], int(chunk_id), content.encode("utf-8"), embedding.tobytes()
-            )
-            counts[key] += 1
+            source = sources.setdefault(key, _SourceFingerprint(name))
+            if source.name != name:
+                raise KnowledgeBaseError(f"source files {source.name!r} and {name!r} share key {key!r}")
+            source.update(ids[rows], content.take(pa.array(rows)), embeddings[rows])
     return {
-        key: SourceFileInfo(key, originals[key], counts[key], hashers[key].hexdigest())
-        for key in sorted(hashers)
+        key: SourceFileInfo(key, source.name, source.chunks, source.hexdigest())
+        for key, source in sorted(sources.items())
     }

@@ -403,3 +403,10 @@ def test_a_50_megabyte_record_is_read_whole(tmp_path: Path, fmt: str) -> None:
     table, report = read_all(tmp_path)
     assert report.records_kept == 3
     assert table.column("content")[1].as_py() == big
+
+
+def test_fingerprints_do_not_depend_on_format_or_batching(tmp_path: Path) -> None:
+    recs = records(40, names=("a.txt", "b.txt", "c.txt"))
+    write(tmp_path / "p" / PARQUET, "parquet", recs)  # row groups of 13 rows split the sources
+    write(tmp_path / "j" / GO_JSON, "jsonl", recs, go=True)
+    assert list_source_files(tmp_path / "p") == list_source_files(tmp_path / "j")
