@@ -24,6 +24,7 @@ import os
 import select
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -53,6 +54,8 @@ POLL_S = 0.02
 #: A chip reports shares of difficulty ≥ 1 (32 zero bits); the TxTask diff byte adds log2 of more.
 DIFFICULTY_1_BITS = 32
 MAX_TASK_DIFF = 12  # cgminer caps diff at 4096 "so solo mining has reasonable stats"
+#: What a vanished port raises: pyserial's wrapper, a raw OSError, or termios on a closed pty.
+PORT_ERRORS = (serial.SerialException, OSError, termios.error)
 
 
 @dataclass(frozen=True)
@@ -237,7 +240,7 @@ class AsicSession:
         try:
             self._port.write(packet)
             self._port.flush()
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             raise AsicDisconnectedError(self.url, during, str(exc)) from exc
         self.counters.packets_sent += 1
 
@@ -245,7 +248,7 @@ class AsicSession:
         self._port.timeout = max(0.0, min(POLL_S, deadline - time.monotonic()))
         try:
             data = self._port.read(max(1, self._port.in_waiting))
-        except (serial.SerialException, OSError) as exc:
+        except PORT_ERRORS as exc:
             raise AsicDisconnectedError(self.url, during, str(exc)) from exc
         if not data:
             return []
@@ -377,10 +380,15 @@ class AsicSession:
                 raise ValueError(f"header {i} is {len(h)} bytes, a work item needs {HEADER_BYTES}")
         if not headers:
             return []
+        if self._last_total is None:
+            # Learn the board's running nonce count first (the fifo report before a status reply),
+            # so that even the first nonce packet of this session can be missed and noticed.
+            self._exchange_status("work submission")
         for attempt in range(self.retries + 1):
             if attempt:
                 self.counters.resubmissions += 1
             lost_before = self.counters.lost_nonces
+            damaged_before = self._deframer.damaged_by_type.get(P.RX_NONCE, 0)
             self._work, self._reports = {}, []
             for start in range(0, len(headers), P.MAX_WORKS_PER_TASK):
                 works = []
@@ -399,12 +407,21 @@ class AsicSession:
                     pass  # an unsolicited status reply while sweeping changes nothing
             # The emulator hashes on the CPU: allow a second of activity per work item, at most.
             self._exchange_status("work submission", patience=self.timeout_s + len(headers))
-            if self.counters.lost_nonces == lost_before:
+            lost = self.counters.lost_nonces - lost_before
+            damaged = self._deframer.damaged_by_type.get(P.RX_NONCE, 0) - damaged_before
+            if not lost and not damaged:
                 return sorted(self._reports, key=lambda r: (r.header_index, r.nonce))
-        raise AsicError(
-            f"ASIC device {self.url!r} lost nonce packets on every one of {self.retries + 1} submissions "
-            f"({self.counters.lost_nonces} nonces missing in total)"
+        # Nonce packets were lost or damaged on every attempt: the results cannot be trusted.
+        issues = [i for i in self._deframer.issues if i.kind in ("crc", "length") and i.data[:1] == b"\xa2"]
+        reason = (
+            f"RxNonce packets lost or damaged on every one of {self.retries + 1} submissions "
+            f"({self.counters.lost_nonces} nonces missing, {damaged} damaged packets in the last)"
         )
+        if issues and issues[-1].kind == "crc":
+            raise AsicCrcError(issues[-1].data, reason, self.url)
+        if issues:
+            raise AsicProtocolError(issues[-1].data, reason, self.url)
+        raise AsicError(f"ASIC device {self.url!r}: {reason}")
 
     def mine(self, header: bytes, timeout_s: float | None = None) -> list[int]:
         """The verified nonces the device finds for one header, ascending (``timeout_s`` per read)."""

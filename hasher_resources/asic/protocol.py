@@ -569,6 +569,8 @@ class Deframer:
     crc_errors: int = 0
     length_errors: int = 0
     frames: int = 0
+    #: CRC and length failures by the packet type byte they claimed (e.g. lost RxNonce packets).
+    damaged_by_type: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.issues = deque(maxlen=self.max_issues)
@@ -594,6 +596,7 @@ class Deframer:
             if not total_size_allowed(buf[0], total):
                 if total >= HEAD_BYTES + CRC_BYTES and len(buf) >= total and self._crc_ok(total):
                     self.length_errors += 1
+                    self.damaged_by_type[buf[0]] = self.damaged_by_type.get(buf[0], 0) + 1
                     reason = f"valid CRC but impossible length {total} for {PACKET_NAMES[buf[0]]}"
                     self._drop(total, "length", reason)
                 else:
@@ -604,6 +607,7 @@ class Deframer:
                 break
             if not self._crc_ok(total):
                 self.crc_errors += 1
+                self.damaged_by_type[buf[0]] = self.damaged_by_type.get(buf[0], 0) + 1
                 reason = f"CRC mismatch in a {total}-byte {PACKET_NAMES[buf[0]]}"
                 self.issues.append(FramingIssue("crc", bytes(buf[:total]), reason))
                 del buf[:1]

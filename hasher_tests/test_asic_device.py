@@ -1,0 +1,276 @@
+"""The AsicDevice resource against every fault the emulator injects, and the ways a port can be wrong.
+
+The fault matrix runs the emulator from a thread over a real pty (same bytes, no start-up cost);
+the tests marked slow use the separate ``hasher-asic-emulator`` process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+
+import dagster as dg
+import pytest
+
+from hasher_resources.asic.device import AsicDevice, AsicSession, start_emulator, stop_emulator
+from hasher_resources.asic.emulator import Board, Emulator, FaultRule, serve_in_thread
+from hasher_resources.asic.errors import (
+    AsicCrcError,
+    AsicDisconnectedError,
+    AsicError,
+    AsicNotFoundError,
+    AsicProtocolError,
+    AsicTimeoutError,
+    WrongDeviceError,
+)
+from hasher_resources.asic.midstate import midstate
+from hasher_resources.asic.protocol import Work
+
+SHARE_BITS = 6
+HEADERS = [bytes([i]) * 80 for i in range(3)]
+
+
+@pytest.fixture(autouse=True)
+def _bounded():
+    """No test here may hang: SIGALRM after 30 s."""
+
+    def fail(*_):
+        raise TimeoutError("test exceeded 30 s")
+
+    old = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def _board() -> Board:
+    return Board(chains=1, chips=4, share_bits=SHARE_BITS, nonces_per_work=512)
+
+
+def _expected(headers=HEADERS) -> list[tuple[int, int]]:
+    board = _board()
+    return [
+        (i, n)
+        for i, h in enumerate(headers)
+        for n in sorted(board.search(Work(0, midstate(h), h[64:76]), SHARE_BITS))
+    ]
+
+
+def _session(url: str, retries: int = 2, timeout_s: float = 0.15) -> AsicSession:
+    return AsicSession(
+        url, share_bits=SHARE_BITS, timeout_s=timeout_s, retries=retries, chain_count=1, chip_count=4
+    )
+
+
+def _emulator(*faults: str, stall_s: float = 0.4) -> Emulator:
+    return Emulator(_board(), [FaultRule.parse(f) for f in faults], stall_s=stall_s)
+
+
+@pytest.mark.parametrize("kind", ["crc", "drop", "stall", "garbage", "truncate", "bad-length"])
+def test_one_faulty_status_reply_is_retried_and_recovered(kind):
+    with serve_in_thread(_emulator(f"{kind}:status:1")) as url, _session(url) as dev:
+        status = dev.status()
+        assert status.emulated and status.chips_alive == 4
+        c = dev.counters
+        if kind == "garbage":
+            assert c.garbage_bytes > 0 and c.retries == 0
+        else:
+            assert c.retries >= 1
+        if kind == "crc":
+            assert c.crc_errors >= 1
+        if kind == "bad-length":
+            assert c.length_errors == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "text"),
+    [
+        ("crc", AsicCrcError, "CRC failed on every reply during status"),
+        ("drop", AsicTimeoutError, "went silent during status: no reply after 3 attempt"),
+        ("bad-length", AsicProtocolError, "impossible length"),
+    ],
+)
+def test_a_persistent_status_fault_gives_a_typed_error_naming_the_port(kind, error, text):
+    with serve_in_thread(_emulator(f"{kind}:status:*", stall_s=0.5)) as url, _session(url) as dev:
+        with pytest.raises(error, match=text) as info:
+            dev.status()
+        assert url in str(info.value)
+        assert dev.counters.retries == 2
+
+
+def test_garbage_before_every_reply_is_skipped():
+    with serve_in_thread(_emulator("garbage:status:*", "garbage:nonce:*")) as url, _session(url) as dev:
+        dev.status()
+        reports = dev.submit(HEADERS)
+        assert [(r.header_index, r.nonce) for r in reports] == _expected()
+        assert dev.counters.garbage_bytes > 0 and dev.counters.resubmissions == 0
+
+
+def test_a_truncated_packet_then_silence_is_reported_as_truncated():
+    with (
+        serve_in_thread(_emulator("truncate:status:1")) as url,
+        _session(url, retries=0) as dev,
+        pytest.raises(AsicTimeoutError, match=r"truncated packet: \d+ of \d+ bytes"),
+    ):
+        dev.status()
+
+
+def test_the_pty_disappearing_mid_read_is_a_disconnect():
+    with (
+        serve_in_thread(_emulator("disconnect:status:1")) as url,
+        _session(url) as dev,
+        pytest.raises(AsicDisconnectedError, match="disconnected during status"),
+    ):
+        dev.status()
+
+
+@pytest.mark.parametrize("kind", ["crc", "drop", "truncate", "bad-length"])
+def test_a_lost_nonce_packet_is_detected_and_the_work_resubmitted(kind):
+    with serve_in_thread(_emulator(f"{kind}:nonce:2")) as url, _session(url) as dev:
+        reports = dev.submit(HEADERS)
+        assert [(r.header_index, r.nonce) for r in reports] == _expected()
+        assert all(r.valid for r in reports)
+        assert dev.counters.resubmissions == 1
+        assert dev.counters.lost_nonces > 0 or dev.counters.crc_errors + dev.counters.length_errors > 0
+
+
+def test_a_stalled_nonce_reply_still_arrives():
+    with serve_in_thread(_emulator("stall:nonce:2")) as url, _session(url, retries=3) as dev:
+        reports = dev.submit(HEADERS)
+        assert [(r.header_index, r.nonce) for r in reports] == _expected()
+        dev.status()  # late replies to the retried requests do not confuse the next exchange
+
+
+def test_a_wrong_nonce_is_a_hardware_error_not_a_result():
+    with serve_in_thread(_emulator("wrong-nonce:nonce:1")) as url, _session(url) as dev:
+        reports = dev.submit(HEADERS)
+        bad = [r for r in reports if not r.valid]
+        assert len(bad) == 1 and bad[0].zero_bits < SHARE_BITS
+        assert dev.counters.hardware_errors == 1
+        assert dev.mine(HEADERS[1]) == [n for i, n in _expected() if i == 1]
+
+
+def test_corrupt_nonce_packets_on_every_attempt_raise_a_crc_error():
+    with (
+        serve_in_thread(_emulator("crc:nonce:*")) as url,
+        _session(url) as dev,
+        pytest.raises(AsicCrcError, match="damaged on every one of 3 submissions"),
+    ):
+        dev.submit(HEADERS)
+
+
+def test_disconnect_during_work_submission():
+    with (
+        serve_in_thread(_emulator("disconnect:nonce:2")) as url,
+        _session(url) as dev,
+        pytest.raises(AsicDisconnectedError, match="during work submission"),
+    ):
+        dev.submit(HEADERS)
+
+
+def test_bad_headers_are_rejected_before_anything_is_sent():
+    with (
+        serve_in_thread(_emulator()) as url,
+        _session(url) as dev,
+        pytest.raises(ValueError, match="header 1 is 79 bytes"),
+    ):
+        dev.submit([bytes(80), bytes(79)])
+        assert dev.counters.packets_sent == 0
+
+
+def test_a_missing_device_path_is_not_found(tmp_path):
+    path = str(tmp_path / "ttyUSB9")
+    with pytest.raises(AsicNotFoundError, match="ttyUSB9") as info:
+        AsicSession(path)
+    assert not os.path.exists(path)  # nothing was created in its place
+    assert "not found" in str(info.value)
+
+
+def test_a_closed_tcp_port_is_not_found():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(AsicNotFoundError, match=f"socket://127.0.0.1:{port}"):
+        AsicSession(f"socket://127.0.0.1:{port}")
+
+
+def test_a_device_that_does_not_speak_bitmain_is_the_wrong_device():
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def chatter():
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(3)
+            for _ in range(10):  # answer each request like an NMEA GPS would, until the host hangs up
+                try:
+                    if not conn.recv(64):
+                        break
+                except OSError:
+                    break
+                conn.sendall(b"$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47\r\n")
+
+    thread = threading.Thread(target=chatter, daemon=True)
+    thread.start()
+    try:
+        with (
+            _session(f"socket://127.0.0.1:{port}") as dev,
+            pytest.raises(WrongDeviceError, match="not an Antminer"),
+        ):
+            dev.status()
+    finally:
+        thread.join(5)
+        server.close()
+
+
+def test_resource_methods_need_an_open_session():
+    with pytest.raises(AsicError, match="not open"):
+        AsicDevice().status()
+
+
+def test_from_env_uses_hasher_asic_url(monkeypatch):
+    monkeypatch.setenv("HASHER_ASIC_URL", "socket://127.0.0.1:9")
+    assert AsicDevice.from_env().url == "socket://127.0.0.1:9"
+    monkeypatch.delenv("HASHER_ASIC_URL")
+    assert AsicDevice.from_env().url is None
+
+
+@pytest.mark.slow
+def test_dagster_resource_starts_and_stops_the_emulator_process():
+    device = AsicDevice(share_bits=SHARE_BITS, chain_count=1, chip_count=4, emulator_nonces_per_work=512)
+    with dg.build_resources({"asic": device}) as resources:
+        asic = resources.asic
+        assert asic.configure().emulated
+        assert [r.nonce for r in asic.submit(HEADERS[:1])] == [n for i, n in _expected() if i == 0]
+        health = asic.health_check()
+        assert health["hardware_errors"] == 0 and health["emulated"]
+        proc = asic._emulator.process
+    assert proc.poll() is not None  # stopped at teardown
+
+
+@pytest.mark.slow
+def test_emulator_process_fault_flags_reach_the_host():
+    proc, url = start_emulator(
+        share_bits=SHARE_BITS, chains=1, chips=4, nonces_per_work=512, faults=["crc:status:*"]
+    )
+    try:
+        with _session(url) as dev, pytest.raises(AsicCrcError, match=url):
+            dev.status()
+    finally:
+        stop_emulator(proc)
+
+
+@pytest.mark.slow
+def test_emulator_process_disconnect_makes_the_pty_vanish():
+    proc, url = start_emulator(
+        share_bits=SHARE_BITS, chains=1, chips=4, nonces_per_work=512, faults=["disconnect:nonce:1"]
+    )
+    try:
+        with _session(url) as dev, pytest.raises(AsicDisconnectedError, match=url):
+            dev.submit(HEADERS)
+        assert proc.wait(5) == 0
+    finally:
+        stop_emulator(proc)
