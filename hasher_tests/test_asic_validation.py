@@ -1,0 +1,86 @@
+"""Cross-hardware validation: device nonces re-checked on the kernel, rates as metadata."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from hasher_resources.asic.device import AsicSession
+from hasher_resources.asic.emulator import Board, Emulator, FaultRule, serve_in_thread
+from hasher_resources.asic.errors import AsicTimeoutError
+from hasher_resources.asic.validation import cross_validate
+from hasher_resources.sha256.header import build_header
+
+SHARE_BITS = 6
+HEADERS = [build_header([k * 7 + i for i in range(12)], bytes(range(32))) for k in range(10)]
+
+
+@pytest.fixture(autouse=True)
+def _bounded():
+    def fail(*_):
+        raise TimeoutError("test exceeded 30 s")
+
+    old = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def _emulator(*faults: str) -> Emulator:
+    board = Board(chains=1, chips=4, share_bits=SHARE_BITS, nonces_per_work=512)
+    return Emulator(board, [FaultRule.parse(f) for f in faults])
+
+
+def _session(url: str) -> AsicSession:
+    return AsicSession(url, share_bits=SHARE_BITS, timeout_s=0.2, retries=2, chain_count=1, chip_count=4)
+
+
+def test_an_honest_device_is_fully_consistent():
+    with serve_in_thread(_emulator()) as url, _session(url) as dev:
+        report = cross_validate(dev, HEADERS, batch_size=4)
+    assert report.headers == 10
+    assert report.consistency_rate == 1.0 and report.hardware_error_rate == 0.0
+    assert report.nonces_returned == report.nonces_verified > 0
+    assert report.headers_without_nonces == 0
+    assert report.kernel_backend == "reference"
+
+
+def test_wrong_nonces_lower_consistency_and_are_listed():
+    with (
+        serve_in_thread(_emulator("wrong-nonce:nonce:1", "wrong-nonce:nonce:3")) as url,
+        _session(url) as dev,
+    ):
+        report = cross_validate(dev, HEADERS, batch_size=4)
+    assert report.hardware_errors == 2
+    assert report.consistent_headers == 8 and report.consistency_rate == pytest.approx(0.8)
+    assert report.hardware_error_rate == pytest.approx(2 / report.nonces_returned)
+    assert {m.header_index for m in report.mismatches} == {0, 8}  # first work of tasks 1 and 3
+    assert all(m.zero_bits < SHARE_BITS for m in report.mismatches)
+
+
+def test_metadata_is_flat_and_carries_rates_and_device_counters():
+    with serve_in_thread(_emulator("crc:status:2", "wrong-nonce:nonce:1")) as url, _session(url) as dev:
+        meta = cross_validate(dev, HEADERS[:3]).as_metadata()
+    assert meta["asic_headers"] == 3
+    assert meta["asic_hardware_errors"] == 1
+    assert 0 < meta["asic_hardware_error_rate"] < 1
+    assert meta["asic_retries"] >= 1 and meta["asic_crc_errors"] >= 1
+    assert "header 0 nonce 0x" in meta["asic_mismatches"]
+    assert all(isinstance(v, int | float | str) for v in meta.values())
+
+
+def test_no_headers_is_trivially_consistent():
+    with serve_in_thread(_emulator()) as url, _session(url) as dev:
+        report = cross_validate(dev, [])
+    assert report.consistency_rate == 1.0 and report.nonces_returned == 0
+
+
+def test_a_silent_device_fails_validation_loudly():
+    with (
+        serve_in_thread(_emulator("drop:status:*")) as url,
+        _session(url) as dev,
+        pytest.raises(AsicTimeoutError, match="went silent"),
+    ):
+        cross_validate(dev, HEADERS[:2])
