@@ -252,7 +252,7 @@ class _TextWindow:
         self.offset = 0  # characters dropped from the front so far
         self.eof = False
 
-    def fill(self, at_least: int = READ_CHUNK_BYTES) -> None:
+    def fill(self, at_least: int = 0) -> None:
         """Drop consumed text and append at least ``at_least`` more bytes' worth (unless at EOF)."""
         if self.pos:
             self.offset += self.pos

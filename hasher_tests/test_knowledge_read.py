@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from hasher_core import knowledge_formats
 from hasher_core.knowledge import (
     KNOWLEDGE_BASE_SCHEMA,
     AllRecordsInvalidError,
@@ -410,3 +412,49 @@ def test_fingerprints_do_not_depend_on_format_or_batching(tmp_path: Path) -> Non
     write(tmp_path / "p" / PARQUET, "parquet", recs)  # row groups of 13 rows split the sources
     write(tmp_path / "j" / GO_JSON, "jsonl", recs, go=True)
     assert list_source_files(tmp_path / "p") == list_source_files(tmp_path / "j")
+
+
+def small_records(n: int, dims: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "file_name": f"doc{i % 7}.txt",
+            "chunk_id": i,
+            "content": f"{i} " + "lorem ipsum " * 80,
+            "embedding": [0.5] * dims,
+        }
+        for i in range(n)
+    ]
+
+
+def test_parquet_is_read_with_bounded_arrow_memory(tmp_path: Path) -> None:
+    recs = small_records(8000, dims=4)
+    table = arrow_table(recs)
+    pq.write_table(table, tmp_path / PARQUET, row_group_size=500, compression="none")
+    file_bytes = (tmp_path / PARQUET).stat().st_size
+    baseline = pa.total_allocated_bytes()
+    held = []
+    rows = 0
+    for batch in read_knowledge_base(tmp_path, dims=4, batch_rows=250):
+        rows += batch.num_rows
+        held.append(pa.total_allocated_bytes() - baseline)
+        del batch
+    assert rows == 8000
+    # What is held stays at about one row group's worth, however far into the file the reader is.
+    assert max(held) < file_bytes / 4, (max(held), file_bytes)
+    assert held[-1] <= held[1] * 1.2, held
+
+
+def test_a_json_array_is_parsed_incrementally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(knowledge_formats, "READ_CHUNK_BYTES", 64 << 10)
+    path = tmp_path / GO_JSON
+    path.parent.mkdir()
+    path.write_text(json.dumps(small_records(4000, dims=4)))
+    file_bytes = path.stat().st_size
+    tracemalloc.start()
+    try:
+        rows = sum(batch.num_rows for batch in read_knowledge_base(tmp_path, dims=4, batch_rows=200))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rows == 4000
+    assert peak < file_bytes / 4, (peak, file_bytes)
