@@ -23,6 +23,8 @@ from hasher_core.knowledge import (
     NoReadableKnowledgeBaseError,
     PartitionNotFoundError,
     ReadReport,
+    default_inbox_dir,
+    default_miner_dir,
     detect_format,
     discovery_candidates,
     list_source_files,
@@ -461,3 +463,42 @@ def test_a_json_array_is_parsed_incrementally(tmp_path: Path, monkeypatch: pytes
         tracemalloc.stop()
     assert rows == 4000
     assert peak < file_bytes / 4, (peak, file_bytes)
+
+
+def test_parquet_damage_found_after_batches_were_produced_is_an_error_not_a_fallback(tmp_path: Path) -> None:
+    parquet = tmp_path / PARQUET
+    pq.write_table(
+        arrow_table(records(8)), parquet, row_group_size=2, write_page_checksum=True, compression="none"
+    )
+    write(tmp_path / GO_JSON, "jsonl", records(3))
+    last = pq.ParquetFile(parquet).metadata.row_group(3).column(3)  # the last group's embeddings
+    data = bytearray(parquet.read_bytes())
+    start = min(o for o in (last.dictionary_page_offset, last.data_page_offset) if o)
+    data[start + last.total_compressed_size - 8] ^= 0xFF
+    parquet.write_bytes(bytes(data))
+    produced = 0
+    with pytest.raises(KnowledgeBaseFormatError, match=rf"{PARQUET}: failed after 6 records were produced"):
+        for batch in read_knowledge_base(tmp_path, batch_rows=2):
+            produced += batch.num_rows
+    assert produced == 6
+
+
+def test_an_arrow_stream_cut_off_mid_batch_keeps_the_complete_batches(tmp_path: Path) -> None:
+    path = write(tmp_path / GO_ARROW, "arrow_stream", records(9))  # three batches of three
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 2000])
+    table, report = read_all(tmp_path)
+    assert table.num_rows == 6
+    assert report.skipped == {"truncated": 1}
+    assert "after record 5" in report.problems[0]
+
+
+def test_the_miner_directory_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HASHER_MINER_DIR", str(tmp_path))
+    monkeypatch.delenv("HASHER_INBOX_DIR", raising=False)
+    assert default_miner_dir() == tmp_path
+    assert default_inbox_dir() == tmp_path / "inbox"
+    monkeypatch.delenv("HASHER_MINER_DIR")
+    assert default_miner_dir() == Path.home() / ".local/share/dataminer"
