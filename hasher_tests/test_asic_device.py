@@ -240,7 +240,13 @@ def test_from_env_uses_hasher_asic_url(monkeypatch):
 
 @pytest.mark.slow
 def test_dagster_resource_starts_and_stops_the_emulator_process():
-    device = AsicDevice(share_bits=SHARE_BITS, chain_count=1, chip_count=4, emulator_nonces_per_work=512)
+    device = AsicDevice(
+        share_bits=SHARE_BITS,
+        chain_count=1,
+        chip_count=4,
+        emulator_nonces_per_work=512,
+        emulator_backend="numpy",
+    )
     with dg.build_resources({"asic": device}) as resources:
         asic = resources.asic
         assert asic.configure().emulated
@@ -254,7 +260,12 @@ def test_dagster_resource_starts_and_stops_the_emulator_process():
 @pytest.mark.slow
 def test_emulator_process_fault_flags_reach_the_host():
     proc, url = start_emulator(
-        share_bits=SHARE_BITS, chains=1, chips=4, nonces_per_work=512, faults=["crc:status:*"]
+        share_bits=SHARE_BITS,
+        chains=1,
+        chips=4,
+        nonces_per_work=512,
+        backend="numpy",
+        faults=["crc:status:*"],
     )
     try:
         with _session(url) as dev, pytest.raises(AsicCrcError, match=url):
@@ -266,7 +277,12 @@ def test_emulator_process_fault_flags_reach_the_host():
 @pytest.mark.slow
 def test_emulator_process_disconnect_makes_the_pty_vanish():
     proc, url = start_emulator(
-        share_bits=SHARE_BITS, chains=1, chips=4, nonces_per_work=512, faults=["disconnect:nonce:1"]
+        share_bits=SHARE_BITS,
+        chains=1,
+        chips=4,
+        nonces_per_work=512,
+        backend="numpy",
+        faults=["disconnect:nonce:1"],
     )
     try:
         with _session(url) as dev, pytest.raises(AsicDisconnectedError, match=url):

@@ -148,7 +148,9 @@ def test_bad_board_sizes_exit_with_an_error(capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("transport", ["pty", "tcp"])
 def test_full_session_with_the_emulator_process(transport):
-    proc, url = start_emulator(transport=transport, share_bits=8, nonces_per_work=2048, chains=2, chips=8)
+    proc, url = start_emulator(
+        transport=transport, share_bits=8, nonces_per_work=2048, chains=2, chips=8, backend="numpy"
+    )
     try:
         assert url.startswith("/dev/pts/" if transport == "pty" else "socket://127.0.0.1:")
         with AsicSession(url, share_bits=8, chain_count=2, chip_count=8, timeout_s=2.0) as dev:
@@ -176,7 +178,16 @@ def test_full_session_with_the_emulator_process(transport):
 @pytest.mark.slow
 def test_emulator_process_exits_on_sigterm_and_prints_its_pty():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hasher_resources.asic.emulator", "--pty", "--share-bits", "4"],
+        [
+            sys.executable,
+            "-m",
+            "hasher_resources.asic.emulator",
+            "--pty",
+            "--share-bits",
+            "4",
+            "--backend",
+            "numpy",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -6,6 +6,7 @@ import hashlib
 import struct
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -86,3 +87,16 @@ def test_zero_bits_count_past_the_first_word_on_the_bitcoin_genesis_block():
     assert header_hash_zero_bits(GENESIS_HEADER) == 43
     assert bits[0] == 43
     assert bits[1] < 32
+
+
+@pytest.mark.slow
+def test_numba_search_equals_the_numpy_search():
+    from hasher_resources.asic import midstate_jit
+
+    nonces = np.concatenate([np.arange(0, 3000), np.arange(2**32 - 100, 2**32)]).astype(np.uint32)
+    state = midstate_words(GENESIS_HEADER)
+    jit = midstate_jit.hash_zero_bits_from_midstate(state, GENESIS_HEADER[64:76], nonces)
+    vec = hash_zero_bits_from_midstate(state, GENESIS_HEADER[64:76], nonces)
+    assert jit.tolist() == vec.tolist()
+    genesis_nonce = np.array([struct.unpack("<I", GENESIS_HEADER[76:])[0]], dtype=np.uint32)
+    assert midstate_jit.hash_zero_bits_from_midstate(state, GENESIS_HEADER[64:76], genesis_nonce)[0] == 43

@@ -134,9 +134,10 @@ def start_emulator(
     nonces_per_work: int = 4096,
     chains: int = 8,
     chips: int = 32,
+    backend: str = "auto",
     faults: Sequence[str] = (),
     stall_s: float = 2.0,
-    ready_timeout_s: float = 15.0,
+    ready_timeout_s: float = 60.0,
 ) -> tuple[subprocess.Popen, str]:
     """Start ``hasher-asic-emulator`` as a child process; return it and the URL it printed."""
     where = ["--pty"] if transport == "pty" else ["--listen", "127.0.0.1:0"]
@@ -144,7 +145,7 @@ def start_emulator(
         raise ValueError(f"emulator transport must be 'pty' or 'tcp', got {transport!r}")
     argv = [sys.executable, "-m", "hasher_resources.asic.emulator", *where, "--share-bits", str(share_bits)]
     argv += ["--nonces-per-work", str(nonces_per_work), "--chains", str(chains), "--chips", str(chips)]
-    argv += ["--stall-s", str(stall_s)]
+    argv += ["--stall-s", str(stall_s), "--backend", backend]
     for fault in faults:
         argv += ["--fault", fault]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -461,6 +462,7 @@ class AsicDevice(dg.ConfigurableResource):
     collect_s: float = Field(default=0.0, description="Sweep time to wait before the status barrier.")
     emulator_transport: str = "pty"
     emulator_nonces_per_work: int = 4096
+    emulator_backend: str = Field(default="auto", description="Emulator search engine: auto, numpy or numba.")
 
     _session: AsicSession | None = PrivateAttr(default=None)
     _emulator: _Emulator | None = PrivateAttr(default=None)
@@ -480,6 +482,7 @@ class AsicDevice(dg.ConfigurableResource):
                 nonces_per_work=self.emulator_nonces_per_work,
                 chains=self.chain_count,
                 chips=self.chip_count,
+                backend=self.emulator_backend,
             )
             emulator = _Emulator(proc, url)
         try:

@@ -16,6 +16,10 @@ What it models, and what not:
   The 2^32 space is split evenly over chains × chips, and each chip scans the first
   ``nonces_per_work / (chains × chips)`` nonces of its share, so one work item costs
   ``--nonces-per-work`` hashes and returns every nonce meeting the share target in those windows.
+* **Hashing.** The kernel's ``scan_header_nonces`` needs the whole 80-byte header, which a TxTask
+  does not carry; the emulator therefore hashes from the midstate like the chip, with the numpy
+  path of ``midstate.py`` or the numba loop of ``midstate_jit.py`` (``--backend``), and the tests
+  check both against the kernel's scan nonce for nonce.
 * **Replies.** Nonces go back in RxNonce packets (≤ 128 each) whose ``total_nonce_num`` is the
   running count of nonces the board has found, so a host can spot a lost packet. Each status reply
   is preceded by an empty RxNonce (a fifo report, like the Antminer docs' sample
@@ -50,9 +54,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import midstate
 from . import protocol as P
-from .midstate import hash_zero_bits_from_midstate, words_of_midstate
+from .midstate import words_of_midstate
 
+BACKENDS = ("auto", "numpy", "numba")
 FAULT_KINDS = ("crc", "drop", "stall", "disconnect", "wrong-nonce", "garbage", "truncate", "bad-length")
 FAULT_TARGETS = ("status", "nonce")
 #: "EMU" + revision: lets a host tell the emulator from a board in health checks.
@@ -104,6 +110,9 @@ class Board:
     hardware_errors: int = 0
     works_done: int = 0
     hashes_done: int = 0
+    zero_bits: Callable[[tuple[int, ...], bytes, np.ndarray], np.ndarray] = (
+        midstate.hash_zero_bits_from_midstate
+    )
 
     def chip_windows(self) -> np.ndarray:
         """The nonces one work item scans: a window at the start of each chip's slice of 2^32."""
@@ -115,7 +124,7 @@ class Board:
     def search(self, work: P.Work, share_bits: int) -> list[int]:
         """Every nonce in this work item's windows whose hash has ≥ ``share_bits`` leading zero bits."""
         nonces = self.chip_windows()
-        bits = hash_zero_bits_from_midstate(words_of_midstate(work.midstate), work.data2, nonces)
+        bits = self.zero_bits(words_of_midstate(work.midstate), work.data2, nonces)
         self.hashes_done += nonces.size
         self.works_done += 1
         return [int(n) for n in nonces[bits >= share_bits]]
@@ -124,7 +133,7 @@ class Board:
         """A nonce that does *not* meet the share target (for the ``wrong-nonce`` fault)."""
         state = words_of_midstate(work.midstate)
         candidates = np.arange(0xFFFF0000, 0xFFFF0040, dtype=np.uint32)
-        bits = hash_zero_bits_from_midstate(state, work.data2, candidates)
+        bits = self.zero_bits(state, work.data2, candidates)
         return int(candidates[np.argmax(bits < share_bits)])
 
     def status(self) -> P.RxStatusReply:
@@ -344,6 +353,22 @@ def _serve_tcp(emulator: Emulator, listen: str, alive: Callable[[], bool]) -> No
         server.close()
 
 
+def search_engine(backend: str) -> Callable[[tuple[int, ...], bytes, np.ndarray], np.ndarray]:
+    """The midstate nonce search for a backend name; numba is compiled here, before any work."""
+    if backend not in BACKENDS:
+        raise ValueError(f"emulator backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "numpy":
+        return midstate.hash_zero_bits_from_midstate
+    try:
+        from . import midstate_jit
+    except ImportError:
+        if backend == "numba":
+            raise
+        return midstate.hash_zero_bits_from_midstate
+    midstate_jit.warm_up()
+    return midstate_jit.hash_zero_bits_from_midstate
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hasher-asic-emulator", description=__doc__.split("\n\n")[0])
     where = parser.add_mutually_exclusive_group(required=True)
@@ -361,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fault", type=FaultRule.parse, action="append", default=[], help="KIND:TARGET[:WHICH], repeatable"
     )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="nonce search engine: numba (JIT, compiled before READY), numpy, or auto (numba if importable)",
+    )
     parser.add_argument("--stall-s", type=float, default=2.0, help="how long a 'stall' fault stays silent")
     return parser
 
@@ -377,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --nonces-per-work must be positive", file=sys.stderr)
         return 2
     board = Board(args.chains, args.chips, args.share_bits, args.nonces_per_work)
+    board.zero_bits = search_engine(args.backend)
     emulator = Emulator(board, list(args.fault), args.stall_s)
 
     stopping = False
