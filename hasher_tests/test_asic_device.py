@@ -171,6 +171,17 @@ def test_disconnect_during_work_submission():
         dev.submit(HEADERS)
 
 
+def test_a_board_is_held_to_difficulty_one_whatever_share_bits_says():
+    # Posing as a real S3 (another hw_version), the 6-bit shares no longer meet what chips promise.
+    emulator = _emulator()
+    emulator.board.hw_version = b"\x00\x01\x00\x03"
+    with serve_in_thread(emulator) as url, _session(url) as dev:
+        reports = dev.submit(HEADERS)
+        assert dev.emulated is False and dev.verify_bits == 32
+        assert reports and not any(r.valid for r in reports)
+        assert dev.counters.hardware_errors == len(reports)
+
+
 def test_bad_headers_are_rejected_before_anything_is_sent():
     with (
         serve_in_thread(_emulator()) as url,

@@ -66,7 +66,7 @@ class NonceReport:
     work_id: int
     nonce: int
     zero_bits: int  # leading zero bits of the header's byte-reversed double SHA-256 with this nonce
-    valid: bool  # zero_bits ≥ share_bits
+    valid: bool  # zero_bits ≥ the session's verify_bits
 
 
 @dataclass(frozen=True)
@@ -140,9 +140,9 @@ def start_emulator(
     ready_timeout_s: float = 60.0,
 ) -> tuple[subprocess.Popen, str]:
     """Start ``hasher-asic-emulator`` as a child process; return it and the URL it printed."""
-    where = ["--pty"] if transport == "pty" else ["--listen", "127.0.0.1:0"]
     if transport not in ("pty", "tcp"):
         raise ValueError(f"emulator transport must be 'pty' or 'tcp', got {transport!r}")
+    where = ["--pty"] if transport == "pty" else ["--listen", "127.0.0.1:0"]
     argv = [sys.executable, "-m", "hasher_resources.asic.emulator", *where, "--share-bits", str(share_bits)]
     argv += ["--nonces-per-work", str(nonces_per_work), "--chains", str(chains), "--chips", str(chips)]
     argv += ["--stall-s", str(stall_s), "--backend", backend]
@@ -215,6 +215,7 @@ class AsicSession:
         self._reports: list[NonceReport] = []
         self._last_total: int | None = None
         self._last_protocol_error: AsicProtocolError | None = None
+        self._emulated: bool | None = None  # known after the first status reply
         try:
             self._port = serial.serial_for_url(
                 url, baudrate=baudrate, timeout=POLL_S, write_timeout=timeout_s
@@ -231,6 +232,19 @@ class AsicSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def emulated(self) -> bool | None:
+        """Whether the device is the bundled emulator (None until the first status reply)."""
+        return self._emulated
+
+    @property
+    def verify_bits(self) -> int:
+        """Leading zero bits a returned nonce must have: ``share_bits`` for the emulator; for a
+        board at least what its chips promise (difficulty 1 = 32 bits, plus the task diff)."""
+        if self._emulated is False:
+            return max(self.share_bits, DIFFICULTY_1_BITS + self.task_diff)
+        return self.share_bits
 
     @property
     def task_diff(self) -> int:
@@ -281,7 +295,7 @@ class AsicSession:
                 continue
             index, header = self._work[entry.work_id]
             bits = header_hash_zero_bits(header[:76] + entry.nonce.to_bytes(4, "little"))
-            valid = bits >= self.share_bits
+            valid = bits >= self.verify_bits
             self.counters.nonces_verified += valid
             self.counters.hardware_errors += not valid
             self._reports.append(NonceReport(index, entry.work_id, entry.nonce, bits, valid))
@@ -327,6 +341,7 @@ class AsicSession:
             self._write(P.RxStatusRequest().pack(), during)
             reply = self._read_status(time.monotonic() + self.timeout_s, during, patience)
             if reply is not None:
+                self._emulated = reply.hw_version == EMULATOR_HW_VERSION
                 if attempt:
                     self._drain(attempt, during)
                 return reply
@@ -436,7 +451,13 @@ class AsicSession:
     def health_check(self) -> dict:
         """Status plus session counters, as plain values for metadata and logs."""
         status = self.status()
-        return {"url": self.url, "share_bits": self.share_bits, **asdict(status), **asdict(self.counters)}
+        return {
+            "url": self.url,
+            "share_bits": self.share_bits,
+            "verify_bits": self.verify_bits,
+            **asdict(status),
+            **asdict(self.counters),
+        }
 
 
 class AsicDevice(dg.ConfigurableResource):

@@ -110,6 +110,7 @@ class Board:
     hardware_errors: int = 0
     works_done: int = 0
     hashes_done: int = 0
+    hw_version: bytes = EMULATOR_HW_VERSION
     zero_bits: Callable[[tuple[int, ...], bytes, np.ndarray], np.ndarray] = (
         midstate.hash_zero_bits_from_midstate
     )
@@ -145,7 +146,7 @@ class Board:
         return P.RxStatusReply(
             chains=tuple(chains),
             fifo_space=FIFO_DEPTH,
-            hw_version=EMULATOR_HW_VERSION,
+            hw_version=self.hw_version,
             temps=tuple(40 + c for c in range(self.chains)),
             fans=(60, 60),
             fan_exist=0b11,
@@ -404,8 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.share_bits is not None and not 0 <= args.share_bits <= 256:
         print("error: --share-bits must be in [0, 256]", file=sys.stderr)
         return 2
-    if args.nonces_per_work < 1:
-        print("error: --nonces-per-work must be positive", file=sys.stderr)
+    if not 1 <= args.nonces_per_work <= 1 << 32:
+        print("error: --nonces-per-work must be in [1, 2**32]", file=sys.stderr)
         return 2
     board = Board(args.chains, args.chips, args.share_bits, args.nonces_per_work)
     board.zero_bits = search_engine(args.backend)

@@ -100,7 +100,9 @@ def cross_validate(
     :class:`~hasher_resources.asic.errors.AsicError`: a gate cannot pass on a device it cannot hear.
     """
     session = device.active if isinstance(device, AsicDevice) else device
-    share_bits = session.share_bits
+    if headers and session.emulated is None:
+        session.status()  # learn whether this is a board, which sets the share target it promises
+    share_bits = session.verify_bits
     counters_before = asdict(session.counters)
     per_header: dict[int, list[int]] = {}
     t0 = time.perf_counter()
