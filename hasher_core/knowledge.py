@@ -102,6 +102,7 @@ __all__ = [
 ]
 
 _INT32_MAX = 2**31 - 1
+JSON_PIECE_RECORDS = 1024
 # Per-source chunk-id bitmaps stay dense up to this id; beyond it a set is cheaper.
 _BITMAP_LIMIT = 1 << 24
 
@@ -454,16 +455,28 @@ def _read_file(
     path: Path, fmt: Format, validator: _Validator, batch_rows: int, report: ReadReport
 ) -> Iterator[pa.RecordBatch]:
     if fmt in ("json_array", "jsonl"):
+        # Decoded JSON costs ~32 bytes per float, so records are validated in small pieces and the
+        # compact canonical batches gathered up to batch_rows.
+        piece_rows = min(batch_rows, JSON_PIECE_RECORDS)
         pieces = (
-            iter_json_array(path, batch_rows, report)
+            iter_json_array(path, piece_rows, report)
             if fmt == "json_array"
-            else iter_jsonl(path, batch_rows, report)
+            else iter_jsonl(path, piece_rows, report)
         )
         label = "record" if fmt == "json_array" else "line"
+        pending: list[pa.RecordBatch] = []
+        pending_rows = 0
         for records, positions in pieces:
             batch = validator.from_records(records, positions, label)
-            if batch is not None:
-                yield batch
+            if batch is None:
+                continue
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            if pending_rows >= batch_rows:
+                yield pa.concat_batches(pending)
+                pending, pending_rows = [], 0
+        if pending:
+            yield pa.concat_batches(pending)
         return
     if fmt == "parquet":
         batches = iter_parquet(path, batch_rows, validator.partition_key)

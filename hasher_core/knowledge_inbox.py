@@ -29,6 +29,8 @@ from .knowledge_schema import (
 )
 
 INBOX_SUFFIXES = (".txt", ".md")
+# Readers hold about one row group in memory, so sample files keep them modest.
+SAMPLE_ROW_GROUP_ROWS = 8192
 
 
 class TextEmbedder(Protocol):
@@ -160,7 +162,10 @@ def write_sample_knowledge_base(
     json_path = out_dir / "json" / "ai_knowledge_base.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     _atomic(
-        parquet_path, lambda tmp: pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
+        parquet_path,
+        lambda tmp: pq.write_table(
+            table, tmp, compression="zstd", write_page_checksum=True, row_group_size=SAMPLE_ROW_GROUP_ROWS
+        ),
     )
     exact = embeddings.astype(np.float64).tolist()
     records = (
