@@ -371,7 +371,9 @@ def search_engine(backend: str) -> Callable[[tuple[int, ...], bytes, np.ndarray]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hasher-asic-emulator", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="hasher-asic-emulator", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--pty", action="store_true", help="serve on a new pty and print its path")
     where.add_argument("--listen", metavar="HOST:PORT", help="serve on a TCP port (PORT 0 picks one)")
@@ -385,7 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chains", type=int, default=8)
     parser.add_argument("--chips", type=int, default=32, help="chips per chain")
     parser.add_argument(
-        "--fault", type=FaultRule.parse, action="append", default=[], help="KIND:TARGET[:WHICH], repeatable"
+        "--fault",
+        type=FaultRule.parse,
+        action="append",
+        default=[],
+        help=f"KIND:TARGET[:WHICH], repeatable; KIND in {', '.join(FAULT_KINDS)}; TARGET status|nonce",
     )
     parser.add_argument(
         "--backend",
