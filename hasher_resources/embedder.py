@@ -20,6 +20,7 @@ import urllib.request
 
 import dagster as dg
 import numpy as np
+from pydantic import Field
 
 _WORD = re.compile(r"\w+")
 
@@ -31,13 +32,13 @@ class EmbedderError(RuntimeError):
 class Embedder(dg.ConfigurableResource):
     """Base of the embedder resources: ``embed(texts)`` returns float32[len(texts), dims]."""
 
-    dims: int = 768
+    dims: int = Field(default=768, gt=0, description="Length of each embedding vector.")
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement embed()")
 
     def description(self) -> str:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement description()")
 
 
 @functools.lru_cache(maxsize=1 << 20)
@@ -101,19 +102,17 @@ class HashingEmbedder(Embedder):
 class OllamaEmbedder(Embedder):
     """Semantic embeddings from an Ollama server (``POST {url}/api/embed``, default nomic-embed-text)."""
 
-    url: str = "http://127.0.0.1:11434"
-    model: str = "nomic-embed-text"
-    batch_size: int = 32
-    timeout_s: float = 30.0
-    retries: int = 3
-    backoff_s: float = 0.5
+    url: str = Field(default="http://127.0.0.1:11434", description="Base URL of the Ollama server.")
+    model: str = Field(default="nomic-embed-text", description="Embedding model; `ollama pull` it first.")
+    batch_size: int = Field(default=32, gt=0, description="Texts per /api/embed request.")
+    timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout in seconds.")
+    retries: int = Field(default=3, ge=0, description="Retries after a connection error, timeout or 5xx.")
+    backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubles each retry.")
 
     def description(self) -> str:
         return f"ollama {self.model} at {self.url}"
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        if self.batch_size <= 0:
-            raise EmbedderError(f"batch_size must be positive, got {self.batch_size}")
         out = np.zeros((len(texts), self.dims), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             batch = texts[start : start + self.batch_size]

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import numpy as np
+import pydantic
 import pytest
 
 from hasher_resources.embedder import EmbedderError, HashingEmbedder, OllamaEmbedder
@@ -71,9 +72,13 @@ def test_hashing_embedder_is_lexical_shared_words_score_higher() -> None:
     assert "not semantic" in HashingEmbedder().description()
 
 
-def test_hashing_embedder_respects_dims_and_is_a_dagster_resource() -> None:
-    assert HashingEmbedder(dims=16).embed(["a b c"]).shape == (1, 16)
-    assert isinstance(HashingEmbedder(), dg.ConfigurableResource)
+def test_embedders_are_dagster_resources_with_validated_config() -> None:
+    with dg.build_resources({"embedder": HashingEmbedder(dims=16)}) as resources:
+        assert resources.embedder.embed(["a b c"]).shape == (1, 16)
+    with pytest.raises(pydantic.ValidationError, match="greater than 0"):
+        HashingEmbedder(dims=0)
+    with pytest.raises(pydantic.ValidationError, match="batch_size"):
+        OllamaEmbedder(batch_size=0)
 
 
 @dataclass

@@ -360,8 +360,8 @@ def test_a_file_where_every_record_is_bad_names_the_file_and_problems(tmp_path: 
     assert "line 1" in caught.value.first_problems[0]
 
 
-def test_a_partition_reads_only_its_source_file(tmp_path: Path) -> None:
-    unsafe = "/data/docs/../a.pdf"
+@pytest.mark.parametrize("unsafe", ["/data/docs/../a.pdf", "tab\tand\nnewline.pdf", "C:\\docs\\a.pdf"])
+def test_a_partition_reads_only_its_source_file(tmp_path: Path, unsafe: str) -> None:
     write(tmp_path / PARQUET, "parquet", records(9, names=(unsafe, "b.txt", "c.md")))
     key = safe_partition_key(unsafe)
     assert key != unsafe and "/" not in key
