@@ -5,14 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tempfile
 import tracemalloc
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hasher_core import knowledge_formats
 from hasher_core.knowledge import (
@@ -502,3 +506,41 @@ def test_the_miner_directory_comes_from_the_environment(
     assert default_inbox_dir() == tmp_path / "inbox"
     monkeypatch.delenv("HASHER_MINER_DIR")
     assert default_miner_dir() == Path.home() / ".local/share/dataminer"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    count=st.integers(1, 12),
+    separator=st.sampled_from([",", ", ", ",\n  ", " ,\t"]),
+    read_chunk=st.sampled_from([1, 7, 64, 1 << 20]),
+    cut_fraction=st.floats(0.0, 1.0),
+)
+def test_json_array_cut_anywhere_keeps_exactly_the_complete_records(
+    count: int, separator: str, read_chunk: int, cut_fraction: float
+) -> None:
+    recs = small_records(count, dims=2)
+    text, ends = "[\n  ", []
+    for i, record in enumerate(recs):
+        text += (separator if i else "") + json.dumps(record, ensure_ascii=False)
+        ends.append(len(text.encode()))
+    text += "\n]\n"
+    data = text.encode()
+    cut = max(1, round(cut_fraction * len(data)))
+    complete = sum(end <= cut for end in ends)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mock.patch.object(knowledge_formats, "READ_CHUNK_BYTES", read_chunk),
+    ):
+        path = Path(tmp) / "kb.json"
+        path.write_bytes(data[:cut])
+        report = ReadReport()
+        if complete == 0:
+            with pytest.raises(AllRecordsInvalidError, match="truncated=1"):
+                list(read_knowledge_base(Path(tmp), explicit_path=path, dims=2, report=report))
+            return
+        rows = pa.Table.from_batches(
+            list(read_knowledge_base(Path(tmp), explicit_path=path, dims=2, report=report))
+        )
+    assert rows.column("chunk_id").to_pylist() == list(range(complete))
+    whole = data[:cut].rstrip() == data.rstrip()
+    assert report.skipped == ({} if whole else {"truncated": 1})
