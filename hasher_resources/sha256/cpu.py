@@ -74,8 +74,12 @@ def _rounds(v, w, first, last, k):
             f = v[5, lane]
             g = v[6, lane]
             h = v[7, lane]
-            t1 = h + (_rotr(e, 6) ^ _rotr(e, 11) ^ _rotr(e, 25)) + (g ^ (e & (f ^ g))) + kt + w[t, lane]
-            t2 = (_rotr(a, 2) ^ _rotr(a, 13) ^ _rotr(a, 22)) + ((a & b) | (c & (a | b)))
+            # t1 and t2 are cut to 32 bits: each has two uses, and LLVM narrows Numba's int64 arithmetic
+            # back to 32-bit SIMD lanes only when every expression tree ends in a truncation.
+            t1 = np.uint32(
+                h + (_rotr(e, 6) ^ _rotr(e, 11) ^ _rotr(e, 25)) + (g ^ (e & (f ^ g))) + kt + w[t, lane]
+            )
+            t2 = np.uint32((_rotr(a, 2) ^ _rotr(a, 13) ^ _rotr(a, 22)) + ((a & b) | (c & (a | b))))
             v[7, lane] = g
             v[6, lane] = f
             v[5, lane] = e
