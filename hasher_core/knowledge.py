@@ -56,6 +56,7 @@ from .knowledge_schema import (
     EXTRA_COLUMNS,
     INVALID_UTF8,
     KNOWLEDGE_BASE_SCHEMA,
+    MAX_PROBLEMS,
     MISSING_CHUNK_ID,
     MISSING_CONTENT,
     MISSING_EMBEDDING,
@@ -359,7 +360,7 @@ class _Validator:
         for reason in np.unique(reasons[reasons != ""]):
             rows = np.flatnonzero(reasons == reason)
             report.skipped[reason] += len(rows)
-            for row in rows[: max(0, 20 - len(report.problems))]:
+            for row in rows[: max(0, MAX_PROBLEMS - len(report.problems))]:
                 report.problems.append(f"{self.path}: record {positions[row]}: {reason}")
         good = np.flatnonzero(reasons == "")
         if len(good) == 0:
