@@ -10,8 +10,9 @@ What is computed once per evaluation rather than once per pass (DESIGN §4.2 kee
 - rounds 0–8 of block 1, which only read header words 0–8 (version and slots 0–7);
 - the whole 64-word schedule of block 2 (header words 16–19 and padding never change), with the
   round constants folded in.
-Numba types uint32 arithmetic as int64, so every value that is later shifted right is first cut
-back to 32 bits with ``np.uint32(...)``.
+Numba types uint32 arithmetic as int64, so every value that is later shifted right or used twice
+is cut back to 32 bits with ``np.uint32(...)``: that keeps rotates correct and lets LLVM narrow the
+vector code to 32-bit lanes (``vprold``, ``vpternlogd`` on AVX-512; twice the lanes of int64 code).
 """
 
 from __future__ import annotations
