@@ -30,6 +30,10 @@ LANES = 64
 #: Nonces per call in a scan (each costs ~200 bytes of staging here), so 2**32-nonce sweeps stay small.
 SCAN_CHUNK = 1 << 16
 
+#: Blocks handed to a worker at a time (dynamic scheduling): when another process takes a core, the
+#: remaining workers pick up its share instead of the whole call waiting for it.
+PARALLEL_CHUNK_BLOCKS = 2
+
 _K = np.array(C.SHA256_K, dtype=np.uint32)
 _IV = np.array(C.SHA256_IV, dtype=np.uint32)
 _MUTATED = C.MUTATED_WORD_FIRST
@@ -294,7 +298,8 @@ def evaluate_with_keys(
     jitter_slots = _padded_rows(slots[:, 1:4])
     golden = np.empty(words.shape[0], dtype=np.uint32)
     keys = np.empty((words.shape[0], len(C.STABILITY_PASSES)), dtype=np.uint32)
-    _evaluate_blocks(words, jitter_slots, golden, keys, _K, _IV)
+    with numba.parallel_chunksize(PARALLEL_CHUNK_BLOCKS):
+        _evaluate_blocks(words, jitter_slots, golden, keys, _K, _IV)
     return golden[:n], keys[:n]
 
 
@@ -315,5 +320,6 @@ def scan_header_nonces(header: bytes, nonce_start: int, nonce_count: int) -> np.
     words = np.frombuffer(header, dtype=">u4").astype(np.uint32)
     blocks = -(-nonce_count // LANES)
     zero_bits = np.empty(blocks * LANES, dtype=np.uint8)
-    _scan_header_blocks(words, np.int64(nonce_start), blocks, zero_bits, _K, _IV)
+    with numba.parallel_chunksize(PARALLEL_CHUNK_BLOCKS):
+        _scan_header_blocks(words, np.int64(nonce_start), blocks, zero_bits, _K, _IV)
     return zero_bits[:nonce_count]
