@@ -1,6 +1,5 @@
 """The Parquet IO manager: one file per partition, atomic writes, lazy handles, fan-in."""
 
-
 from pathlib import Path
 
 import dagster as dg
@@ -59,7 +58,9 @@ def test_staged_file_is_moved_into_place(tmp_path, instance):
     def staged_asset() -> StagedParquet:
         return StagedParquet(staged)
 
-    result = dg.materialize([staged_asset], instance=instance, resources={"pq": ParquetIOManager(base_dir=str(tmp_path))})
+    result = dg.materialize(
+        [staged_asset], instance=instance, resources={"pq": ParquetIOManager(base_dir=str(tmp_path))}
+    )
     assert result.success
     assert not staged.exists()
     assert pq.read_table(tmp_path / "staged_asset.parquet").column("v").to_pylist() == [7]
@@ -83,7 +84,7 @@ def test_failed_atomic_write_keeps_the_previous_file(tmp_path):
     path = tmp_path / "t.parquet"
     write_table_atomic(pa.table({"x": [1]}), path)
     before = path.read_bytes()
-    with pytest.raises(Exception):
+    with pytest.raises(pa.ArrowException):
         write_table_atomic(pa.table({"x": [1]}), path, compression="no-such-codec")
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet"]
@@ -95,7 +96,10 @@ def test_unsupported_output_type_is_a_clear_error(tmp_path, instance):
         return {"x": 1}
 
     result = dg.materialize(
-        [wrong], instance=instance, resources={"pq": ParquetIOManager(base_dir=str(tmp_path))}, raise_on_error=False
+        [wrong],
+        instance=instance,
+        resources={"pq": ParquetIOManager(base_dir=str(tmp_path))},
+        raise_on_error=False,
     )
     assert not result.success
     assert "cannot store dict" in str(result.all_events)

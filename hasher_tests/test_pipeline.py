@@ -98,7 +98,10 @@ def test_the_gate_fails_on_a_tampered_seed_and_records_the_mismatch(trained):
     seeds = pq.read_table(path)
     best = seeds.column("best_seed").to_pylist()
     best[0] = bytes([best[0][0] ^ 0xFF]) + best[0][1:]  # the golden column no longer matches
-    pq.write_table(seeds.set_column(seeds.column_names.index("best_seed"), "best_seed", pa.array(best, pa.binary())), path)
+    pq.write_table(
+        seeds.set_column(seeds.column_names.index("best_seed"), "best_seed", pa.array(best, pa.binary())),
+        path,
+    )
     result = _materialize(
         instance,
         storage,
