@@ -330,8 +330,21 @@ class AsicSession:
         while replies > 0 and self._read_status(deadline, during) is not None:
             replies -= 1
 
+    def _discard_stale(self, during: str) -> None:
+        """Before asking, consume what already arrived: nonces count, old status replies do not
+        (late answers to earlier retried requests must not pass for this request's answer)."""
+        for _ in range(64):
+            try:
+                waiting = self._port.in_waiting
+            except PORT_ERRORS as exc:
+                raise AsicDisconnectedError(self.url, during, str(exc)) from exc
+            if not waiting:
+                return
+            self._read_status(time.monotonic() + POLL_S, during)
+
     def _exchange_status(self, during: str, patience: float = 0.0) -> P.RxStatusReply:
         start = time.monotonic()
+        self._discard_stale(during)
         marks = (self.counters.crc_errors, self.counters.length_errors, self.counters.protocol_errors)
         truncated = b""
         for attempt in range(self.retries + 1):
