@@ -129,10 +129,17 @@ def main(argv: list[str] | None = None) -> None:
         best, med = timed(lambda: sha256.evaluate(slots, seeds, backend="cuda"), reps)
         rows.append(gpu_row("cuda (evaluate, incl. transfers)", gpu_rows, best, med))
         count = 1 << 24
-        best, med = timed(lambda: cuda.scan_seed_nonces(slots[0], bytes(16), 0, count, 0), reps)
-        rows.append(gpu_row("cuda (seed nonce scan)", count, best, med))
+        best, med = timed(
+            lambda: sha256.scan_seed_nonces(
+                slots[0], bytes(16), 1234, difficulty_bits=16, nonce_count=count, backend="cuda"
+            ),
+            reps,
+        )
+        rows.append(gpu_row("cuda (seed nonce scan, reduced on device)", count, best, med))
         count = 1 << 26
-        best, _ = timed(lambda: cuda.scan_header_nonces(header, 0, count), reps)
+        best, _ = timed(
+            lambda: sha256.scan_header_nonces(header, share_bits=24, nonce_count=count, backend="cuda"), reps
+        )
         scan_rows.append(["cuda header scan", name, count, f"{fmt(count / best)} nonces/s", "", "", "", ""])
         notes.append(
             f"GPU: {name}; physical limit model from performance-anchors §1.2 (16.3 G compressions/s)."

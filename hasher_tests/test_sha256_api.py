@@ -200,3 +200,49 @@ def test_bad_seed_scan_inputs_are_rejected():
         )
     with pytest.raises(KernelInputError, match="header must be 80 bytes, got 81"):
         sha256.scan_header_nonces(bytes(81), share_bits=1, nonce_count=1, backend="reference")
+
+
+def _fields(result: sha256.NonceScanResult) -> tuple:
+    return (result.nonces.tolist(), result.bits.tolist(), result.best_nonce, result.best_bits, result.scanned)
+
+
+def test_scans_use_a_backends_own_reduction_when_it_has_one(monkeypatch):
+    header, calls = bytes(range(80)), []
+
+    def scan_header_hits(header, start, count, difficulty):
+        calls.append(count)
+        bits = reference.scan_header_nonces(header, start, count)
+        hits = np.flatnonzero(bits >= difficulty)
+        return hits.astype(np.uint32), bits[hits], int(np.argmax(bits)), int(bits.max())
+
+    def scan(**kwargs):
+        return sha256.scan_header_nonces(
+            header, share_bits=2, nonce_count=20, nonce_start=2**32 - 10, **kwargs
+        )
+
+    monkeypatch.setattr(reference, "SCAN_CHUNK", 7, raising=False)
+    plain = scan(backend="reference")
+    monkeypatch.setattr(reference, "scan_header_hits", scan_header_hits, raising=False)
+    reduced = scan(backend="reference")
+    assert calls == [7, 7, 6]
+    assert _fields(reduced) == _fields(plain) and len(plain.nonces) > 0
+
+
+def test_seed_scan_uses_a_backends_own_reduction_when_it_has_one(monkeypatch):
+    def scan_seed_hits(slots, extranonce, start, count, header_time, target, difficulty):
+        goldens = reference.scan_seed_nonces(slots, extranonce, start, count, header_time)
+        bits = sha256.leading_equal_bits(goldens, np.uint32(target))
+        hits = np.flatnonzero(bits >= difficulty)
+        return hits.astype(np.uint32), bits[hits], int(np.argmax(bits)), int(bits.max())
+
+    def scan():
+        return sha256.scan_seed_nonces(
+            VECTOR_SLOTS[0], bytes(range(16)), 0x18867801, difficulty_bits=1, nonce_count=9,
+            nonce_start=0x1C1D1E1B, backend="reference",
+        )  # fmt: skip
+
+    monkeypatch.setattr(reference, "SCAN_CHUNK", 4, raising=False)
+    plain = scan()
+    monkeypatch.setattr(reference, "scan_seed_hits", scan_seed_hits, raising=False)
+    assert _fields(scan()) == _fields(plain)
+    assert plain.best_nonce == 0x1C1D1E1F and plain.best_bits == 32

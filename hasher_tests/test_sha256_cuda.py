@@ -198,6 +198,31 @@ def test_gpu_scans_match_reference_across_the_nonce_wrap():
 
 @pytest.mark.gpu
 @gpu
+def test_gpu_scans_reduced_on_the_device_match_reference():
+    header = bytes(range(80))
+    on_gpu = sha256.scan_header_nonces(
+        header, share_bits=5, nonce_count=3000, nonce_start=2**32 - 1000, backend="cuda"
+    )
+    on_ref = sha256.scan_header_nonces(
+        header, share_bits=5, nonce_count=3000, nonce_start=2**32 - 1000, backend="reference"
+    )
+    assert on_gpu.backend == "cuda"
+    assert (on_gpu.nonces.tolist(), on_gpu.bits.tolist()) == (on_ref.nonces.tolist(), on_ref.bits.tolist())
+    assert (on_gpu.best_nonce, on_gpu.best_bits, on_gpu.scanned) == (
+        on_ref.best_nonce,
+        on_ref.best_bits,
+        3000,
+    )
+    kwargs = {"difficulty_bits": 3, "nonce_count": 700, "nonce_start": 2**32 - 300}
+    seeds_gpu = sha256.scan_seed_nonces(VECTOR_SLOTS[0], bytes(16), 12345, backend="cuda", **kwargs)
+    seeds_ref = sha256.scan_seed_nonces(VECTOR_SLOTS[0], bytes(16), 12345, backend="reference", **kwargs)
+    assert seeds_gpu.nonces.tolist() == seeds_ref.nonces.tolist()
+    assert seeds_gpu.bits.tolist() == seeds_ref.bits.tolist()
+    assert (seeds_gpu.best_nonce, seeds_gpu.best_bits) == (seeds_ref.best_nonce, seeds_ref.best_bits)
+
+
+@pytest.mark.gpu
+@gpu
 def test_gpu_agrees_with_cpu_on_a_full_launch():
     slots, seeds = random_rows(1 << 17, seed=3)
     assert np.array_equal(

@@ -131,15 +131,21 @@ class _ScanAccumulator:
         self.scanned = 0
 
     def add(self, start: int, bits: np.ndarray) -> None:
+        """One chunk's bits, one value per nonce from ``start``."""
         hits = np.flatnonzero(bits >= self.difficulty)
-        self.nonces.append(((start + hits) & 0xFFFFFFFF).astype(np.uint32))
-        self.bits.append(bits[hits].astype(np.uint8))
-        if bits.size:
-            best = int(np.argmax(bits))
-            if int(bits[best]) > self.best_bits:
-                self.best_bits = int(bits[best])
-                self.best_nonce = (start + best) & 0xFFFFFFFF
-        self.scanned += int(bits.size)
+        best = int(np.argmax(bits)) if bits.size else 0
+        self.add_hits(start, int(bits.size), hits, bits[hits], best, int(bits[best]) if bits.size else -1)
+
+    def add_hits(
+        self, start: int, count: int, offsets: np.ndarray, bits: np.ndarray, best: int, best_bits: int
+    ) -> None:
+        """One chunk already reduced (by a backend): hit offsets from ``start`` and the chunk's best."""
+        self.nonces.append(((start + offsets.astype(np.uint64)) & 0xFFFFFFFF).astype(np.uint32))
+        self.bits.append(bits.astype(np.uint8))
+        if count and best_bits > self.best_bits:
+            self.best_bits = best_bits
+            self.best_nonce = (start + best) & 0xFFFFFFFF
+        self.scanned += count
 
     def result(self, backend: str) -> NonceScanResult:
         return NonceScanResult(
@@ -189,9 +195,16 @@ def scan_seed_nonces(
     module = _backend_module(name)
     target = np.uint32(target_token_id & 0xFFFFFFFF)
     found = _ScanAccumulator(difficulty_bits)
+    reduce_in_backend = getattr(module, "scan_seed_hits", None)  # the GPU reduces on the device
     for start, count in _chunks(module, nonce_start, nonce_count):
-        goldens = module.scan_seed_nonces(slots, bytes(extranonce), start, count, int(header_time))
-        found.add(start, leading_equal_bits(goldens, target))
+        if reduce_in_backend is not None:
+            hits = reduce_in_backend(
+                slots, bytes(extranonce), start, count, int(header_time), int(target), difficulty_bits
+            )
+            found.add_hits(start, count, *hits)
+        else:
+            goldens = module.scan_seed_nonces(slots, bytes(extranonce), start, count, int(header_time))
+            found.add(start, leading_equal_bits(goldens, target))
     return found.result(name)
 
 
@@ -211,8 +224,12 @@ def scan_header_nonces(
     name = resolve_backend(backend)
     module = _backend_module(name)
     found = _ScanAccumulator(share_bits)
+    reduce_in_backend = getattr(module, "scan_header_hits", None)
     for start, count in _chunks(module, nonce_start, nonce_count):
-        found.add(start, module.scan_header_nonces(bytes(header), start, count))
+        if reduce_in_backend is not None:
+            found.add_hits(start, count, *reduce_in_backend(bytes(header), start, count, share_bits))
+        else:
+            found.add(start, module.scan_header_nonces(bytes(header), start, count))
     return found.result(name)
 
 

@@ -146,33 +146,24 @@ def evaluate_with_keys(
     return d_golden.get(), d_keys.get().reshape(n, 3)
 
 
-def scan_seed_nonces(
-    slots: np.ndarray, extranonce: bytes, nonce_start: int, nonce_count: int, header_time: int
-) -> np.ndarray:
-    """Goldens uint32[nonce_count] for one frame and extranonce over consecutive nonces."""
+def _run_seed_scan(
+    slots: np.ndarray, extranonce: bytes, nonce_start: int, nonce_count: int, header_time: int, target: int
+) -> tuple[Any, Any]:
     d_slots = _buffer("scan_slots", C.SLOT_COUNT, np.uint32)
     d_extranonce = _buffer("scan_extranonce", C.EXTRANONCE_BYTES // 4, np.uint32)
     d_golden = _buffer("scan_golden", nonce_count, np.uint32)
+    d_bits = _buffer("scan_bits", nonce_count, np.uint8)
     d_slots.set(np.ascontiguousarray(slots, dtype=np.uint32))
     d_extranonce.set(np.frombuffer(extranonce, dtype="<u4").astype(np.uint32))
     if nonce_count:
+        args = (d_slots, d_extranonce, np.uint32(nonce_start), np.uint32(header_time), np.uint32(target))
         _kernel("hasher_scan_seed")(
-            _grid(nonce_count),
-            (CUDA_BLOCK,),
-            (
-                d_slots,
-                d_extranonce,
-                np.uint32(nonce_start),
-                np.uint32(header_time),
-                d_golden,
-                np.uint64(nonce_count),
-            ),
+            _grid(nonce_count), (CUDA_BLOCK,), (*args, d_golden, d_bits, np.uint64(nonce_count))
         )
-    return d_golden.get()
+    return d_golden, d_bits
 
 
-def scan_header_nonces(header: bytes, nonce_start: int, nonce_count: int) -> np.ndarray:
-    """Leading zero bits (uint8) of the mining hash of ``header`` for each nonce in the range."""
+def _run_header_scan(header: bytes, nonce_start: int, nonce_count: int) -> Any:
     d_mid = _buffer("header_mid", 8, np.uint32)
     d_words = _buffer("header_words", 4, np.uint32)
     d_bits = _buffer("header_bits", nonce_count, np.uint8)
@@ -184,4 +175,49 @@ def scan_header_nonces(header: bytes, nonce_start: int, nonce_count: int) -> np.
             (CUDA_BLOCK,),
             (d_mid, d_words, np.uint32(nonce_start), d_bits, np.uint64(nonce_count)),
         )
-    return d_bits.get()
+    return d_bits
+
+
+def _reduce_on_device(d_bits: Any, difficulty: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Offsets (uint32, ascending) and bits of the hits, and the first best offset and its bits.
+    Only the hits cross the bus, not one value per nonce."""
+    cupy = _cupy()
+    if d_bits.size == 0:
+        return np.empty(0, np.uint32), np.empty(0, np.uint8), 0, 0
+    hits = cupy.flatnonzero(d_bits >= difficulty)
+    best = int(cupy.argmax(d_bits))  # first occurrence, like numpy
+    return hits.astype(cupy.uint32).get(), d_bits[hits].get(), best, int(d_bits[best].get())
+
+
+def scan_seed_nonces(
+    slots: np.ndarray, extranonce: bytes, nonce_start: int, nonce_count: int, header_time: int
+) -> np.ndarray:
+    """Goldens uint32[nonce_count] for one frame and extranonce over consecutive nonces."""
+    d_golden, _ = _run_seed_scan(slots, extranonce, nonce_start, nonce_count, header_time, 0)
+    return d_golden.get()
+
+
+def scan_seed_hits(
+    slots: np.ndarray,
+    extranonce: bytes,
+    nonce_start: int,
+    nonce_count: int,
+    header_time: int,
+    target: int,
+    difficulty: int,
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The seed scan reduced on the GPU: (hit offsets, their matched bits, best offset, best bits)."""
+    _, d_bits = _run_seed_scan(slots, extranonce, nonce_start, nonce_count, header_time, target)
+    return _reduce_on_device(d_bits, difficulty)
+
+
+def scan_header_nonces(header: bytes, nonce_start: int, nonce_count: int) -> np.ndarray:
+    """Leading zero bits (uint8) of the mining hash of ``header`` for each nonce in the range."""
+    return _run_header_scan(header, nonce_start, nonce_count).get()
+
+
+def scan_header_hits(
+    header: bytes, nonce_start: int, nonce_count: int, difficulty: int
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The header scan reduced on the GPU: (hit offsets, their zero bits, best offset, best bits)."""
+    return _reduce_on_device(_run_header_scan(header, nonce_start, nonce_count), difficulty)

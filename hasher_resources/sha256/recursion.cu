@@ -201,9 +201,12 @@ extern "C" __global__ void __launch_bounds__(HASHER_CUDA_BLOCK, HASHER_CUDA_MIN_
 }
 
 // One frame (slots [12]) and extranonce ([4] little-endian words); nonce nonce_start + i (mod 2^32).
+// Writes each golden and how many leading bits it shares with target (32 when equal), so the
+// sweep can be reduced to hits and the best nonce on the device.
 extern "C" __global__ void __launch_bounds__(HASHER_CUDA_BLOCK, HASHER_CUDA_MIN_BLOCKS)
     hasher_scan_seed(const hasher_u32* __restrict__ slots, const hasher_u32* __restrict__ extranonce,
-                     hasher_u32 nonce_start, hasher_u32 header_time, hasher_u32* __restrict__ golden,
+                     hasher_u32 nonce_start, hasher_u32 header_time, hasher_u32 target,
+                     hasher_u32* __restrict__ golden, hasher_u8* __restrict__ matched_bits,
                      unsigned long long count) {
   const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= count) return;
@@ -215,6 +218,7 @@ extern "C" __global__ void __launch_bounds__(HASHER_CUDA_BLOCK, HASHER_CUDA_MIN_
   sd[7] = hasher_bswap(nonce_start + (hasher_u32)i);  // seed bytes 28-31 hold the nonce big-endian
   hasher_evaluate_one(sl, sd, header_time, &g, k);
   golden[i] = g;
+  matched_bits[i] = (hasher_u8)hasher_clz(g ^ target);
 }
 
 // mid [8]: state after header bytes 0-63; words [4]: big-endian header words 16-18 (index 3 unused).
