@@ -6,6 +6,7 @@ checked against the hashlib reference, an sm_90 build without register spills, a
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import re
 import shutil
 import subprocess
@@ -160,6 +161,47 @@ def test_sm90_build_has_no_register_spills(tmp_path: Path):
         assert len(block) == 2, f"no ptxas report for {kernel}:\n{report}"
         props = block[1].splitlines()[0]
         assert "0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads" in props, f"{kernel}: {props}"
+
+
+def _nvrtc() -> ctypes.CDLL | None:
+    """NVRTC, the runtime compiler CuPy's RawModule uses, if this machine has it (no GPU needed)."""
+    candidates = [ctypes.util.find_library("nvrtc")]
+    try:
+        import nvidia.cuda_nvrtc  # the pip wheel CuPy can use
+
+        candidates += sorted(str(p) for p in Path(nvidia.cuda_nvrtc.__path__[0]).glob("lib/libnvrtc.so*"))
+    except ImportError:
+        pass
+    for name in filter(None, candidates):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    return None
+
+
+def test_nvrtc_compiles_the_source_as_cupy_would():
+    lib = _nvrtc()
+    if lib is None:
+        pytest.skip("NVRTC not installed (CuPy's runtime compiler)")
+    prog = ctypes.c_void_p()
+    assert (
+        lib.nvrtcCreateProgram(
+            ctypes.byref(prog), cuda.cuda_source().encode(), b"recursion.cu", 0, None, None
+        )
+        == 0
+    )
+    options = [b"-arch=compute_90", b"-std=c++17"]
+    status = lib.nvrtcCompileProgram(prog, len(options), (ctypes.c_char_p * len(options))(*options))
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    assert status == 0, log.value.decode()
+    lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
+    ptx = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetPTX(prog, ptx)
+    assert all(f".entry {kernel}(" in ptx.value.decode() for kernel in cuda.KERNELS)
 
 
 gpu = pytest.mark.skipif(not sha256.cuda_available(), reason="needs CuPy and a CUDA device")
