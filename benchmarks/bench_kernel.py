@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-record", action="store_true", help="print only, do not append to RESULTS.md")
     args, _ = parser.parse_known_args(argv)  # python -m benchmarks passes every benchmark the same flags
 
-    reps = 7 if args.full else 3
+    reps = 7 if args.full else 5
     cpu_rows = 65536 if args.full else 16384
     hash_mb = 256 if args.full else 48
     thread_counts = [int(t) for t in args.threads.split(",")]
