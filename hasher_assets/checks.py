@@ -4,7 +4,6 @@ Each check streams the stored partition, so it costs one pass over the file, and
 counted as metadata. ``checkpoints_gate`` (stage 3's blocking gate) lives with the checkpoints.
 """
 
-
 import math
 
 import dagster as dg

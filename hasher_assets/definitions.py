@@ -8,15 +8,14 @@ Resources are chosen here, once, from the environment:
 - ``HASHER_ASIC_URL``: a serial device, ``socket://host:port`` or a pty; unset = the bundled emulator.
 """
 
-
 import os
 
 import dagster as dg
+
 from hasher_resources.asic.device import AsicDevice
 from hasher_resources.embedder import Embedder, HashingEmbedder, OllamaEmbedder
-from hasher_resources.kernel import Sha256Kernel
-
 from hasher_resources.io import ParquetIOManager
+from hasher_resources.kernel import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
 from .checkpoints import checkpoints, checkpoints_gate

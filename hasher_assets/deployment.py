@@ -6,17 +6,23 @@ on the kernel and on the device, and rolls back on any failure, leaving the prev
 byte for byte as it was.
 """
 
-
 import importlib.metadata
 
 import dagster as dg
-from hasher_resources.asic.device import AsicDevice
-from hasher_resources.kernel import Sha256Kernel
 from pydantic import Field
 
-from hasher_core.bundle import NoCheckpointsError, build_bundle
-from hasher_resources.deploy_store import DeploymentStore, verify_sample_on_kernel
+from hasher_core.bundle import Bundle, NoCheckpointsError, build_bundle
+from hasher_resources.asic.device import AsicDevice
+from hasher_resources.asic.validation import cross_validate
+from hasher_resources.deploy_store import (
+    DeploymentStore,
+    SampleMismatch,
+    VerifyReport,
+    verify_sample_on_kernel,
+)
 from hasher_resources.io import ParquetPartition
+from hasher_resources.kernel import Sha256Kernel
+from hasher_resources.sha256.header import build_header
 from hasher_resources.storage import HasherStorage
 
 
@@ -28,7 +34,35 @@ class DeploymentConfig(dg.Config):
     retries: int = Field(default=2, ge=0)
     deadline_s: float = Field(default=300.0, gt=0)
     keep_backups: int = Field(default=3, ge=1)
-    sample_size: int = Field(default=64, ge=1, description="Rows re-verified after the swap")
+    sample_size: int = Field(default=64, ge=1, description="Rows re-verified on the kernel after the swap")
+    device_sample: int = Field(default=8, ge=0, description="Headers re-mined on the device after the swap")
+
+
+def verify_on_kernel_and_device(
+    bundle: Bundle, sample_size: int, kernel: Sha256Kernel, asic: AsicDevice, device_sample: int
+) -> VerifyReport:
+    """Read-back check after the swap: goldens of a sample on the kernel, then the device's own
+    nonces for a few of those headers must verify (DESIGN §6, "on the device or kernel")."""
+    report = verify_sample_on_kernel(bundle, sample_size, kernel.backend_name())
+    if not report.ok or device_sample == 0:
+        return report
+    slots, seeds = bundle.slots(), bundle.best_seeds()
+    times = bundle.seeds.column("header_time").to_pylist()
+    rows = range(min(device_sample, bundle.num_rows))
+    headers = [build_header(slots[r], seeds[r].tobytes(), int(times[r])) for r in rows]
+    device = cross_validate(asic, headers)
+    problems = []
+    if device.nonces_returned == 0:
+        problems.append("the device returned no nonce for any header")
+    if device.nonces_verified < device.nonces_returned:
+        problems.append(f"{device.nonces_returned - device.nonces_verified} device nonces fail on the kernel")
+    mismatches = tuple(SampleMismatch(-1, "device", 0, 0, p) for p in problems)
+    return VerifyReport(
+        verifier=f"{report.verifier} + device ({device.headers} headers)",
+        checked=report.checked + device.headers,
+        mismatches=mismatches,
+        seconds=report.seconds + device.device_s + device.verify_s,
+    )
 
 
 def pipeline_version() -> str:
@@ -73,7 +107,9 @@ def deployment(
     store = DeploymentStore(storage.data_path)
     report = store.deploy(
         bundle,
-        verify=lambda b: verify_sample_on_kernel(b, config.sample_size, kernel.backend_name()),
+        verify=lambda b: verify_on_kernel_and_device(
+            b, config.sample_size, kernel, asic, config.device_sample
+        ),
         health_check=asic.health_check,
         retries=config.retries,
         deadline_s=config.deadline_s,

@@ -4,13 +4,14 @@ Reads the Data Miner's output (or a raw-text inbox file), keeps the records of t
 source file, skips bad records with counted reasons, and stores the chunks as Parquet.
 """
 
-
 import time
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import Field
+
 from hasher_core.knowledge import (
     KNOWLEDGE_BASE_SCHEMA,
     KnowledgeBaseError,
@@ -19,10 +20,8 @@ from hasher_core.knowledge import (
     read_inbox_file,
     read_knowledge_base,
 )
-from hasher_resources.embedder import Embedder
-from pydantic import Field
-
 from hasher_core.progress import RateReporter
+from hasher_resources.embedder import Embedder
 from hasher_resources.io import StagedParquet
 from hasher_resources.storage import HasherStorage
 

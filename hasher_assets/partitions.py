@@ -4,13 +4,12 @@ Also owns finding those source files (shared by the sensor and ``hasher partitio
 miner directory's knowledge base, one partition per ``file_name`` in it, and one per inbox file.
 """
 
-
 import hashlib
 from pathlib import Path
 
 import dagster as dg
-from hasher_core.knowledge import discovery_candidates, inbox_files, list_source_files
 
+from hasher_core.knowledge import discovery_candidates, inbox_files, list_source_files
 from hasher_resources.storage import HasherStorage
 
 #: One partition per source file (a Data Miner ``file_name`` or an inbox file); keys are made safe

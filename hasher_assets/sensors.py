@@ -7,7 +7,6 @@ restarts; a tick handles at most ``HASHER_SENSOR_MAX_FILES`` changed files and l
 the next tick.
 """
 
-
 import json
 import os
 

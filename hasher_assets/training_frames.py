@@ -4,18 +4,17 @@ Streams the partition's knowledge base batch by batch through the offline cl100k
 Go-compatible projection mapper into one Parquet file of frames (schema DESIGN §3.5).
 """
 
-
 from typing import Literal
 
 import dagster as dg
 import pyarrow as pa
-from hasher_resources.embedder import Embedder
 from pydantic import Field
 
 from hasher_core.frames import write_frames
 from hasher_core.gorand import projection_matrix
 from hasher_core.progress import RateReporter
 from hasher_core.tokens import load_cl100k
+from hasher_resources.embedder import Embedder
 from hasher_resources.io import ParquetPartition, StagedParquet
 from hasher_resources.storage import HasherStorage
 

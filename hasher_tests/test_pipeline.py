@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hasher_assets.definitions import ASSET_CHECKS, ASSETS
-from hasher_resources.asic.device import AsicDevice
+from hasher_resources.asic.device import AsicDevice, start_emulator, stop_emulator
 from hasher_resources.embedder import HashingEmbedder
 from hasher_resources.io import ParquetIOManager
 from hasher_resources.kernel import Sha256Kernel
@@ -159,3 +159,27 @@ def test_cli_materialises_a_registered_partition_with_a_persistent_instance(tmp_
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (tmp_path / "data" / "checkpoints" / f"{KEY}.parquet").exists()
+
+
+@pytest.mark.slow
+def test_the_gate_fails_when_the_device_returns_nonces_that_do_not_verify(trained):
+    instance, storage, _ = trained
+    proc, url = start_emulator(share_bits=4, faults=["wrong-nonce:nonce:*"])
+    try:
+        resources = {**_resources(storage), "asic": AsicDevice(url=url, share_bits=4)}
+        result = dg.materialize(
+            [*ASSETS, *ASSET_CHECKS],
+            selection=["checkpoints"],
+            partition_key=KEY,
+            instance=instance,
+            resources=resources,
+            run_config={"ops": {"checkpoints": {"config": {"device_sample": 4}}}},
+            raise_on_error=False,
+        )
+    finally:
+        stop_emulator(proc)
+    gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "checkpoints_gate")
+    assert not gate.passed
+    device = gate.metadata["device"].value
+    assert device["checked"] and not device["passed"]
+    assert device["asic_nonces_verified"] < device["asic_nonces_returned"]
