@@ -246,3 +246,103 @@ def test_seed_scan_uses_a_backends_own_reduction_when_it_has_one(monkeypatch):
     monkeypatch.setattr(reference, "scan_seed_hits", scan_seed_hits, raising=False)
     assert _fields(scan()) == _fields(plain)
     assert plain.best_nonce == 0x1C1D1E1F and plain.best_bits == 32
+
+
+# --- scan_midstate_nonces: the header scan from what a mining chip is given ------------------------
+
+
+def _same_scan(a: sha256.NonceScanResult, b: sha256.NonceScanResult) -> bool:
+    return _fields(a) == _fields(b) and a.nonces.dtype == b.nonces.dtype and a.bits.dtype == b.bits.dtype
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.binary(min_size=80, max_size=80), st.integers(0, 2**32 - 1))
+def test_midstate_scan_equals_the_header_scan_on_the_reference(header, start):
+    kwargs = {"share_bits": 3, "nonce_count": 150, "nonce_start": start, "backend": "reference"}
+    from_mid = sha256.scan_midstate_nonces(midstate(header), header[64:76], **kwargs)
+    assert _same_scan(from_mid, sha256.scan_header_nonces(header, **kwargs))
+
+
+def test_midstate_scan_wraps_past_the_last_nonce_in_chunks(monkeypatch):
+    header = bytes(range(80))
+    monkeypatch.setattr(reference, "SCAN_CHUNK", 7, raising=False)
+    kwargs = {"share_bits": 1, "nonce_count": 40, "nonce_start": 2**32 - 20, "backend": "reference"}
+    result = sha256.scan_midstate_nonces(midstate(header), header[64:76], **kwargs)
+    assert result.scanned == 40 and (result.nonces < 20).any() and (result.nonces >= 2**32 - 20).any()
+    assert _same_scan(result, sha256.scan_header_nonces(header, **kwargs))
+
+
+def test_midstate_scan_finds_the_bitcoin_genesis_share_past_the_first_word():
+    # Block 0's hash is 000000000019d668…: 43 leading zero bits, more than one 32-bit word.
+    genesis = bytes.fromhex(
+        "0100000000000000000000000000000000000000000000000000000000000000000000003ba3edfd7a7b12b27ac72c3e"
+        "67768f617fc81bc3888a51323a9fb8aa4b1e5e4a29ab5f49ffff001d1dac2b7c"
+    )
+    nonce = struct.unpack("<I", genesis[76:])[0]
+    result = sha256.scan_midstate_nonces(
+        midstate(genesis), genesis[64:76], share_bits=32, nonce_count=9, nonce_start=nonce - 4,
+        backend="reference",
+    )  # fmt: skip
+    assert result.nonces.tolist() == [nonce] and result.bits.tolist() == [43]
+    assert result.best_nonce == nonce and result.best_bits == 43
+
+
+def test_midstate_may_be_given_as_words_bytes_or_an_array():
+    header = bytes(range(80, 160))
+    words = midstate(header)
+    kwargs = {"share_bits": 2, "nonce_count": 60, "backend": "reference"}
+    expect = sha256.scan_midstate_nonces(words, header[64:76], **kwargs)
+    assert len(expect.nonces) > 0
+    for form in (list(words), np.array(words, np.uint32), struct.pack(">8I", *words)):
+        assert _same_scan(sha256.scan_midstate_nonces(form, bytearray(header[64:76]), **kwargs), expect)
+
+
+@pytest.mark.parametrize(
+    ("mid", "tail", "kwargs", "message"),
+    [
+        ((1,) * 7, bytes(12), {}, "midstate must have 8 state words, got 7"),
+        (bytes(31), bytes(12), {}, "midstate must be 32 bytes (8 big-endian words), got 31"),
+        (
+            (1,) * 7 + (2**32,),
+            bytes(12),
+            {},
+            "midstate word 7 must be an integer in [0, 2**32), got 4294967296",
+        ),
+        ((0,) * 7 + (-1,), bytes(12), {}, "midstate word 7 must be an integer in [0, 2**32), got -1"),
+        ((0,) * 7 + (1.0,), bytes(12), {}, "midstate word 7 must be an integer"),
+        ("abcdefgh", bytes(12), {}, "midstate must be 8 state words or 32 bytes, got str"),
+        (None, bytes(12), {}, "midstate must be 8 state words or 32 bytes, got NoneType"),
+        ((0,) * 8, bytes(16), {}, "tail must be header bytes 64–75 (12 bytes), got 16"),
+        ((0,) * 8, "x" * 12, {}, "tail must be bytes (header bytes 64–75), got str"),
+        ((0,) * 8, bytes(12), {"share_bits": 256}, "share_bits must be in [0, 255], got 256"),
+        ((0,) * 8, bytes(12), {"nonce_count": -1}, "nonce_count must be in [0, 2**32], got -1"),
+        ((0,) * 8, bytes(12), {"nonce_start": 2**32}, "nonce_start must fit in 32 bits"),
+        ((0,) * 8, bytes(12), {"backend": "gpu"}, "unknown backend 'gpu'"),
+    ],
+)
+def test_bad_midstate_scan_inputs_are_rejected(mid, tail, kwargs, message):
+    kwargs = {"share_bits": 1, "nonce_count": 1, "backend": "reference"} | kwargs
+    with pytest.raises(KernelInputError) as err:
+        sha256.scan_midstate_nonces(mid, tail, **kwargs)
+    assert message in str(err.value)
+
+
+def test_midstate_scan_uses_a_backends_own_reduction_when_it_has_one(monkeypatch):
+    header, calls = bytes(range(3, 83)), []
+
+    def scan_midstate_hits(mid, tail, start, count, difficulty):
+        calls.append(count)
+        bits = reference.scan_midstate_nonces(mid, tail, start, count)
+        hits = np.flatnonzero(bits >= difficulty)
+        return hits.astype(np.uint32), bits[hits], int(np.argmax(bits)), int(bits.max())
+
+    def scan():
+        return sha256.scan_midstate_nonces(
+            midstate(header), header[64:76], share_bits=2, nonce_count=20, nonce_start=2**32 - 10,
+            backend="reference",
+        )  # fmt: skip
+
+    monkeypatch.setattr(reference, "SCAN_CHUNK", 8, raising=False)
+    plain = scan()
+    monkeypatch.setattr(reference, "scan_midstate_hits", scan_midstate_hits, raising=False)
+    assert _fields(scan()) == _fields(plain) and calls == [8, 8, 4] and len(plain.nonces) > 0

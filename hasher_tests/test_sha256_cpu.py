@@ -10,6 +10,7 @@ import pytest
 
 from hasher_resources import sha256
 from hasher_resources.sha256 import cpu, reference
+from hasher_resources.sha256.midstate import midstate
 
 pytestmark = pytest.mark.slow
 
@@ -94,3 +95,32 @@ def test_header_scan_finds_a_known_share():
     )
     assert result.nonces.tolist() == [2083236893]
     assert result.bits.tolist() == [43]
+
+
+@pytest.mark.parametrize("count", [1, 40, cpu.SERIAL_SCAN_BLOCKS * cpu.LANES + 3, 3000])
+def test_midstate_scan_equals_the_header_scan_across_the_nonce_wrap(count):
+    # Sizes on both sides of SERIAL_SCAN_BLOCKS: the one-thread and the parallel compilation.
+    rng = np.random.default_rng(count)
+    for _ in range(3):
+        header = rng.integers(0, 256, 80, dtype=np.uint8).tobytes()
+        kwargs = {
+            "share_bits": 4,
+            "nonce_count": count,
+            "nonce_start": 2**32 - 1 - count // 2,
+            "backend": "cpu",
+        }
+        from_mid = sha256.scan_midstate_nonces(midstate(header), header[64:76], **kwargs)
+        whole = sha256.scan_header_nonces(header, **kwargs)
+        assert from_mid.backend == "cpu" and from_mid.scanned == count
+        assert (
+            from_mid.nonces.tolist() == whole.nonces.tolist()
+            and from_mid.bits.tolist() == whole.bits.tolist()
+        )
+        assert (from_mid.best_nonce, from_mid.best_bits) == (whole.best_nonce, whole.best_bits)
+
+
+def test_midstate_scan_matches_the_reference_oracle():
+    header = bytes(range(7, 87))
+    start = 2**32 - 200
+    bits = cpu.scan_midstate_nonces(midstate(header), header[64:76], start, 600)
+    assert np.array_equal(bits, reference.scan_midstate_nonces(midstate(header), header[64:76], start, 600))

@@ -2,13 +2,16 @@
 
 ``evaluate`` runs DESIGN §4.2 for N (frame, seed) rows; ``scan_seed_nonces`` sweeps the nonce of
 one frame mining-style against a token target; ``scan_header_nonces`` is plain Bitcoin nonce
-search on an 80-byte header (the ASIC emulator's work). Inputs are validated here, once, so each
-backend can assume C-contiguous arrays of the right dtype.
+search on an 80-byte header, and ``scan_midstate_nonces`` the same search from what a mining chip
+is given instead: the SHA-256 state after header bytes 0–63 and bytes 64–75 (the ASIC emulator's
+work). Inputs are validated here, once, so each backend can assume C-contiguous arrays of the
+right dtype.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -17,6 +20,7 @@ import numpy as np
 from . import constants
 from .constants import EXTRANONCE_BYTES, HEADER_BYTES, SEED_BYTES, SLOT_COUNT
 from .errors import BackendUnavailableError, KernelInputError
+from .midstate import TAIL_BYTES
 
 BACKENDS = ("reference", "cpu", "cuda")
 
@@ -149,13 +153,19 @@ class _ScanAccumulator:
 
     def result(self, backend: str) -> NonceScanResult:
         return NonceScanResult(
-            nonces=np.concatenate(self.nonces) if self.nonces else np.empty(0, np.uint32),
-            bits=np.concatenate(self.bits) if self.bits else np.empty(0, np.uint8),
+            nonces=_joined(self.nonces, np.uint32),
+            bits=_joined(self.bits, np.uint8),
             best_nonce=self.best_nonce,
             best_bits=max(self.best_bits, 0),
             scanned=self.scanned,
             backend=backend,
         )
+
+
+def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    if len(parts) == 1:  # most scans are one chunk: no copy
+        return parts[0]
+    return np.concatenate(parts) if parts else np.empty(0, dtype)
 
 
 def _chunks(module: ModuleType, nonce_start: int, nonce_count: int):
@@ -208,6 +218,23 @@ def scan_seed_nonces(
     return found.result(name)
 
 
+def _share_scan(
+    name: str, kind: str, args: tuple, share_bits: int, nonce_start: int, nonce_count: int
+) -> NonceScanResult:
+    """Chunked Bitcoin share search on backend ``name``: ``scan_{kind}_nonces(*args, start, count)``
+    gives zero bits per nonce, ``scan_{kind}_hits`` (when the backend has it) reduces on its own."""
+    module = _backend_module(name)
+    found = _ScanAccumulator(share_bits)
+    scan = getattr(module, f"scan_{kind}_nonces")
+    reduce_in_backend = getattr(module, f"scan_{kind}_hits", None)
+    for start, count in _chunks(module, nonce_start, nonce_count):
+        if reduce_in_backend is not None:
+            found.add_hits(start, count, *reduce_in_backend(*args, start, count, share_bits))
+        else:
+            found.add(start, scan(*args, start, count))
+    return found.result(name)
+
+
 def scan_header_nonces(
     header: bytes,
     *,
@@ -222,15 +249,58 @@ def scan_header_nonces(
         raise KernelInputError(f"header must be {HEADER_BYTES} bytes, got {len(header)}")
     _check_scan_range(nonce_start, nonce_count, share_bits, "share_bits", 255)
     name = resolve_backend(backend)
-    module = _backend_module(name)
-    found = _ScanAccumulator(share_bits)
-    reduce_in_backend = getattr(module, "scan_header_hits", None)
-    for start, count in _chunks(module, nonce_start, nonce_count):
-        if reduce_in_backend is not None:
-            found.add_hits(start, count, *reduce_in_backend(bytes(header), start, count, share_bits))
-        else:
-            found.add(start, module.scan_header_nonces(bytes(header), start, count))
-    return found.result(name)
+    return _share_scan(name, "header", (bytes(header),), share_bits, nonce_start, nonce_count)
+
+
+def _check_midstate(midstate: object) -> tuple[int, ...]:
+    # Fast path first: the ASIC emulator calls this once per chip window, hundreds of times per work item.
+    if (
+        type(midstate) is tuple
+        and len(midstate) == 8
+        and all(type(w) is int and 0 <= w <= 0xFFFFFFFF for w in midstate)
+    ):
+        return midstate
+    if isinstance(midstate, bytes | bytearray | memoryview):
+        if len(midstate) != 32:
+            raise KernelInputError(f"midstate must be 32 bytes (8 big-endian words), got {len(midstate)}")
+        return tuple(int.from_bytes(midstate[i : i + 4], "big") for i in range(0, 32, 4))
+    if isinstance(midstate, str) or not isinstance(midstate, Sequence | np.ndarray):
+        raise KernelInputError(f"midstate must be 8 state words or 32 bytes, got {type(midstate).__name__}")
+    words = list(midstate)
+    if len(words) != 8:
+        raise KernelInputError(f"midstate must have 8 state words, got {len(words)}")
+    for i, word in enumerate(words):
+        is_int = isinstance(word, int | np.integer) and not isinstance(word, bool)
+        if not is_int or not 0 <= int(word) <= 0xFFFFFFFF:
+            raise KernelInputError(f"midstate word {i} must be an integer in [0, 2**32), got {word!r}")
+    return tuple(int(w) for w in words)
+
+
+def scan_midstate_nonces(
+    midstate: Sequence[int] | bytes,
+    tail: bytes,
+    *,
+    share_bits: int,
+    nonce_count: int,
+    nonce_start: int = 0,
+    backend: str = "auto",
+) -> NonceScanResult:
+    """:func:`scan_header_nonces` from what a mining chip is given instead of the header (DESIGN §7).
+
+    ``midstate`` is the SHA-256 state after compressing header bytes 0–63 — 8 words, as
+    :func:`hasher_resources.sha256.midstate.midstate` returns them, or those words as 32 big-endian
+    bytes (not cgminer's wire order, which is little-endian per word). ``tail`` is header bytes
+    64–75; the nonce goes little-endian into bytes 76–79. Same result as ``scan_header_nonces`` on
+    the header these come from, two compressions per nonce on every backend.
+    """
+    words = _check_midstate(midstate)
+    if not isinstance(tail, bytes | bytearray | memoryview):
+        raise KernelInputError(f"tail must be bytes (header bytes 64–75), got {type(tail).__name__}")
+    if len(tail) != TAIL_BYTES:
+        raise KernelInputError(f"tail must be header bytes 64–75 ({TAIL_BYTES} bytes), got {len(tail)}")
+    _check_scan_range(nonce_start, nonce_count, share_bits, "share_bits", 255)
+    name = resolve_backend(backend)
+    return _share_scan(name, "midstate", (words, bytes(tail)), share_bits, nonce_start, nonce_count)
 
 
 __all__ = [
@@ -246,5 +316,6 @@ __all__ = [
     "leading_equal_bits",
     "resolve_backend",
     "scan_header_nonces",
+    "scan_midstate_nonces",
     "scan_seed_nonces",
 ]

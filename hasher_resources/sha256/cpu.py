@@ -1,4 +1,4 @@
-"""The CPU backend: the 21-pass recursion and both nonce scans compiled with Numba.
+"""The CPU backend: the 21-pass recursion and the nonce scans compiled with Numba.
 
 No compiler is needed at install time; the JIT result is cached on disk (``cache=True``). The
 kernels work on blocks of ``LANES`` independent evaluations side by side in structure-of-arrays
@@ -23,6 +23,7 @@ from numba import njit, prange
 
 from . import constants as C
 from .header import build_headers
+from .midstate import midstate as header_midstate
 
 #: Evaluations processed side by side in one block; 64 keeps a block's three 64-row schedules in L1.
 LANES = 64
@@ -33,6 +34,9 @@ SCAN_CHUNK = 1 << 16
 #: Blocks handed to a worker at a time (dynamic scheduling): when another process takes a core, the
 #: remaining workers pick up its share instead of the whole call waiting for it.
 PARALLEL_CHUNK_BLOCKS = 2
+
+#: Midstate scans of at most this many blocks run on the calling thread (see _scan_midstate_blocks_serial).
+SERIAL_SCAN_BLOCKS = 8
 
 _K = np.array(C.SHA256_K, dtype=np.uint32)
 _IV = np.array(C.SHA256_IV, dtype=np.uint32)
@@ -213,24 +217,15 @@ def _bswap32(x):
     return np.uint32(((x & 0xFF) << 24) | ((x & 0xFF00) << 8) | ((x >> 8) & 0xFF00) | (x >> 24))
 
 
-@njit(parallel=True, cache=True)
-def _scan_header_blocks(words, nonce_start, blocks, zero_bits, k, iv):  # pragma: no cover - compiled
-    """``words`` uint32[20] of one header; nonce ``nonce_start + i`` (mod 2^32) for i < blocks*LANES.
-    Writes the leading zero bits of the byte-reversed double SHA-256 (capped at 255)."""
-    # Bytes 0–63 never change: compress them once (the Bitcoin midstate).
+def _scan_midstate_blocks_py(midstate, tail, nonce_start, blocks, zero_bits, k, iv):  # pragma: no cover
+    """``midstate`` uint32[8]: the state after header bytes 0–63 (computed once per header, the
+    Bitcoin midstate); ``tail`` uint32[3]: big-endian header words 16–18 (bytes 64–75). Nonce
+    ``nonce_start + i`` (mod 2^32) for i < blocks*LANES. Writes the leading zero bits of the
+    byte-reversed double SHA-256 (capped at 255): two compressions per nonce."""
     mid = np.empty((8, LANES), dtype=np.uint32)
-    w1 = np.empty((64, LANES), dtype=np.uint32)
     for t in range(8):
         for lane in range(LANES):
-            mid[t, lane] = iv[t]
-    for t in range(16):
-        for lane in range(LANES):
-            w1[t, lane] = words[t]
-    _schedule(w1)
-    _rounds(mid, w1, 0, 64, k)
-    for t in range(8):
-        for lane in range(LANES):
-            mid[t, lane] = np.uint32(mid[t, lane] + iv[t])
+            mid[t, lane] = midstate[t]
     for block in prange(blocks):
         base = block * LANES
         w = np.empty((64, LANES), dtype=np.uint32)
@@ -238,9 +233,9 @@ def _scan_header_blocks(words, nonce_start, blocks, zero_bits, k, iv):  # pragma
         v = np.empty((8, LANES), dtype=np.uint32)
         s = np.empty((8, LANES), dtype=np.uint32)
         for lane in range(LANES):
-            w[0, lane] = words[16]
-            w[1, lane] = words[17]
-            w[2, lane] = words[18]
+            w[0, lane] = tail[0]
+            w[1, lane] = tail[1]
+            w[2, lane] = tail[2]
             # The nonce sits little-endian in bytes 76–79, so the big-endian message word is swapped.
             w[3, lane] = _bswap32(np.uint32((nonce_start + base + lane) & 0xFFFFFFFF))
             w[4, lane] = np.uint32(0x80000000)
@@ -266,6 +261,12 @@ def _scan_header_blocks(words, nonce_start, blocks, zero_bits, k, iv):  # pragma
                 if z < 32:
                     break
             zero_bits[base + lane] = min(bits, 255)
+
+
+_scan_midstate_blocks = njit(parallel=True, cache=True)(_scan_midstate_blocks_py)
+#: The same kernel on one thread, for scans too small to share: waking the worker pool costs more
+#: than they do, and on a busy machine a parallel region waits for every worker to be scheduled.
+_scan_midstate_blocks_serial = njit(cache=True)(_scan_midstate_blocks_py)
 
 
 def set_threads(threads: int | None) -> None:
@@ -315,11 +316,31 @@ def scan_seed_nonces(
     return evaluate_with_keys(np.ascontiguousarray(rows), seeds, header_time)[0]
 
 
-def scan_header_nonces(header: bytes, nonce_start: int, nonce_count: int) -> np.ndarray:
-    """Leading zero bits (uint8) of the mining hash of ``header`` for each nonce in the range."""
-    words = np.frombuffer(header, dtype=">u4").astype(np.uint32)
+def scan_midstate_nonces(
+    midstate: tuple[int, ...], tail: bytes, nonce_start: int, nonce_count: int
+) -> np.ndarray:
+    """Leading zero bits (uint8) of the mining hash for each nonce in the range, from the state after
+    header bytes 0–63 and header bytes 64–75."""
     blocks = -(-nonce_count // LANES)
     zero_bits = np.empty(blocks * LANES, dtype=np.uint8)
-    with numba.parallel_chunksize(PARALLEL_CHUNK_BLOCKS):
-        _scan_header_blocks(words, np.int64(nonce_start), blocks, zero_bits, _K, _IV)
+    args = (
+        np.array(midstate, dtype=np.uint32),
+        np.frombuffer(tail, dtype=">u4").astype(np.uint32),
+        np.int64(nonce_start),
+        blocks,
+        zero_bits,
+        _K,
+        _IV,
+    )
+    if blocks <= SERIAL_SCAN_BLOCKS:  # the ASIC emulator's chip windows: tens of nonces each
+        _scan_midstate_blocks_serial(*args)
+    else:
+        with numba.parallel_chunksize(PARALLEL_CHUNK_BLOCKS):
+            _scan_midstate_blocks(*args)
     return zero_bits[:nonce_count]
+
+
+def scan_header_nonces(header: bytes, nonce_start: int, nonce_count: int) -> np.ndarray:
+    """Leading zero bits (uint8) of the mining hash of ``header`` for each nonce in the range."""
+    # Bytes 0–63 never change: compress them once (in Python, ~50 µs per call of 65536 nonces).
+    return scan_midstate_nonces(header_midstate(header), header[64:76], nonce_start, nonce_count)

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import constants as C
 from .errors import BackendUnavailableError
-from .midstate import midstate
+from .midstate import midstate as header_midstate
 
 SOURCE_PATH = Path(__file__).with_name("recursion.cu")
 #: Threads per CUDA block; the kernels declare it in ``__launch_bounds__`` so registers are budgeted for it.
@@ -28,7 +28,7 @@ CUDA_MIN_BLOCKS = 3
 #: Nonces per launch in a scan: enough to fill any GPU many times over, 64 MiB of goldens at most.
 SCAN_CHUNK = 1 << 24
 #: Kernel entry points in recursion.cu.
-KERNELS = ("hasher_evaluate", "hasher_scan_seed", "hasher_scan_header")
+KERNELS = ("hasher_evaluate", "hasher_scan_seed", "hasher_scan_midstate")
 
 _modules: dict[int, Any] = {}
 _buffers: dict[tuple[int, str], Any] = {}
@@ -163,17 +163,17 @@ def _run_seed_scan(
     return d_golden, d_bits
 
 
-def _run_header_scan(header: bytes, nonce_start: int, nonce_count: int) -> Any:
-    d_mid = _buffer("header_mid", 8, np.uint32)
-    d_words = _buffer("header_words", 4, np.uint32)
-    d_bits = _buffer("header_bits", nonce_count, np.uint8)
-    d_mid.set(np.array(midstate(header), dtype=np.uint32))
-    d_words.set(np.frombuffer(header[64:80], dtype=">u4").astype(np.uint32))
+def _run_midstate_scan(midstate: tuple[int, ...], tail: bytes, nonce_start: int, nonce_count: int) -> Any:
+    d_mid = _buffer("scan_mid", 8, np.uint32)
+    d_tail = _buffer("scan_tail", 3, np.uint32)
+    d_bits = _buffer("scan_zero_bits", nonce_count, np.uint8)
+    d_mid.set(np.array(midstate, dtype=np.uint32))
+    d_tail.set(np.frombuffer(tail, dtype=">u4").astype(np.uint32))
     if nonce_count:
-        _kernel("hasher_scan_header")(
+        _kernel("hasher_scan_midstate")(
             _grid(nonce_count),
             (CUDA_BLOCK,),
-            (d_mid, d_words, np.uint32(nonce_start), d_bits, np.uint64(nonce_count)),
+            (d_mid, d_tail, np.uint32(nonce_start), d_bits, np.uint64(nonce_count)),
         )
     return d_bits
 
@@ -211,13 +211,27 @@ def scan_seed_hits(
     return _reduce_on_device(d_bits, difficulty)
 
 
+def scan_midstate_nonces(
+    midstate: tuple[int, ...], tail: bytes, nonce_start: int, nonce_count: int
+) -> np.ndarray:
+    """Leading zero bits (uint8) of the mining hash for each nonce, from a midstate and bytes 64–75."""
+    return _run_midstate_scan(midstate, tail, nonce_start, nonce_count).get()
+
+
+def scan_midstate_hits(
+    midstate: tuple[int, ...], tail: bytes, nonce_start: int, nonce_count: int, difficulty: int
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The midstate scan reduced on the GPU: (hit offsets, their zero bits, best offset, best bits)."""
+    return _reduce_on_device(_run_midstate_scan(midstate, tail, nonce_start, nonce_count), difficulty)
+
+
 def scan_header_nonces(header: bytes, nonce_start: int, nonce_count: int) -> np.ndarray:
     """Leading zero bits (uint8) of the mining hash of ``header`` for each nonce in the range."""
-    return _run_header_scan(header, nonce_start, nonce_count).get()
+    return scan_midstate_nonces(header_midstate(header), header[64:76], nonce_start, nonce_count)
 
 
 def scan_header_hits(
     header: bytes, nonce_start: int, nonce_count: int, difficulty: int
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """The header scan reduced on the GPU: (hit offsets, their zero bits, best offset, best bits)."""
-    return _reduce_on_device(_run_header_scan(header, nonce_start, nonce_count), difficulty)
+    return scan_midstate_hits(header_midstate(header), header[64:76], nonce_start, nonce_count, difficulty)

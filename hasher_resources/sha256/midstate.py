@@ -1,8 +1,9 @@
-"""SHA-256's compression function in plain Python, for the Bitcoin midstate of an 80-byte header.
+"""SHA-256's compression function in plain Python: the Bitcoin midstate and hashing from it.
 
-hashlib does not expose its internal state, but mining needs it: the ASIC's work item and the
-CUDA header scan both start from the state after header bytes 0–63 (DESIGN §7), computed once
-per header, so speed does not matter here.
+hashlib does not expose its internal state, but mining needs it: the ASIC's work item and every
+midstate nonce scan start from the state after header bytes 0–63 (DESIGN §7), computed once per
+header. This is the project's one scalar compression function: the reference backend finishes
+double SHA-256 from a midstate with it, and the ASIC codec computes TxTask midstates with it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ import struct
 from . import constants as C
 
 _MASK = 0xFFFFFFFF
+#: Block 2 of an 80-byte message after its 16 data bytes: the 0x80 terminator, zeros, bit length 640.
+_HEADER_PAD = struct.pack(">12I", 0x80000000, *([0] * 10), C.HEADER_BYTES * 8)
+#: Padding of a 32-byte digest hashed again: the 0x80 terminator, zeros, bit length 256.
+_DIGEST_PAD = struct.pack(">8I", 0x80000000, *([0] * 6), 256)
+#: Header bytes a midstate does not cover: 64–75 (merkle tail, time, bits) and the nonce, 76–79.
+TAIL_BYTES = C.HEADER_BYTES - 64 - 4
 
 
 def _rotr(x: int, n: int) -> int:
@@ -20,8 +27,8 @@ def _rotr(x: int, n: int) -> int:
 
 def compress(state: tuple[int, ...], block: bytes) -> tuple[int, ...]:
     """One SHA-256 compression of a 64-byte ``block`` into the 8-word ``state`` (FIPS 180-4 §6.2.2)."""
-    if len(block) != 64:
-        raise ValueError(f"a SHA-256 block is 64 bytes, got {len(block)}")
+    if len(state) != 8 or len(block) != 64:
+        raise ValueError(f"compress needs 8 state words and a 64-byte block, not {len(state)}, {len(block)}")
     w = list(struct.unpack(">16I", block))
     for t in range(16, 64):
         x, y = w[t - 15], w[t - 2]
@@ -41,3 +48,12 @@ def midstate(header: bytes) -> tuple[int, ...]:
     if len(header) != C.HEADER_BYTES:
         raise ValueError(f"header must be {C.HEADER_BYTES} bytes, got {len(header)}")
     return compress(C.SHA256_IV, bytes(header[:64]))
+
+
+def double_sha256_from_midstate(state: tuple[int, ...], tail: bytes, nonce: int) -> bytes:
+    """SHA256(SHA256(header)) from the midstate, header bytes 64–75 (``tail``) and the nonce, which
+    sits little-endian in bytes 76–79: the two compressions a mining chip does per nonce."""
+    if len(tail) != TAIL_BYTES:
+        raise ValueError(f"tail is header bytes 64–75 ({TAIL_BYTES} bytes), got {len(tail)}")
+    first = compress(state, bytes(tail) + struct.pack("<I", nonce & _MASK) + _HEADER_PAD)
+    return struct.pack(">8I", *compress(C.SHA256_IV, struct.pack(">8I", *first) + _DIGEST_PAD))

@@ -1,4 +1,5 @@
-// The CUDA backend's device code: DESIGN §4.2 (21-pass recursion) and plain Bitcoin nonce search.
+// The CUDA backend's device code: DESIGN §4.2 (21-pass recursion) and plain Bitcoin nonce search
+// from a midstate (the header scan and the ASIC emulator's work items both reduce to it).
 //
 // One thread runs one evaluation from header construction to golden, entirely in registers: no
 // per-pass launches, no shared or local memory. Constants (HASHER_*) are not written here; cuda.py
@@ -179,6 +180,18 @@ HASHER_FN int hasher_header_zero_bits(const hasher_u32 mid[8], hasher_u32 w16, h
   return bits > 255 ? 255 : bits;
 }
 
+// Nonce i of a midstate scan (what one thread of hasher_scan_midstate computes; the host build of
+// the tests runs it too). mid [8]: the state after header bytes 0-63; tail [3]: big-endian header
+// words 16-18 (bytes 64-75); the nonce is nonce_start + i (mod 2^32).
+HASHER_FN int hasher_midstate_scan_one(const hasher_u32* mid, const hasher_u32* tail, hasher_u32 nonce_start,
+                                       unsigned long long i) {
+  hasher_u32 m[8];
+  HASHER_UNROLL
+  for (int t = 0; t < 8; ++t) m[t] = mid[t];
+  // The nonce sits little-endian in bytes 76-79, so its big-endian message word is byte-swapped.
+  return hasher_header_zero_bits(m, tail[0], tail[1], tail[2], hasher_bswap(nonce_start + (hasher_u32)i));
+}
+
 #ifdef __CUDACC__
 
 // slots [n,12], seeds [n,8] (the 32 seed bytes as little-endian words), golden [n], keys [n,3].
@@ -221,18 +234,13 @@ extern "C" __global__ void __launch_bounds__(HASHER_CUDA_BLOCK, HASHER_CUDA_MIN_
   matched_bits[i] = (hasher_u8)hasher_clz(g ^ target);
 }
 
-// mid [8]: state after header bytes 0-63; words [4]: big-endian header words 16-18 (index 3 unused).
+// Bitcoin nonce search from a midstate (a header scan passes its own): see hasher_midstate_scan_one.
 extern "C" __global__ void __launch_bounds__(HASHER_CUDA_BLOCK, HASHER_CUDA_MIN_BLOCKS)
-    hasher_scan_header(const hasher_u32* __restrict__ mid, const hasher_u32* __restrict__ words,
-                       hasher_u32 nonce_start, hasher_u8* __restrict__ zero_bits, unsigned long long count) {
+    hasher_scan_midstate(const hasher_u32* __restrict__ mid, const hasher_u32* __restrict__ tail,
+                         hasher_u32 nonce_start, hasher_u8* __restrict__ zero_bits, unsigned long long count) {
   const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= count) return;
-  hasher_u32 m[8];
-  HASHER_UNROLL
-  for (int t = 0; t < 8; ++t) m[t] = mid[t];
-  // The nonce sits little-endian in bytes 76-79, so its big-endian message word is byte-swapped.
-  zero_bits[i] = (hasher_u8)hasher_header_zero_bits(m, words[0], words[1], words[2],
-                                                     hasher_bswap(nonce_start + (hasher_u32)i));
+  zero_bits[i] = (hasher_u8)hasher_midstate_scan_one(mid, tail, nonce_start, i);
 }
 
 #endif

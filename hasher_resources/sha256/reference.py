@@ -1,7 +1,9 @@
 """The reference backend: DESIGN §4.2 written out with hashlib, one header at a time.
 
 Readable and slow (about 22 double SHA-256 per evaluation through OpenSSL); it is the oracle every
-other backend is tested against and the independent second opinion of the checkpoints gate.
+other backend is tested against and the independent second opinion of the checkpoints gate. The
+midstate scan is the one path hashlib cannot take (it cannot start from a given state): it runs
+the pure-Python compression of ``midstate.py``, tested against hashlib on whole headers.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 
 from . import constants as C
 from .header import build_header, jitter
+from .midstate import double_sha256_from_midstate
 
 
 def double_sha256(data: bytes) -> bytes:
@@ -73,10 +76,14 @@ def scan_seed_nonces(
     return out
 
 
+def hash_zero_bits(digest: bytes) -> int:
+    """Leading zero bits of a double SHA-256 read as a Bitcoin hash (byte-reversed)."""
+    return 256 - int.from_bytes(digest[::-1], "big").bit_length()
+
+
 def header_hash_zero_bits(header: bytes) -> int:
     """Leading zero bits of a header's double SHA-256 read as a Bitcoin hash (byte-reversed)."""
-    value = int.from_bytes(double_sha256(header)[::-1], "big")
-    return 256 - value.bit_length()
+    return hash_zero_bits(double_sha256(header))
 
 
 def scan_header_nonces(header: bytes, nonce_start: int, nonce_count: int) -> np.ndarray:
@@ -86,4 +93,15 @@ def scan_header_nonces(header: bytes, nonce_start: int, nonce_count: int) -> np.
     for k in range(nonce_count):
         struct.pack_into("<I", h, C.OFFSET_NONCE, (nonce_start + k) & 0xFFFFFFFF)
         out[k] = min(header_hash_zero_bits(bytes(h)), 255)
+    return out
+
+
+def scan_midstate_nonces(
+    midstate: tuple[int, ...], tail: bytes, nonce_start: int, nonce_count: int
+) -> np.ndarray:
+    """Like :func:`scan_header_nonces`, from the state after header bytes 0–63 and bytes 64–75."""
+    out = np.empty(nonce_count, dtype=np.uint8)
+    for k in range(nonce_count):
+        digest = double_sha256_from_midstate(midstate, tail, (nonce_start + k) & 0xFFFFFFFF)
+        out[k] = min(hash_zero_bits(digest), 255)
     return out
