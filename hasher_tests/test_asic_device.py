@@ -256,7 +256,7 @@ def test_dagster_resource_starts_and_stops_the_emulator_process():
         chain_count=1,
         chip_count=4,
         emulator_nonces_per_work=512,
-        emulator_backend="numpy",
+        emulator_backend="cpu",
     )
     with dg.build_resources({"asic": device}) as resources:
         asic = resources.asic
@@ -275,7 +275,7 @@ def test_emulator_process_fault_flags_reach_the_host():
         chains=1,
         chips=4,
         nonces_per_work=512,
-        backend="numpy",
+        backend="cpu",
         faults=["crc:status:*"],
     )
     try:
@@ -292,7 +292,7 @@ def test_emulator_process_disconnect_makes_the_pty_vanish():
         chains=1,
         chips=4,
         nonces_per_work=512,
-        backend="numpy",
+        backend="cpu",
         faults=["disconnect:nonce:1"],
     )
     try:

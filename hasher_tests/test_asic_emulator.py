@@ -10,12 +10,13 @@ import sys
 
 import pytest
 
+from hasher_resources import sha256
 from hasher_resources.asic import protocol as P
 from hasher_resources.asic.device import AsicSession, start_emulator, stop_emulator
 from hasher_resources.asic.emulator import Board, Emulator, FaultRule, main
 from hasher_resources.asic.errors import AsicCrcError, AsicProtocolError
 from hasher_resources.asic.midstate import midstate
-from hasher_resources.sha256 import scan_header_nonces
+from hasher_resources.sha256 import BackendUnavailableError, scan_header_nonces
 from hasher_resources.sha256.header import build_header
 from hasher_resources.sha256.reference import header_hash_zero_bits
 
@@ -59,6 +60,42 @@ def test_board_search_equals_the_kernel_scan_over_each_chip_window():
             HEADER, share_bits=5, nonce_count=256, nonce_start=start, backend="reference"
         ).nonces.tolist()
     assert found == expect and found
+
+
+@pytest.mark.slow  # the cpu backend's Numba kernels load (or, on a cold cache, compile) here
+def test_board_hashes_the_same_on_every_kernel_backend():
+    from_ref = Board(chains=2, chips=3, share_bits=4, nonces_per_work=300, backend="reference")
+    from_cpu = Board(chains=2, chips=3, share_bits=4, nonces_per_work=300, backend="cpu")
+    header = bytes(range(9, 89))
+    assert from_cpu.search(_work(header), 4) == from_ref.search(_work(header), 4) != []
+    assert from_cpu.kernel_backend() == "cpu" and from_cpu.hashes_done == 300
+    assert from_cpu.miss(_work(header), 4) == from_ref.miss(_work(header), 4)
+
+
+def test_share_targets_beyond_the_kernels_255_bits_report_nothing():
+    board = Board(chains=1, chips=2, nonces_per_work=64, backend="reference")
+    frame = P.Frame.unpack(P.TxTask((_work(),), diff=240).pack())  # 32 + 240 = 272 bits
+    assert list(board.handle(frame)) == []
+    assert board.works_done == 1 and board.hashes_done == 64
+
+
+@pytest.mark.parametrize(
+    ("backend", "message"), [("numba", "invalid choice: 'numba'"), ("numpy", "invalid choice: 'numpy'")]
+)
+def test_retired_search_engine_names_are_rejected(backend, message, capsys):
+    with pytest.raises(SystemExit):
+        main(["--pty", "--backend", backend])
+    assert message in capsys.readouterr().err
+
+
+def test_unavailable_kernel_backend_exits_before_ready(monkeypatch, capsys):
+    def no_gpu(backend):
+        raise BackendUnavailableError("backend 'cuda': CuPy sees no CUDA device")
+
+    monkeypatch.setattr(sha256, "resolve_backend", no_gpu)
+    assert main(["--pty", "--backend", "cuda"]) == 2
+    out = capsys.readouterr()
+    assert "READY" not in out.out and "--backend cuda: backend 'cuda': CuPy sees no CUDA device" in out.err
 
 
 def test_share_bits_default_to_difficulty_one_plus_the_task_diff():
@@ -149,7 +186,7 @@ def test_bad_board_sizes_exit_with_an_error(capsys):
 @pytest.mark.parametrize("transport", ["pty", "tcp"])
 def test_full_session_with_the_emulator_process(transport):
     proc, url = start_emulator(
-        transport=transport, share_bits=8, nonces_per_work=2048, chains=2, chips=8, backend="numpy"
+        transport=transport, share_bits=8, nonces_per_work=2048, chains=2, chips=8, backend="cpu"
     )
     try:
         assert url.startswith("/dev/pts/" if transport == "pty" else "socket://127.0.0.1:")
@@ -186,7 +223,7 @@ def test_emulator_process_exits_on_sigterm_and_prints_its_pty():
             "--share-bits",
             "4",
             "--backend",
-            "numpy",
+            "cpu",
         ],
         stdout=subprocess.PIPE,
         text=True,

@@ -496,7 +496,11 @@ class AsicDevice(dg.ConfigurableResource):
     collect_s: float = Field(default=0.0, description="Sweep time to wait before the status barrier.")
     emulator_transport: str = "pty"
     emulator_nonces_per_work: int = 4096
-    emulator_backend: str = Field(default="auto", description="Emulator search engine: auto, numpy or numba.")
+    emulator_backend: str = Field(
+        default="auto",
+        description="Kernel backend the emulator hashes on: auto (cuda if a GPU is visible, else cpu), "
+        "cpu, cuda or reference.",
+    )
 
     _session: AsicSession | None = PrivateAttr(default=None)
     _emulator: _Emulator | None = PrivateAttr(default=None)

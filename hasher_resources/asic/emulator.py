@@ -16,10 +16,11 @@ What it models, and what not:
   The 2^32 space is split evenly over chains × chips, and each chip scans the first
   ``nonces_per_work / (chains × chips)`` nonces of its share, so one work item costs
   ``--nonces-per-work`` hashes and returns every nonce meeting the share target in those windows.
-* **Hashing.** The kernel's ``scan_header_nonces`` needs the whole 80-byte header, which a TxTask
-  does not carry; the emulator therefore hashes from the midstate like the chip, with the numpy
-  path of ``midstate.py`` or the numba loop of ``midstate_jit.py`` (``--backend``), and the tests
-  check both against the kernel's scan nonce for nonce.
+* **Hashing.** A TxTask carries the midstate and header bytes 64–75, not the header; each chip
+  window is swept by the kernel's ``scan_midstate_nonces`` on the backend ``--backend`` names
+  (``auto``: CUDA when a GPU is visible, else the Numba CPU backend; ``reference``: the slow
+  pure-Python oracle), two compressions per nonce like the chip. The backend is resolved and
+  compiled before ``READY``.
 * **Replies.** Nonces go back in RxNonce packets (≤ 128 each) whose ``total_nonce_num`` is the
   running count of nonces the board has found, so a host can spot a lost packet. Each status reply
   is preceded by an empty RxNonce (a fifo report, like the Antminer docs' sample
@@ -54,11 +55,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import midstate
+from hasher_resources import sha256
+
 from . import protocol as P
 from .midstate import words_of_midstate
 
-BACKENDS = ("auto", "numpy", "numba")
+#: Kernel backends the emulator can hash on (``auto`` resolves once, at start).
+BACKENDS = ("auto", *sha256.BACKENDS)
+#: The kernel reports at most 255 leading zero bits; a share target above that (32 + a large TxTask
+#: diff) is scanned at 255 and filtered, so nothing is reported — as no real hash reaches it.
+KERNEL_MAX_SHARE_BITS = 255
 FAULT_KINDS = ("crc", "drop", "stall", "disconnect", "wrong-nonce", "garbage", "truncate", "bad-length")
 FAULT_TARGETS = ("status", "nonce")
 #: "EMU" + revision: lets a host tell the emulator from a board in health checks.
@@ -111,31 +117,62 @@ class Board:
     works_done: int = 0
     hashes_done: int = 0
     hw_version: bytes = EMULATOR_HW_VERSION
-    zero_bits: Callable[[tuple[int, ...], bytes, np.ndarray], np.ndarray] = (
-        midstate.hash_zero_bits_from_midstate
-    )
+    backend: str = "auto"  # the kernel backend that hashes: auto, reference, cpu or cuda
+    _kernel_backend: str | None = field(default=None, init=False, repr=False)
+
+    def kernel_backend(self) -> str:
+        """The concrete kernel backend, resolved once: ``auto`` probes for a GPU, which costs more
+        than hashing a chip window."""
+        if self._kernel_backend is None:
+            self._kernel_backend = sha256.resolve_backend(self.backend)
+        return self._kernel_backend
+
+    def warm_up(self) -> None:
+        """Resolve the backend and compile (or load from Numba's disk cache) before serving; raises
+        :class:`hasher_resources.sha256.BackendUnavailableError` or ``KernelInputError`` if it cannot."""
+        self._scan(tuple(sha256.constants.SHA256_IV), bytes(12), 0, 0, 1)
+
+    def _window_starts(self) -> tuple[np.ndarray, int]:
+        """Each chip's first nonce (its slice of 2^32 starts there) and how many nonces it scans."""
+        chips = self.chains * self.chips
+        per_chip = -(-self.nonces_per_work // chips)
+        return np.arange(chips, dtype=np.uint64) * ((1 << 32) // chips), per_chip
 
     def chip_windows(self) -> np.ndarray:
         """The nonces one work item scans: a window at the start of each chip's slice of 2^32."""
-        chips = self.chains * self.chips
-        per_chip = -(-self.nonces_per_work // chips)
-        starts = (np.arange(chips, dtype=np.uint64) * ((1 << 32) // chips))[:, None]
-        return (starts + np.arange(per_chip, dtype=np.uint64)[None, :]).ravel().astype(np.uint32)
+        starts, per_chip = self._window_starts()
+        return (starts[:, None] + np.arange(per_chip, dtype=np.uint64)[None, :]).ravel().astype(np.uint32)
+
+    def _scan(
+        self, state: tuple[int, ...], data2: bytes, share_bits: int, start: int, count: int
+    ) -> list[int]:
+        """Nonces ``start … start+count-1`` (mod 2^32) with ≥ ``share_bits`` leading zero bits, in order."""
+        found = sha256.scan_midstate_nonces(
+            state,
+            data2,
+            share_bits=min(share_bits, KERNEL_MAX_SHARE_BITS),
+            nonce_count=count,
+            nonce_start=start,
+            backend=self.kernel_backend(),
+        )
+        return found.nonces[found.bits >= share_bits].tolist()
 
     def search(self, work: P.Work, share_bits: int) -> list[int]:
         """Every nonce in this work item's windows whose hash has ≥ ``share_bits`` leading zero bits."""
-        nonces = self.chip_windows()
-        bits = self.zero_bits(words_of_midstate(work.midstate), work.data2, nonces)
-        self.hashes_done += nonces.size
+        state = words_of_midstate(work.midstate)
+        starts, per_chip = self._window_starts()
+        found: list[int] = []
+        for start in starts.tolist():  # one kernel sweep per chip, in chip order like the windows
+            found += self._scan(state, work.data2, share_bits, start, per_chip)
+        self.hashes_done += starts.size * per_chip
         self.works_done += 1
-        return [int(n) for n in nonces[bits >= share_bits]]
+        return found
 
     def miss(self, work: P.Work, share_bits: int) -> int:
         """A nonce that does *not* meet the share target (for the ``wrong-nonce`` fault)."""
-        state = words_of_midstate(work.midstate)
-        candidates = np.arange(0xFFFF0000, 0xFFFF0040, dtype=np.uint32)
-        bits = self.zero_bits(state, work.data2, candidates)
-        return int(candidates[np.argmax(bits < share_bits)])
+        first = 0xFFFF0000
+        hits = set(self._scan(words_of_midstate(work.midstate), work.data2, share_bits, first, 64))
+        return next((n for n in range(first, first + 64) if n not in hits), first)
 
     def status(self) -> P.RxStatusReply:
         full = (1 << 32) - 1
@@ -354,22 +391,6 @@ def _serve_tcp(emulator: Emulator, listen: str, alive: Callable[[], bool]) -> No
         server.close()
 
 
-def search_engine(backend: str) -> Callable[[tuple[int, ...], bytes, np.ndarray], np.ndarray]:
-    """The midstate nonce search for a backend name; numba is compiled here, before any work."""
-    if backend not in BACKENDS:
-        raise ValueError(f"emulator backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "numpy":
-        return midstate.hash_zero_bits_from_midstate
-    try:
-        from . import midstate_jit
-    except ImportError:
-        if backend == "numba":
-            raise
-        return midstate.hash_zero_bits_from_midstate
-    midstate_jit.warm_up()
-    return midstate_jit.hash_zero_bits_from_midstate
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hasher-asic-emulator", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -397,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=BACKENDS,
         default="auto",
-        help="nonce search engine: numba (JIT, compiled before READY), numpy, or auto (numba if importable)",
+        help="kernel backend that hashes: cpu (Numba, compiled before READY), cuda, reference (pure "
+        "Python, slow), or auto (cuda when a GPU is visible, else cpu)",
     )
     parser.add_argument("--stall-s", type=float, default=2.0, help="how long a 'stall' fault stays silent")
     return parser
@@ -414,8 +436,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.nonces_per_work <= 1 << 32:
         print("error: --nonces-per-work must be in [1, 2**32]", file=sys.stderr)
         return 2
-    board = Board(args.chains, args.chips, args.share_bits, args.nonces_per_work)
-    board.zero_bits = search_engine(args.backend)
+    board = Board(args.chains, args.chips, args.share_bits, args.nonces_per_work, backend=args.backend)
+    try:
+        board.warm_up()
+    except (sha256.KernelInputError, sha256.BackendUnavailableError) as exc:
+        print(f"error: --backend {args.backend}: {exc}", file=sys.stderr)
+        return 2
     emulator = Emulator(board, list(args.fault), args.stall_s)
 
     stopping = False
