@@ -4,7 +4,8 @@
 resource's ``evaluate_with_keys``, or anything with that shape) and an optional progress store. It
 searches each distinct (slots, target) once, many frames per kernel call: an active set of
 ``frames_per_call`` frames is refilled as frames finish, so every call is ``population × frames``
-rows and the host work per generation is a handful of numpy operations over the whole set.
+rows. The host work per generation is two compiled passes over the whole set
+(``search_evolution.gather_batch`` and ``generation_step``), so the kernel, not Python, sets the pace.
 
 Each frame's randomness is keyed by (rng_seed, fingerprint), so a frame's seed never depends on
 batching, on duplicates, or on which frames an earlier (killed) run already finished: a resumed
@@ -24,7 +25,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hasher_resources.progress import FrameResult, ProgressStore
-from hasher_resources.sha256 import leading_equal_bits
 from hasher_resources.sha256.constants import (
     ALGORITHM_VERSION,
     SEED_BYTES,
@@ -36,7 +36,8 @@ from hasher_resources.sha256.constants import (
 from . import search_evolution as evo
 from .search_io import FramesInputError, attach_results, render_search_plot, validate_frames_table
 
-#: ``(slots uint32[N, 12], seeds uint8[N, 32], header_time) -> (golden uint32[N], keys uint32[N, 3])``
+#: ``(slots uint32[N, 12], seeds uint8[N, 32], header_time) -> (golden uint32[N], keys uint32[N, 3])``.
+#: The input arrays are buffers the search reuses on its next call: copy them to keep them.
 Evaluator = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 __all__ = [
@@ -235,25 +236,18 @@ class SearchHistory:
     generation_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     generation_mean_reward: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     generation_best_reward: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    _sum_mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64), repr=False)
-    _sum_best: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64), repr=False)
     elapsed_s: list[float] = field(default_factory=list)
     frames_done: list[int] = field(default_factory=list)
     solved: list[int] = field(default_factory=list)
 
-    def add_generation(self, generations: np.ndarray, mean_reward: np.ndarray, best_reward: np.ndarray):
-        size = int(generations.max()) + 1 if generations.size else 0
-        if size > self.generation_frames.size:
-            grow = size - self.generation_frames.size
-            self.generation_frames = np.concatenate([self.generation_frames, np.zeros(grow, np.int64)])
-            self._sum_mean = np.concatenate([self._sum_mean, np.zeros(grow)])
-            self._sum_best = np.concatenate([self._sum_best, np.zeros(grow)])
-        np.add.at(self.generation_frames, generations, 1)
-        np.add.at(self._sum_mean, generations, mean_reward)
-        np.add.at(self._sum_best, generations, best_reward)
+    def set_generations(self, frames: np.ndarray, sum_mean: np.ndarray, sum_best: np.ndarray) -> None:
+        """Per generation index: frames that reached it and the sums of their mean and best
+        rewards (trailing generations no frame reached are dropped)."""
+        size = int(np.flatnonzero(frames)[-1]) + 1 if frames.any() else 0
+        self.generation_frames = frames[:size].copy()
         seen = np.maximum(self.generation_frames, 1)
-        self.generation_mean_reward = self._sum_mean / seen
-        self.generation_best_reward = self._sum_best / seen
+        self.generation_mean_reward = sum_mean[:size] / seen
+        self.generation_best_reward = sum_best[:size] / seen
 
     @property
     def solved_fraction(self) -> np.ndarray:
@@ -335,7 +329,11 @@ def check_frames(slots: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np
 
 
 class _ActiveSet:
-    """The frames being searched now: fixed-size slots, refilled from the queue as frames finish."""
+    """The frames being searched now: fixed-size slots, refilled from the queue as frames finish.
+
+    ``first_unevaluated[i]``: population members ``[first, P)`` of slot i still need the kernel
+    (0 for a fresh population, the elite count after a GRPO step: elites keep their goldens).
+    """
 
     def __init__(self, capacity: int, population: int) -> None:
         c, p = capacity, population
@@ -348,12 +346,16 @@ class _ActiveSet:
         self.seeds = np.zeros((c, p, SEED_BYTES), np.uint8)
         self.golden = np.zeros((c, p), np.uint32)
         self.keys = np.zeros((c, p, len(STABILITY_PASSES)), np.uint32)
-        self.need_eval = np.zeros((c, p), bool)
+        self.first_unevaluated = np.zeros(c, np.int64)
         self.best_matched = np.zeros(c, np.int16)
         self.best_reward = np.zeros(c, np.float32)
         self.best_seed = np.zeros((c, SEED_BYTES), np.uint8)
         self.best_golden = np.zeros(c, np.uint32)
         self.evaluations = np.zeros(c, np.int64)
+        # The step's per-generation output, and the kernel's input rows (reused every call).
+        self.done = np.zeros(c, bool)
+        self.batch_slots = np.zeros((c * p, SLOT_COUNT), np.uint32)
+        self.batch_seeds = np.zeros((c * p, SEED_BYTES), np.uint8)
 
 
 def search_frames(
@@ -502,25 +504,37 @@ def _run(
     clock: Callable[[], float],
     start: float,
 ) -> None:
+    """The generation loop: one kernel call and one compiled step per generation for all frames.
+
+    Everything per frame and per population member (reward, best seed, advantages, selection,
+    mutation, fresh seeds, the next batch) happens in ``search_evolution``'s compiled functions;
+    Python here only refills free slots, calls the kernel and records finished frames.
+    """
     u_slots, u_targets, fingerprints = frames
     p = int(config.population)
     elites = config.elites
     difficulty = int(config.difficulty_bits)
     epochs = np.asarray(config.epochs, np.int64)
-    weights = tuple(float(w) for w in config.reward_weights)
+    weights = np.asarray(config.reward_weights, np.float32)
     grpo = config.strategy == "grpo"
+    header_time = int(config.header_time)
     s = _ActiveSet(min(int(config.frames_per_call), len(pending)), p)
     queue = iter(pending)
     queue_left = len(pending)
+    active = 0
     last_sample = -1.0
+    # History sums per generation index; a frame's generation never exceeds the loop count.
+    history_frames, history_mean, history_best = np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+    loops = 0
 
     while True:
-        free = np.flatnonzero(s.frame < 0)
-        take = min(len(free), queue_left)
-        if take:
+        if queue_left and active < len(s.frame):
+            free = np.flatnonzero(s.frame < 0)
+            take = min(len(free), queue_left)
             new = free[:take]
             idx = np.fromiter((next(queue) for _ in range(take)), np.int64, take)
             queue_left -= take
+            active += take
             s.frame[new] = idx
             s.key[new] = [frame_key(fingerprints[i], config.rng_seed) for i in idx]
             s.generation[new] = 0
@@ -530,61 +544,55 @@ def _run(
             s.best_matched[new] = -1
             s.best_reward[new] = -np.inf
             s.evaluations[new] = 0
-            gen0 = np.zeros(take, np.int64)
-            s.seeds[new] = (
-                evo.fresh_seeds(s.key[new], gen0, p) if grpo else evo.scan_population(s.key[new], gen0, p)
-            )
-            s.need_eval[new] = True
-        a = np.flatnonzero(s.frame >= 0)
-        if not a.size:
+            s.first_unevaluated[new] = 0
+            evo.start_populations(s.seeds, new, s.key, grpo)
+        if not active:
             break
 
-        # With every slot busy (the steady state) plain slices give views instead of copies.
-        a_idx = slice(None) if a.size == len(s.frame) else a
         # One kernel call over every seed the active frames have not evaluated yet.
-        mask = s.need_eval[a_idx]
-        span = _uniform_span(mask)
-        if span is not None:  # every frame needs the same population slots: gather by slicing
-            lo, hi = span
-            batch_slots = np.repeat(s.slots[a_idx], hi - lo, axis=0)
-            batch_seeds = s.seeds[a_idx, lo:hi].reshape(-1, SEED_BYTES)
-        else:
-            rows_f, rows_p = np.nonzero(mask)
-            batch_slots = s.slots[a[rows_f]]
-            batch_seeds = s.seeds[a[rows_f], rows_p]
+        n = evo.gather_batch(s.frame, s.first_unevaluated, s.slots, s.seeds, s.batch_slots, s.batch_seeds)
         t0 = clock()
-        golden, keys = evaluate(batch_slots, batch_seeds, int(config.header_time))
+        golden, keys = evaluate(s.batch_slots[:n], s.batch_seeds[:n], header_time)
         stats["kernel_s"] += clock() - t0
-        _check_evaluator_output(golden, keys, len(batch_seeds))
-        if span is not None:
-            s.golden[a_idx, lo:hi] = golden.reshape(a.size, hi - lo)
-            s.keys[a_idx, lo:hi] = keys.reshape(a.size, hi - lo, -1)
-        else:
-            s.golden[a[rows_f], rows_p] = golden
-            s.keys[a[rows_f], rows_p] = keys
-        stats["evals"] += len(batch_seeds)
-        s.evaluations[a_idx] += mask.sum(axis=1)
+        _check_evaluator_output(golden, keys, n)
+        stats["evals"] += n
 
-        g, t = s.golden[a_idx], s.target[a_idx]
-        matched = leading_equal_bits(g, t[:, None])
-        reward = evo.compute_reward(g, s.keys[a_idx], t[:, None], difficulty, weights)
-        # Best seed: most leading bits matched, then highest reward; first in population order on ties.
-        top = matched.max(axis=1)
-        pick = np.argmax(np.where(matched == top[:, None], reward, -np.inf), axis=1)
-        ar = np.arange(len(a))
-        pick_reward = reward[ar, pick]
-        better = (top > s.best_matched[a]) | ((top == s.best_matched[a]) & (pick_reward > s.best_reward[a]))
-        upd = a[better]
-        s.best_matched[upd] = top[better]
-        s.best_reward[upd] = pick_reward[better]
-        s.best_seed[upd] = s.seeds[a[better], pick[better]]
-        s.best_golden[upd] = g[ar[better], pick[better]]
-        history.add_generation(s.generation[a], reward.mean(axis=1), reward.max(axis=1))
-
-        generations_done = s.generation[a] + 1
-        done = (s.best_matched[a] >= difficulty) | (generations_done >= config.max_generations)
-        if done.any():
-            d = a[done]
+        if loops >= len(history_frames):
+            grow = max(64, len(history_frames))
+            history_frames = np.concatenate([history_frames, np.zeros(grow, np.int64)])
+            history_mean = np.concatenate([history_mean, np.zeros(grow)])
+            history_best = np.concatenate([history_best, np.zeros(grow)])
+        loops += 1
+        finished = evo.generation_step(
+            s.frame,
+            s.generation,
+            s.epoch,
+            s.key,
+            s.target,
+            s.seeds,
+            s.golden,
+            s.keys,
+            s.first_unevaluated,
+            golden.astype(np.uint32, copy=False),
+            keys.astype(np.uint32, copy=False),
+            s.best_matched,
+            s.best_reward,
+            s.best_seed,
+            s.best_golden,
+            s.evaluations,
+            epochs,
+            difficulty,
+            int(config.max_generations),
+            weights,
+            elites,
+            grpo,
+            s.done,
+            history_frames,
+            history_mean,
+            history_best,
+        )
+        if finished:
+            d = np.flatnonzero(s.done)
             results = [
                 FrameResult(
                     fingerprint=fingerprints[int(s.frame[j])],
@@ -601,32 +609,7 @@ def _run(
             ]
             finish(results, [int(s.frame[j]) for j in d])
             s.frame[d] = -1
-
-        c = a[~done]
-        if c.size:
-            next_gen = s.generation[c] + 1
-            if grpo:
-                # Advantages at the frame's current epoch difficulty, then climb the schedule.
-                keep = ~done
-                prefix = matched[keep] >= epochs[s.epoch[c]][:, None]
-                sim = evo.hamming_similarity(g[keep], t[keep][:, None])
-                adv = evo.group_advantages(sim, prefix)
-                s.epoch[c] = np.minimum(
-                    np.searchsorted(epochs, s.best_matched[c], side="right"), len(epochs) - 1
-                )
-                c_idx = slice(None) if c.size == len(s.frame) else c
-                s.seeds[c_idx], order = evo.grpo_next_population(
-                    s.seeds[c_idx], adv, s.key[c_idx], next_gen, elites
-                )
-                # Elites keep their known goldens: they are not hashed again.
-                s.golden[c_idx, :elites] = evo.take_rows(s.golden[c_idx], order)
-                s.keys[c_idx, :elites] = evo.take_rows(s.keys[c_idx], order)
-                s.need_eval[c_idx] = True
-                s.need_eval[c_idx, :elites] = False
-            else:
-                s.seeds[c] = evo.scan_population(s.key[c], next_gen, p)
-                s.need_eval[c] = True
-            s.generation[c] = next_gen
+            active -= d.size
 
         now = clock() - start
         if now - last_sample >= 0.25:
@@ -635,17 +618,7 @@ def _run(
             history.frames_done.append(stats["done"])
             history.solved.append(stats["solved"])
         report(False)
-
-
-def _uniform_span(mask: np.ndarray) -> tuple[int, int] | None:
-    """``(lo, hi)`` when every row of ``mask`` is True exactly on columns ``[lo, hi)``, else None."""
-    cols = mask.any(axis=0)
-    if not (cols == mask.all(axis=0)).all():
-        return None
-    where = np.flatnonzero(cols)
-    if not where.size or where[-1] - where[0] + 1 != where.size:
-        return None
-    return int(where[0]), int(where[-1]) + 1
+    history.set_generations(history_frames, history_mean, history_best)
 
 
 def _check_evaluator_output(golden: object, keys: object, rows: int) -> None:
