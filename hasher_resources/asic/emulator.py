@@ -130,7 +130,8 @@ class Board:
     def warm_up(self) -> None:
         """Resolve the backend and compile (or load from Numba's disk cache) before serving; raises
         :class:`hasher_resources.sha256.BackendUnavailableError` or ``KernelInputError`` if it cannot."""
-        self._scan(tuple(sha256.constants.SHA256_IV), bytes(12), 0, 0, 1)
+        _, per_chip = self._window_starts()  # the window size real work uses (serial or parallel path)
+        self._scan(tuple(sha256.constants.SHA256_IV), bytes(12), 0, 0, per_chip)
 
     def _window_starts(self) -> tuple[np.ndarray, int]:
         """Each chip's first nonce (its slice of 2^32 starts there) and how many nonces it scans."""
@@ -336,7 +337,10 @@ def serve_in_thread(emulator: Emulator) -> Iterator[str]:
 
     Same bytes and code path as the process, without its start-up cost (the fault-matrix tests
     use it). A ``disconnect`` fault closes the pty's master side, so the host sees it vanish.
+    Like the process, it compiles (or loads) the kernel before serving, so the first work item is
+    not slowed by it past the host's read timeout.
     """
+    emulator.board.warm_up()
     master, slave = os.openpty()
     tty.setraw(slave)
     os.set_blocking(master, False)
