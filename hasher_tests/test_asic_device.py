@@ -7,7 +7,6 @@ the tests marked slow use the separate ``hasher-asic-emulator`` process.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 
@@ -32,18 +31,7 @@ SHARE_BITS = 6
 HEADERS = [bytes([i]) * 80 for i in range(3)]
 
 
-@pytest.fixture(autouse=True)
-def _bounded():
-    """No test here may hang: SIGALRM after 30 s."""
-
-    def fail(*_):
-        raise TimeoutError("test exceeded 30 s")
-
-    old = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(30)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+pytestmark = pytest.mark.timeout(30)  # no test here may hang
 
 
 def _board() -> Board:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -24,18 +23,7 @@ SLOTS = [((i + 1) * 0x11111111) & 0xFFFFFFFF for i in range(12)]
 HEADER = build_header(SLOTS, bytes(range(16)) + bytes(12) + bytes([0x1C, 0x1D, 0x1E, 0x1F]))
 
 
-@pytest.fixture(autouse=True)
-def _bounded():
-    """No test here may hang: SIGALRM after 30 s."""
-
-    def fail(*_):
-        raise TimeoutError("test exceeded 30 s")
-
-    old = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(30)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+pytestmark = pytest.mark.timeout(30)  # no test here may hang
 
 
 def _work(header: bytes = HEADER, work_id: int = 5) -> P.Work:

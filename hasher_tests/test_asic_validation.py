@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-
 import pytest
 
 from hasher_resources.asic.device import AsicSession
@@ -16,16 +14,7 @@ SHARE_BITS = 6
 HEADERS = [build_header([k * 7 + i for i in range(12)], bytes(range(32))) for k in range(10)]
 
 
-@pytest.fixture(autouse=True)
-def _bounded():
-    def fail(*_):
-        raise TimeoutError("test exceeded 30 s")
-
-    old = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(30)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+pytestmark = pytest.mark.timeout(30)  # no test here may hang
 
 
 def _emulator(*faults: str) -> Emulator:

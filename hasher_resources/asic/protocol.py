@@ -23,6 +23,7 @@ keeps ``work->data`` word-swapped internally) has to be confirmed on a real boar
 from __future__ import annotations
 
 import struct
+from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
 from enum import IntFlag
@@ -172,18 +173,20 @@ def _require_cgminer_layout(frame: Frame) -> None:
         )
 
 
-class _Record:
+class _Record(ABC):
     """Shared pack()/unpack() in terms of each record's to_frame()/from_frame()."""
 
     PACKET_TYPE: ClassVar[int]
     version: int
 
+    @abstractmethod
     def to_frame(self) -> Frame:
-        raise NotImplementedError
+        """This record as a frame (type, version, payload)."""
 
     @classmethod
+    @abstractmethod
     def from_frame(cls, frame: Frame) -> Self:
-        raise NotImplementedError
+        """The record a frame of this type carries."""
 
     def pack(self) -> bytes:
         return self.to_frame().pack()
