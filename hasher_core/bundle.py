@@ -37,6 +37,8 @@ import pyarrow.parquet as pq
 
 from hasher_resources.sha256 import constants as C
 
+from .frame_schema import SLOT_COLUMNS
+
 BUNDLE_FORMAT = "hasher-bundle-v1"
 SEEDS_FILE = "seeds.parquet"
 FINGERPRINTS_FILE = "fingerprints.txt"
@@ -45,7 +47,6 @@ MANIFEST_FILE = "manifest.json"
 PAYLOAD_FILES = (SEEDS_FILE, FINGERPRINTS_FILE)
 VERSION_HEX_DIGITS = 16
 
-SLOT_COLUMNS = tuple(f"asic_slot_{i}" for i in range(C.SLOT_COUNT))
 #: Checkpoint columns the bundle needs; anything else in a checkpoint is ignored.
 REQUIRED_COLUMNS = (
     "source_file",

@@ -1,6 +1,6 @@
 """Stage 2 algorithms: knowledge-base chunks → neural frames (DESIGN §3.2–3.5).
 
-This module owns the frame Parquet schema (``FRAME_SCHEMA``), the window arithmetic, the
+It writes the frame Parquet schema of ``frame_schema`` and owns the window arithmetic, the
 Go-compatible 768 → 12-slot mapper and the streaming, atomic frame writer. It has no Dagster
 import: the ``training_frames`` asset reads its config, calls :func:`write_frames` and reports the
 returned :class:`FramesReport`.
@@ -30,6 +30,8 @@ from hasher_core.gorand import projection_matrix
 from hasher_core.tokens import load_cl100k
 from hasher_resources.sha256.constants import SLOT_COUNT
 
+from .frame_schema import FRAME_SCHEMA, SLOT_COLUMNS
+
 __all__ = [
     "COMPRESSIONS",
     "EMBEDDING_DIM",
@@ -57,23 +59,6 @@ EMBEDDING_DIM = 768
 FEATURE_COUNT = 2 * SLOT_COUNT
 COMPRESSIONS = ("zstd", "snappy")
 EMBEDDING_SOURCES = ("chunk", "window")
-
-SLOT_COLUMNS: tuple[str, ...] = tuple(f"asic_slot_{k}" for k in range(SLOT_COUNT))
-
-#: DESIGN §3.5. Slots are the uint32 words bit-cast to int32 (negative values are expected);
-#: ``best_seed`` stays null until stage 3 fills in 32 raw bytes.
-FRAME_SCHEMA = pa.schema(
-    [
-        pa.field("source_file", pa.dictionary(pa.int32(), pa.utf8()), nullable=False),
-        pa.field("chunk_id", pa.int32(), nullable=False),
-        pa.field("window_start", pa.int32(), nullable=False),
-        pa.field("window_end", pa.int32(), nullable=False),
-        pa.field("context_length", pa.int32(), nullable=False),
-        *(pa.field(name, pa.int32(), nullable=False) for name in SLOT_COLUMNS),
-        pa.field("target_token_id", pa.int32(), nullable=False),
-        pa.field("best_seed", pa.binary(), nullable=True),
-    ]
-)
 
 _INPUT_COLUMNS = ("source_file", "chunk_id", "content", "embedding")
 

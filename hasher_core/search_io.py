@@ -19,11 +19,11 @@ import pyarrow as pa
 
 from hasher_resources.sha256.constants import SEED_BYTES, SLOT_COUNT, VOCABULARY_SIZE
 
+from .frame_schema import SLOT_COLUMNS, TARGET_COLUMN
+
 if TYPE_CHECKING:
     from .search import SearchConfig, SearchHistory, SearchResults
 
-SLOT_COLUMNS = tuple(f"asic_slot_{k}" for k in range(SLOT_COUNT))
-TARGET_COLUMN = "target_token_id"
 #: Columns the search adds to the frames (DESIGN §4.5), besides filling ``best_seed``.
 RESULT_COLUMNS = (
     "golden",
