@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--header-time", type=int, default=None, help="override the stored header time")
     p.add_argument("--backend", default="auto", help="kernel backend: auto, reference, cpu, cuda")
     p.add_argument("--json", action="store_true", help="print the prediction as JSON")
+    p.add_argument("--show", type=int, default=5, metavar="N", help="candidate rows to list (best first)")
     p.set_defaults(run=_predict)
 
     d = sub.add_parser("deployments", help="list deployed versions, the current one and the backups")
@@ -121,12 +122,16 @@ def _predict(args: argparse.Namespace) -> int:
         )
     else:
         print(prediction.describe())
-        for c in prediction.candidates:
+        # Frames of one chunk share its embedding and so its slots: show the closest rows only.
+        ranked = sorted(prediction.candidates, key=lambda c: (-c.solves, -c.matched_bits, c.row))
+        for c in ranked[: args.show]:
             print(
                 f"  row {c.row}: {c.partition} chunk {c.chunk_id} window_end {c.window_end}: "
                 f"target {c.target_token_id & 0xFFFFFFFF}, golden {c.golden} (0x{c.golden:08x}), "
                 f"{c.matched_bits}/32 bits{' -> token ' + str(c.golden) if c.solves else ''}"
             )
+        if len(ranked) > args.show:
+            print(f"  … and {len(ranked) - args.show} more row(s) with these slots (--show N, or --json)")
     return EXIT_SOLVED if prediction.solved else EXIT_NOT_SOLVED
 
 
