@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from hasher_resources.progress import ProgressStore, ProgressStoreError
 from hasher_resources.sha256 import BACKENDS, evaluate_with_keys, resolve_backend
@@ -91,6 +92,19 @@ def main(argv: list[str] | None = None) -> int:
         def evaluate(s, seeds, header_time):
             return evaluate_with_keys(s, seeds, header_time=header_time, backend=backend)
 
+        bar = (
+            tqdm(total=len(targets), unit="frame", desc="seeds", file=sys.stderr)
+            if sys.stderr.isatty()
+            else None
+        )
+
+        def progress(p) -> None:
+            if bar is None:  # not a terminal (a log, a pipe): one line per update
+                print(p.line(), file=sys.stderr, flush=True)
+                return
+            bar.update(p.frames_done - bar.n)
+            bar.set_postfix(solved=p.solved, evals_per_s=f"{p.evaluations_per_s:,.0f}", refresh=False)
+
         with ProgressStore.open(args.store, partition=args.partition, wait_s=args.lock_wait_s) as store:
             results = search_frames(
                 slots,
@@ -98,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
                 config,
                 evaluate,
                 store=store,
-                progress=lambda p: print(p.line(), file=sys.stderr, flush=True),
-                progress_every_s=args.progress_every_s,
+                progress=progress,
+                progress_every_s=args.progress_every_s if bar is None else 0.5,
             )
+        if bar is not None:
+            bar.close()
         write_parquet_atomically(attach_results(frames, results, config, backend), args.out)
     except (FramesInputError, SearchConfigError, ProgressStoreError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
