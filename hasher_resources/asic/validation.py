@@ -2,8 +2,9 @@
 
 For each checkpointed frame's header the device (board or emulator) returns the nonces it found;
 each one is re-hashed through the SHA-256 kernel (``scan_header_nonces`` over that single nonce,
-the hashlib reference backend by default: independent of the emulator's midstate path and of
-the board). A header is *consistent* when every nonce returned for it verifies; a header with no
+the hashlib reference backend by default: the emulator hashes with the compiled kernel from a
+midstate, the check with OpenSSL from the whole header, so neither vouches for itself).
+A header is *consistent* when every nonce returned for it verifies; a header with no
 nonce is counted apart (a board sweeping at difficulty 1 finds none about e^-1 ≈ 37 % of the time).
 The rates become checkpoint metadata and feed the gate's asset check.
 """
