@@ -124,6 +124,8 @@ def _predict(args: argparse.Namespace) -> int:
         print(prediction.describe())
         # Frames of one chunk share its embedding and so its slots: show the closest rows only.
         ranked = sorted(prediction.candidates, key=lambda c: (-c.solves, -c.matched_bits, c.row))
+        if args.frame_index is not None:  # the row asked for comes first
+            ranked.sort(key=lambda c: c.row != args.frame_index)
         for c in ranked[: args.show]:
             print(
                 f"  row {c.row}: {c.partition} chunk {c.chunk_id} window_end {c.window_end}: "
