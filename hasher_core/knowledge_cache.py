@@ -1,0 +1,554 @@
+"""A split cache of the miner's knowledge base: one pass over the file, then one directory per partition.
+
+``read_knowledge_base(partition_key=k)`` streams the whole miner file to keep one source file's
+records, so materialising P partitions would cost P full passes (a 1 GB Go JSON array parses at
+~3k records/s). :func:`ensure_split` instead streams the file once through the canonical reader and
+lets ``pyarrow.dataset.write_dataset`` fan the records out into one Parquet directory per partition
+key; :meth:`SplitCache.read_partition` then reads only that directory.
+
+Layout under ``cache_root`` (never inside the miner directory)::
+
+    .lock                 flock'ed by builders, so one process builds while the others wait
+    .digests.json         stat → content digest memo, so a hit does not re-hash a 1 GB file
+    .tmp-XXXX/            a build in progress (or a crashed one, removed by the next builder)
+    <fingerprint>/        a published split: report.json + data/<partition dir>/part-N.parquet
+
+A split is published by renaming its finished temp directory, so ``<fingerprint>/`` exists only
+complete. The fingerprint covers the cache format version, ``dims``, the canonical schema and the
+content (blake2b) of every candidate file discovery looked at up to the one it used: a rejected
+candidate that later becomes readable changes the answer, so it is part of the key.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import fcntl
+import hashlib
+import itertools
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from .knowledge import (
+    EMBEDDING_DIMS,
+    KnowledgeBaseError,
+    KnowledgeBaseNotFoundError,
+    PartitionNotFoundError,
+    ReadReport,
+    discovery_candidates,
+    knowledge_base_schema,
+    read_knowledge_base,
+    safe_partition_key,
+)
+
+__all__ = [
+    "CACHE_FORMAT_VERSION",
+    "KnowledgeCacheError",
+    "KnowledgeCacheLockTimeoutError",
+    "SplitCache",
+    "ensure_split",
+]
+
+CACHE_FORMAT_VERSION = 1
+DEFAULT_KEEP = 2
+DEFAULT_LOCK_TIMEOUT_S = 1800.0
+# The writer keeps one open file (and its row-group buffer) per partition; beyond this many it closes
+# the least recently used one and later rows of that partition go to a new file.
+MAX_OPEN_FILES = 64
+
+_LOCK_NAME = ".lock"
+_DIGESTS_NAME = ".digests.json"
+_TMP_PREFIX = ".tmp-"
+_REPORT_NAME = "report.json"
+_DATA_NAME = "data"
+_PART_COLUMN = "_part"
+_SEQ_COLUMN = "_seq"
+_FINGERPRINT = re.compile(r"[0-9a-f]{32}")
+_READ_BYTES = 8 << 20
+# A stat memo entry is trusted only for files last changed this long before it was recorded: file
+# times tick coarsely, so a write in the same tick as the hashing would otherwise go unnoticed.
+_RACY_NS = 2_000_000_000
+_MAX_DIGESTS = 64
+_LOCK_POLL_S = 0.05
+
+
+class KnowledgeCacheError(KnowledgeBaseError):
+    """The split cache cannot be built, published or read; the message names the path."""
+
+
+class KnowledgeCacheLockTimeoutError(KnowledgeCacheError):
+    """Another process held the cache lock longer than the caller was willing to wait."""
+
+    def __init__(self, lock_path: Path, waited_s: float, holder: str) -> None:
+        self.lock_path = Path(lock_path)
+        self.waited_s = waited_s
+        super().__init__(
+            f"{lock_path}: still locked after {waited_s:.1f} s by another split build ({holder}); "
+            "wait for it to finish or raise the timeout"
+        )
+
+
+@dataclass(frozen=True)
+class SplitCache:
+    """A published split of one knowledge-base file: per-partition Parquet plus the read report."""
+
+    path: Path
+    fingerprint: str
+    source_path: Path
+    format: str
+    report: dict[str, Any]
+    # True when this call built the split, False when it found it already published.
+    built: bool = False
+
+    @property
+    def dims(self) -> int:
+        return int(self.report["dims"])
+
+    def partitions(self) -> dict[str, int]:
+        """Partition key → number of records, in key order."""
+        return dict(self.report["partitions"])
+
+    def read_partition(self, key: str, batch_rows: int = 8192) -> Iterator[pa.RecordBatch]:
+        """The partition's records in canonical schema and original file order, ``batch_rows`` at a time.
+
+        Raises :class:`PartitionNotFoundError` for a key the file has no record for.
+        """
+        if batch_rows <= 0:
+            raise ValueError(f"batch_rows must be positive, got {batch_rows}")
+        directory = self.report["partition_dirs"].get(key)
+        if directory is None:
+            raise PartitionNotFoundError(self.source_path, key)
+        files = sorted((self.path / _DATA_NAME / directory).glob("*.parquet"))
+        if not files:
+            raise KnowledgeCacheError(f"{self.path}: partition {key!r} has no data files; delete the cache")
+        schema = knowledge_base_schema(self.dims)
+        return _rebatch(_ordered_tables(files), schema, batch_rows)
+
+
+def _ordered_tables(files: list[Path]) -> Iterator[pa.Table]:
+    """The partition's row groups in sequence order, each sorted, without loading the partition whole.
+
+    The writer preserves input order and keeps one open file per partition, so row groups cover
+    disjoint ``_seq`` ranges; their statistics give the order. Should ranges ever overlap (another
+    writer version), the partition is read whole and sorted instead.
+    """
+    groups: list[tuple[int, int, pq.ParquetFile, int]] = []
+    for path in files:
+        parquet = pq.ParquetFile(path)
+        seq_index = parquet.schema_arrow.get_field_index(_SEQ_COLUMN)
+        for i in range(parquet.metadata.num_row_groups):
+            stats = parquet.metadata.row_group(i).column(seq_index).statistics
+            if stats is None or not stats.has_min_max:
+                groups = []
+                break
+            groups.append((stats.min, stats.max, parquet, i))
+        else:
+            continue
+        break
+    groups.sort(key=lambda g: g[0])
+    disjoint = bool(groups) and all(a[1] < b[0] for a, b in itertools.pairwise(groups))
+    if not disjoint:
+        yield pa.concat_tables(pq.read_table(p) for p in files).sort_by(_SEQ_COLUMN)
+        return
+    for _, _, parquet, i in groups:
+        table = parquet.read_row_group(i)
+        seq = table.column(_SEQ_COLUMN).to_numpy()
+        if len(seq) > 1 and not (np.diff(seq) > 0).all():
+            table = table.sort_by(_SEQ_COLUMN)
+        yield table
+
+
+def _rebatch(tables: Iterator[pa.Table], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    pending: list[pa.Table] = []
+    pending_rows = 0
+    for table in tables:
+        table = table.drop_columns([_SEQ_COLUMN])
+        pending.append(table)
+        pending_rows += table.num_rows
+        while pending_rows >= batch_rows:
+            joined = pa.concat_tables(pending)
+            yield _canonical(joined.slice(0, batch_rows), schema)
+            rest = joined.slice(batch_rows)
+            pending, pending_rows = [rest], rest.num_rows
+    if pending_rows:
+        yield _canonical(pa.concat_tables(pending), schema)
+
+
+def _canonical(table: pa.Table, schema: pa.Schema) -> pa.RecordBatch:
+    columns = [table.column(f.name).combine_chunks().cast(f.type) for f in schema]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _partition_dir(key: str) -> str:
+    # Keys are safe file names but may be 100 multi-byte characters (over NAME_MAX once encoded) or
+    # contain '%' and '=', which the writer's segment encoding would reinterpret: a digest avoids all.
+    return "p" + hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
+
+
+class _Digests:
+    """Content digests of candidate files, memoised by stat so unchanged files are hashed once."""
+
+    def __init__(self, cache_root: Path) -> None:
+        self.path = cache_root / _DIGESTS_NAME
+        self.memo: dict[str, dict[str, Any]] = {}
+        with contextlib.suppress(OSError, ValueError):
+            loaded = json.loads(self.path.read_text())
+            if isinstance(loaded, dict):
+                self.memo = loaded
+        self.changed = False
+
+    def digest(self, path: Path) -> tuple[str, tuple[int, ...]]:
+        """(blake2b hex of the content, the stat it was taken under)."""
+        before = _stat_key(path)
+        entry = self.memo.get(str(path))
+        if (
+            isinstance(entry, dict)
+            and entry.get("stat") == list(before)
+            and max(before[2], before[3]) < int(entry.get("recorded_ns", 0)) - _RACY_NS
+        ):
+            return str(entry["digest"]), before
+        digest = _file_digest(path)
+        after = _stat_key(path)
+        if after != before:
+            raise KnowledgeCacheError(f"{path}: changed while it was being fingerprinted; try again")
+        self.memo[str(path)] = {"stat": list(before), "digest": digest, "recorded_ns": _now_ns()}
+        self.changed = True
+        return digest, before
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        newest = sorted(self.memo.items(), key=lambda kv: kv[1].get("recorded_ns", 0))[-_MAX_DIGESTS:]
+        with contextlib.suppress(OSError):
+            _atomic_write_text(self.path, json.dumps(dict(newest), sort_keys=True))
+        self.changed = False
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _stat_key(path: Path) -> tuple[int, ...]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=32)
+    with open(path, "rb") as f:
+        while block := f.read(_READ_BYTES):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class _Chain:
+    """Fingerprints of the candidate prefixes: ``fingerprint(k)`` names the split read from candidate k."""
+
+    def __init__(self, existing: list[Path], dims: int, digests: _Digests) -> None:
+        self.existing = existing
+        self.digests = digests
+        self.stats: list[tuple[int, ...]] = []
+        self.prefixes: list[str] = []
+        self._hash = hashlib.blake2b(digest_size=16)
+        header = {"version": CACHE_FORMAT_VERSION, "dims": dims, "schema": str(knowledge_base_schema(dims))}
+        self._hash.update(json.dumps(header, sort_keys=True).encode())
+
+    def fingerprint(self, k: int) -> str:
+        while len(self.prefixes) <= k:
+            path = self.existing[len(self.prefixes)]
+            digest, stat = self.digests.digest(path)
+            self.stats.append(stat)
+            self._hash.update(f"\n{path}\0{stat[-1]}\0{digest}".encode("utf-8", "surrogatepass"))
+            self.prefixes.append(self._hash.copy().hexdigest())
+        return self.prefixes[k]
+
+    def unchanged(self, upto: int) -> bool:
+        return all(_stat_key(self.existing[i]) == self.stats[i] for i in range(upto + 1))
+
+
+def _load(cache_root: Path, fingerprint: str, source_path: Path) -> SplitCache | None:
+    directory = cache_root / fingerprint
+    try:
+        report = json.loads((directory / _REPORT_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if report.get("format_version") != CACHE_FORMAT_VERSION or report.get("fingerprint") != fingerprint:
+        return None
+    return SplitCache(directory, fingerprint, source_path, str(report["format"]), report)
+
+
+def _lookup(cache_root: Path, chain: _Chain) -> SplitCache | None:
+    for k, path in enumerate(chain.existing):
+        cache = _load(cache_root, chain.fingerprint(k), path)
+        if cache is not None:
+            return cache
+    return None
+
+
+@contextlib.contextmanager
+def _locked(cache_root: Path, timeout_s: float) -> Iterator[None]:
+    lock_path = cache_root / _LOCK_NAME
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        start = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            waited = time.monotonic() - start
+            if waited >= timeout_s:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "holder unknown"
+                raise KnowledgeCacheLockTimeoutError(lock_path, waited, holder)
+            time.sleep(_LOCK_POLL_S)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _fsync_tree(root: Path) -> None:
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(directory))
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _split_batches(
+    batches: Iterator[pa.RecordBatch],
+    counts: collections.Counter[str],
+    dirs: dict[str, str],
+    sources: dict[str, list[str]],
+    failure: list[BaseException],
+) -> Iterator[pa.RecordBatch]:
+    """Canonical batches plus the partition directory and sequence number of every row."""
+    owners: dict[str, str] = {}
+    seq = 0
+    try:
+        for batch in batches:
+            encoded = pc.dictionary_encode(batch.column("source_file"))
+            names = encoded.dictionary.to_pylist()
+            codes = encoded.indices.to_numpy(zero_copy_only=False)
+            keys = [safe_partition_key(n) for n in names]
+            for name, key, rows in zip(names, keys, np.bincount(codes, minlength=len(names)), strict=True):
+                counts[key] += int(rows)
+                if key not in dirs:
+                    directory = _partition_dir(key)
+                    if owners.setdefault(directory, key) != key:
+                        raise KnowledgeCacheError(
+                            f"partition keys {owners[directory]!r} and {key!r} share directory {directory}"
+                        )
+                    dirs[key] = directory
+                if name not in sources.setdefault(key, []):
+                    sources[key].append(name)
+            part = pa.array([dirs[k] for k in keys], pa.string()).take(encoded.indices)
+            seq_column = pa.array(np.arange(seq, seq + batch.num_rows, dtype=np.int64))
+            seq += batch.num_rows
+            yield batch.append_column(_PART_COLUMN, part).append_column(_SEQ_COLUMN, seq_column)
+    except BaseException as exc:
+        # The dataset writer re-raises generator errors wrapped; keep the original to raise it as is.
+        failure.append(exc)
+        raise
+
+
+def _build(
+    miner_dir: Path,
+    cache_root: Path,
+    chain: _Chain,
+    explicit_path: Path | None,
+    dims: int,
+    batch_rows: int,
+    max_open_files: int,
+) -> SplitCache:
+    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=cache_root))
+    try:
+        report = ReadReport()
+        counts: collections.Counter[str] = collections.Counter()
+        dirs: dict[str, str] = {}
+        sources: dict[str, list[str]] = {}
+        failure: list[BaseException] = []
+        source = read_knowledge_base(
+            miner_dir, explicit_path=explicit_path, dims=dims, batch_rows=batch_rows, report=report
+        )
+        schema = (
+            knowledge_base_schema(dims)
+            .append(pa.field(_PART_COLUMN, pa.string(), nullable=False))
+            .append(pa.field(_SEQ_COLUMN, pa.int64(), nullable=False))
+        )
+        reader = pa.RecordBatchReader.from_batches(
+            schema, _split_batches(source, counts, dirs, sources, failure)
+        )
+        try:
+            ds.write_dataset(
+                reader,
+                tmp / _DATA_NAME,
+                format="parquet",
+                partitioning=ds.partitioning(pa.schema([pa.field(_PART_COLUMN, pa.string())])),
+                basename_template="part-{i}.parquet",
+                preserve_order=True,
+                max_open_files=max_open_files,
+                max_rows_per_group=batch_rows,
+                existing_data_behavior="error",
+            )
+        except BaseException:
+            if failure:
+                raise failure[0] from None
+            raise
+        if report.path_used is None:
+            raise KnowledgeCacheError(f"{miner_dir}: the read ended without naming the file it used")
+        used = chain.existing.index(report.path_used)
+        fingerprint = chain.fingerprint(used)
+        if not chain.unchanged(used):
+            raise KnowledgeCacheError(f"{report.path_used}: changed while it was being split; try again")
+        metadata = report.as_metadata()
+        metadata.update(
+            format_version=CACHE_FORMAT_VERSION,
+            fingerprint=fingerprint,
+            dims=dims,
+            partitions=dict(sorted(counts.items())),
+            partition_dirs=dict(sorted(dirs.items())),
+            partition_sources=dict(sorted(sources.items())),
+            built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+        (tmp / _REPORT_NAME).write_text(json.dumps(metadata, indent=1, ensure_ascii=False), encoding="utf-8")
+        _fsync_tree(tmp)
+        target = cache_root / fingerprint
+        if target.exists():
+            # Only an incomplete leftover can be here: complete ones were found by the lookup under the lock.
+            shutil.rmtree(target)
+        os.rename(tmp, target)
+        os.utime(target)
+        _fsync_dir(cache_root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return SplitCache(target, fingerprint, report.path_used, str(report.format), metadata, built=True)
+
+
+def _remove_stale_temps(cache_root: Path) -> None:
+    # Called under the lock: no build is running, so every temp directory is a crashed build's.
+    for entry in cache_root.iterdir():
+        if entry.name.startswith(_TMP_PREFIX) and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _prune(cache_root: Path, keep: int, current: Path) -> list[Path]:
+    """Delete complete splits beyond the ``keep`` most recently used; never ``current``."""
+    splits = [
+        entry
+        for entry in cache_root.iterdir()
+        if _FINGERPRINT.fullmatch(entry.name)
+        and entry.is_dir()
+        and not entry.is_symlink()
+        and (entry / _REPORT_NAME).is_file()
+    ]
+    splits.sort(key=lambda p: (p != current, -p.stat().st_mtime_ns))
+    removed = []
+    for entry in splits[max(keep, 1) :]:
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def _is_within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def ensure_split(
+    miner_dir: Path,
+    cache_root: Path,
+    *,
+    explicit_path: Path | None = None,
+    dims: int = EMBEDDING_DIMS,
+    batch_rows: int = 8192,
+    keep: int = DEFAULT_KEEP,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    max_open_files: int = MAX_OPEN_FILES,
+) -> SplitCache:
+    """The split of the knowledge base discovery would read, built (one streamed pass) if not cached.
+
+    Finds the split by fingerprint without locking; otherwise takes ``cache_root/.lock`` (waiting up
+    to ``lock_timeout_s``), looks again (another process may have just published it), streams
+    :func:`read_knowledge_base` once into a temp directory and renames it into place. Afterwards only
+    the ``keep`` most recently used splits are kept.
+
+    Raises what :func:`read_knowledge_base` raises for an unreadable knowledge base,
+    :class:`KnowledgeCacheLockTimeoutError`, or :class:`KnowledgeCacheError` (cache inside the miner
+    directory, input changed while being split).
+    """
+    if batch_rows <= 0 or keep <= 0 or max_open_files <= 0:
+        raise ValueError(
+            f"batch_rows, keep and max_open_files must be positive ({batch_rows}, {keep}, {max_open_files})"
+        )
+    cache_root = Path(cache_root).expanduser().resolve()
+    candidates = discovery_candidates(miner_dir, explicit_path)
+    if explicit_path is None and _is_within(cache_root, Path(miner_dir).expanduser().resolve()):
+        raise KnowledgeCacheError(f"{cache_root}: the split cache must not live inside the miner directory")
+    existing = [p for p in candidates if p.is_file()]
+    if not existing:
+        raise KnowledgeBaseNotFoundError(candidates)
+    cache_root.mkdir(parents=True, exist_ok=True)
+    digests = _Digests(cache_root)
+    chain = _Chain(existing, dims, digests)
+    try:
+        found = _lookup(cache_root, chain)
+        if found is None:
+            with _locked(cache_root, lock_timeout_s):
+                found = _lookup(cache_root, chain)
+                if found is None:
+                    _remove_stale_temps(cache_root)
+                    found = _build(
+                        miner_dir, cache_root, chain, explicit_path, dims, batch_rows, max_open_files
+                    )
+                    _prune(cache_root, keep, found.path)
+                    return found
+        with contextlib.suppress(OSError):
+            # Mark it recently used, so pruning keeps the split still in use.
+            os.utime(found.path)
+        return found
+    finally:
+        digests.save()
