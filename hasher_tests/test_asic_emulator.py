@@ -50,6 +50,25 @@ def test_board_search_equals_the_kernel_scan_over_each_chip_window():
     assert found == expect and found
 
 
+def test_board_search_hashes_all_chip_windows_in_one_kernel_call(monkeypatch):
+    from hasher_resources.sha256 import reference
+
+    calls, scan = [], reference.scan_midstate_windows
+
+    def counted(mid, tail, starts, window_size, skip, count):
+        calls.append((starts.tolist(), window_size, count))
+        return scan(mid, tail, starts, window_size, skip, count)
+
+    monkeypatch.setattr(reference, "scan_midstate_windows", counted)
+    board = Board(chains=2, chips=3, share_bits=3, nonces_per_work=60, backend="reference")
+    found = board.search(_work(), share_bits=3)
+    starts = [k * (2**32 // 6) for k in range(6)]
+    assert calls == [(starts, 10, 60)]
+    windows = board.chip_windows().tolist()  # every found nonce in its chip window, in chip order
+    assert found and [windows.index(n) for n in found] == sorted(windows.index(n) for n in found)
+    assert all(header_hash_zero_bits(HEADER[:76] + struct.pack("<I", n)) >= 3 for n in found)
+
+
 @pytest.mark.slow  # the cpu backend's Numba kernels load (or, on a cold cache, compile) here
 def test_board_hashes_the_same_on_every_kernel_backend():
     from_ref = Board(chains=2, chips=3, share_bits=4, nonces_per_work=300, backend="reference")

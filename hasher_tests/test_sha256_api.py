@@ -330,9 +330,9 @@ def test_bad_midstate_scan_inputs_are_rejected(mid, tail, kwargs, message):
 def test_midstate_scan_uses_a_backends_own_reduction_when_it_has_one(monkeypatch):
     header, calls = bytes(range(3, 83)), []
 
-    def scan_midstate_hits(mid, tail, start, count, difficulty):
+    def scan_midstate_windows_hits(mid, tail, starts, window_size, skip, count, difficulty):
         calls.append(count)
-        bits = reference.scan_midstate_nonces(mid, tail, start, count)
+        bits = reference.scan_midstate_windows(mid, tail, starts, window_size, skip, count)
         hits = np.flatnonzero(bits >= difficulty)
         return hits.astype(np.uint32), bits[hits], int(np.argmax(bits)), int(bits.max())
 
@@ -344,5 +344,5 @@ def test_midstate_scan_uses_a_backends_own_reduction_when_it_has_one(monkeypatch
 
     monkeypatch.setattr(reference, "SCAN_CHUNK", 8, raising=False)
     plain = scan()
-    monkeypatch.setattr(reference, "scan_midstate_hits", scan_midstate_hits, raising=False)
+    monkeypatch.setattr(reference, "scan_midstate_windows_hits", scan_midstate_windows_hits, raising=False)
     assert _fields(scan()) == _fields(plain) and calls == [8, 8, 4] and len(plain.nonces) > 0

@@ -37,9 +37,13 @@ extern "C" void host_header_bits(const hasher_u32* mid, const hasher_u32* words,
     out[i] = (unsigned char)hasher_header_zero_bits(mid, words[0], words[1], words[2],
                                                     hasher_bswap(nonce_start + (hasher_u32)i));
 }
-extern "C" void host_midstate_bits(const hasher_u32* mid, const hasher_u32* tail, hasher_u32 nonce_start,
-                                   unsigned char* out, long n) {
-  for (long i = 0; i < n; ++i) out[i] = (unsigned char)hasher_midstate_scan_one(mid, tail, nonce_start, i);
+extern "C" void host_window_bits(const hasher_u32* mid, const hasher_u32* tail, const hasher_u32* starts,
+                                 unsigned long long window_size, unsigned long long skip, unsigned char* out,
+                                 long n) {
+  for (long i = 0; i < n; ++i) {
+    const hasher_u32 nonce = hasher_window_nonce(starts, window_size, skip + i);
+    out[i] = (unsigned char)hasher_midstate_scan_one(mid, tail, nonce);
+  }
 }
 """
 
@@ -148,19 +152,35 @@ def test_host_build_header_scan_matches_reference(host_lib):
     assert np.array_equal(out, reference.scan_header_nonces(header, start, n))
 
 
-def host_midstate_bits(lib: ctypes.CDLL, mid: tuple[int, ...], tail: bytes, start: int, n: int) -> np.ndarray:
+def host_window_bits(
+    lib: ctypes.CDLL,
+    mid: tuple[int, ...],
+    tail: bytes,
+    starts: list[int],
+    window_size: int,
+    skip: int,
+    n: int,
+) -> np.ndarray:
     """What the threads of ``hasher_scan_midstate`` write, computed by the host build."""
     out = np.zeros(n, np.uint8)
     mid_words = np.array(mid, np.uint32)
     tail_words = np.frombuffer(tail, ">u4").astype(np.uint32)  # how cuda.py uploads it
-    lib.host_midstate_bits(
+    start_words = np.array(starts, np.uint32)
+    lib.host_window_bits(
         mid_words.ctypes.data_as(ctypes.c_void_p),
         tail_words.ctypes.data_as(ctypes.c_void_p),
-        ctypes.c_uint32(start),
+        start_words.ctypes.data_as(ctypes.c_void_p),
+        ctypes.c_ulonglong(window_size),
+        ctypes.c_ulonglong(skip),
         out.ctypes.data_as(ctypes.c_void_p),
         ctypes.c_long(n),
     )
     return out
+
+
+def host_midstate_bits(lib: ctypes.CDLL, mid: tuple[int, ...], tail: bytes, start: int, n: int) -> np.ndarray:
+    """A contiguous scan: the one-window case of the kernel."""
+    return host_window_bits(lib, mid, tail, [start], n, 0, n)
 
 
 def test_host_build_midstate_scan_matches_reference_across_the_nonce_wrap(host_lib):
@@ -176,6 +196,19 @@ def test_host_build_midstate_scan_matches_reference_across_the_nonce_wrap(host_l
     tail = rng.integers(0, 256, 12, dtype=np.uint8).tobytes()
     bits = host_midstate_bits(host_lib, mid, tail, 2**32 - 100, 200)
     assert np.array_equal(bits, reference.scan_midstate_nonces(mid, tail, 2**32 - 100, 200))
+
+
+def test_host_build_window_scan_matches_reference_windows(host_lib):
+    # Windows smaller than, equal to and crossing 2**32 - 1, overlapping, and a chunk that starts
+    # part-way into its first window (skip): the thread-to-(window, offset) mapping of the kernel.
+    header = bytes(range(40, 120))
+    mid, tail = midstate(header), header[64:76]
+    starts, size = [2**32 - 7, 0, 5, 2**31, 2**32 - 1], 23
+    for skip, n in ((0, 5 * size), (9, 5 * size - 9), (30, 40)):
+        bits = host_window_bits(host_lib, mid, tail, starts, size, skip, n)
+        assert np.array_equal(
+            bits, reference.scan_midstate_windows(mid, tail, np.array(starts), size, skip, n)
+        )
 
 
 @pytest.mark.slow
@@ -313,6 +346,24 @@ def test_gpu_scans_reduced_on_the_device_match_reference():
     assert seeds_gpu.nonces.tolist() == seeds_ref.nonces.tolist()
     assert seeds_gpu.bits.tolist() == seeds_ref.bits.tolist()
     assert (seeds_gpu.best_nonce, seeds_gpu.best_bits) == (seeds_ref.best_nonce, seeds_ref.best_bits)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_window_scan_equals_the_cpu_window_scan():
+    header = bytes(range(7, 87))
+    starts = np.arange(256, dtype=np.uint64) * (2**32 // 256)
+    starts[-1] = 2**32 - 5  # one window wraps
+    for size in (1, 16, 300):
+        kwargs = {"share_bits": 4, "window_starts": starts, "window_size": size}
+        on_gpu = sha256.scan_midstate_windows(midstate(header), header[64:76], backend="cuda", **kwargs)
+        on_cpu = sha256.scan_midstate_windows(midstate(header), header[64:76], backend="cpu", **kwargs)
+        assert on_gpu.backend == "cuda" and on_gpu.scanned == 256 * size
+        assert (on_gpu.nonces.tolist(), on_gpu.bits.tolist()) == (
+            on_cpu.nonces.tolist(),
+            on_cpu.bits.tolist(),
+        )
+        assert (on_gpu.best_nonce, on_gpu.best_bits) == (on_cpu.best_nonce, on_cpu.best_bits)
 
 
 @pytest.mark.gpu

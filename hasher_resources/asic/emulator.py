@@ -16,8 +16,9 @@ What it models, and what not:
   The 2^32 space is split evenly over chains × chips, and each chip scans the first
   ``nonces_per_work / (chains × chips)`` nonces of its share, so one work item costs
   ``--nonces-per-work`` hashes and returns every nonce meeting the share target in those windows.
-* **Hashing.** A TxTask carries the midstate and header bytes 64–75, not the header; each chip
-  window is swept by the kernel's ``scan_midstate_nonces`` on the backend ``--backend`` names
+* **Hashing.** A TxTask carries the midstate and header bytes 64–75, not the header; all chip
+  windows of a work item are swept by one call of the kernel's ``scan_midstate_windows`` (one
+  call per chip would spend more on per-call overhead than on hashing) on the backend ``--backend`` names
   (``auto``: CUDA when a GPU is visible, else the Numba CPU backend; ``reference``: the slow
   pure-Python oracle), two compressions per nonce like the chip. The backend is resolved and
   compiled before ``READY``.
@@ -130,8 +131,11 @@ class Board:
     def warm_up(self) -> None:
         """Resolve the backend and compile (or load from Numba's disk cache) before serving; raises
         :class:`hasher_resources.sha256.BackendUnavailableError` or ``KernelInputError`` if it cannot."""
-        _, per_chip = self._window_starts()  # the window size real work uses (serial or parallel path)
-        self._scan(tuple(sha256.constants.SHA256_IV), bytes(12), 0, 0, per_chip)
+        starts, per_chip = self._window_starts()
+        if self.kernel_backend() == "reference":  # nothing to compile, and it hashes ~10k nonces/s
+            starts, per_chip = starts[:1], 1
+        # The windows real work scans: the same compiled path (serial or parallel) and launch size.
+        self._scan_windows(tuple(sha256.constants.SHA256_IV), bytes(12), 0, starts, per_chip)
 
     def _window_starts(self) -> tuple[np.ndarray, int]:
         """Each chip's first nonce (its slice of 2^32 starts there) and how many nonces it scans."""
@@ -144,27 +148,26 @@ class Board:
         starts, per_chip = self._window_starts()
         return (starts[:, None] + np.arange(per_chip, dtype=np.uint64)[None, :]).ravel().astype(np.uint32)
 
-    def _scan(
-        self, state: tuple[int, ...], data2: bytes, share_bits: int, start: int, count: int
+    def _scan_windows(
+        self, state: tuple[int, ...], data2: bytes, share_bits: int, starts: np.ndarray, per_window: int
     ) -> list[int]:
-        """Nonces ``start … start+count-1`` (mod 2^32) with ≥ ``share_bits`` leading zero bits, in order."""
-        found = sha256.scan_midstate_nonces(
+        """Nonces in ``per_window`` nonces from each start (mod 2^32) with ≥ ``share_bits`` leading
+        zero bits, window by window: one kernel call for all windows."""
+        found = sha256.scan_midstate_windows(
             state,
             data2,
             share_bits=min(share_bits, KERNEL_MAX_SHARE_BITS),
-            nonce_count=count,
-            nonce_start=start,
+            window_starts=starts,
+            window_size=per_window,
             backend=self.kernel_backend(),
         )
         return found.nonces[found.bits >= share_bits].tolist()
 
     def search(self, work: P.Work, share_bits: int) -> list[int]:
-        """Every nonce in this work item's windows whose hash has ≥ ``share_bits`` leading zero bits."""
-        state = words_of_midstate(work.midstate)
+        """Every nonce in this work item's windows whose hash has ≥ ``share_bits`` leading zero bits,
+        in chip order like the windows."""
         starts, per_chip = self._window_starts()
-        found: list[int] = []
-        for start in starts.tolist():  # one kernel sweep per chip, in chip order like the windows
-            found += self._scan(state, work.data2, share_bits, start, per_chip)
+        found = self._scan_windows(words_of_midstate(work.midstate), work.data2, share_bits, starts, per_chip)
         self.hashes_done += starts.size * per_chip
         self.works_done += 1
         return found
@@ -172,7 +175,8 @@ class Board:
     def miss(self, work: P.Work, share_bits: int) -> int:
         """A nonce that does *not* meet the share target (for the ``wrong-nonce`` fault)."""
         first = 0xFFFF0000
-        hits = set(self._scan(words_of_midstate(work.midstate), work.data2, share_bits, first, 64))
+        state = words_of_midstate(work.midstate)
+        hits = set(self._scan_windows(state, work.data2, share_bits, np.array([first]), 64))
         return next((n for n in range(first, first + 64) if n not in hits), first)
 
     def status(self) -> P.RxStatusReply:

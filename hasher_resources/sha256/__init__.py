@@ -4,8 +4,10 @@
 one frame mining-style against a token target; ``scan_header_nonces`` is plain Bitcoin nonce
 search on an 80-byte header, and ``scan_midstate_nonces`` the same search from what a mining chip
 is given instead: the SHA-256 state after header bytes 0–63 and bytes 64–75 (the ASIC emulator's
-work). Inputs are validated here, once, so each backend can assume C-contiguous arrays of the
-right dtype.
+work). ``scan_midstate_windows`` sweeps many windows of consecutive nonces from one midstate in one
+backend call (the emulator's chip windows); a single-window sweep is ``scan_midstate_nonces``, so
+both go through one code path. Inputs are validated here, once, so each backend can assume
+C-contiguous arrays of the right dtype.
 """
 
 from __future__ import annotations
@@ -144,11 +146,16 @@ class _ScanAccumulator:
         self, start: int, count: int, offsets: np.ndarray, bits: np.ndarray, best: int, best_bits: int
     ) -> None:
         """One chunk already reduced (by a backend): hit offsets from ``start`` and the chunk's best."""
-        self.nonces.append(((start + offsets.astype(np.uint64)) & 0xFFFFFFFF).astype(np.uint32))
-        self.bits.append(bits.astype(np.uint8))
+        nonces = ((start + offsets.astype(np.uint64)) & 0xFFFFFFFF).astype(np.uint32)
+        self.add_nonces(count, nonces, bits, (start + best) & 0xFFFFFFFF, best_bits)
+
+    def add_nonces(self, count: int, nonces: np.ndarray, bits: np.ndarray, best_nonce: int, best_bits: int):
+        """One chunk of ``count`` nonces already reduced to its hits (as nonces) and its first best."""
+        self.nonces.append(nonces.astype(np.uint32, copy=False))
+        self.bits.append(bits.astype(np.uint8, copy=False))
         if count and best_bits > self.best_bits:
             self.best_bits = best_bits
-            self.best_nonce = (start + best) & 0xFFFFFFFF
+            self.best_nonce = best_nonce
         self.scanned += count
 
     def result(self, backend: str) -> NonceScanResult:
@@ -253,7 +260,7 @@ def scan_header_nonces(
 
 
 def _check_midstate(midstate: object) -> tuple[int, ...]:
-    # Fast path first: the ASIC emulator calls this once per chip window, hundreds of times per work item.
+    # Fast path first: the common case (words from midstate()) should cost nothing per call.
     if (
         type(midstate) is tuple
         and len(midstate) == 8
@@ -276,6 +283,123 @@ def _check_midstate(midstate: object) -> tuple[int, ...]:
     return tuple(int(w) for w in words)
 
 
+def _check_tail(tail: object) -> bytes:
+    if not isinstance(tail, bytes | bytearray | memoryview):
+        raise KernelInputError(f"tail must be bytes (header bytes 64–75), got {type(tail).__name__}")
+    if len(tail) != TAIL_BYTES:
+        raise KernelInputError(f"tail must be header bytes 64–75 ({TAIL_BYTES} bytes), got {len(tail)}")
+    return bytes(tail)
+
+
+def _check_window_starts(window_starts: object) -> np.ndarray:
+    """``window_starts`` as int64[W] (every start a nonce, 0 ≤ start < 2**32)."""
+    if isinstance(window_starts, np.ndarray):
+        if window_starts.ndim != 1:
+            raise KernelInputError(
+                f"window_starts must be one-dimensional, got shape {list(window_starts.shape)}"
+            )
+        if window_starts.dtype.kind not in "iu":
+            raise KernelInputError(f"window_starts must have an integer dtype, got {window_starts.dtype}")
+        starts = window_starts
+    elif isinstance(window_starts, Sequence) and not isinstance(window_starts, str | bytes | bytearray):
+        for i, start in enumerate(window_starts):
+            if not isinstance(start, int | np.integer) or isinstance(start, bool):
+                raise KernelInputError(f"window_starts[{i}] must be an integer nonce, got {start!r}")
+        starts = np.array([int(s) for s in window_starts], dtype=object)
+    else:
+        raise KernelInputError(
+            "window_starts must be a numpy array or a sequence of integers, "
+            f"got {type(window_starts).__name__}"
+        )
+    if starts.size:
+        low, high = int(starts.min()), int(starts.max())
+        if low < 0 or high > 0xFFFFFFFF:
+            bad = int(np.flatnonzero((starts < 0) | (starts > 0xFFFFFFFF))[0])
+            raise KernelInputError(
+                f"window_starts[{bad}] must be a nonce in [0, 2**32), got {int(starts[bad])}"
+            )
+    return np.ascontiguousarray(starts, dtype=np.int64)
+
+
+def window_nonces(window_starts: np.ndarray, window_size: int, positions: np.ndarray) -> np.ndarray:
+    """The nonces at ``positions`` (int64) of the windows laid end to end: position ``p`` is offset
+    ``p % window_size`` of window ``p // window_size`` (mod 2**32)."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if window_starts.size == 1:  # one window (every contiguous scan): no division needed
+        return ((positions + int(window_starts[0])) & 0xFFFFFFFF).astype(np.uint32)
+    window = positions // window_size
+    return ((window_starts[window] + (positions - window * window_size)) & 0xFFFFFFFF).astype(np.uint32)
+
+
+def _window_chunks(module: ModuleType, windows: int, window_size: int):
+    """(first window, position in it, count) pieces of the windows laid end to end, each at most the
+    backend's ``SCAN_CHUNK`` nonces: many small windows share a call, a large one is split."""
+    chunk = int(getattr(module, "SCAN_CHUNK", SCAN_CHUNK))
+    total = windows * window_size
+    for position in range(0, total, chunk):
+        first, skip = divmod(position, window_size)
+        yield first, skip, min(chunk, total - position)
+
+
+def scan_midstate_windows(
+    midstate: Sequence[int] | bytes,
+    tail: bytes,
+    *,
+    share_bits: int,
+    window_starts: np.ndarray | Sequence[int],
+    window_size: int,
+    backend: str = "auto",
+) -> NonceScanResult:
+    """:func:`scan_midstate_nonces` over many windows at once: ``window_size`` consecutive nonces
+    (mod 2**32) from each of ``window_starts``, in few backend calls (one when they fit in its
+    ``SCAN_CHUNK``) instead of one per window.
+
+    The result is that of scanning the windows one after another and joining the results: hits in
+    window order (then nonce order), the first best nonce in that order, ``scanned`` = windows ×
+    ``window_size``. Windows may overlap or wrap past 2**32 − 1; a nonce in two windows is
+    reported twice. This is the ASIC emulator's work item: one window per chip.
+    """
+    words = _check_midstate(midstate)
+    tail = _check_tail(tail)
+    starts = _check_window_starts(window_starts)
+    if isinstance(window_size, bool) or not isinstance(window_size, int | np.integer):
+        raise KernelInputError(f"window_size must be an integer, got {type(window_size).__name__}")
+    if not (0 <= window_size <= 1 << 32):
+        raise KernelInputError(f"window_size must be in [0, 2**32], got {window_size}")
+    if not (0 <= share_bits <= 255):
+        raise KernelInputError(f"share_bits must be in [0, 255], got {share_bits}")
+    return _window_scan(resolve_backend(backend), words, tail, share_bits, starts, int(window_size))
+
+
+def _window_scan(
+    name: str, words: tuple[int, ...], tail: bytes, share_bits: int, starts: np.ndarray, window_size: int
+) -> NonceScanResult:
+    """Validated windows scanned on backend ``name``: ``scan_midstate_windows(..., first-window
+    starts, window_size, skip, count)`` gives zero bits per nonce, ``scan_midstate_windows_hits``
+    (when the backend has it) reduces on its own. Chunk-relative offsets become nonces here."""
+    module = _backend_module(name)
+    found = _ScanAccumulator(share_bits)
+    reduce_in_backend = getattr(module, "scan_midstate_windows_hits", None)
+    for first, skip, count in _window_chunks(module, starts.size, window_size):
+        # Only the windows this chunk touches go to the backend; positions count from ``skip`` in the first.
+        local = starts if starts.size == 1 else starts[first : first + (skip + count - 1) // window_size + 1]
+        if reduce_in_backend is not None:
+            offsets, bits, best, best_bits = reduce_in_backend(
+                words, tail, local, window_size, skip, count, share_bits
+            )
+        else:
+            chunk_bits = module.scan_midstate_windows(words, tail, local, window_size, skip, count)
+            offsets = np.flatnonzero(chunk_bits >= share_bits)
+            bits = chunk_bits[offsets]
+            best = int(np.argmax(chunk_bits))
+            best_bits = int(chunk_bits[best])
+        window, offset = divmod(skip + best, window_size)
+        best_nonce = (int(local[window]) + offset) & 0xFFFFFFFF
+        nonces = window_nonces(local, window_size, np.asarray(offsets, dtype=np.int64) + skip)
+        found.add_nonces(count, nonces, bits, best_nonce, best_bits)
+    return found.result(name)
+
+
 def scan_midstate_nonces(
     midstate: Sequence[int] | bytes,
     tail: bytes,
@@ -291,16 +415,14 @@ def scan_midstate_nonces(
     :func:`hasher_resources.sha256.midstate.midstate` returns them, or those words as 32 big-endian
     bytes (not cgminer's wire order, which is little-endian per word). ``tail`` is header bytes
     64–75; the nonce goes little-endian into bytes 76–79. Same result as ``scan_header_nonces`` on
-    the header these come from, two compressions per nonce on every backend.
+    the header these come from, two compressions per nonce on every backend. It is the one-window
+    case of :func:`scan_midstate_windows` (the same backend code).
     """
     words = _check_midstate(midstate)
-    if not isinstance(tail, bytes | bytearray | memoryview):
-        raise KernelInputError(f"tail must be bytes (header bytes 64–75), got {type(tail).__name__}")
-    if len(tail) != TAIL_BYTES:
-        raise KernelInputError(f"tail must be header bytes 64–75 ({TAIL_BYTES} bytes), got {len(tail)}")
+    tail = _check_tail(tail)
     _check_scan_range(nonce_start, nonce_count, share_bits, "share_bits", 255)
     name = resolve_backend(backend)
-    return _share_scan(name, "midstate", (words, bytes(tail)), share_bits, nonce_start, nonce_count)
+    return _window_scan(name, words, tail, share_bits, np.array([nonce_start], np.int64), int(nonce_count))
 
 
 __all__ = [
@@ -317,5 +439,7 @@ __all__ = [
     "resolve_backend",
     "scan_header_nonces",
     "scan_midstate_nonces",
+    "scan_midstate_windows",
     "scan_seed_nonces",
+    "window_nonces",
 ]

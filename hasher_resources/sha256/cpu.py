@@ -35,7 +35,7 @@ SCAN_CHUNK = 1 << 16
 #: remaining workers pick up its share instead of the whole call waiting for it.
 PARALLEL_CHUNK_BLOCKS = 2
 
-#: Midstate scans of at most this many blocks run on the calling thread (see _scan_midstate_blocks_serial).
+#: Midstate scans of at most this many blocks run on the calling thread (see _scan_windows_blocks_serial).
 SERIAL_SCAN_BLOCKS = 8
 
 _K = np.array(C.SHA256_K, dtype=np.uint32)
@@ -217,27 +217,39 @@ def _bswap32(x):
     return np.uint32(((x & 0xFF) << 24) | ((x & 0xFF00) << 8) | ((x >> 8) & 0xFF00) | (x >> 24))
 
 
-def _scan_midstate_blocks_py(midstate, tail, nonce_start, blocks, zero_bits, k, iv):  # pragma: no cover
+def _scan_windows_blocks_py(
+    midstate, tail, starts, window_size, skip, count, zero_bits, k, iv
+):  # pragma: no cover
     """``midstate`` uint32[8]: the state after header bytes 0–63 (computed once per header, the
-    Bitcoin midstate); ``tail`` uint32[3]: big-endian header words 16–18 (bytes 64–75). Nonce
-    ``nonce_start + i`` (mod 2^32) for i < blocks*LANES. Writes the leading zero bits of the
-    byte-reversed double SHA-256 (capped at 255): two compressions per nonce."""
+    Bitcoin midstate); ``tail`` uint32[3]: big-endian header words 16–18 (bytes 64–75).
+
+    Nonces come from windows of ``window_size`` consecutive nonces starting at ``starts`` (int64),
+    laid end to end; this call hashes positions ``skip … skip+count-1`` of that sequence (position
+    p: nonce ``starts[p // window_size] + p % window_size`` mod 2^32). Lanes are packed across
+    window boundaries, so windows smaller than LANES waste no lanes; padding lanes past ``count``
+    hash nonce 0 and are not read. Writes, per position, the leading zero bits of the byte-reversed
+    double SHA-256 (capped at 255): two compressions per nonce."""
     mid = np.empty((8, LANES), dtype=np.uint32)
     for t in range(8):
         for lane in range(LANES):
             mid[t, lane] = midstate[t]
-    for block in prange(blocks):
+    for block in prange((count + LANES - 1) // LANES):
         base = block * LANES
         w = np.empty((64, LANES), dtype=np.uint32)
         w3 = np.empty((64, LANES), dtype=np.uint32)
         v = np.empty((8, LANES), dtype=np.uint32)
         s = np.empty((8, LANES), dtype=np.uint32)
         for lane in range(LANES):
+            nonce = 0
+            if base + lane < count:
+                position = skip + base + lane
+                window = position // window_size
+                nonce = (starts[window] + position - window * window_size) & 0xFFFFFFFF
             w[0, lane] = tail[0]
             w[1, lane] = tail[1]
             w[2, lane] = tail[2]
             # The nonce sits little-endian in bytes 76–79, so the big-endian message word is swapped.
-            w[3, lane] = _bswap32(np.uint32((nonce_start + base + lane) & 0xFFFFFFFF))
+            w[3, lane] = _bswap32(np.uint32(nonce))
             w[4, lane] = np.uint32(0x80000000)
             for t in range(5, 15):
                 w[t, lane] = np.uint32(0)
@@ -263,10 +275,10 @@ def _scan_midstate_blocks_py(midstate, tail, nonce_start, blocks, zero_bits, k, 
             zero_bits[base + lane] = min(bits, 255)
 
 
-_scan_midstate_blocks = njit(parallel=True, cache=True)(_scan_midstate_blocks_py)
+_scan_windows_blocks = njit(parallel=True, cache=True)(_scan_windows_blocks_py)
 #: The same kernel on one thread, for scans too small to share: waking the worker pool costs more
 #: than they do, and on a busy machine a parallel region waits for every worker to be scheduled.
-_scan_midstate_blocks_serial = njit(cache=True)(_scan_midstate_blocks_py)
+_scan_windows_blocks_serial = njit(cache=True)(_scan_windows_blocks_py)
 
 
 def set_threads(threads: int | None) -> None:
@@ -316,28 +328,40 @@ def scan_seed_nonces(
     return evaluate_with_keys(np.ascontiguousarray(rows), seeds, header_time)[0]
 
 
-def scan_midstate_nonces(
-    midstate: tuple[int, ...], tail: bytes, nonce_start: int, nonce_count: int
+def scan_midstate_windows(
+    midstate: tuple[int, ...], tail: bytes, starts: np.ndarray, window_size: int, skip: int, count: int
 ) -> np.ndarray:
-    """Leading zero bits (uint8) of the mining hash for each nonce in the range, from the state after
-    header bytes 0–63 and header bytes 64–75."""
-    blocks = -(-nonce_count // LANES)
+    """Leading zero bits (uint8[count]) of the mining hash at positions ``skip … skip+count-1`` of
+    the windows (``window_size`` nonces from each of ``starts``, int64) laid end to end, from the
+    state after header bytes 0–63 and header bytes 64–75. One Numba call for all windows."""
+    blocks = -(-count // LANES)
     zero_bits = np.empty(blocks * LANES, dtype=np.uint8)
     args = (
         np.array(midstate, dtype=np.uint32),
         np.frombuffer(tail, dtype=">u4").astype(np.uint32),
-        np.int64(nonce_start),
-        blocks,
+        starts if starts.dtype == np.int64 else starts.astype(np.int64),  # the API passes int64 slices
+        window_size,
+        skip,
+        count,
         zero_bits,
         _K,
         _IV,
     )
-    if blocks <= SERIAL_SCAN_BLOCKS:  # the ASIC emulator's chip windows: tens of nonces each
-        _scan_midstate_blocks_serial(*args)
+    if blocks <= SERIAL_SCAN_BLOCKS:  # a few hundred nonces: the worker pool costs more than they do
+        _scan_windows_blocks_serial(*args)
     else:
         with numba.parallel_chunksize(PARALLEL_CHUNK_BLOCKS):
-            _scan_midstate_blocks(*args)
-    return zero_bits[:nonce_count]
+            _scan_windows_blocks(*args)
+    return zero_bits[:count]
+
+
+def scan_midstate_nonces(
+    midstate: tuple[int, ...], tail: bytes, nonce_start: int, nonce_count: int
+) -> np.ndarray:
+    """Leading zero bits (uint8) of the mining hash for each nonce in the range: the one-window scan."""
+    return scan_midstate_windows(
+        midstate, tail, np.array([nonce_start], np.int64), nonce_count, 0, nonce_count
+    )
 
 
 def scan_header_nonces(header: bytes, nonce_start: int, nonce_count: int) -> np.ndarray:

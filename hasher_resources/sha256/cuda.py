@@ -163,18 +163,20 @@ def _run_seed_scan(
     return d_golden, d_bits
 
 
-def _run_midstate_scan(midstate: tuple[int, ...], tail: bytes, nonce_start: int, nonce_count: int) -> Any:
+def _run_window_scan(
+    midstate: tuple[int, ...], tail: bytes, starts: np.ndarray, window_size: int, skip: int, count: int
+) -> Any:
+    """Zero bits on the device for positions ``skip … skip+count-1`` of the windows laid end to end."""
     d_mid = _buffer("scan_mid", 8, np.uint32)
     d_tail = _buffer("scan_tail", 3, np.uint32)
-    d_bits = _buffer("scan_zero_bits", nonce_count, np.uint8)
+    d_starts = _buffer("scan_starts", starts.size, np.uint32)
+    d_bits = _buffer("scan_zero_bits", count, np.uint8)
     d_mid.set(np.array(midstate, dtype=np.uint32))
     d_tail.set(np.frombuffer(tail, dtype=">u4").astype(np.uint32))
-    if nonce_count:
-        _kernel("hasher_scan_midstate")(
-            _grid(nonce_count),
-            (CUDA_BLOCK,),
-            (d_mid, d_tail, np.uint32(nonce_start), d_bits, np.uint64(nonce_count)),
-        )
+    d_starts.set(np.asarray(starts).astype(np.uint32))
+    if count:
+        args = (d_mid, d_tail, d_starts, np.uint64(window_size), np.uint64(skip), d_bits, np.uint64(count))
+        _kernel("hasher_scan_midstate")(_grid(count), (CUDA_BLOCK,), args)
     return d_bits
 
 
@@ -211,18 +213,41 @@ def scan_seed_hits(
     return _reduce_on_device(d_bits, difficulty)
 
 
+def scan_midstate_windows(
+    midstate: tuple[int, ...], tail: bytes, starts: np.ndarray, window_size: int, skip: int, count: int
+) -> np.ndarray:
+    """Leading zero bits (uint8[count]) at positions ``skip … skip+count-1`` of the windows
+    (``window_size`` nonces from each of ``starts``) laid end to end: one launch for all of them."""
+    return _run_window_scan(midstate, tail, starts, window_size, skip, count).get()
+
+
+def scan_midstate_windows_hits(
+    midstate: tuple[int, ...],
+    tail: bytes,
+    starts: np.ndarray,
+    window_size: int,
+    skip: int,
+    count: int,
+    difficulty: int,
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The window scan reduced on the GPU: (hit positions from ``skip``, their zero bits, best
+    position, best bits)."""
+    return _reduce_on_device(_run_window_scan(midstate, tail, starts, window_size, skip, count), difficulty)
+
+
 def scan_midstate_nonces(
     midstate: tuple[int, ...], tail: bytes, nonce_start: int, nonce_count: int
 ) -> np.ndarray:
     """Leading zero bits (uint8) of the mining hash for each nonce, from a midstate and bytes 64–75."""
-    return _run_midstate_scan(midstate, tail, nonce_start, nonce_count).get()
+    return scan_midstate_windows(midstate, tail, np.array([nonce_start]), nonce_count, 0, nonce_count)
 
 
 def scan_midstate_hits(
     midstate: tuple[int, ...], tail: bytes, nonce_start: int, nonce_count: int, difficulty: int
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """The midstate scan reduced on the GPU: (hit offsets, their zero bits, best offset, best bits)."""
-    return _reduce_on_device(_run_midstate_scan(midstate, tail, nonce_start, nonce_count), difficulty)
+    starts = np.array([nonce_start])
+    return scan_midstate_windows_hits(midstate, tail, starts, nonce_count, 0, nonce_count, difficulty)
 
 
 def scan_header_nonces(header: bytes, nonce_start: int, nonce_count: int) -> np.ndarray:

@@ -180,16 +180,24 @@ HASHER_FN int hasher_header_zero_bits(const hasher_u32 mid[8], hasher_u32 w16, h
   return bits > 255 ? 255 : bits;
 }
 
-// Nonce i of a midstate scan (what one thread of hasher_scan_midstate computes; the host build of
+// One nonce of a midstate scan (what one thread of hasher_scan_midstate computes; the host build of
 // the tests runs it too). mid [8]: the state after header bytes 0-63; tail [3]: big-endian header
-// words 16-18 (bytes 64-75); the nonce is nonce_start + i (mod 2^32).
-HASHER_FN int hasher_midstate_scan_one(const hasher_u32* mid, const hasher_u32* tail, hasher_u32 nonce_start,
-                                       unsigned long long i) {
+// words 16-18 (bytes 64-75).
+HASHER_FN int hasher_midstate_scan_one(const hasher_u32* mid, const hasher_u32* tail, hasher_u32 nonce) {
   hasher_u32 m[8];
   HASHER_UNROLL
   for (int t = 0; t < 8; ++t) m[t] = mid[t];
   // The nonce sits little-endian in bytes 76-79, so its big-endian message word is byte-swapped.
-  return hasher_header_zero_bits(m, tail[0], tail[1], tail[2], hasher_bswap(nonce_start + (hasher_u32)i));
+  return hasher_header_zero_bits(m, tail[0], tail[1], tail[2], hasher_bswap(nonce));
+}
+
+// The nonce at position p of windows laid end to end: window_size consecutive nonces (mod 2^32) from
+// each of starts, so p is offset p % window_size of window p / window_size. One window (starts[0],
+// window_size = the scan's length) is a plain contiguous scan.
+HASHER_FN hasher_u32 hasher_window_nonce(const hasher_u32* starts, unsigned long long window_size,
+                                         unsigned long long p) {
+  const unsigned long long window = p / window_size;
+  return starts[window] + (hasher_u32)(p - window * window_size);
 }
 
 #ifdef __CUDACC__
@@ -234,13 +242,16 @@ extern "C" __global__ void __launch_bounds__(HASHER_CUDA_BLOCK, HASHER_CUDA_MIN_
   matched_bits[i] = (hasher_u8)hasher_clz(g ^ target);
 }
 
-// Bitcoin nonce search from a midstate (a header scan passes its own): see hasher_midstate_scan_one.
+// Bitcoin nonce search from a midstate (a header scan passes its own) over windows of nonces: thread
+// i hashes position skip + i of the windows laid end to end (hasher_window_nonce), so windows far
+// smaller than a block (the ASIC emulator's chip windows) still fill every thread of one launch.
 extern "C" __global__ void __launch_bounds__(HASHER_CUDA_BLOCK, HASHER_CUDA_MIN_BLOCKS)
     hasher_scan_midstate(const hasher_u32* __restrict__ mid, const hasher_u32* __restrict__ tail,
-                         hasher_u32 nonce_start, hasher_u8* __restrict__ zero_bits, unsigned long long count) {
+                         const hasher_u32* __restrict__ starts, unsigned long long window_size,
+                         unsigned long long skip, hasher_u8* __restrict__ zero_bits, unsigned long long count) {
   const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= count) return;
-  zero_bits[i] = (hasher_u8)hasher_midstate_scan_one(mid, tail, nonce_start, i);
+  zero_bits[i] = (hasher_u8)hasher_midstate_scan_one(mid, tail, hasher_window_nonce(starts, window_size, skip + i));
 }
 
 #endif

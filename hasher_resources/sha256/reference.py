@@ -3,7 +3,8 @@
 Readable and slow (about 22 double SHA-256 per evaluation through OpenSSL); it is the oracle every
 other backend is tested against and the independent second opinion of the checkpoints gate. The
 midstate scan is the one path hashlib cannot take (it cannot start from a given state): it runs
-the pure-Python compression of ``midstate.py``, tested against hashlib on whole headers.
+the pure-Python compression of ``midstate.py``, tested against hashlib on whole headers; its
+windowed form (many windows of consecutive nonces) is a loop over them.
 """
 
 from __future__ import annotations
@@ -96,12 +97,25 @@ def scan_header_nonces(header: bytes, nonce_start: int, nonce_count: int) -> np.
     return out
 
 
+def scan_midstate_windows(
+    midstate: tuple[int, ...], tail: bytes, starts: np.ndarray, window_size: int, skip: int, count: int
+) -> np.ndarray:
+    """Leading zero bits (uint8[count]) at positions ``skip … skip+count-1`` of the windows
+    (``window_size`` nonces from each of ``starts``) laid end to end: window by window, nonce by
+    nonce, the plain loop the compiled backends are checked against."""
+    out = np.empty(count, dtype=np.uint8)
+    position = skip
+    for k in range(count):
+        window, offset = divmod(position + k, window_size)
+        nonce = (int(starts[window]) + offset) & 0xFFFFFFFF
+        out[k] = min(hash_zero_bits(double_sha256_from_midstate(midstate, tail, nonce)), 255)
+    return out
+
+
 def scan_midstate_nonces(
     midstate: tuple[int, ...], tail: bytes, nonce_start: int, nonce_count: int
 ) -> np.ndarray:
     """Like :func:`scan_header_nonces`, from the state after header bytes 0–63 and bytes 64–75."""
-    out = np.empty(nonce_count, dtype=np.uint8)
-    for k in range(nonce_count):
-        digest = double_sha256_from_midstate(midstate, tail, (nonce_start + k) & 0xFFFFFFFF)
-        out[k] = min(hash_zero_bits(digest), 255)
-    return out
+    return scan_midstate_windows(
+        midstate, tail, np.array([nonce_start], np.int64), nonce_count, 0, nonce_count
+    )
