@@ -38,9 +38,12 @@ def _scan_rate(backend: str, nonces: int) -> float:
     header = os.urandom(80)
     state = midstate.midstate_words(header)
     sha256.scan_midstate_nonces(state, header[64:76], share_bits=8, nonce_count=64, backend=backend)  # warm
-    t = time.perf_counter()
-    sha256.scan_midstate_nonces(state, header[64:76], share_bits=8, nonce_count=nonces, backend=backend)
-    return nonces / (time.perf_counter() - t)
+    best = float("inf")
+    for _ in range(3):  # best of three: one call on a shared machine is easily slowed by a neighbour
+        t = time.perf_counter()
+        sha256.scan_midstate_nonces(state, header[64:76], share_bits=8, nonce_count=nonces, backend=backend)
+        best = min(best, time.perf_counter() - t)
+    return nonces / best
 
 
 def _board_rate(backend: str, nonces_per_work: int, works: int) -> float:
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{search_n:,} nonces",
                 f"{rate / 1e6:.3f} MH/s",
                 "1.00",
-                "the bare kernel: reference for the ratios",
+                "the bare kernel (best of 3): reference for the ratios",
             ]
         )
         for npw in (4096, nonces_per_work):
