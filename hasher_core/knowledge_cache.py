@@ -70,6 +70,8 @@ DEFAULT_LOCK_TIMEOUT_S = 1800.0
 # The writer keeps one open file (and its row-group buffer) per partition; beyond this many it closes
 # the least recently used one and later rows of that partition go to a new file.
 MAX_OPEN_FILES = 64
+# Input bytes handed to one write_dataset call; bounds what the writer can queue (see _write_slices).
+WRITE_SLICE_BYTES = 128 << 20
 
 _LOCK_NAME = ".lock"
 _DIGESTS_NAME = ".digests.json"
@@ -395,6 +397,49 @@ def _split_batches(
         raise
 
 
+def _write_slices(
+    batches: Iterator[pa.RecordBatch],
+    schema: pa.Schema,
+    base_dir: Path,
+    *,
+    batch_rows: int,
+    max_open_files: int,
+    slice_bytes: int,
+) -> int:
+    """Fan ``batches`` out by ``_part`` with one ``write_dataset`` call per ``slice_bytes`` of input.
+
+    The dataset writer only pushes back on its source beyond 64M queued rows, i.e. never for 3 KB
+    rows: fed the whole file at once it buffers whatever the reader gets ahead by. Each call returns
+    only when its slice is on disk, so at most one slice is in flight. Returns the number of calls.
+    """
+    calls = 0
+    while (first := next(batches, None)) is not None:
+
+        def piece(first: pa.RecordBatch = first) -> Iterator[pa.RecordBatch]:
+            size, batch = 0, first
+            while batch is not None:
+                yield batch
+                size += batch.nbytes
+                if size >= slice_bytes:
+                    return
+                batch = next(batches, None)
+
+        ds.write_dataset(
+            pa.RecordBatchReader.from_batches(schema, piece()),
+            base_dir,
+            format="parquet",
+            partitioning=ds.partitioning(pa.schema([pa.field(_PART_COLUMN, pa.string())])),
+            # The call number first keeps every slice's files apart (and in order by name).
+            basename_template=f"part-{calls:06d}-{{i}}.parquet",
+            preserve_order=True,
+            max_open_files=max_open_files,
+            max_rows_per_group=batch_rows,
+            existing_data_behavior="error" if calls == 0 else "overwrite_or_ignore",
+        )
+        calls += 1
+    return calls
+
+
 def _build(
     miner_dir: Path,
     cache_root: Path,
@@ -403,6 +448,7 @@ def _build(
     dims: int,
     batch_rows: int,
     max_open_files: int,
+    slice_bytes: int,
 ) -> SplitCache:
     tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=cache_root))
     try:
@@ -419,20 +465,14 @@ def _build(
             .append(pa.field(_PART_COLUMN, pa.string(), nullable=False))
             .append(pa.field(_SEQ_COLUMN, pa.int64(), nullable=False))
         )
-        reader = pa.RecordBatchReader.from_batches(
-            schema, _split_batches(source, counts, dirs, sources, failure)
-        )
         try:
-            ds.write_dataset(
-                reader,
+            _write_slices(
+                _split_batches(source, counts, dirs, sources, failure),
+                schema,
                 tmp / _DATA_NAME,
-                format="parquet",
-                partitioning=ds.partitioning(pa.schema([pa.field(_PART_COLUMN, pa.string())])),
-                basename_template="part-{i}.parquet",
-                preserve_order=True,
+                batch_rows=batch_rows,
                 max_open_files=max_open_files,
-                max_rows_per_group=batch_rows,
-                existing_data_behavior="error",
+                slice_bytes=slice_bytes,
             )
         except BaseException:
             if failure:
@@ -508,6 +548,7 @@ def ensure_split(
     keep: int = DEFAULT_KEEP,
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     max_open_files: int = MAX_OPEN_FILES,
+    slice_bytes: int = WRITE_SLICE_BYTES,
 ) -> SplitCache:
     """The split of the knowledge base discovery would read, built (one streamed pass) if not cached.
 
@@ -520,9 +561,10 @@ def ensure_split(
     :class:`KnowledgeCacheLockTimeoutError`, or :class:`KnowledgeCacheError` (cache inside the miner
     directory, input changed while being split).
     """
-    if batch_rows <= 0 or keep <= 0 or max_open_files <= 0:
+    if min(batch_rows, keep, max_open_files, slice_bytes) <= 0:
         raise ValueError(
-            f"batch_rows, keep and max_open_files must be positive ({batch_rows}, {keep}, {max_open_files})"
+            "batch_rows, keep, max_open_files and slice_bytes must be positive "
+            f"({batch_rows}, {keep}, {max_open_files}, {slice_bytes})"
         )
     cache_root = Path(cache_root).expanduser().resolve()
     candidates = discovery_candidates(miner_dir, explicit_path)
@@ -542,7 +584,14 @@ def ensure_split(
                 if found is None:
                     _remove_stale_temps(cache_root)
                     found = _build(
-                        miner_dir, cache_root, chain, explicit_path, dims, batch_rows, max_open_files
+                        miner_dir,
+                        cache_root,
+                        chain,
+                        explicit_path,
+                        dims,
+                        batch_rows,
+                        max_open_files,
+                        slice_bytes,
                     )
                     _prune(cache_root, keep, found.path)
                     return found

@@ -239,17 +239,28 @@ ODD_NAMES = [
 ]
 
 
+@pytest.mark.parametrize("slice_bytes", [4096, knowledge_cache.WRITE_SLICE_BYTES])
 def test_odd_source_names_round_trip_in_order_with_many_files_per_partition(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    slice_bytes: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     miner_dir = tmp_path / "miner"
     # Interleaved sources, small batches and two open files force several files and row groups per
     # partition; chunk ids count down, so file order (not chunk id order) is what must survive.
     names = [ODD_NAMES[(i * 7 + i // 10) % len(ODD_NAMES)] for i in range(300)]
     go_json(miner_dir / GO_JSON, names)
-    cache = ensure_split(miner_dir, tmp_path / "cache", dims=SMALL_DIMS, batch_rows=16, max_open_files=2)
+    cache = ensure_split(
+        miner_dir,
+        tmp_path / "cache",
+        dims=SMALL_DIMS,
+        batch_rows=16,
+        max_open_files=2,
+        slice_bytes=slice_bytes,
+    )
     data_files = list((cache.path / "data").rglob("*.parquet"))
     assert len(data_files) > len(ODD_NAMES)
+    # Several write_dataset calls (slices), or one call whose file names do not sort in sequence order.
+    calls = {f.name.split("-")[1] for f in data_files}
+    assert len(calls) > 3 if slice_bytes == 4096 else any(f.name.endswith("-10.parquet") for f in data_files)
     assert sorted(cache.partitions()) == sorted(safe_partition_key(n) for n in ODD_NAMES)
     # Row groups are streamed in sequence order; the read-whole-and-sort fallback must not be needed.
     monkeypatch.setattr(knowledge_cache.pq, "read_table", None)
