@@ -149,19 +149,7 @@ def _ordered_tables(files: list[Path]) -> Iterator[pa.Table]:
     disjoint ``_seq`` ranges; their statistics give the order. Should ranges ever overlap (another
     writer version), the partition is read whole and sorted instead.
     """
-    groups: list[tuple[int, int, pq.ParquetFile, int]] = []
-    for path in files:
-        parquet = pq.ParquetFile(path)
-        seq_index = parquet.schema_arrow.get_field_index(_SEQ_COLUMN)
-        for i in range(parquet.metadata.num_row_groups):
-            stats = parquet.metadata.row_group(i).column(seq_index).statistics
-            if stats is None or not stats.has_min_max:
-                groups = []
-                break
-            groups.append((stats.min, stats.max, parquet, i))
-        else:
-            continue
-        break
+    groups = _row_group_ranges(files)
     groups.sort(key=lambda g: g[0])
     disjoint = bool(groups) and all(a[1] < b[0] for a, b in itertools.pairwise(groups))
     if not disjoint:
@@ -173,6 +161,20 @@ def _ordered_tables(files: list[Path]) -> Iterator[pa.Table]:
         if len(seq) > 1 and not (np.diff(seq) > 0).all():
             table = table.sort_by(_SEQ_COLUMN)
         yield table
+
+
+def _row_group_ranges(files: list[Path]) -> list[tuple[int, int, pq.ParquetFile, int]]:
+    """(min _seq, max _seq, file, row group) of every row group; empty when any lacks statistics."""
+    groups = []
+    for path in files:
+        parquet = pq.ParquetFile(path)
+        seq_index = parquet.schema_arrow.get_field_index(_SEQ_COLUMN)
+        for i in range(parquet.metadata.num_row_groups):
+            stats = parquet.metadata.row_group(i).column(seq_index).statistics
+            if stats is None or not stats.has_min_max:
+                return []
+            groups.append((stats.min, stats.max, parquet, i))
+    return groups
 
 
 def _rebatch(tables: Iterator[pa.Table], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
