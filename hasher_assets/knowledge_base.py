@@ -1,7 +1,9 @@
 """Stage 1 — ``knowledge_base``: one source file's chunks in the canonical schema (DESIGN §2).
 
 Reads the Data Miner's output (or a raw-text inbox file), keeps the records of this partition's
-source file, skips bad records with counted reasons, and stores the chunks as Parquet.
+source file, skips bad records with counted reasons, and stores the chunks as Parquet. The miner
+file is split by source file once per content fingerprint (``hasher_core.knowledge_cache``), so a
+thousand partitions of one big JSON array cost one parse, not a thousand.
 """
 
 import time
@@ -18,8 +20,8 @@ from hasher_core.knowledge import (
     ReadReport,
     inbox_files,
     read_inbox_file,
-    read_knowledge_base,
 )
+from hasher_core.knowledge_cache import ensure_split
 from hasher_core.progress import RateReporter
 from hasher_resources.embedder import Embedder
 from hasher_resources.io import StagedParquet
@@ -65,21 +67,28 @@ def knowledge_base(
     embedder: Embedder,
 ) -> dg.MaterializeResult:
     key = context.partition_key
-    report = ReadReport()
     inbox = inbox_files(storage.inbox_path) if storage.inbox_path.is_dir() else {}
+    split = None
     if key in inbox and config.input_path is None:
         origin = f"inbox file {inbox[key]}"
-        batches = read_inbox_file(inbox[key], embedder, dims=config.embedding_dims, report=report)
+        inbox_report = ReadReport()
+        batches = read_inbox_file(inbox[key], embedder, dims=config.embedding_dims, report=inbox_report)
     else:
+        # One pass over the miner file splits it by source file (cached by content): materialising
+        # P partitions then costs one read of a big JSON array, not P.
         origin = f"miner directory {storage.miner_path}"
-        batches = read_knowledge_base(
+        split = ensure_split(
             storage.miner_path,
-            partition_key=key,
+            storage.stage_dir("knowledge_split"),
             explicit_path=None if config.input_path is None else storage.miner_path / config.input_path,
             dims=config.embedding_dims,
-            batch_rows=config.batch_rows,
-            report=report,
+            batch_rows=2048,
         )
+        context.log.info(
+            f"{'split' if split.built else 'reusing the split of'} {split.source_path} "
+            f"({split.format}, {len(split.partitions())} source files, fingerprint {split.fingerprint[:12]})"
+        )
+        batches = split.read_partition(key, config.batch_rows)
     staging = storage.stage_dir(".staging") / f"knowledge_base.{key}.{context.run.run_id}.parquet"
     progress = RateReporter("knowledge_base", None, context.log.info, unit="chunks")
     started = time.monotonic()
@@ -99,36 +108,42 @@ def knowledge_base(
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
-    for path, reason in report.fallbacks:
-        context.log.warning(f"fell back from {path}: {reason}")
-    for reason, count in sorted(report.skipped.items()):
-        context.log.warning(f"skipped {count} record(s): {reason}")
+    # What reading the input found; for the miner file it covers every source file in it.
+    read = split.report if split is not None else inbox_report.as_metadata()
+    for fallback in read["fallbacks"]:
+        context.log.warning(f"fell back from {fallback}")
+    for reason, count in read["skipped"].items():
+        context.log.warning(f"{read['path_used']}: skipped {count} record(s): {reason}")
     if rows == 0:
         staging.unlink(missing_ok=True)
         raise KnowledgeBaseError(
             f"partition {key!r}: no usable records for this source file in {origin} "
-            f"(file used: {report.path_used}; skipped: {dict(report.skipped) or 'none'})"
+            f"(file used: {read['path_used']}; skipped: {read['skipped'] or 'none'})"
         )
     seconds = time.monotonic() - started
     progress.finish(rows)
     metadata: dict[str, object] = {
         "dagster/row_count": rows,
         "source": origin,
-        "input_file": str(report.path_used),
-        "input_format": str(report.format),
-        "records_seen": report.records_seen,
-        "skipped_total": sum(report.skipped.values()),
-        "skipped_by_reason": dg.MetadataValue.json(dict(report.skipped)),
-        "fallbacks": dg.MetadataValue.json([[str(p), r] for p, r in report.fallbacks]),
+        "input_file": str(read["path_used"]),
+        "input_format": str(read["format"]),
+        "records_seen_in_file": read["records_seen"],
+        "skipped_in_file": read["records_skipped"],
+        "skipped_by_reason": dg.MetadataValue.json(read["skipped"]),
+        "fallbacks": dg.MetadataValue.json(read["fallbacks"]),
         "embedder": embedder.description(),
         "content_mb": round(content_bytes / 1e6, 3),
         "chunks_per_s": round(rows / max(seconds, 1e-9), 1),
         "seconds": round(seconds, 3),
     }
+    if split is not None:
+        metadata["split_cache"] = dg.MetadataValue.path(str(split.path))
+        metadata["split_built_this_run"] = split.built
+        metadata["source_files_in_input"] = len(split.partitions())
     if first is not None:
         metadata["preview"] = dg.MetadataValue.md(
             preview_markdown(first, ["source_file", "chunk_id", "content"])
         )
-    if report.problems:
-        metadata["first_problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in report.problems[:20]))
+    if read["problems"]:
+        metadata["first_problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in read["problems"][:20]))
     return dg.MaterializeResult(value=StagedParquet(staging), metadata=metadata)

@@ -1,0 +1,74 @@
+"""The knowledge_base asset: one split of the miner file serves every partition; clear errors."""
+
+import hashlib
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from hasher_assets.knowledge_base import knowledge_base
+from hasher_resources.embedder import HashingEmbedder
+from hasher_resources.io import ParquetIOManager
+from hasher_resources.storage import HasherStorage
+
+KEYS = ["gettysburg_address.txt", "python_reference_exceptions.txt"]
+
+
+def _run(instance, storage: HasherStorage, key: str, raise_on_error: bool = True):
+    return dg.materialize(
+        [knowledge_base],
+        partition_key=key,
+        instance=instance,
+        resources={
+            "storage": storage,
+            "parquet_io_manager": ParquetIOManager(base_dir=storage.data_dir),
+            "embedder": HashingEmbedder(),
+        },
+        raise_on_error=raise_on_error,
+    )
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_go_json_is_split_once_for_all_partitions_and_the_miner_dir_is_untouched(
+    instance, storage, miner_dir
+):
+    (miner_dir / "ai_knowledge_base.parquet").rename(miner_dir.parent / "moved.parquet")  # force the Go JSON
+    before = _digests(miner_dir)
+    instance.add_dynamic_partitions("source_files", KEYS)
+    built = []
+    for key in KEYS:
+        result = _run(instance, storage, key)
+        meta = result.asset_materializations_for_node("knowledge_base")[0].metadata
+        assert meta["input_format"].value == "json_array"
+        built.append(meta["split_built_this_run"].value)
+        table = pq.read_table(storage.data_path / "knowledge_base" / f"{key}.parquet")
+        assert set(table.column("source_file").to_pylist()) == {key}
+        assert table.column("chunk_id").to_pylist() == sorted(table.column("chunk_id").to_pylist())
+    assert built == [True, False]
+    assert _digests(miner_dir) == before
+
+
+def test_an_empty_miner_directory_names_every_path_searched(instance, tmp_path):
+    empty = tmp_path / "empty_miner"
+    empty.mkdir()
+    storage = HasherStorage(
+        miner_dir=str(empty), inbox_dir=str(tmp_path / "none"), data_dir=str(tmp_path / "d")
+    )
+    instance.add_dynamic_partitions("source_files", ["a.txt"])
+    result = _run(instance, storage, "a.txt", raise_on_error=False)
+    assert not result.success
+    text = str(result.all_events)
+    assert "ai_knowledge_base.parquet" in text and "json/ai_knowledge_base.arrow" in text
+
+
+def test_an_unknown_partition_is_a_clear_error(instance, storage):
+    instance.add_dynamic_partitions("source_files", ["not-in-the-file.txt"])
+    result = _run(instance, storage, "not-in-the-file.txt", raise_on_error=False)
+    assert not result.success
+    assert "not-in-the-file.txt" in str(result.all_events)
+    assert not (storage.data_path / "knowledge_base" / "not-in-the-file.txt.parquet").exists()
