@@ -17,6 +17,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+from abc import abstractmethod
 
 import dagster as dg
 import numpy as np
@@ -30,15 +31,20 @@ class EmbedderError(RuntimeError):
 
 
 class Embedder(dg.ConfigurableResource):
-    """Base of the embedder resources: ``embed(texts)`` returns float32[len(texts), dims]."""
+    """Base of the embedder resources: ``embed(texts)`` returns float32[len(texts), dims].
+
+    Abstract (Dagster's resource metaclass is an ``ABCMeta``): only the concrete embedders exist.
+    """
 
     dims: int = Field(default=768, gt=0, description="Length of each embedding vector.")
 
+    @abstractmethod
     def embed(self, texts: list[str]) -> np.ndarray:
-        raise NotImplementedError(f"{type(self).__name__} must implement embed()")
+        """float32[len(texts), dims]; row i embeds texts[i]."""
 
+    @abstractmethod
     def description(self) -> str:
-        raise NotImplementedError(f"{type(self).__name__} must implement description()")
+        """What kind of embedding this is, in a user's words (shown in run metadata)."""
 
 
 @functools.lru_cache(maxsize=1 << 20)
