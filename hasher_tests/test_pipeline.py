@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hasher_assets.definitions import ASSET_CHECKS, ASSETS
+from hasher_core import cli
 from hasher_resources.asic.device import AsicDevice, start_emulator, stop_emulator
 from hasher_resources.embedder import HashingEmbedder
 from hasher_resources.io import ParquetIOManager
@@ -118,7 +119,11 @@ def test_the_gate_fails_on_a_tampered_seed_and_records_the_mismatch(trained):
 
 
 @pytest.mark.slow
-def test_deployment_bundles_the_checkpoints_and_refuses_a_failed_gate(trained):
+def manifest_version(current: Path) -> str:
+    return current.resolve().name
+
+
+def test_deployment_bundles_the_checkpoints(trained, capsys):
     instance, storage, _ = trained
     result = dg.materialize(
         [*ASSETS], selection=["deployment"], instance=instance, resources=_resources(storage)
@@ -130,6 +135,47 @@ def test_deployment_bundles_the_checkpoints_and_refuses_a_failed_gate(trained):
     assert current.exists()
     manifest = json.loads((current / "manifest.json").read_text())
     assert manifest["total_rows"] == _read(storage, "checkpoints").num_rows
+
+    # What `hasher status` and `hasher predict` show a user afterwards.
+    assert cli.main(["status", "--deployment-root", storage.data_dir]) == 0
+    status = capsys.readouterr().out
+    assert KEY in status and f"deployment: {manifest_version(current)}" in status
+    assert cli.main(["predict", "--deployment-root", storage.data_dir, "--frame-index", "0"]) in (0, 1)
+    assert "candidate row(s)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_deployment_refuses_a_failed_gate_and_keeps_the_previous_deployment(trained):
+    instance, storage, _ = trained
+    assert dg.materialize(
+        [*ASSETS], selection=["deployment"], instance=instance, resources=_resources(storage)
+    ).success
+    current = storage.data_path / "current"
+    before = {p.name: p.read_bytes() for p in current.iterdir()}
+    version = current.resolve().name
+    path = storage.data_path / "seeds" / f"{KEY}.parquet"
+    seeds = pq.read_table(path)
+    golden = seeds.column("golden").to_numpy().copy()
+    golden[:10] ^= 1  # ten seeds now claim goldens they do not have
+    pq.write_table(seeds.set_column(seeds.column_names.index("golden"), "golden", pa.array(golden)), path)
+    checked = _materialize(
+        instance, storage, ["checkpoints"], config={"checkpoints": {"config": {"device_sample": 0}}},
+        raise_on_error=False,
+    )  # fmt: skip
+    assert not next(
+        c for c in checked.get_asset_check_evaluations() if c.check_name == "checkpoints_gate"
+    ).passed
+    result = dg.materialize(
+        [*ASSETS],
+        selection=["deployment"],
+        instance=instance,
+        resources=_resources(storage),
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert "no partition has checkpoints that passed the gate" in str(result.all_events)
+    assert current.resolve().name == version
+    assert {p.name: p.read_bytes() for p in current.iterdir()} == before
 
 
 @pytest.mark.slow
