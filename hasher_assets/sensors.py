@@ -29,6 +29,13 @@ deployment_job = dg.define_asset_job(
 )
 
 
+def sensor_run_config() -> dict:
+    """Run config of the sensor's runs: ``HASHER_SENSOR_DIFFICULTY_BITS`` overrides the seeds'
+    difficulty (the default, 20 bits, costs about 2^20 evaluations per frame)."""
+    bits = os.environ.get("HASHER_SENSOR_DIFFICULTY_BITS")
+    return {"ops": {"seeds": {"config": {"difficulty_bits": int(bits)}}}} if bits else {}
+
+
 @dg.sensor(
     job=partition_pipeline_job,
     minimum_interval_seconds=30,
@@ -55,7 +62,8 @@ def miner_output_sensor(context: dg.SensorEvaluationContext, storage: HasherStor
     new_keys = sorted(k for k in changed if k not in existing)
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(partition_key=k, run_key=f"{k}:{fp[:16]}") for k, fp in sorted(changed.items())
+            dg.RunRequest(partition_key=k, run_key=f"{k}:{fp[:16]}", run_config=sensor_run_config())
+            for k, fp in sorted(changed.items())
         ],
         dynamic_partitions_requests=[source_files.build_add_request(new_keys)] if new_keys else [],
         cursor=json.dumps(new_cursor),

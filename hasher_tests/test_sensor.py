@@ -107,3 +107,9 @@ def test_register_partitions_matches_what_the_sensor_finds(instance, storage):
     assert keys == SAMPLE_KEYS
     assert sorted(instance.get_dynamic_partitions("source_files")) == SAMPLE_KEYS
     assert register_partitions(instance, storage) == SAMPLE_KEYS  # idempotent
+
+
+def test_runs_carry_the_difficulty_from_the_environment(instance, storage, monkeypatch):
+    monkeypatch.setenv("HASHER_SENSOR_DIFFICULTY_BITS", "14")
+    result = _tick(instance, storage, None)
+    assert {r.run_config["ops"]["seeds"]["config"]["difficulty_bits"] for r in result.run_requests} == {14}
