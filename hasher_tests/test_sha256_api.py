@@ -17,17 +17,7 @@ from hasher_resources import sha256
 from hasher_resources.sha256 import BackendUnavailableError, KernelInputError, reference
 from hasher_resources.sha256.header import build_header
 from hasher_resources.sha256.midstate import compress, midstate
-
-VECTOR_SLOTS = np.array([[((i + 1) * 0x11111111) & 0xFFFFFFFF for i in range(12)]], dtype=np.uint32)
-VECTOR_SEED = np.array([[*range(16), *([0] * 12), 0x1C, 0x1D, 0x1E, 0x1F]], dtype=np.uint8)
-
-
-def random_rows(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return (
-        rng.integers(0, 2**32, (n, 12), dtype=np.uint32),
-        rng.integers(0, 256, (n, 32), dtype=np.uint8),
-    )
+from hasher_tests.sha256_cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
 
 
 def test_design_vector_header_bytes():

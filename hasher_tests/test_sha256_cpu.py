@@ -11,21 +11,9 @@ import pytest
 from hasher_resources import sha256
 from hasher_resources.sha256 import cpu, reference
 from hasher_resources.sha256.midstate import midstate
+from hasher_tests.sha256_cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
 
 pytestmark = pytest.mark.slow
-
-VECTOR_SLOTS = np.array([[((i + 1) * 0x11111111) & 0xFFFFFFFF for i in range(12)]], dtype=np.uint32)
-VECTOR_SEED = np.array([[*range(16), *([0] * 12), 0x1C, 0x1D, 0x1E, 0x1F]], dtype=np.uint8)
-
-
-def random_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    slots = rng.integers(0, 2**32, (n, 12), dtype=np.uint32)
-    seeds = rng.integers(0, 256, (n, 32), dtype=np.uint8)
-    # the edges: all-zero and all-ones slots, with all-zero and all-ones seeds
-    slots[0], slots[1], slots[2] = 0, 0xFFFFFFFF, 0xFFFFFFFF
-    seeds[0], seeds[1], seeds[2] = 0, 0xFF, 0
-    return slots, seeds
 
 
 def test_design_vector_on_cpu():
@@ -36,7 +24,7 @@ def test_design_vector_on_cpu():
 
 @pytest.mark.parametrize("header_time", [0, 0x5F5E1000])
 def test_cpu_matches_reference_on_random_rows(header_time):
-    slots, seeds = random_rows(1500, seed=header_time)
+    slots, seeds = random_rows(1500, seed=header_time, edges=True)
     golden, keys = sha256.evaluate_with_keys(slots, seeds, header_time=header_time, backend="cpu")
     ref_golden, ref_keys = reference.evaluate_with_keys(slots, seeds, header_time)
     assert np.array_equal(golden, ref_golden)
@@ -45,7 +33,7 @@ def test_cpu_matches_reference_on_random_rows(header_time):
 
 @pytest.mark.parametrize("n", [1, cpu.LANES - 1, cpu.LANES + 1])
 def test_row_counts_that_are_not_a_whole_block(n):
-    slots, seeds = random_rows(n + 2, seed=n)
+    slots, seeds = random_rows(n + 2, seed=n, edges=True)
     slots, seeds = slots[2:].copy(), seeds[2:].copy()
     assert np.array_equal(
         sha256.evaluate(slots, seeds, backend="cpu"), reference.evaluate_with_keys(slots, seeds)[0]
@@ -53,7 +41,7 @@ def test_row_counts_that_are_not_a_whole_block(n):
 
 
 def test_thread_count_does_not_change_results():
-    slots, seeds = random_rows(4 * cpu.LANES, seed=7)
+    slots, seeds = random_rows(4 * cpu.LANES, seed=7, edges=True)
     cpu.set_threads(1)
     one = sha256.evaluate(slots, seeds, backend="cpu")
     cpu.set_threads(None)

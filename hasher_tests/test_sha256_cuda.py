@@ -19,9 +19,7 @@ from hasher_resources import sha256
 from hasher_resources.sha256 import constants as C
 from hasher_resources.sha256 import cuda, reference
 from hasher_resources.sha256.midstate import midstate
-
-VECTOR_SLOTS = np.array([[((i + 1) * 0x11111111) & 0xFFFFFFFF for i in range(12)]], dtype=np.uint32)
-VECTOR_SEED = np.array([[*range(16), *([0] * 12), 0x1C, 0x1D, 0x1E, 0x1F]], dtype=np.uint8)
+from hasher_tests.sha256_cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
 
 # A few macros' worth of host harness: loop the device functions over rows.
 HOST_HARNESS = """
@@ -46,15 +44,6 @@ extern "C" void host_window_bits(const hasher_u32* mid, const hasher_u32* tail, 
   }
 }
 """
-
-
-def random_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    slots = rng.integers(0, 2**32, (n, 12), dtype=np.uint32)
-    seeds = rng.integers(0, 256, (n, 32), dtype=np.uint8)
-    slots[0], slots[1], slots[2] = 0, 0xFFFFFFFF, 0xFFFFFFFF
-    seeds[0], seeds[1], seeds[2] = 0, 0xFF, 0
-    return slots, seeds
 
 
 def test_prelude_defines_every_constant_from_constants_py():
@@ -129,7 +118,7 @@ def test_host_build_passes_the_design_vector(host_lib):
 
 @pytest.mark.parametrize("header_time", [0, 0xDEADBEEF])
 def test_host_build_matches_reference_on_random_rows(host_lib, header_time):
-    slots, seeds = random_rows(1500, seed=header_time & 0xFFFF)
+    slots, seeds = random_rows(1500, seed=header_time & 0xFFFF, edges=True)
     golden, keys = host_evaluate(host_lib, slots, seeds, header_time)
     ref_golden, ref_keys = reference.evaluate_with_keys(slots, seeds, header_time)
     assert np.array_equal(golden, ref_golden)
@@ -284,7 +273,7 @@ def test_gpu_design_vector():
 @pytest.mark.gpu
 @gpu
 def test_gpu_matches_reference_and_reuses_buffers():
-    slots, seeds = random_rows(3000, seed=11)
+    slots, seeds = random_rows(3000, seed=11, edges=True)
     ref_golden, ref_keys = reference.evaluate_with_keys(slots, seeds, 9)
     golden, keys = sha256.evaluate_with_keys(slots, seeds, header_time=9, backend="cuda")
     assert np.array_equal(golden, ref_golden) and np.array_equal(keys, ref_keys)
@@ -369,7 +358,7 @@ def test_gpu_window_scan_equals_the_cpu_window_scan():
 @pytest.mark.gpu
 @gpu
 def test_gpu_agrees_with_cpu_on_a_full_launch():
-    slots, seeds = random_rows(1 << 17, seed=3)
+    slots, seeds = random_rows(1 << 17, seed=3, edges=True)
     assert np.array_equal(
         sha256.evaluate(slots, seeds, backend="cuda"), sha256.evaluate(slots, seeds, backend="cpu")
     )
