@@ -433,7 +433,7 @@ class AsicSession:
             if self.collect_s > 0:
                 deadline = time.monotonic() + self.collect_s
                 while self._read_status(deadline, "work submission") is not None:
-                    pass  # an unsolicited status reply while sweeping changes nothing
+                    continue  # an unsolicited status reply while sweeping changes nothing
             # The emulator hashes on the CPU: allow a second of activity per work item, at most.
             self._exchange_status("work submission", patience=self.timeout_s + len(headers))
             lost = self.counters.lost_nonces - lost_before
