@@ -21,13 +21,13 @@ import struct
 import time
 
 from benchmarks.results import record
+from hasher_core.header import header_hash_zero_bits
 from hasher_resources import sha256
 from hasher_resources.asic import midstate
 from hasher_resources.asic import protocol as P
 from hasher_resources.asic.device import AsicDevice
 from hasher_resources.asic.emulator import Board
 from hasher_resources.asic.validation import cross_validate
-from hasher_resources.sha256.reference import header_hash_zero_bits
 
 
 def _backends() -> list[str]:

@@ -28,11 +28,13 @@ import numpy as np
 import pyarrow as pa
 
 from benchmarks.results import record
+from hasher_core import design
 from hasher_core.bundle import Bundle, build_bundle, read_bundle
+from hasher_core.errors import DeploymentFailedError
+from hasher_core.header import leading_equal_bits
 from hasher_core.predict import predict
-from hasher_resources.deploy_store import DeploymentFailedError, DeploymentStore, VerifyReport
-from hasher_resources.sha256 import constants as C
-from hasher_resources.sha256 import evaluate, leading_equal_bits, resolve_backend
+from hasher_resources.deploy_store import DeploymentStore, VerifyReport
+from hasher_resources.sha256 import evaluate, resolve_backend
 
 PARTITIONS = 10
 
@@ -40,11 +42,11 @@ PARTITIONS = 10
 def synthetic_checkpoints(rows: int, *, seed: int, backend: str) -> dict[str, pa.Table]:
     """Checkpoint tables of ``rows`` frames in total with real goldens; half marked solved at 16 bits."""
     rng = np.random.default_rng(seed)
-    slots = rng.integers(0, 2**32, size=(rows, C.SLOT_COUNT), dtype=np.uint64).astype(np.uint32)
-    seeds = rng.integers(0, 256, size=(rows, C.SEED_BYTES), dtype=np.uint8)
+    slots = rng.integers(0, 2**32, size=(rows, design.SLOT_COUNT), dtype=np.uint64).astype(np.uint32)
+    seeds = rng.integers(0, 256, size=(rows, design.SEED_BYTES), dtype=np.uint8)
     seeds[:, 16:28] = 0
     golden = evaluate(slots, seeds, backend=backend)
-    target = rng.integers(0, C.VOCABULARY_SIZE, size=rows).astype(np.uint32)
+    target = rng.integers(0, design.VOCABULARY_SIZE, size=rows).astype(np.uint32)
     # Half the rows get a target sharing the golden's top 16 bits, as a 16-bit search would find.
     half = np.arange(rows) % 2 == 0
     target[half] = (golden[half] & 0xFFFF0000) | (target[half] & 0xFFFF)
@@ -60,7 +62,7 @@ def synthetic_checkpoints(rows: int, *, seed: int, backend: str) -> dict[str, pa
             "chunk_id": pa.array(part // 64, pa.int32()),
             "window_end": pa.array(part % 64 + 1, pa.int32()),
         }
-        for i in range(C.SLOT_COUNT):
+        for i in range(design.SLOT_COUNT):
             cols[f"asic_slot_{i}"] = pa.array(slots[part, i].view(np.int32))
         cols |= {
             "target_token_id": pa.array(target[part].view(np.int32)),

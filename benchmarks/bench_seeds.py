@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.results import record
+from hasher_core.design import VOCABULARY_SIZE
 from hasher_core.search import SearchConfig, search_frames
 from hasher_resources.progress import ProgressStore
 from hasher_resources.sha256 import cuda_available, evaluate_with_keys
-from hasher_resources.sha256.constants import VOCABULARY_SIZE
 
 POPULATION = 256
 # (difficulty, frames, evaluation budget per frame)

@@ -16,13 +16,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from hasher_core.header import build_header, leading_equal_bits
 from hasher_core.search import validate_frames_table
 from hasher_resources.asic.device import AsicDevice
 from hasher_resources.asic.validation import cross_validate
 from hasher_resources.io import HASHER_METADATA_KEY, ParquetPartition, write_table_atomic
-from hasher_resources.kernel import Sha256Kernel
-from hasher_resources.sha256 import evaluate, leading_equal_bits
-from hasher_resources.sha256.header import build_header
+from hasher_resources.sha256 import evaluate
+from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
 from .knowledge_base import preview_markdown

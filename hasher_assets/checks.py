@@ -11,10 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hasher_core.design import VOCABULARY_SIZE
 from hasher_core.frames import FRAME_SCHEMA, expected_window_count
 from hasher_core.tokens import load_cl100k
 from hasher_resources.io import ParquetPartition
-from hasher_resources.sha256.constants import VOCABULARY_SIZE
 
 from .knowledge_base import knowledge_base as knowledge_base_asset
 from .partitions import source_files

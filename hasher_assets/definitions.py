@@ -15,7 +15,7 @@ import dagster as dg
 from hasher_resources.asic.device import AsicDevice
 from hasher_resources.embedder import Embedder, HashingEmbedder, OllamaEmbedder
 from hasher_resources.io import ParquetIOManager
-from hasher_resources.kernel import Sha256Kernel
+from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
 from .checkpoints import checkpoints, checkpoints_gate

@@ -11,7 +11,9 @@ import importlib.metadata
 import dagster as dg
 from pydantic import Field
 
-from hasher_core.bundle import Bundle, NoCheckpointsError, build_bundle
+from hasher_core.bundle import Bundle, build_bundle
+from hasher_core.errors import NoCheckpointsError
+from hasher_core.header import build_header
 from hasher_resources.asic.device import AsicDevice
 from hasher_resources.asic.validation import cross_validate
 from hasher_resources.deploy_store import (
@@ -21,8 +23,7 @@ from hasher_resources.deploy_store import (
     verify_sample_on_kernel,
 )
 from hasher_resources.io import ParquetPartition
-from hasher_resources.kernel import Sha256Kernel
-from hasher_resources.sha256.header import build_header
+from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
 

@@ -14,15 +14,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from hasher_core.knowledge import (
-    KNOWLEDGE_BASE_SCHEMA,
-    KnowledgeBaseError,
-    ReadReport,
-    inbox_files,
-    read_inbox_file,
-)
+from hasher_core.errors import KnowledgeBaseError
+from hasher_core.knowledge import KNOWLEDGE_BASE_SCHEMA, ReadReport, inbox_files, read_inbox_file
 from hasher_core.knowledge_cache import ensure_split
-from hasher_core.progress import RateReporter
+from hasher_core.rate_log import RateReporter
 from hasher_resources.embedder import Embedder
 from hasher_resources.io import StagedParquet
 from hasher_resources.storage import HasherStorage

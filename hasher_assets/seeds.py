@@ -12,7 +12,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from hasher_core.progress import RateReporter, format_duration
+from hasher_core.rate_log import RateReporter, format_duration
 from hasher_core.search import (
     SearchConfig,
     attach_results,
@@ -21,8 +21,8 @@ from hasher_core.search import (
     validate_frames_table,
 )
 from hasher_resources.io import ParquetPartition
-from hasher_resources.kernel import Sha256Kernel
 from hasher_resources.progress import ProgressStore
+from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
 from .knowledge_base import preview_markdown

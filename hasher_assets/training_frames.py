@@ -12,7 +12,7 @@ from pydantic import Field
 
 from hasher_core.frames import write_frames
 from hasher_core.gorand import projection_matrix
-from hasher_core.progress import RateReporter
+from hasher_core.rate_log import RateReporter
 from hasher_core.tokens import load_cl100k
 from hasher_resources.embedder import Embedder
 from hasher_resources.io import ParquetPartition, StagedParquet

@@ -35,9 +35,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hasher_resources.sha256 import constants as C
-
-from .frame_schema import SLOT_COLUMNS
+from hasher_core import design
+from hasher_core.errors import (
+    BundleChecksumError,
+    BundleError,
+    BundleFormatError,
+    BundleInputError,
+    NoCheckpointsError,
+)
+from hasher_core.schemas import SLOT_COLUMNS
 
 BUNDLE_FORMAT = "hasher-bundle-v1"
 SEEDS_FILE = "seeds.parquet"
@@ -69,9 +75,9 @@ SEED_TABLE_SCHEMA = pa.schema(
         ("source_file", pa.string()),
         ("chunk_id", pa.int32()),
         ("window_end", pa.int32()),
-        ("slots", pa.list_(pa.uint32(), C.SLOT_COUNT)),
+        ("slots", pa.list_(pa.uint32(), design.SLOT_COUNT)),
         ("target_token_id", pa.int32()),
-        ("best_seed", pa.binary(C.SEED_BYTES)),
+        ("best_seed", pa.binary(design.SEED_BYTES)),
         ("header_time", pa.int64()),
         ("golden", pa.uint32()),
         ("fingerprint", pa.string()),
@@ -81,38 +87,6 @@ SEED_TABLE_SCHEMA = pa.schema(
     ]
 )
 SORT_KEYS = ("partition", "source_file", "chunk_id", "window_end", "target_token_id", "fingerprint")
-
-
-class BundleError(Exception):
-    """Base class of everything that can go wrong building, writing or reading a bundle."""
-
-
-class NoCheckpointsError(BundleError):
-    """There is nothing to deploy: no partition has (solved) checkpoint rows."""
-
-
-class BundleInputError(BundleError, ValueError):
-    """A checkpoint table cannot go into a bundle (missing column, null seed, out-of-range value)."""
-
-    def __init__(self, partition: str, column: str, problem: str):
-        self.partition, self.column, self.problem = partition, column, problem
-        super().__init__(f"checkpoints of partition {partition!r}, column {column!r}: {problem}")
-
-
-class BundleFormatError(BundleError):
-    """A bundle directory is missing a file or holds a file that does not parse."""
-
-    def __init__(self, path: Path | str, problem: str):
-        self.path, self.problem = Path(path), problem
-        super().__init__(f"{path}: {problem}")
-
-
-class BundleChecksumError(BundleError):
-    """A file's SHA-256 (or the seed table's content digest) is not what the manifest says."""
-
-    def __init__(self, path: Path | str, expected: str, actual: str, what: str = "sha256"):
-        self.path, self.expected, self.actual = Path(path), expected, actual
-        super().__init__(f"{path}: {what} mismatch: manifest says {expected}, file has {actual}")
 
 
 @dataclass(frozen=True)
@@ -147,29 +121,29 @@ class Bundle:
 def header_constants() -> dict[str, Any]:
     """The constants that fix a seed's golden; a device or a later release checks them before use."""
     return {
-        "algorithm_version": C.ALGORITHM_VERSION,
-        "header_version": C.HEADER_VERSION,
-        "header_bits": C.HEADER_BITS,
-        "passes": C.PASSES,
-        "slot_count": C.SLOT_COUNT,
-        "seed_bytes": C.SEED_BYTES,
-        "jitter_phase2_start": C.JITTER_PHASE2_START,
-        "jitter_phase3_start": C.JITTER_PHASE3_START,
-        "jitter_clz_threshold": C.JITTER_CLZ_THRESHOLD,
-        "jitter_low_clz_xor": C.JITTER_LOW_CLZ_XOR,
-        "jitter_high_clz_xor": C.JITTER_HIGH_CLZ_XOR,
+        "algorithm_version": design.ALGORITHM_VERSION,
+        "header_version": design.HEADER_VERSION,
+        "header_bits": design.HEADER_BITS,
+        "passes": design.PASSES,
+        "slot_count": design.SLOT_COUNT,
+        "seed_bytes": design.SEED_BYTES,
+        "jitter_phase2_start": design.JITTER_PHASE2_START,
+        "jitter_phase3_start": design.JITTER_PHASE3_START,
+        "jitter_clz_threshold": design.JITTER_CLZ_THRESHOLD,
+        "jitter_low_clz_xor": design.JITTER_LOW_CLZ_XOR,
+        "jitter_high_clz_xor": design.JITTER_HIGH_CLZ_XOR,
     }
 
 
 def slots_array(seeds: pa.Table) -> np.ndarray:
     """uint32[N, 12] from a seed table's ``slots`` column."""
     col = seeds.column("slots").combine_chunks()
-    return np.asarray(col.flatten().to_numpy(), dtype=np.uint32).reshape(-1, C.SLOT_COUNT)
+    return np.asarray(col.flatten().to_numpy(), dtype=np.uint32).reshape(-1, design.SLOT_COUNT)
 
 
 def seeds_array(seeds: pa.Table) -> np.ndarray:
     """uint8[N, 32] from a seed table's ``best_seed`` column."""
-    return _fixed_binary_bytes(seeds.column("best_seed").combine_chunks()).reshape(-1, C.SEED_BYTES)
+    return _fixed_binary_bytes(seeds.column("best_seed").combine_chunks()).reshape(-1, design.SEED_BYTES)
 
 
 def _fixed_binary_bytes(arr: pa.FixedSizeBinaryArray) -> np.ndarray:
@@ -217,19 +191,20 @@ def _partition_rows(partition: str, table: pa.Table, only_solved: bool) -> pa.Ta
         raise BundleInputError(partition, "best_seed", f"expected binary, got {seed_col.type}")
     if not pa.types.is_fixed_size_binary(seed_col.type) and n:
         lengths = pc.binary_length(seed_col).to_numpy()
-        bad = np.flatnonzero(lengths != C.SEED_BYTES)
+        bad = np.flatnonzero(lengths != design.SEED_BYTES)
         if bad.size:
             row = int(bad[0])
             raise BundleInputError(
-                partition, "best_seed", f"row {row} is {lengths[row]} bytes, a seed is {C.SEED_BYTES}"
+                partition, "best_seed", f"row {row} is {lengths[row]} bytes, a seed is {design.SEED_BYTES}"
             )
-    seeds = seed_col.cast(pa.binary(C.SEED_BYTES)) if n else pa.chunked_array([], pa.binary(C.SEED_BYTES))
+    seed_type = pa.binary(design.SEED_BYTES)
+    seeds = seed_col.cast(seed_type) if n else pa.chunked_array([], seed_type)
 
     # Slots arrive as int32 (the uint32 bit-cast of §3.5); accept uint32/int64 holding the same words.
     slot_words = np.stack(
         [_int_column(partition, table, c, -(2**31), 2**32 - 1) for c in SLOT_COLUMNS], axis=1
     ).astype(np.int64)
-    slot_words = (slot_words & 0xFFFFFFFF).astype(np.uint32).reshape(n, C.SLOT_COUNT)
+    slot_words = (slot_words & 0xFFFFFFFF).astype(np.uint32).reshape(n, design.SLOT_COUNT)
 
     for name in ("source_file", "fingerprint"):
         col = table.column(name)
@@ -251,7 +226,7 @@ def _partition_rows(partition: str, table: pa.Table, only_solved: bool) -> pa.Ta
         "source_file": strings("source_file"),
         "chunk_id": pa.array(_int_column(partition, table, "chunk_id", -(2**31), 2**31 - 1), pa.int32()),
         "window_end": pa.array(_int_column(partition, table, "window_end", 0, 2**31 - 1), pa.int32()),
-        "slots": pa.FixedSizeListArray.from_arrays(pa.array(slot_words.reshape(-1)), C.SLOT_COUNT),
+        "slots": pa.FixedSizeListArray.from_arrays(pa.array(slot_words.reshape(-1)), design.SLOT_COUNT),
         "target_token_id": pa.array(
             _int_column(partition, table, "target_token_id", -(2**31), 2**31 - 1), pa.int32()
         ),
@@ -353,7 +328,7 @@ def build_bundle(
         "version": digest[:VERSION_HEX_DIGITS],
         "content_digest": digest,
         "pipeline_version": pipeline_version,
-        "algorithm_version": C.ALGORITHM_VERSION,
+        "algorithm_version": design.ALGORITHM_VERSION,
         "header_constants": constants,
         "only_solved": only_solved,
         "partitions": per_partition,

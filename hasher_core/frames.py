@@ -26,11 +26,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import tiktoken
 
+from hasher_core.design import SLOT_COUNT
+from hasher_core.errors import FramesConfigError, FramesInputError
 from hasher_core.gorand import projection_matrix
+from hasher_core.schemas import FRAME_SCHEMA, SLOT_COLUMNS
 from hasher_core.tokens import load_cl100k
-from hasher_resources.sha256.constants import SLOT_COUNT
-
-from .frame_schema import FRAME_SCHEMA, SLOT_COLUMNS
 
 __all__ = [
     "COMPRESSIONS",
@@ -61,14 +61,6 @@ COMPRESSIONS = ("zstd", "snappy")
 EMBEDDING_SOURCES = ("chunk", "window")
 
 _INPUT_COLUMNS = ("source_file", "chunk_id", "content", "embedding")
-
-
-class FramesConfigError(ValueError):
-    """A stage-2 option (window, stride, compression, embedding source, batch size) is invalid."""
-
-
-class FramesInputError(ValueError):
-    """A knowledge-base batch cannot become frames: a missing column, a bad embedding, ..."""
 
 
 class Embedder(Protocol):

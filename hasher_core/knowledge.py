@@ -24,6 +24,40 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hasher_core.errors import (
+    AllRecordsInvalidError,
+    KnowledgeBaseError,
+    KnowledgeBaseFormatError,
+    KnowledgeBaseNotFoundError,
+    NoReadableKnowledgeBaseError,
+    PartitionNotFoundError,
+)
+from hasher_core.knowledge_schema import (
+    CHUNK_ID_NOT_INTEGER,
+    CHUNK_ID_OUT_OF_RANGE,
+    DUPLICATE_CHUNK_ID,
+    EMBEDDING_DIMS,
+    EMBEDDING_LENGTH,
+    EMBEDDING_NOT_FINITE,
+    EMBEDDING_NOT_NUMERIC,
+    EMPTY_CONTENT,
+    EXTRA_COLUMNS,
+    INVALID_UTF8,
+    KNOWLEDGE_BASE_SCHEMA,
+    MAX_PROBLEMS,
+    MISSING_CHUNK_ID,
+    MISSING_CONTENT,
+    MISSING_EMBEDDING,
+    MISSING_FILE_NAME,
+    NOT_AN_OBJECT,
+    ReadReport,
+    canonical_batch,
+    default_inbox_dir,
+    default_miner_dir,
+    knowledge_base_schema,
+    safe_partition_key,
+)
+
 from .knowledge_formats import (
     DISCOVERY_ORDER,
     FIELD_ALIASES,
@@ -43,35 +77,6 @@ from .knowledge_inbox import (
     inbox_files,
     read_inbox_file,
     write_sample_knowledge_base,
-)
-from .knowledge_schema import (
-    CHUNK_ID_NOT_INTEGER,
-    CHUNK_ID_OUT_OF_RANGE,
-    DUPLICATE_CHUNK_ID,
-    EMBEDDING_DIMS,
-    EMBEDDING_LENGTH,
-    EMBEDDING_NOT_FINITE,
-    EMBEDDING_NOT_NUMERIC,
-    EMPTY_CONTENT,
-    EXTRA_COLUMNS,
-    INVALID_UTF8,
-    KNOWLEDGE_BASE_SCHEMA,
-    MAX_PROBLEMS,
-    MISSING_CHUNK_ID,
-    MISSING_CONTENT,
-    MISSING_EMBEDDING,
-    MISSING_FILE_NAME,
-    NOT_AN_OBJECT,
-    AllRecordsInvalidError,
-    KnowledgeBaseError,
-    KnowledgeBaseFormatError,
-    KnowledgeBaseNotFoundError,
-    ReadReport,
-    canonical_batch,
-    default_inbox_dir,
-    default_miner_dir,
-    knowledge_base_schema,
-    safe_partition_key,
 )
 
 __all__ = [
@@ -106,24 +111,6 @@ _INT32_MAX = 2**31 - 1
 JSON_PIECE_RECORDS = 1024
 # Per-source chunk-id bitmaps stay dense up to this id; beyond it a set is cheaper.
 _BITMAP_LIMIT = 1 << 24
-
-
-class NoReadableKnowledgeBaseError(KnowledgeBaseNotFoundError):
-    """Candidate files exist but none could be read; the message says why for each."""
-
-    def __init__(self, searched: list[Path], rejected: list[tuple[Path, str]]) -> None:
-        self.rejected = list(rejected)
-        detail = "files found but unreadable:\n" + "\n".join(f"  {p}: {why}" for p, why in rejected)
-        super().__init__(searched, detail)
-
-
-class PartitionNotFoundError(KnowledgeBaseError):
-    """The knowledge base was read but holds no record for the requested partition key."""
-
-    def __init__(self, path: Path, partition_key: str) -> None:
-        self.path = Path(path)
-        self.partition_key = partition_key
-        super().__init__(f"{path}: no record belongs to partition {partition_key!r}")
 
 
 @dataclass(frozen=True)

@@ -44,11 +44,14 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .knowledge import (
-    EMBEDDING_DIMS,
-    KnowledgeBaseError,
+from hasher_core.errors import (
     KnowledgeBaseNotFoundError,
+    KnowledgeCacheError,
+    KnowledgeCacheLockTimeoutError,
     PartitionNotFoundError,
+)
+from hasher_core.knowledge import (
+    EMBEDDING_DIMS,
     ReadReport,
     discovery_candidates,
     knowledge_base_schema,
@@ -87,22 +90,6 @@ _READ_BYTES = 8 << 20
 _RACY_NS = 2_000_000_000
 _MAX_DIGESTS = 64
 _LOCK_POLL_S = 0.05
-
-
-class KnowledgeCacheError(KnowledgeBaseError):
-    """The split cache cannot be built, published or read; the message names the path."""
-
-
-class KnowledgeCacheLockTimeoutError(KnowledgeCacheError):
-    """Another process held the cache lock longer than the caller was willing to wait."""
-
-    def __init__(self, lock_path: Path, waited_s: float, holder: str) -> None:
-        self.lock_path = Path(lock_path)
-        self.waited_s = waited_s
-        super().__init__(
-            f"{lock_path}: still locked after {waited_s:.1f} s by another split build ({holder}); "
-            "wait for it to finish or raise the timeout"
-        )
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .knowledge_schema import (
-    MALFORMED_JSON,
-    TRUNCATED,
-    KnowledgeBaseFormatError,
-    ReadReport,
-    safe_partition_key,
-)
+from hasher_core.errors import KnowledgeBaseFormatError
+from hasher_core.knowledge_schema import MALFORMED_JSON, TRUNCATED, ReadReport, safe_partition_key
 
 Format = Literal["parquet", "arrow_file", "arrow_stream", "json_array", "jsonl"]
 

@@ -19,10 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .knowledge_schema import (
+from hasher_core.errors import KnowledgeBaseError, KnowledgeBaseFormatError
+from hasher_core.knowledge_schema import (
     EMBEDDING_DIMS,
-    KnowledgeBaseError,
-    KnowledgeBaseFormatError,
     ReadReport,
     canonical_batch,
     safe_partition_key,

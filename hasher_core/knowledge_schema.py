@@ -59,48 +59,6 @@ DUPLICATE_CHUNK_ID = "duplicate_chunk_id"
 MAX_PROBLEMS = 20
 
 
-class KnowledgeBaseError(Exception):
-    """Base class of every error raised while reading a knowledge base or the inbox."""
-
-
-class KnowledgeBaseNotFoundError(KnowledgeBaseError):
-    """No candidate file exists; the message names every path searched."""
-
-    def __init__(self, searched: list[Path], detail: str = "") -> None:
-        self.searched = list(searched)
-        listing = "\n".join(f"  {p}" for p in self.searched)
-        hint = f"\n{detail}" if detail else ""
-        super().__init__(
-            f"no Data Miner knowledge base found; searched, in order:\n{listing}{hint}\n"
-            "Set HASHER_MINER_DIR, give an explicit input path, or drop .txt/.md files into the inbox."
-        )
-
-
-class KnowledgeBaseFormatError(KnowledgeBaseError):
-    """A file (or one record of it, when ``record`` is not None) cannot be read as a knowledge base."""
-
-    def __init__(self, path: Path, record: int | str | None, reason: str) -> None:
-        self.path = Path(path)
-        self.record = record
-        self.reason = reason
-        where = f"{self.path}" if record is None else f"{self.path}, record {record}"
-        super().__init__(f"{where}: {reason}")
-
-
-class AllRecordsInvalidError(KnowledgeBaseError):
-    """Every record of the file (or of the requested partition) was skipped."""
-
-    def __init__(
-        self, path: Path, skipped_counts: collections.Counter[str], first_problems: list[str]
-    ) -> None:
-        self.path = Path(path)
-        self.skipped_counts = collections.Counter(skipped_counts)
-        self.first_problems = list(first_problems)
-        counts = ", ".join(f"{reason}={n}" for reason, n in self.skipped_counts.most_common()) or "none"
-        shown = "\n".join(f"  {p}" for p in self.first_problems[:5])
-        super().__init__(f"{self.path}: no valid record (skipped: {counts}); first problems:\n{shown}")
-
-
 @dataclass
 class ReadReport:
     """What a read did: the file used, the candidates rejected and why, and the records skipped per reason.

@@ -14,13 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hasher_core import design
 from hasher_core.bundle import Bundle
-from hasher_resources.sha256 import constants as C
-from hasher_resources.sha256 import evaluate, leading_equal_bits
-
-
-class PredictInputError(ValueError):
-    """The frame given for a prediction is not 12 words that fit in 32 bits, or the row is unknown."""
+from hasher_core.errors import PredictInputError
+from hasher_core.header import leading_equal_bits
+from hasher_resources.sha256 import evaluate
 
 
 @dataclass(frozen=True)
@@ -83,8 +81,8 @@ class Prediction:
 def frame_slots(values: Sequence[int] | np.ndarray) -> np.ndarray:
     """12 slot words as uint32; accepts the uint32 values or their int32 bit-cast (as in frames)."""
     words = [int(v) for v in np.asarray(values).reshape(-1).tolist()]
-    if len(words) != C.SLOT_COUNT:
-        raise PredictInputError(f"a frame has {C.SLOT_COUNT} slots, got {len(words)}")
+    if len(words) != design.SLOT_COUNT:
+        raise PredictInputError(f"a frame has {design.SLOT_COUNT} slots, got {len(words)}")
     bad = [w for w in words if not -(2**31) <= w <= 2**32 - 1]
     if bad:
         raise PredictInputError(f"slot value {bad[0]} does not fit in 32 bits")

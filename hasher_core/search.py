@@ -24,17 +24,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hasher_resources.progress import FrameResult, ProgressStore
-from hasher_resources.sha256.constants import (
+from hasher_core.design import (
     ALGORITHM_VERSION,
     SEED_BYTES,
     SLOT_COUNT,
     STABILITY_PASSES,
     VOCABULARY_SIZE,
 )
+from hasher_core.errors import FramesInputError, SearchConfigError
+from hasher_core.search_io import attach_results, render_search_plot, validate_frames_table
+from hasher_resources.progress import FrameResult, ProgressStore
 
 from . import search_evolution as evo
-from .search_io import FramesInputError, attach_results, render_search_plot, validate_frames_table
 
 #: ``(slots uint32[N, 12], seeds uint8[N, 32], header_time) -> (golden uint32[N], keys uint32[N, 3])``.
 #: The input arrays are buffers the search reuses on its next call: copy them to keep them.
@@ -59,10 +60,6 @@ __all__ = [
 
 STRATEGIES = ("grpo", "scan")
 MAX_POPULATION = 1 << 16
-
-
-class SearchConfigError(ValueError):
-    """A search setting is out of range; the message names the setting and the allowed values."""
 
 
 @dataclass(frozen=True)

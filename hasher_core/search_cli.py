@@ -20,17 +20,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from hasher_resources.progress import ProgressStore, ProgressStoreError
+from hasher_core.errors import FramesInputError, ProgressStoreError, SearchConfigError
+from hasher_core.search import SearchConfig, attach_results, search_frames, validate_frames_table
+from hasher_resources.progress import ProgressStore
 from hasher_resources.sha256 import BACKENDS, evaluate_with_keys, resolve_backend
-
-from .search import (
-    FramesInputError,
-    SearchConfig,
-    SearchConfigError,
-    attach_results,
-    search_frames,
-    validate_frames_table,
-)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -20,13 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from hasher_resources.sha256 import leading_equal_bits
-from hasher_resources.sha256.constants import (
-    EXTRANONCE_BYTES,
-    SEED_BYTES,
-    SEED_NONCE_OFFSET,
-    VOCABULARY_SIZE,
-)
+from hasher_core.design import EXTRANONCE_BYTES, SEED_BYTES, SEED_NONCE_OFFSET, VOCABULARY_SIZE
+from hasher_core.header import leading_equal_bits
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from hasher_resources.sha256.constants import SEED_BYTES, SLOT_COUNT, VOCABULARY_SIZE
-
-from .frame_schema import SLOT_COLUMNS, TARGET_COLUMN
+from hasher_core.design import SEED_BYTES, SLOT_COUNT, VOCABULARY_SIZE
+from hasher_core.errors import FramesInputError
+from hasher_core.schemas import SLOT_COLUMNS, TARGET_COLUMN
 
 if TYPE_CHECKING:
     from .search import SearchConfig, SearchHistory, SearchResults
@@ -37,10 +37,6 @@ RESULT_COLUMNS = (
     "header_time",
     "kernel_backend",
 )
-
-
-class FramesInputError(ValueError):
-    """The frames to search are malformed; the message names the column or row."""
 
 
 def _column_values(table: pa.Table, name: str) -> np.ndarray:

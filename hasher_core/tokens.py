@@ -18,7 +18,8 @@ from pathlib import Path
 
 import tiktoken
 
-from hasher_resources.sha256.constants import VOCABULARY_SIZE
+from hasher_core.design import VOCABULARY_SIZE
+from hasher_core.errors import TokenizerDataError
 
 __all__ = [
     "CL100K_SHA256",
@@ -44,15 +45,6 @@ _SPECIAL_TOKENS = {
     "<|fim_suffix|>": 100260,
     "<|endofprompt|>": 100276,
 }
-
-
-class TokenizerDataError(RuntimeError):
-    """The BPE ranks file is missing, unreadable or not the cl100k_base file tiktoken expects."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"cl100k_base ranks file {path}: {reason}")
-        self.path = path
-        self.reason = reason
 
 
 def bundled_cl100k_path() -> Path:

@@ -35,65 +35,22 @@ from typing import Any
 
 import numpy as np
 
-from hasher_core.bundle import (
-    Bundle,
+from hasher_core.bundle import Bundle, bundle_version, file_sha256, read_bundle, write_bundle
+from hasher_core.errors import (
     BundleError,
-    bundle_version,
-    file_sha256,
-    read_bundle,
-    write_bundle,
+    DeploymentError,
+    DeploymentFailedError,
+    DeploymentLockedError,
+    DeploymentStoreError,
 )
-from hasher_resources.sha256 import evaluate, leading_equal_bits
+from hasher_core.header import leading_equal_bits
+from hasher_resources.sha256 import evaluate
 
 DEPLOYMENTS_DIR = "deployments"
 BACKUPS_DIR = "backups"
 POINTER = "current"
 LOCK_FILE = ".deploy.lock"
 STEPS = ("health_before", "backup", "write", "swap", "readback", "verify", "health_after")
-
-
-class DeploymentError(Exception):
-    """Base class of the store's errors."""
-
-
-class DeploymentStoreError(DeploymentError):
-    """The store itself is in a state this module will not guess about (bad pointer, missing dir)."""
-
-
-class DeploymentLockedError(DeploymentError):
-    """Another deploy holds the store's lock."""
-
-
-class DeploymentFailedError(DeploymentError):
-    """A deploy failed after its retries and was rolled back; says which step failed and why."""
-
-    def __init__(
-        self,
-        version: str,
-        step: str,
-        reason: str,
-        *,
-        attempts: int,
-        rolled_back_to: str | None,
-        restored_from_backup: bool = False,
-        attempt_errors: tuple[str, ...] = (),
-        rollback_completed: bool = True,
-    ):
-        self.version, self.step, self.reason = version, step, reason
-        self.rollback_completed = rollback_completed
-        self.attempts, self.rolled_back_to = attempts, rolled_back_to
-        self.restored_from_backup, self.attempt_errors = restored_from_backup, attempt_errors
-        if not rollback_completed:
-            previous = "the rollback did not complete: inspect the store before the next deploy"
-        elif rolled_back_to:
-            how = ", restored from backup" if restored_from_backup else ""
-            previous = f"rolled back to {rolled_back_to} (intact{how})"
-        else:
-            previous = "rolled back to no deployment (there was none before)"
-        super().__init__(
-            f"deployment of {version} failed at step {step!r} after {attempts} attempt(s): "
-            f"{reason}; {previous}"
-        )
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,9 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from hasher_core.errors import EmbedderError
+
 _WORD = re.compile(r"\w+")
-
-
-class EmbedderError(RuntimeError):
-    """The embedder cannot produce embeddings (server down, model missing, malformed answer)."""
 
 
 class Embedder(dg.ConfigurableResource):

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from hasher_resources.sha256.constants import ALGORITHM_VERSION, SEED_BYTES
+from hasher_core.design import ALGORITHM_VERSION, SEED_BYTES
+from hasher_core.errors import ProgressStoreError, ProgressStoreLockedError
 
 log = logging.getLogger(__name__)
 
@@ -57,29 +58,6 @@ CREATE TABLE IF NOT EXISTS frames (
 );
 """
 _GET_CHUNK = 500  # stays under SQLite's host-parameter limit
-
-
-class ProgressStoreError(RuntimeError):
-    """The progress store cannot be used (not SQLite, wrong schema, unreadable); names the file."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"progress store {path}: {reason} (the file was left untouched)")
-        self.path = path
-        self.reason = reason
-
-
-class ProgressStoreLockedError(ProgressStoreError):
-    """Another run of the same partition holds the store."""
-
-    def __init__(self, path: Path, partition: str, wait_s: float) -> None:
-        RuntimeError.__init__(
-            self,
-            f"another run of partition {partition!r} holds the progress store {path} "
-            f"(lock {_lock_path(path)}); waited {wait_s:g} s",
-        )
-        self.path = path
-        self.reason = "locked"
-        self.partition = partition
 
 
 class ProgressStoreVersionWarning(UserWarning):
@@ -270,7 +248,7 @@ def _acquire_lock(path: Path, partition: str, wait_s: float) -> int:
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 os.close(fd)
-                raise ProgressStoreLockedError(path, partition, wait_s) from None
+                raise ProgressStoreLockedError(path, partition, wait_s, _lock_path(path)) from None
             time.sleep(0.05)
 
 

@@ -13,9 +13,7 @@ import threading
 import dagster as dg
 import pytest
 
-from hasher_resources.asic.device import AsicDevice, AsicSession, start_emulator, stop_emulator
-from hasher_resources.asic.emulator import Board, Emulator, FaultRule, serve_in_thread
-from hasher_resources.asic.errors import (
+from hasher_core.errors import (
     AsicCrcError,
     AsicDisconnectedError,
     AsicError,
@@ -24,6 +22,8 @@ from hasher_resources.asic.errors import (
     AsicTimeoutError,
     WrongDeviceError,
 )
+from hasher_resources.asic.device import AsicDevice, AsicSession, start_emulator, stop_emulator
+from hasher_resources.asic.emulator import Board, Emulator, FaultRule, serve_in_thread
 from hasher_resources.asic.midstate import midstate
 from hasher_resources.asic.protocol import Work
 

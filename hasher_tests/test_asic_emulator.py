@@ -9,15 +9,14 @@ import sys
 
 import pytest
 
+from hasher_core.errors import AsicCrcError, AsicProtocolError, BackendUnavailableError
+from hasher_core.header import build_header, header_hash_zero_bits
 from hasher_resources import sha256
 from hasher_resources.asic import protocol as P
 from hasher_resources.asic.device import AsicSession, start_emulator, stop_emulator
 from hasher_resources.asic.emulator import Board, Emulator, FaultRule, main
-from hasher_resources.asic.errors import AsicCrcError, AsicProtocolError
 from hasher_resources.asic.midstate import midstate
-from hasher_resources.sha256 import BackendUnavailableError, scan_header_nonces
-from hasher_resources.sha256.header import build_header
-from hasher_resources.sha256.reference import header_hash_zero_bits
+from hasher_resources.sha256 import scan_header_nonces
 
 SLOTS = [((i + 1) * 0x11111111) & 0xFFFFFFFF for i in range(12)]
 HEADER = build_header(SLOTS, bytes(range(16)) + bytes(12) + bytes([0x1C, 0x1D, 0x1E, 0x1F]))

@@ -10,12 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hasher_core.header import build_header, double_sha256, double_sha256_from_midstate
+from hasher_core.header import midstate as kernel_midstate
 from hasher_resources.asic.midstate import midstate, midstate_words, words_of_midstate
 from hasher_resources.sha256 import scan_header_nonces, scan_midstate_nonces
-from hasher_resources.sha256.header import build_header
-from hasher_resources.sha256.midstate import double_sha256_from_midstate
-from hasher_resources.sha256.midstate import midstate as kernel_midstate
-from hasher_resources.sha256.reference import double_sha256
 
 # DESIGN §4.2 test vector header.
 SLOTS = [((i + 1) * 0x11111111) & 0xFFFFFFFF for i in range(12)]

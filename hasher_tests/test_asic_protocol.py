@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hasher_core.errors import AsicCrcError, AsicProtocolError
 from hasher_resources.asic import protocol as P
-from hasher_resources.asic.errors import AsicCrcError, AsicProtocolError
 
 STATUS_REQUEST_DOCS = "53000c0000000000000000000000e842"
 CONFIG_DOCS = "510018001e0000000820602dfa00050a000000000000000000008695"

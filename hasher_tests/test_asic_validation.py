@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from hasher_core.errors import AsicTimeoutError
+from hasher_core.header import build_header
 from hasher_resources.asic.device import AsicSession
 from hasher_resources.asic.emulator import Board, Emulator, FaultRule, serve_in_thread
-from hasher_resources.asic.errors import AsicTimeoutError
 from hasher_resources.asic.validation import cross_validate
-from hasher_resources.sha256.header import build_header
 
 SHARE_BITS = 6
 HEADERS = [build_header([k * 7 + i for i in range(12)], bytes(range(32))) for k in range(10)]

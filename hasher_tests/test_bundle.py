@@ -11,21 +11,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hasher_core import design
 from hasher_core.bundle import (
     FINGERPRINTS_FILE,
     MANIFEST_FILE,
     SEEDS_FILE,
-    BundleChecksumError,
-    BundleFormatError,
-    BundleInputError,
-    NoCheckpointsError,
     build_bundle,
     bundle_version,
     read_bundle,
     write_bundle,
 )
-from hasher_resources.sha256 import constants as C
-from hasher_resources.sha256 import evaluate, leading_equal_bits
+from hasher_core.errors import (
+    BundleChecksumError,
+    BundleFormatError,
+    BundleInputError,
+    NoCheckpointsError,
+)
+from hasher_core.header import leading_equal_bits
+from hasher_resources.sha256 import evaluate
 
 
 def make_checkpoints(
@@ -38,12 +41,12 @@ def make_checkpoints(
     Frames come in pairs sharing slots (one chunk, two targets) as chunk embeddings do.
     """
     rng = np.random.default_rng(seed)
-    slots = rng.integers(0, 2**32, size=((rows + 1) // 2, C.SLOT_COUNT), dtype=np.uint64)
+    slots = rng.integers(0, 2**32, size=((rows + 1) // 2, design.SLOT_COUNT), dtype=np.uint64)
     slots = np.repeat(slots, 2, axis=0)[:rows].astype(np.uint32)
-    seeds = rng.integers(0, 256, size=(rows, C.SEED_BYTES), dtype=np.uint8)
+    seeds = rng.integers(0, 256, size=(rows, design.SEED_BYTES), dtype=np.uint8)
     seeds[:, 16:28] = 0
     golden = evaluate(slots, seeds, header_time=header_time, backend="reference")
-    target = rng.integers(0, C.VOCABULARY_SIZE, size=rows).astype(np.uint32)
+    target = rng.integers(0, design.VOCABULARY_SIZE, size=rows).astype(np.uint32)
     solved = np.zeros(rows, bool)
     if solved_every:
         solved[::solved_every] = True
@@ -61,7 +64,7 @@ def make_checkpoints(
         "window_end": pa.array(np.arange(rows) % 2 + 1, pa.int32()),
         "context_length": pa.array(np.arange(rows) % 2 + 1, pa.int32()),
     }
-    for i in range(C.SLOT_COUNT):
+    for i in range(design.SLOT_COUNT):
         cols[f"asic_slot_{i}"] = pa.array(slots[:, i].view(np.int32))
     cols |= {
         "target_token_id": pa.array(target.view(np.int32)),
@@ -112,8 +115,8 @@ def test_manifest_carries_versions_constants_counts_and_checksums(checkpoints):
     bundle = build_bundle(checkpoints, pipeline_version="0.1.0")
     m = bundle.manifest
     assert m["pipeline_version"] == "0.1.0"
-    assert m["algorithm_version"] == C.ALGORITHM_VERSION
-    assert m["header_constants"]["header_bits"] == C.HEADER_BITS
+    assert m["algorithm_version"] == design.ALGORITHM_VERSION
+    assert m["header_constants"]["header_bits"] == design.HEADER_BITS
     assert m["header_constants"]["passes"] == 21
     assert m["partitions"] == {"a.txt": {"rows": 8, "solved": 4}, "b.txt": {"rows": 6, "solved": 3}}
     assert (m["total_rows"], m["solved_rows"]) == (14, 7)

@@ -18,13 +18,8 @@ import pytest
 import hasher_core.bundle as bundle_module
 import hasher_resources.deploy_store as store_module
 from hasher_core.bundle import SEEDS_FILE, Bundle, build_bundle, file_sha256, write_bundle
-from hasher_resources.deploy_store import (
-    DeploymentFailedError,
-    DeploymentLockedError,
-    DeploymentStore,
-    VerifyReport,
-    verify_sample_on_kernel,
-)
+from hasher_core.errors import DeploymentFailedError, DeploymentLockedError
+from hasher_resources.deploy_store import DeploymentStore, VerifyReport, verify_sample_on_kernel
 from hasher_tests.test_bundle import make_checkpoints
 
 FAST = {"retry_delay_s": 0.0, "kernel_backend": "reference"}

@@ -17,7 +17,8 @@ import numpy as np
 import pydantic
 import pytest
 
-from hasher_resources.embedder import EmbedderError, HashingEmbedder, OllamaEmbedder
+from hasher_core.errors import EmbedderError
+from hasher_resources.embedder import HashingEmbedder, OllamaEmbedder
 
 DIMS = 768
 

@@ -13,11 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from hasher_core.errors import FramesConfigError, FramesInputError
 from hasher_core.frames import (
     FRAME_SCHEMA,
     SLOT_COLUMNS,
-    FramesConfigError,
-    FramesInputError,
     FramesReport,
     expected_window_count,
     frames_from_batch,

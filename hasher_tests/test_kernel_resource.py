@@ -6,9 +6,10 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from hasher_core.errors import BackendUnavailableError, KernelConfigError, KernelInputError
 from hasher_resources import sha256
-from hasher_resources.kernel import KernelConfigError, Sha256Kernel
-from hasher_resources.sha256 import BackendUnavailableError, KernelInputError, reference
+from hasher_resources.sha256 import reference
+from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_tests.sha256_cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
 
 

@@ -16,21 +16,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from hasher_core import knowledge_cache
+from hasher_core.errors import (
+    KnowledgeBaseNotFoundError,
+    KnowledgeCacheError,
+    KnowledgeCacheLockTimeoutError,
+    PartitionNotFoundError,
+)
 from hasher_core.knowledge import (
     KNOWLEDGE_BASE_SCHEMA,
-    KnowledgeBaseNotFoundError,
-    PartitionNotFoundError,
     ReadReport,
     knowledge_base_schema,
     read_knowledge_base,
     safe_partition_key,
 )
-from hasher_core.knowledge_cache import (
-    KnowledgeCacheError,
-    KnowledgeCacheLockTimeoutError,
-    SplitCache,
-    ensure_split,
-)
+from hasher_core.knowledge_cache import SplitCache, ensure_split
 
 PARQUET = "ai_knowledge_base.parquet"
 GO_JSON = "json/ai_knowledge_base.json"

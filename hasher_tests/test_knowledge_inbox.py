@@ -11,10 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hasher_core.errors import KnowledgeBaseError, KnowledgeBaseFormatError
 from hasher_core.knowledge import (
     KNOWLEDGE_BASE_SCHEMA,
-    KnowledgeBaseError,
-    KnowledgeBaseFormatError,
     ReadReport,
     chunk_words,
     inbox_files,

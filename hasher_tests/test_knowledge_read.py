@@ -19,13 +19,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hasher_core import knowledge_formats
-from hasher_core.knowledge import (
-    KNOWLEDGE_BASE_SCHEMA,
+from hasher_core.errors import (
     AllRecordsInvalidError,
     KnowledgeBaseFormatError,
     KnowledgeBaseNotFoundError,
     NoReadableKnowledgeBaseError,
     PartitionNotFoundError,
+)
+from hasher_core.knowledge import (
+    KNOWLEDGE_BASE_SCHEMA,
     ReadReport,
     default_inbox_dir,
     default_miner_dir,

@@ -17,8 +17,8 @@ from hasher_core import cli
 from hasher_resources.asic.device import AsicDevice, start_emulator, stop_emulator
 from hasher_resources.embedder import HashingEmbedder
 from hasher_resources.io import ParquetIOManager
-from hasher_resources.kernel import Sha256Kernel
 from hasher_resources.sha256 import evaluate
+from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
 KEY = "gettysburg_address.txt"

@@ -11,10 +11,11 @@ import pytest
 
 from hasher_core.bundle import SEEDS_FILE, Bundle, build_bundle
 from hasher_core.cli import main
-from hasher_core.predict import PredictInputError, predict, predict_row
+from hasher_core.errors import PredictInputError
+from hasher_core.header import seed_with_nonce
+from hasher_core.predict import predict, predict_row
 from hasher_resources.deploy_store import DeploymentStore
 from hasher_resources.sha256 import evaluate
-from hasher_resources.sha256.header import seed_with_nonce
 from hasher_tests.test_bundle import make_checkpoints
 
 

@@ -8,15 +8,10 @@ import warnings
 import numpy as np
 import pytest
 
+from hasher_core.errors import ProgressStoreError, ProgressStoreLockedError
 from hasher_core.search import SearchConfig, search_frames
 from hasher_resources import progress
-from hasher_resources.progress import (
-    FrameResult,
-    ProgressStore,
-    ProgressStoreError,
-    ProgressStoreLockedError,
-    ProgressStoreVersionWarning,
-)
+from hasher_resources.progress import FrameResult, ProgressStore, ProgressStoreVersionWarning
 from hasher_tests.test_search import fast_oracle, make_frames
 
 

@@ -15,18 +15,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hasher_core import search_evolution as evo
+from hasher_core.design import VOCABULARY_SIZE
+from hasher_core.errors import FramesInputError, SearchConfigError
+from hasher_core.header import leading_equal_bits
 from hasher_core.search import (
-    FramesInputError,
     SearchConfig,
-    SearchConfigError,
     attach_results,
     frame_fingerprint,
     render_search_plot,
     search_frames,
     validate_frames_table,
 )
-from hasher_resources.sha256 import evaluate_with_keys, leading_equal_bits
-from hasher_resources.sha256.constants import VOCABULARY_SIZE
+from hasher_resources.sha256 import evaluate_with_keys
 
 
 def fast_oracle(slots: np.ndarray, seeds: np.ndarray, header_time: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from hasher_core import search_evolution as evo
+from hasher_core.header import leading_equal_bits
 from hasher_core.search import SearchConfig, _ActiveSet
-from hasher_resources.sha256 import leading_equal_bits
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 37, 128, 129, 192, 255, 256, 1000, 4099])

@@ -18,8 +18,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from hasher_core.errors import ProgressStoreLockedError
 from hasher_core.search import SearchConfig, attach_results, search_frames
-from hasher_resources.progress import ProgressStore, ProgressStoreLockedError
+from hasher_resources.progress import ProgressStore
 from hasher_tests.test_search import frames_table, make_frames, reference_evaluate
 
 FRAMES = 24

@@ -13,10 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hasher_core import design, header
+from hasher_core.errors import BackendUnavailableError, KernelInputError
+from hasher_core.header import build_header, compress, midstate
 from hasher_resources import sha256
-from hasher_resources.sha256 import BackendUnavailableError, KernelInputError, reference
-from hasher_resources.sha256.header import build_header
-from hasher_resources.sha256.midstate import compress, midstate
+from hasher_resources.sha256 import reference
 from hasher_tests.sha256_cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
 
 
@@ -27,7 +28,7 @@ def test_design_vector_header_bytes():
 
 
 def test_design_vector_golden_and_keys_on_reference():
-    golden, all_keys = reference.recursion(
+    golden, all_keys = header.recursion(
         build_header(VECTOR_SLOTS[0], VECTOR_SEED[0].tobytes()), VECTOR_SLOTS[0]
     )
     assert (all_keys[0], all_keys[20], golden) == (0x8B86D993, 0x2407F191, 0x18867801)
@@ -103,14 +104,14 @@ def test_evaluate_does_not_modify_its_inputs():
 @given(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
 def test_leading_equal_bits_counts_the_shared_prefix(a, b):
     expected = 32 if a == b else 32 - (a ^ b).bit_length()
-    assert int(sha256.leading_equal_bits(a, b)) == expected
+    assert int(header.leading_equal_bits(a, b)) == expected
 
 
 @settings(max_examples=50, deadline=None)
 @given(st.binary(min_size=0, max_size=55))
 def test_compress_matches_hashlib_on_one_padded_block(message):
     block = message + b"\x80" + bytes(55 - len(message)) + struct.pack(">Q", 8 * len(message))
-    state = compress(sha256.constants.SHA256_IV, block)
+    state = compress(design.SHA256_IV, block)
     assert struct.pack(">8I", *state) == hashlib.sha256(message).digest()
 
 
@@ -221,7 +222,7 @@ def test_scans_use_a_backends_own_reduction_when_it_has_one(monkeypatch):
 def test_seed_scan_uses_a_backends_own_reduction_when_it_has_one(monkeypatch):
     def scan_seed_hits(slots, extranonce, start, count, header_time, target, difficulty):
         goldens = reference.scan_seed_nonces(slots, extranonce, start, count, header_time)
-        bits = sha256.leading_equal_bits(goldens, np.uint32(target))
+        bits = header.leading_equal_bits(goldens, np.uint32(target))
         hits = np.flatnonzero(bits >= difficulty)
         return hits.astype(np.uint32), bits[hits], int(np.argmax(bits)), int(bits.max())
 

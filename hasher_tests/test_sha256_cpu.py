@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hasher_core.header import midstate
 from hasher_resources import sha256
 from hasher_resources.sha256 import cpu, reference
-from hasher_resources.sha256.midstate import midstate
 from hasher_tests.sha256_cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
 
 pytestmark = pytest.mark.slow

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hasher_core import design
+from hasher_core.header import midstate
 from hasher_resources import sha256
-from hasher_resources.sha256 import constants as C
 from hasher_resources.sha256 import cuda, reference
-from hasher_resources.sha256.midstate import midstate
 from hasher_tests.sha256_cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
 
 # A few macros' worth of host harness: loop the device functions over rows.
@@ -48,11 +48,11 @@ extern "C" void host_window_bits(const hasher_u32* mid, const hasher_u32* tail, 
 
 def test_prelude_defines_every_constant_from_constants_py():
     prelude = cuda.cuda_prelude()
-    assert f"#define HASHER_PASSES {C.PASSES}\n" in prelude
-    assert f"#define HASHER_JITTER_LOW_CLZ_XOR 0x{C.JITTER_LOW_CLZ_XOR:08x}u\n" in prelude
-    assert f"#define HASHER_HEADER_BITS 0x{C.HEADER_BITS:08x}u\n" in prelude
+    assert f"#define HASHER_PASSES {design.PASSES}\n" in prelude
+    assert f"#define HASHER_JITTER_LOW_CLZ_XOR 0x{design.JITTER_LOW_CLZ_XOR:08x}u\n" in prelude
+    assert f"#define HASHER_HEADER_BITS 0x{design.HEADER_BITS:08x}u\n" in prelude
     k_line = next(line for line in prelude.splitlines() if line.startswith("#define HASHER_SHA256_K "))
-    assert [int(k.rstrip("u"), 16) for k in k_line.split(" ", 2)[2].split(", ")] == list(C.SHA256_K)
+    assert [int(k.rstrip("u"), 16) for k in k_line.split(" ", 2)[2].split(", ")] == list(design.SHA256_K)
     used = set(re.findall(r"\bHASHER_[A-Z0-9_]+\b", cuda.SOURCE_PATH.read_text()))
     defined = set(re.findall(r"#define (HASHER_[A-Z0-9_]+)", cuda.cuda_source()))
     assert used <= defined, f"recursion.cu uses constants nobody defines: {sorted(used - defined)}"

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hasher_core.errors import KernelInputError
+from hasher_core.header import midstate
 from hasher_resources import sha256
-from hasher_resources.sha256 import KernelInputError, cpu, reference
-from hasher_resources.sha256.midstate import midstate
+from hasher_resources.sha256 import cpu, reference
 
 HEADER = bytes(range(21, 101))
 MID, TAIL = midstate(HEADER), HEADER[64:76]

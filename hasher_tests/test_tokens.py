@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import tiktoken
 
+from hasher_core.errors import TokenizerDataError
 from hasher_core.tokens import (
     CL100K_SHA256,
     VOCABULARY_SIZE,
-    TokenizerDataError,
     bundled_cl100k_path,
     load_cl100k,
     load_cl100k_from,

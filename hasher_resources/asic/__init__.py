@@ -1,25 +1,6 @@
-"""The ASIC device side: Bitmain S3 packet codec, midstate, the pyserial resource, the emulator,
-and cross-hardware validation (DESIGN §7).
+"""The ASIC device side (DESIGN §7): the byte-stream reader, the session, the board and emulated
+resources, the emulator and cross-hardware validation. The packet codec is ``hasher_core.asic_codec``
+and the errors are ``hasher_core.errors``' ``AsicError`` family.
 
-Importing this package does not import Dagster; ``device`` and ``validation`` do.
+Importing this package imports nothing else; the submodules that need Dagster import it.
 """
-
-from .errors import (
-    AsicCrcError,
-    AsicDisconnectedError,
-    AsicError,
-    AsicNotFoundError,
-    AsicProtocolError,
-    AsicTimeoutError,
-    WrongDeviceError,
-)
-
-__all__ = [
-    "AsicCrcError",
-    "AsicDisconnectedError",
-    "AsicError",
-    "AsicNotFoundError",
-    "AsicProtocolError",
-    "AsicTimeoutError",
-    "WrongDeviceError",
-]

@@ -33,12 +33,8 @@ import dagster as dg
 import serial
 from pydantic import Field, PrivateAttr
 
-from hasher_resources.sha256.constants import HEADER_BYTES
-from hasher_resources.sha256.reference import header_hash_zero_bits
-
-from . import protocol as P
-from .emulator import EMULATOR_HW_VERSION
-from .errors import (
+from hasher_core.design import HEADER_BYTES
+from hasher_core.errors import (
     AsicCrcError,
     AsicDisconnectedError,
     AsicError,
@@ -47,6 +43,10 @@ from .errors import (
     AsicTimeoutError,
     WrongDeviceError,
 )
+from hasher_core.header import header_hash_zero_bits
+
+from . import protocol as P
+from .emulator import EMULATOR_HW_VERSION
 from .midstate import midstate
 
 ENV_URL = "HASHER_ASIC_URL"

@@ -56,6 +56,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hasher_core import design
+from hasher_core.errors import BackendUnavailableError, KernelInputError
 from hasher_resources import sha256
 
 from . import protocol as P
@@ -130,12 +132,12 @@ class Board:
 
     def warm_up(self) -> None:
         """Resolve the backend and compile (or load from Numba's disk cache) before serving; raises
-        :class:`hasher_resources.sha256.BackendUnavailableError` or ``KernelInputError`` if it cannot."""
+        :class:`hasher_core.errors.BackendUnavailableError` or ``KernelInputError`` if it cannot."""
         starts, per_chip = self._window_starts()
         if self.kernel_backend() == "reference":  # nothing to compile, and it hashes ~10k nonces/s
             starts, per_chip = starts[:1], 1
         # The windows real work scans: the same compiled path (serial or parallel) and launch size.
-        self._scan_windows(tuple(sha256.constants.SHA256_IV), bytes(12), 0, starts, per_chip)
+        self._scan_windows(tuple(design.SHA256_IV), bytes(12), 0, starts, per_chip)
 
     def _window_starts(self) -> tuple[np.ndarray, int]:
         """Each chip's first nonce (its slice of 2^32 starts there) and how many nonces it scans."""
@@ -447,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     board = Board(args.chains, args.chips, args.share_bits, args.nonces_per_work, backend=args.backend)
     try:
         board.warm_up()
-    except (sha256.KernelInputError, sha256.BackendUnavailableError) as exc:
+    except (KernelInputError, BackendUnavailableError) as exc:
         print(f"error: --backend {args.backend}: {exc}", file=sys.stderr)
         return 2
     emulator = Emulator(board, list(args.fault), args.stall_s)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import struct
 
-from hasher_resources.sha256.constants import SHA256_IV
-from hasher_resources.sha256.midstate import compress
+from hasher_core.design import SHA256_IV
+from hasher_core.header import compress
 
 
 def midstate_words(header: bytes) -> tuple[int, ...]:

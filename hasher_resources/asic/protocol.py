@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from enum import IntFlag
 from typing import ClassVar, Self
 
-from .errors import AsicCrcError, AsicProtocolError
+from hasher_core.errors import AsicCrcError, AsicProtocolError, UnsupportedVariantError
 
 TX_CONFIG = 0x51
 TX_TASK = 0x52
@@ -96,10 +96,6 @@ def total_size_allowed(packet_type: int, total: int) -> bool:
     if packet_type == RX_STATUS_REPLY:
         return _STATUS_MIN <= total <= _STATUS_MAX
     return False
-
-
-class UnsupportedVariantError(AsicProtocolError):
-    """A well-framed packet in a layout this codec does not decode (e.g. the Antminer-docs sizes)."""
 
 
 @dataclass(frozen=True)

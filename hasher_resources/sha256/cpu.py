@@ -21,9 +21,9 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import constants as C
-from .header import build_headers
-from .midstate import midstate as header_midstate
+from hasher_core import design
+from hasher_core.header import build_headers
+from hasher_core.header import midstate as header_midstate
 
 #: Evaluations processed side by side in one block; 64 keeps a block's three 64-row schedules in L1.
 LANES = 64
@@ -38,17 +38,17 @@ PARALLEL_CHUNK_BLOCKS = 2
 #: Midstate scans of at most this many blocks run on the calling thread (see _scan_windows_blocks_serial).
 SERIAL_SCAN_BLOCKS = 8
 
-_K = np.array(C.SHA256_K, dtype=np.uint32)
-_IV = np.array(C.SHA256_IV, dtype=np.uint32)
-_MUTATED = C.MUTATED_WORD_FIRST
-_PASSES = C.PASSES
-_STAB0 = C.STABILITY_PASSES[0]
-_PHASE2 = C.JITTER_PHASE2_START
-_PHASE3 = C.JITTER_PHASE3_START
+_K = np.array(design.SHA256_K, dtype=np.uint32)
+_IV = np.array(design.SHA256_IV, dtype=np.uint32)
+_MUTATED = design.MUTATED_WORD_FIRST
+_PASSES = design.PASSES
+_STAB0 = design.STABILITY_PASSES[0]
+_PHASE2 = design.JITTER_PHASE2_START
+_PHASE3 = design.JITTER_PHASE3_START
 # clz32(d) < threshold  <=>  d >= 2**(32 - threshold)
-_LOW_CLZ_LIMIT = 1 << (32 - C.JITTER_CLZ_THRESHOLD)
-_LOW_CLZ_XOR = C.JITTER_LOW_CLZ_XOR
-_HIGH_CLZ_XOR = C.JITTER_HIGH_CLZ_XOR
+_LOW_CLZ_LIMIT = 1 << (32 - design.JITTER_CLZ_THRESHOLD)
+_LOW_CLZ_XOR = design.JITTER_LOW_CLZ_XOR
+_HIGH_CLZ_XOR = design.JITTER_HIGH_CLZ_XOR
 
 
 @njit(cache=True)
@@ -310,7 +310,7 @@ def evaluate_with_keys(
     words = _padded_rows(header_words(slots, seeds, header_time))
     jitter_slots = _padded_rows(slots[:, 1:4])
     golden = np.empty(words.shape[0], dtype=np.uint32)
-    keys = np.empty((words.shape[0], len(C.STABILITY_PASSES)), dtype=np.uint32)
+    keys = np.empty((words.shape[0], len(design.STABILITY_PASSES)), dtype=np.uint32)
     with numba.parallel_chunksize(PARALLEL_CHUNK_BLOCKS):
         _evaluate_blocks(words, jitter_slots, golden, keys, _K, _IV)
     return golden[:n], keys[:n]
@@ -321,10 +321,10 @@ def scan_seed_nonces(
 ) -> np.ndarray:
     """Goldens uint32[nonce_count] for one frame and extranonce over consecutive nonces."""
     nonces = (np.arange(nonce_count, dtype=np.uint64) + np.uint64(nonce_start)).astype(np.uint32)
-    seeds = np.zeros((nonce_count, C.SEED_BYTES), dtype=np.uint8)
-    seeds[:, : C.EXTRANONCE_BYTES] = np.frombuffer(extranonce, dtype=np.uint8)
-    seeds[:, C.SEED_NONCE_OFFSET :] = nonces.astype(">u4").view(np.uint8).reshape(nonce_count, 4)
-    rows = np.broadcast_to(slots, (nonce_count, C.SLOT_COUNT))
+    seeds = np.zeros((nonce_count, design.SEED_BYTES), dtype=np.uint8)
+    seeds[:, : design.EXTRANONCE_BYTES] = np.frombuffer(extranonce, dtype=np.uint8)
+    seeds[:, design.SEED_NONCE_OFFSET :] = nonces.astype(">u4").view(np.uint8).reshape(nonce_count, 4)
+    rows = np.broadcast_to(slots, (nonce_count, design.SLOT_COUNT))
     return evaluate_with_keys(np.ascontiguousarray(rows), seeds, header_time)[0]
 
 

@@ -1,7 +1,7 @@
 """The CUDA backend: loads ``recursion.cu`` through CuPy and runs one thread per evaluation.
 
 The ``.cu`` file holds no constants of its own: :func:`cuda_source` prepends ``#define`` lines
-generated from ``constants.py``, so the Python and CUDA backends read one source of truth. The
+generated from ``hasher_core/design.py``, so the Python and CUDA backends read one source of truth. The
 compiled module and the device buffers are kept per device and reused across calls (buffers only
 grow), so the hot path allocates nothing. Calls run on CuPy's current device; the kernel resource
 selects it with ``cupy.cuda.Device(device_id)``.
@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from . import constants as C
-from .errors import BackendUnavailableError
-from .midstate import midstate as header_midstate
+from hasher_core import design
+from hasher_core.errors import BackendUnavailableError
+from hasher_core.header import midstate as header_midstate
 
 SOURCE_PATH = Path(__file__).with_name("recursion.cu")
 #: Threads per CUDA block; the kernels declare it in ``__launch_bounds__`` so registers are budgeted for it.
@@ -35,25 +35,25 @@ _buffers: dict[tuple[int, str], Any] = {}
 
 
 def cuda_prelude() -> str:
-    """The ``#define`` lines recursion.cu needs, generated from constants.py."""
+    """The ``#define`` lines recursion.cu needs, generated from ``hasher_core/design.py``."""
     defines = {
-        "HASHER_PASSES": C.PASSES,
-        "HASHER_MUTATED_WORD_FIRST": C.MUTATED_WORD_FIRST,
-        "HASHER_MUTATED_WORD_COUNT": C.MUTATED_WORD_COUNT,
-        "HASHER_STABILITY_PASS_0": C.STABILITY_PASSES[0],
-        "HASHER_JITTER_PHASE2_START": C.JITTER_PHASE2_START,
-        "HASHER_JITTER_PHASE3_START": C.JITTER_PHASE3_START,
-        "HASHER_JITTER_CLZ_THRESHOLD": C.JITTER_CLZ_THRESHOLD,
-        "HASHER_JITTER_LOW_CLZ_XOR": f"0x{C.JITTER_LOW_CLZ_XOR:08x}u",
-        "HASHER_JITTER_HIGH_CLZ_XOR": f"0x{C.JITTER_HIGH_CLZ_XOR:08x}u",
-        "HASHER_HEADER_VERSION": f"0x{C.HEADER_VERSION:08x}u",
-        "HASHER_HEADER_BITS": f"0x{C.HEADER_BITS:08x}u",
+        "HASHER_PASSES": design.PASSES,
+        "HASHER_MUTATED_WORD_FIRST": design.MUTATED_WORD_FIRST,
+        "HASHER_MUTATED_WORD_COUNT": design.MUTATED_WORD_COUNT,
+        "HASHER_STABILITY_PASS_0": design.STABILITY_PASSES[0],
+        "HASHER_JITTER_PHASE2_START": design.JITTER_PHASE2_START,
+        "HASHER_JITTER_PHASE3_START": design.JITTER_PHASE3_START,
+        "HASHER_JITTER_CLZ_THRESHOLD": design.JITTER_CLZ_THRESHOLD,
+        "HASHER_JITTER_LOW_CLZ_XOR": f"0x{design.JITTER_LOW_CLZ_XOR:08x}u",
+        "HASHER_JITTER_HIGH_CLZ_XOR": f"0x{design.JITTER_HIGH_CLZ_XOR:08x}u",
+        "HASHER_HEADER_VERSION": f"0x{design.HEADER_VERSION:08x}u",
+        "HASHER_HEADER_BITS": f"0x{design.HEADER_BITS:08x}u",
         "HASHER_CUDA_BLOCK": CUDA_BLOCK,
         "HASHER_CUDA_MIN_BLOCKS": CUDA_MIN_BLOCKS,
     }
-    defines |= {f"HASHER_SHA256_IV_{i}": f"0x{v:08x}u" for i, v in enumerate(C.SHA256_IV)}
-    defines["HASHER_SHA256_K"] = ", ".join(f"0x{k:08x}u" for k in C.SHA256_K)
-    lines = [f"// generated from hasher_resources/sha256/constants.py ({C.ALGORITHM_VERSION})"]
+    defines |= {f"HASHER_SHA256_IV_{i}": f"0x{v:08x}u" for i, v in enumerate(design.SHA256_IV)}
+    defines["HASHER_SHA256_K"] = ", ".join(f"0x{k:08x}u" for k in design.SHA256_K)
+    lines = [f"// generated from hasher_core/design.py ({design.ALGORITHM_VERSION})"]
     lines += [f"#define {name} {value}" for name, value in defines.items()]
     return "\n".join(lines) + "\n"
 
@@ -131,8 +131,8 @@ def evaluate_with_keys(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Goldens uint32[N] and keys of passes 18–20 uint32[N, 3] for validated inputs."""
     n = slots.shape[0]
-    d_slots = _buffer("slots", n * C.SLOT_COUNT, np.uint32)
-    d_seeds = _buffer("seeds", n * C.SEED_BYTES // 4, np.uint32)
+    d_slots = _buffer("slots", n * design.SLOT_COUNT, np.uint32)
+    d_seeds = _buffer("seeds", n * design.SEED_BYTES // 4, np.uint32)
     d_golden = _buffer("golden", n, np.uint32)
     d_keys = _buffer("keys", n * 3, np.uint32)
     d_slots.set(slots.reshape(-1))
@@ -149,8 +149,8 @@ def evaluate_with_keys(
 def _run_seed_scan(
     slots: np.ndarray, extranonce: bytes, nonce_start: int, nonce_count: int, header_time: int, target: int
 ) -> tuple[Any, Any]:
-    d_slots = _buffer("scan_slots", C.SLOT_COUNT, np.uint32)
-    d_extranonce = _buffer("scan_extranonce", C.EXTRANONCE_BYTES // 4, np.uint32)
+    d_slots = _buffer("scan_slots", design.SLOT_COUNT, np.uint32)
+    d_extranonce = _buffer("scan_extranonce", design.EXTRANONCE_BYTES // 4, np.uint32)
     d_golden = _buffer("scan_golden", nonce_count, np.uint32)
     d_bits = _buffer("scan_bits", nonce_count, np.uint8)
     d_slots.set(np.ascontiguousarray(slots, dtype=np.uint32))

@@ -3,7 +3,7 @@
 //
 // One thread runs one evaluation from header construction to golden, entirely in registers: no
 // per-pass launches, no shared or local memory. Constants (HASHER_*) are not written here; cuda.py
-// prepends #define lines generated from constants.py, so this file cannot drift from the Python
+// prepends #define lines generated from hasher_core/design.py, so this file cannot drift from the Python
 // backends. The same device functions compile as host C++ (g++ -x c++) so the test suite checks the
 // arithmetic against the hashlib reference on machines without a GPU.
 

@@ -2,47 +2,26 @@
 
 Readable and slow (about 22 double SHA-256 per evaluation through OpenSSL); it is the oracle every
 other backend is tested against and the independent second opinion of the checkpoints gate. The
-midstate scan is the one path hashlib cannot take (it cannot start from a given state): it runs
-the pure-Python compression of ``midstate.py``, tested against hashlib on whole headers; its
-windowed form (many windows of consecutive nonces) is a loop over them.
+recursion itself is ``hasher_core.header.recursion``; this module is the backend-shaped loop around
+it. The midstate scan is the one path hashlib cannot take (it cannot start from a given state): it
+runs the pure-Python compression of ``hasher_core.header``, tested against hashlib on whole headers;
+its windowed form (many windows of consecutive nonces) is a loop over them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import struct
 
 import numpy as np
 
-from . import constants as C
-from .header import build_header, jitter
-from .midstate import double_sha256_from_midstate
-
-
-def double_sha256(data: bytes) -> bytes:
-    """SHA256(SHA256(data))."""
-    return hashlib.sha256(hashlib.sha256(data).digest()).digest()
-
-
-def be32(digest: bytes) -> int:
-    """The first four digest bytes read big-endian."""
-    return int.from_bytes(digest[:4], "big")
-
-
-def recursion(header: bytes, slots: np.ndarray | list[int]) -> tuple[int, list[int]]:
-    """Run the 21 passes on one header; return ``(golden, keys of passes 0–20)``."""
-    h = bytearray(header)
-    keys: list[int] = []
-    for p in range(C.PASSES):
-        key = be32(double_sha256(bytes(h)))
-        keys.append(key)
-        j = jitter(p, key, slots)
-        for i in range(C.MUTATED_WORD_COUNT):
-            off = 4 * (C.MUTATED_WORD_FIRST + i)
-            (word,) = struct.unpack_from(">I", h, off)
-            rot = ((j << (8 * i)) | (j >> (32 - 8 * i))) & 0xFFFFFFFF if i else j
-            struct.pack_into(">I", h, off, word ^ rot)
-    return be32(double_sha256(bytes(h))), keys
+from hasher_core import design
+from hasher_core.header import (
+    build_header,
+    double_sha256_from_midstate,
+    hash_zero_bits,
+    header_hash_zero_bits,
+    recursion,
+)
 
 
 def evaluate_with_keys(
@@ -51,12 +30,12 @@ def evaluate_with_keys(
     """Goldens uint32[N] and the keys of passes 18–20 uint32[N, 3] for validated inputs."""
     n = slots.shape[0]
     golden = np.empty(n, dtype=np.uint32)
-    keys = np.empty((n, len(C.STABILITY_PASSES)), dtype=np.uint32)
+    keys = np.empty((n, len(design.STABILITY_PASSES)), dtype=np.uint32)
     for r in range(n):
         header = build_header(slots[r], seeds[r].tobytes(), header_time)
         g, all_keys = recursion(header, slots[r])
         golden[r] = g
-        keys[r] = [all_keys[p] for p in C.STABILITY_PASSES]
+        keys[r] = [all_keys[p] for p in design.STABILITY_PASSES]
     return golden, keys
 
 
@@ -77,22 +56,12 @@ def scan_seed_nonces(
     return out
 
 
-def hash_zero_bits(digest: bytes) -> int:
-    """Leading zero bits of a double SHA-256 read as a Bitcoin hash (byte-reversed)."""
-    return 256 - int.from_bytes(digest[::-1], "big").bit_length()
-
-
-def header_hash_zero_bits(header: bytes) -> int:
-    """Leading zero bits of a header's double SHA-256 read as a Bitcoin hash (byte-reversed)."""
-    return hash_zero_bits(double_sha256(header))
-
-
 def scan_header_nonces(header: bytes, nonce_start: int, nonce_count: int) -> np.ndarray:
     """Leading zero bits (uint8) of the mining hash for each nonce in the range (nonce in bytes 76–79, LE)."""
     out = np.empty(nonce_count, dtype=np.uint8)
     h = bytearray(header)
     for k in range(nonce_count):
-        struct.pack_into("<I", h, C.OFFSET_NONCE, (nonce_start + k) & 0xFFFFFFFF)
+        struct.pack_into("<I", h, design.OFFSET_NONCE, (nonce_start + k) & 0xFFFFFFFF)
         out[k] = min(header_hash_zero_bits(bytes(h)), 255)
     return out
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from hasher_resources.sha256.constants import SLOT_COUNT
+from hasher_core.design import SLOT_COUNT
 
 SLOT_COLUMNS: tuple[str, ...] = tuple(f"asic_slot_{k}" for k in range(SLOT_COUNT))
 TARGET_COLUMN = "target_token_id"

@@ -1,7 +1,8 @@
-"""Every constant of the HASHER header and 21-pass recursion (DESIGN §4.1–4.2), in one place.
+"""Every DESIGN number, in one place: frames, embeddings, vocabulary, header layout, recursion.
 
-The reference, CPU and CUDA backends and the ASIC emulator all read these; the CUDA source gets
-them through generated ``#define`` lines (see ``cuda.py``) so a change here cannot drift.
+The reference, CPU and CUDA backends, the mapper, the search, the bundle and the ASIC emulator all
+read these; the CUDA source gets them through generated ``#define`` lines
+(``hasher_resources/sha256/cuda.py``), so a change here cannot drift between implementations.
 """
 
 from __future__ import annotations
@@ -9,7 +10,18 @@ from __future__ import annotations
 #: Bumped whenever anything that changes a seed's golden changes; part of every fingerprint.
 ALGORITHM_VERSION = "hasher-recursion-v1"
 
+#: Slots (32-bit words) per neural frame (DESIGN §3.4).
 SLOT_COUNT = 12
+#: Signed 16-bit features per frame: two per slot, even features in the high half (DESIGN §3.4).
+FEATURE_COUNT = 2 * SLOT_COUNT
+#: Embedding length of the knowledge base and of the projection's columns (DESIGN §2, §3.4).
+EMBEDDING_DIMS = 768
+#: Go ``math/rand`` seed of the default 24 × 768 projection (DESIGN §3.4).
+PROJECTION_SEED = 1337
+#: Window size W and stride S of the default frames (DESIGN §3.2).
+WINDOW_SIZE = 128
+STRIDE = 1
+
 SEED_BYTES = 32
 HEADER_BYTES = 80
 PASSES = 21
@@ -19,8 +31,7 @@ STABILITY_PASSES = (18, 19, 20)
 HEADER_VERSION = 2  # bytes 0–3, little-endian
 HEADER_BITS = 0x1D00FFFF  # bytes 72–75, little-endian
 
-# Byte offsets inside the 80-byte header.
-OFFSET_VERSION = 0
+# Byte offsets inside the 80-byte header (the version sits at 0).
 OFFSET_SLOTS = 4  # 12 slots, big-endian, bytes 4–51
 OFFSET_EXTRANONCE = 52  # seed bytes 0–15
 OFFSET_TIME = 68
@@ -30,8 +41,8 @@ OFFSET_NONCE = 76  # big-endian value of seed bytes 28–31, written little-endi
 #: Seed bytes that go into the header as the extranonce, and the nonce bytes.
 EXTRANONCE_BYTES = 16
 SEED_NONCE_OFFSET = 28
-#: Seed bytes 16–27 are reserved and must be zero.
-SEED_RESERVED = (16, 28)
+#: Header bytes a Bitcoin midstate does not cover: 64–75 (merkle tail, time, bits); the nonce follows.
+TAIL_BYTES = OFFSET_NONCE - 64
 
 #: The recursion rewrites header words 9–12 (bytes 36–51, slots 8–11) big-endian.
 MUTATED_WORD_FIRST = 9
@@ -44,7 +55,7 @@ JITTER_CLZ_THRESHOLD = 12
 JITTER_LOW_CLZ_XOR = 0xBADF00D5
 JITTER_HIGH_CLZ_XOR = 0xFEEDFACE
 
-#: cl100k_base's vocabulary size: a golden below it is a "valid token id" for the reward.
+#: cl100k_base's vocabulary size (DESIGN §3.1): a golden below it is a "valid token id" for the reward.
 VOCABULARY_SIZE = 100277
 
 #: SHA-256 initial state and round constants (FIPS 180-4), for the backends that compress by hand.

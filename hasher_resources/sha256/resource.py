@@ -1,8 +1,9 @@
 """The SHA-256 recursion kernel as a Dagster resource: backend choice, device, threads, batch size.
 
-Assets call ``Sha256Kernel`` instead of ``hasher_resources.sha256`` directly so one place decides
-where hashing runs (CPU by default, the GPU when one is configured or, with ``auto``, visible) and
-the run metadata can say which backend actually ran. It works outside Dagster too:
+Assets, the deployment verification and inference call ``Sha256Kernel`` instead of the plain API
+(``hasher_resources.sha256.api``) so one place decides where hashing runs (CPU by default, the GPU
+when one is configured or, with ``auto``, visible) with which threads or device, and the run
+metadata can say which backend actually ran. It works outside Dagster too:
 ``Sha256Kernel(backend="cpu").evaluate(slots, seeds)``.
 """
 
@@ -16,13 +17,12 @@ import dagster as dg
 import numpy as np
 from pydantic import Field, PrivateAttr
 
-from hasher_resources import sha256
-from hasher_resources.sha256 import BackendUnavailableError, KernelInputError, NonceScanResult
-from hasher_resources.sha256 import cuda as cuda_backend
+from hasher_core.design import STABILITY_PASSES
+from hasher_core.errors import BackendUnavailableError, KernelConfigError
 
-
-class KernelConfigError(ValueError):
-    """A Sha256Kernel setting is out of range."""
+from . import api
+from . import cuda as cuda_backend
+from .api import NonceScanResult
 
 
 class Sha256Kernel(dg.ConfigurableResource):
@@ -57,7 +57,7 @@ class Sha256Kernel(dg.ConfigurableResource):
         """
         if self._resolved is None:
             self._check_settings()
-            name = sha256.resolve_backend(self.backend)
+            name = api.resolve_backend(self.backend)
             if name == "cuda":
                 count = cuda_backend.device_count()
                 if self.device_id >= count:
@@ -87,7 +87,7 @@ class Sha256Kernel(dg.ConfigurableResource):
         if name == "cpu":
             import numba
 
-            from hasher_resources.sha256 import cpu as cpu_backend
+            from . import cpu as cpu_backend
 
             before = numba.get_num_threads()
             cpu_backend.set_threads(self.threads)
@@ -107,14 +107,14 @@ class Sha256Kernel(dg.ConfigurableResource):
         self, slots: np.ndarray, seeds: np.ndarray, header_time: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
         """Goldens uint32[N] and keys of passes 18–20 uint32[N, 3], in batches of ``batch_size`` rows."""
-        slots, seeds = sha256.check_rows(slots, seeds, header_time)
+        slots, seeds = api.check_rows(slots, seeds, header_time)
         n = slots.shape[0]
         golden = np.empty(n, dtype=np.uint32)
-        keys = np.empty((n, 3), dtype=np.uint32)
+        keys = np.empty((n, len(STABILITY_PASSES)), dtype=np.uint32)
         with self._running() as name:
             for start in range(0, n, self.batch_size):
                 stop = min(n, start + self.batch_size)
-                golden[start:stop], keys[start:stop] = sha256.evaluate_with_keys(
+                golden[start:stop], keys[start:stop] = api.evaluate_with_keys(
                     slots[start:stop], seeds[start:stop], header_time=header_time, backend=name
                 )
         return golden, keys
@@ -122,6 +122,18 @@ class Sha256Kernel(dg.ConfigurableResource):
     def evaluate(self, slots: np.ndarray, seeds: np.ndarray, header_time: int = 0) -> np.ndarray:
         """Goldens uint32[N] for ``slots`` uint32[N, 12] and ``seeds`` uint8[N, 32]."""
         return self.evaluate_with_keys(slots, seeds, header_time)[0]
+
+    def evaluate_rows(self, slots: np.ndarray, seeds: np.ndarray, header_times: object) -> np.ndarray:
+        """Goldens uint32[N] for rows that each carry their header time (int[N]), e.g. stored seeds
+        re-checked by the gate, verified after a deploy or replayed by inference; batched like
+        :meth:`evaluate`, one group per distinct header time."""
+        slots, seeds = api.check_rows(slots, seeds)
+        golden = np.empty(slots.shape[0], dtype=np.uint32)
+        for header_time, rows in api.header_time_groups(header_times, slots.shape[0]):
+            golden[rows] = self.evaluate(
+                np.ascontiguousarray(slots[rows]), np.ascontiguousarray(seeds[rows]), header_time
+            )
+        return golden
 
     def scan_seed_nonces(
         self,
@@ -134,9 +146,9 @@ class Sha256Kernel(dg.ConfigurableResource):
         nonce_start: int = 0,
         header_time: int = 0,
     ) -> NonceScanResult:
-        """Sweep the nonce of one frame; see :func:`hasher_resources.sha256.scan_seed_nonces`."""
+        """Sweep the nonce of one frame; see :func:`hasher_resources.sha256.api.scan_seed_nonces`."""
         with self._running() as name:
-            return sha256.scan_seed_nonces(
+            return api.scan_seed_nonces(
                 slots,
                 extranonce,
                 target_token_id,
@@ -150,11 +162,11 @@ class Sha256Kernel(dg.ConfigurableResource):
     def scan_header_nonces(
         self, header: bytes, *, share_bits: int, nonce_count: int, nonce_start: int = 0
     ) -> NonceScanResult:
-        """Bitcoin nonce search; see :func:`hasher_resources.sha256.scan_header_nonces`."""
+        """Bitcoin nonce search; see :func:`hasher_resources.sha256.api.scan_header_nonces`."""
         with self._running() as name:
-            return sha256.scan_header_nonces(
+            return api.scan_header_nonces(
                 header, share_bits=share_bits, nonce_count=nonce_count, nonce_start=nonce_start, backend=name
             )
 
 
-__all__ = ["BackendUnavailableError", "KernelConfigError", "KernelInputError", "Sha256Kernel"]
+__all__ = ["Sha256Kernel"]

@@ -1,0 +1,1 @@
+"""Entry points: the `hasher` command, the seed-search CLI and `hasher-asic-emulator`; may import anything."""

@@ -1,0 +1,453 @@
+"""The SHA-256 recursion kernel: one public API over the reference, CPU and CUDA backends.
+
+``evaluate`` runs DESIGN §4.2 for N (frame, seed) rows; ``scan_seed_nonces`` sweeps the nonce of
+one frame mining-style against a token target; ``scan_header_nonces`` is plain Bitcoin nonce
+search on an 80-byte header, and ``scan_midstate_nonces`` the same search from what a mining chip
+is given instead: the SHA-256 state after header bytes 0–63 and bytes 64–75 (the ASIC emulator's
+work). ``scan_midstate_windows`` sweeps many windows of consecutive nonces from one midstate in one
+backend call (the emulator's chip windows); a single-window sweep is ``scan_midstate_nonces``, so
+both go through one code path. Inputs are validated here, once, so each backend can assume
+C-contiguous arrays of the right dtype.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+
+from hasher_core.design import EXTRANONCE_BYTES, HEADER_BYTES, SEED_BYTES, SLOT_COUNT, TAIL_BYTES
+from hasher_core.errors import KernelInputError
+from hasher_core.header import leading_equal_bits
+
+BACKENDS = ("reference", "cpu", "cuda")
+
+
+def _backend_module(name: str) -> ModuleType:
+    # Backends load on first use: importing the API must not compile Numba code or import CuPy.
+    return importlib.import_module(f"{__package__}.{name}")
+
+
+def cuda_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    try:
+        return bool(_backend_module("cuda").device_count() > 0)
+    except Exception:
+        return False
+
+
+def resolve_backend(backend: str) -> str:
+    """Map ``"auto"`` to ``"cuda"`` when a GPU is visible, else ``"cpu"``; check explicit names."""
+    if backend == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if backend not in BACKENDS:
+        raise KernelInputError(f"unknown backend {backend!r}; choose one of {(*BACKENDS, 'auto')}")
+    if backend == "cuda":
+        module = _backend_module("cuda")
+        module.require_device()  # raises BackendUnavailableError with the reason
+    return backend
+
+
+def _check_array(name: str, a: object, dtype: type, shape_tail: tuple[int, ...]) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise KernelInputError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != np.dtype(dtype):
+        raise KernelInputError(f"{name} must have dtype {np.dtype(dtype)}, got {a.dtype}")
+    if a.ndim != 1 + len(shape_tail) or a.shape[1:] != shape_tail:
+        want = "[N, " + ", ".join(map(str, shape_tail)) + "]" if shape_tail else "[N]"
+        raise KernelInputError(f"{name} must have shape {want}, got {list(a.shape)}")
+    if not a.flags.c_contiguous:
+        raise KernelInputError(f"{name} must be C-contiguous (pass np.ascontiguousarray({name}))")
+    return a
+
+
+def check_rows(slots: object, seeds: object, header_time: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``slots`` uint32[N, 12], ``seeds`` uint8[N, 32] and ``header_time``; raise
+    :class:`KernelInputError` naming the problem, else return the arrays unchanged."""
+    slots = _check_array("slots", slots, np.uint32, (SLOT_COUNT,))
+    seeds = _check_array("seeds", seeds, np.uint8, (SEED_BYTES,))
+    if slots.shape[0] != seeds.shape[0]:
+        raise KernelInputError(
+            f"slots and seeds must have the same number of rows, got {slots.shape[0]} and {seeds.shape[0]}"
+        )
+    _check_u32("header_time", header_time)
+    return slots, seeds
+
+
+def _check_u32(name: str, value: int) -> None:
+    if not (0 <= int(value) <= 0xFFFFFFFF):
+        raise KernelInputError(f"{name} must fit in 32 bits, got {value}")
+
+
+def evaluate_with_keys(
+    slots: np.ndarray, seeds: np.ndarray, *, header_time: int = 0, backend: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Goldens uint32[N] and the keys of passes 18, 19, 20 uint32[N, 3] (what the reward needs)."""
+    slots, seeds = check_rows(slots, seeds, header_time)
+    name = resolve_backend(backend)
+    if slots.shape[0] == 0:
+        return np.empty(0, np.uint32), np.empty((0, 3), np.uint32)
+    return _backend_module(name).evaluate_with_keys(slots, seeds, int(header_time))
+
+
+def evaluate(
+    slots: np.ndarray, seeds: np.ndarray, *, header_time: int = 0, backend: str = "auto"
+) -> np.ndarray:
+    """Goldens uint32[N] for ``slots`` uint32[N, 12] and ``seeds`` uint8[N, 32] (DESIGN §4.2)."""
+    return evaluate_with_keys(slots, seeds, header_time=header_time, backend=backend)[0]
+
+
+def header_time_groups(header_times: object, rows: int) -> list[tuple[int, np.ndarray]]:
+    """``(header_time, row indices)`` per distinct header time, in ascending time order.
+
+    ``header_times`` is one integer per row (any integer dtype or a sequence); each must fit in 32
+    bits. Raises :class:`KernelInputError` naming the first bad row.
+    """
+    times = np.asarray(header_times)
+    if times.shape != (rows,):
+        raise KernelInputError(f"header_times must have shape [{rows}], got {list(times.shape)}")
+    if rows and not np.issubdtype(times.dtype, np.integer):
+        raise KernelInputError(f"header_times must be integers, got dtype {times.dtype}")
+    times = times.astype(np.int64, copy=False)
+    bad = np.flatnonzero((times < 0) | (times > 0xFFFFFFFF))
+    if bad.size:
+        row = int(bad[0])
+        raise KernelInputError(f"header_times[{row}] must fit in 32 bits, got {int(times[row])}")
+    return [(int(t), np.flatnonzero(times == t)) for t in np.unique(times)]
+
+
+@dataclass(frozen=True)
+class NonceScanResult:
+    """What a nonce sweep found: every nonce at or above the difficulty, and the best one seen."""
+
+    nonces: np.ndarray  # uint32, nonces meeting the difficulty, in scan order (wrapping past 2**32 - 1)
+    bits: np.ndarray  # uint8, their matched (or zero) bits
+    best_nonce: int
+    best_bits: int
+    scanned: int
+    backend: str
+
+
+#: Nonces per backend call when a backend names no ``SCAN_CHUNK``: keeps a sweep of up to 2**32
+#: nonces in bounded memory (a few bytes per nonce of the chunk).
+SCAN_CHUNK = 1 << 20
+
+
+class _ScanAccumulator:
+    """Folds per-chunk bits into hits (bits >= difficulty, scan order) and the first best nonce."""
+
+    def __init__(self, difficulty: int) -> None:
+        self.difficulty = difficulty
+        self.nonces: list[np.ndarray] = []
+        self.bits: list[np.ndarray] = []
+        self.best_nonce = 0
+        self.best_bits = -1
+        self.scanned = 0
+
+    def add(self, start: int, bits: np.ndarray) -> None:
+        """One chunk's bits, one value per nonce from ``start``."""
+        hits = np.flatnonzero(bits >= self.difficulty)
+        best = int(np.argmax(bits)) if bits.size else 0
+        self.add_hits(start, int(bits.size), hits, bits[hits], best, int(bits[best]) if bits.size else -1)
+
+    def add_hits(
+        self, start: int, count: int, offsets: np.ndarray, bits: np.ndarray, best: int, best_bits: int
+    ) -> None:
+        """One chunk already reduced (by a backend): hit offsets from ``start`` and the chunk's best."""
+        nonces = ((start + offsets.astype(np.uint64)) & 0xFFFFFFFF).astype(np.uint32)
+        self.add_nonces(count, nonces, bits, (start + best) & 0xFFFFFFFF, best_bits)
+
+    def add_nonces(self, count: int, nonces: np.ndarray, bits: np.ndarray, best_nonce: int, best_bits: int):
+        """One chunk of ``count`` nonces already reduced to its hits (as nonces) and its first best."""
+        self.nonces.append(nonces.astype(np.uint32, copy=False))
+        self.bits.append(bits.astype(np.uint8, copy=False))
+        if count and best_bits > self.best_bits:
+            self.best_bits = best_bits
+            self.best_nonce = best_nonce
+        self.scanned += count
+
+    def result(self, backend: str) -> NonceScanResult:
+        return NonceScanResult(
+            nonces=_joined(self.nonces, np.uint32),
+            bits=_joined(self.bits, np.uint8),
+            best_nonce=self.best_nonce,
+            best_bits=max(self.best_bits, 0),
+            scanned=self.scanned,
+            backend=backend,
+        )
+
+
+def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    if len(parts) == 1:  # most scans are one chunk: no copy
+        return parts[0]
+    return np.concatenate(parts) if parts else np.empty(0, dtype)
+
+
+def _chunks(module: ModuleType, nonce_start: int, nonce_count: int):
+    """(start, count) pieces of a nonce range, each small enough for one backend call."""
+    chunk = int(getattr(module, "SCAN_CHUNK", SCAN_CHUNK))
+    for offset in range(0, nonce_count, chunk):
+        yield (nonce_start + offset) & 0xFFFFFFFF, min(chunk, nonce_count - offset)
+
+
+def _check_scan_range(nonce_start: int, nonce_count: int, difficulty: int, name: str, top: int):
+    _check_u32("nonce_start", nonce_start)
+    if not (0 <= nonce_count <= 1 << 32):
+        raise KernelInputError(f"nonce_count must be in [0, 2**32], got {nonce_count}")
+    if not (0 <= difficulty <= top):
+        raise KernelInputError(f"{name} must be in [0, {top}], got {difficulty}")
+
+
+def scan_seed_nonces(
+    slots: np.ndarray,
+    extranonce: bytes,
+    target_token_id: int,
+    *,
+    difficulty_bits: int,
+    nonce_count: int,
+    nonce_start: int = 0,
+    header_time: int = 0,
+    backend: str = "auto",
+) -> NonceScanResult:
+    """Sweep the nonce (seed bytes 28–31) of one frame: which goldens share ``difficulty_bits``
+    leading bits with the target token id."""
+    slots = _check_array("slots", np.asarray(slots).reshape(1, -1), np.uint32, (SLOT_COUNT,))[0]
+    if len(extranonce) != EXTRANONCE_BYTES:
+        raise KernelInputError(f"extranonce must be {EXTRANONCE_BYTES} bytes, got {len(extranonce)}")
+    _check_scan_range(nonce_start, nonce_count, difficulty_bits, "difficulty_bits", 32)
+    _check_u32("header_time", header_time)
+    name = resolve_backend(backend)
+    module = _backend_module(name)
+    target = np.uint32(target_token_id & 0xFFFFFFFF)
+    found = _ScanAccumulator(difficulty_bits)
+    reduce_in_backend = getattr(module, "scan_seed_hits", None)  # the GPU reduces on the device
+    for start, count in _chunks(module, nonce_start, nonce_count):
+        if reduce_in_backend is not None:
+            hits = reduce_in_backend(
+                slots, bytes(extranonce), start, count, int(header_time), int(target), difficulty_bits
+            )
+            found.add_hits(start, count, *hits)
+        else:
+            goldens = module.scan_seed_nonces(slots, bytes(extranonce), start, count, int(header_time))
+            found.add(start, leading_equal_bits(goldens, target))
+    return found.result(name)
+
+
+def _share_scan(
+    name: str, kind: str, args: tuple, share_bits: int, nonce_start: int, nonce_count: int
+) -> NonceScanResult:
+    """Chunked Bitcoin share search on backend ``name``: ``scan_{kind}_nonces(*args, start, count)``
+    gives zero bits per nonce, ``scan_{kind}_hits`` (when the backend has it) reduces on its own."""
+    module = _backend_module(name)
+    found = _ScanAccumulator(share_bits)
+    scan = getattr(module, f"scan_{kind}_nonces")
+    reduce_in_backend = getattr(module, f"scan_{kind}_hits", None)
+    for start, count in _chunks(module, nonce_start, nonce_count):
+        if reduce_in_backend is not None:
+            found.add_hits(start, count, *reduce_in_backend(*args, start, count, share_bits))
+        else:
+            found.add(start, scan(*args, start, count))
+    return found.result(name)
+
+
+def scan_header_nonces(
+    header: bytes,
+    *,
+    share_bits: int,
+    nonce_count: int,
+    nonce_start: int = 0,
+    backend: str = "auto",
+) -> NonceScanResult:
+    """Bitcoin-style nonce search on an 80-byte header: nonces whose double SHA-256, read as a
+    little-endian 256-bit number, has at least ``share_bits`` leading zero bits."""
+    if len(header) != HEADER_BYTES:
+        raise KernelInputError(f"header must be {HEADER_BYTES} bytes, got {len(header)}")
+    _check_scan_range(nonce_start, nonce_count, share_bits, "share_bits", 255)
+    name = resolve_backend(backend)
+    return _share_scan(name, "header", (bytes(header),), share_bits, nonce_start, nonce_count)
+
+
+def _check_midstate(midstate: object) -> tuple[int, ...]:
+    # Fast path first: the common case (words from midstate()) should cost nothing per call.
+    if (
+        type(midstate) is tuple
+        and len(midstate) == 8
+        and all(type(w) is int and 0 <= w <= 0xFFFFFFFF for w in midstate)
+    ):
+        return midstate
+    if isinstance(midstate, bytes | bytearray | memoryview):
+        if len(midstate) != 32:
+            raise KernelInputError(f"midstate must be 32 bytes (8 big-endian words), got {len(midstate)}")
+        return tuple(int.from_bytes(midstate[i : i + 4], "big") for i in range(0, 32, 4))
+    if isinstance(midstate, str) or not isinstance(midstate, Sequence | np.ndarray):
+        raise KernelInputError(f"midstate must be 8 state words or 32 bytes, got {type(midstate).__name__}")
+    words = list(midstate)
+    if len(words) != 8:
+        raise KernelInputError(f"midstate must have 8 state words, got {len(words)}")
+    for i, word in enumerate(words):
+        is_int = isinstance(word, int | np.integer) and not isinstance(word, bool)
+        if not is_int or not 0 <= int(word) <= 0xFFFFFFFF:
+            raise KernelInputError(f"midstate word {i} must be an integer in [0, 2**32), got {word!r}")
+    return tuple(int(w) for w in words)
+
+
+def _check_tail(tail: object) -> bytes:
+    if not isinstance(tail, bytes | bytearray | memoryview):
+        raise KernelInputError(f"tail must be bytes (header bytes 64–75), got {type(tail).__name__}")
+    if len(tail) != TAIL_BYTES:
+        raise KernelInputError(f"tail must be header bytes 64–75 ({TAIL_BYTES} bytes), got {len(tail)}")
+    return bytes(tail)
+
+
+def _check_window_starts(window_starts: object) -> np.ndarray:
+    """``window_starts`` as int64[W] (every start a nonce, 0 ≤ start < 2**32)."""
+    if isinstance(window_starts, np.ndarray):
+        if window_starts.ndim != 1:
+            raise KernelInputError(
+                f"window_starts must be one-dimensional, got shape {list(window_starts.shape)}"
+            )
+        if window_starts.dtype.kind not in "iu":
+            raise KernelInputError(f"window_starts must have an integer dtype, got {window_starts.dtype}")
+        starts = window_starts
+    elif isinstance(window_starts, Sequence) and not isinstance(window_starts, str | bytes | bytearray):
+        for i, start in enumerate(window_starts):
+            if not isinstance(start, int | np.integer) or isinstance(start, bool):
+                raise KernelInputError(f"window_starts[{i}] must be an integer nonce, got {start!r}")
+        starts = np.array([int(s) for s in window_starts], dtype=object)
+    else:
+        raise KernelInputError(
+            "window_starts must be a numpy array or a sequence of integers, "
+            f"got {type(window_starts).__name__}"
+        )
+    if starts.size:
+        low, high = int(starts.min()), int(starts.max())
+        if low < 0 or high > 0xFFFFFFFF:
+            bad = int(np.flatnonzero((starts < 0) | (starts > 0xFFFFFFFF))[0])
+            raise KernelInputError(
+                f"window_starts[{bad}] must be a nonce in [0, 2**32), got {int(starts[bad])}"
+            )
+    return np.ascontiguousarray(starts, dtype=np.int64)
+
+
+def window_nonces(window_starts: np.ndarray, window_size: int, positions: np.ndarray) -> np.ndarray:
+    """The nonces at ``positions`` (int64) of the windows laid end to end: position ``p`` is offset
+    ``p % window_size`` of window ``p // window_size`` (mod 2**32)."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if window_starts.size == 1:  # one window (every contiguous scan): no division needed
+        return ((positions + int(window_starts[0])) & 0xFFFFFFFF).astype(np.uint32)
+    window = positions // window_size
+    return ((window_starts[window] + (positions - window * window_size)) & 0xFFFFFFFF).astype(np.uint32)
+
+
+def _window_chunks(module: ModuleType, windows: int, window_size: int):
+    """(first window, position in it, count) pieces of the windows laid end to end, each at most the
+    backend's ``SCAN_CHUNK`` nonces: many small windows share a call, a large one is split."""
+    chunk = int(getattr(module, "SCAN_CHUNK", SCAN_CHUNK))
+    total = windows * window_size
+    for position in range(0, total, chunk):
+        first, skip = divmod(position, window_size)
+        yield first, skip, min(chunk, total - position)
+
+
+def scan_midstate_windows(
+    midstate: Sequence[int] | bytes,
+    tail: bytes,
+    *,
+    share_bits: int,
+    window_starts: np.ndarray | Sequence[int],
+    window_size: int,
+    backend: str = "auto",
+) -> NonceScanResult:
+    """:func:`scan_midstate_nonces` over many windows at once: ``window_size`` consecutive nonces
+    (mod 2**32) from each of ``window_starts``, in few backend calls (one when they fit in its
+    ``SCAN_CHUNK``) instead of one per window.
+
+    The result is that of scanning the windows one after another and joining the results: hits in
+    window order (then nonce order), the first best nonce in that order, ``scanned`` = windows ×
+    ``window_size``. Windows may overlap or wrap past 2**32 − 1; a nonce in two windows is
+    reported twice. This is the ASIC emulator's work item: one window per chip.
+    """
+    words = _check_midstate(midstate)
+    tail = _check_tail(tail)
+    starts = _check_window_starts(window_starts)
+    if isinstance(window_size, bool) or not isinstance(window_size, int | np.integer):
+        raise KernelInputError(f"window_size must be an integer, got {type(window_size).__name__}")
+    if not (0 <= window_size <= 1 << 32):
+        raise KernelInputError(f"window_size must be in [0, 2**32], got {window_size}")
+    if not (0 <= share_bits <= 255):
+        raise KernelInputError(f"share_bits must be in [0, 255], got {share_bits}")
+    return _window_scan(resolve_backend(backend), words, tail, share_bits, starts, int(window_size))
+
+
+def _window_scan(
+    name: str, words: tuple[int, ...], tail: bytes, share_bits: int, starts: np.ndarray, window_size: int
+) -> NonceScanResult:
+    """Validated windows scanned on backend ``name``: ``scan_midstate_windows(..., first-window
+    starts, window_size, skip, count)`` gives zero bits per nonce, ``scan_midstate_windows_hits``
+    (when the backend has it) reduces on its own. Chunk-relative offsets become nonces here."""
+    module = _backend_module(name)
+    found = _ScanAccumulator(share_bits)
+    reduce_in_backend = getattr(module, "scan_midstate_windows_hits", None)
+    for first, skip, count in _window_chunks(module, starts.size, window_size):
+        # Only the windows this chunk touches go to the backend; positions count from ``skip`` in the first.
+        local = starts if starts.size == 1 else starts[first : first + (skip + count - 1) // window_size + 1]
+        if reduce_in_backend is not None:
+            offsets, bits, best, best_bits = reduce_in_backend(
+                words, tail, local, window_size, skip, count, share_bits
+            )
+        else:
+            chunk_bits = module.scan_midstate_windows(words, tail, local, window_size, skip, count)
+            offsets = np.flatnonzero(chunk_bits >= share_bits)
+            bits = chunk_bits[offsets]
+            best = int(np.argmax(chunk_bits))
+            best_bits = int(chunk_bits[best])
+        window, offset = divmod(skip + best, window_size)
+        best_nonce = (int(local[window]) + offset) & 0xFFFFFFFF
+        nonces = window_nonces(local, window_size, np.asarray(offsets, dtype=np.int64) + skip)
+        found.add_nonces(count, nonces, bits, best_nonce, best_bits)
+    return found.result(name)
+
+
+def scan_midstate_nonces(
+    midstate: Sequence[int] | bytes,
+    tail: bytes,
+    *,
+    share_bits: int,
+    nonce_count: int,
+    nonce_start: int = 0,
+    backend: str = "auto",
+) -> NonceScanResult:
+    """:func:`scan_header_nonces` from what a mining chip is given instead of the header (DESIGN §7).
+
+    ``midstate`` is the SHA-256 state after compressing header bytes 0–63 — 8 words, as
+    :func:`hasher_core.header.midstate` returns them, or those words as 32 big-endian
+    bytes (not cgminer's wire order, which is little-endian per word). ``tail`` is header bytes
+    64–75; the nonce goes little-endian into bytes 76–79. Same result as ``scan_header_nonces`` on
+    the header these come from, two compressions per nonce on every backend. It is the one-window
+    case of :func:`scan_midstate_windows` (the same backend code).
+    """
+    words = _check_midstate(midstate)
+    tail = _check_tail(tail)
+    _check_scan_range(nonce_start, nonce_count, share_bits, "share_bits", 255)
+    name = resolve_backend(backend)
+    return _window_scan(name, words, tail, share_bits, np.array([nonce_start], np.int64), int(nonce_count))
+
+
+__all__ = [
+    "BACKENDS",
+    "NonceScanResult",
+    "check_rows",
+    "cuda_available",
+    "evaluate",
+    "evaluate_with_keys",
+    "header_time_groups",
+    "resolve_backend",
+    "scan_header_nonces",
+    "scan_midstate_nonces",
+    "scan_midstate_windows",
+    "scan_seed_nonces",
+    "window_nonces",
+]
