@@ -21,12 +21,11 @@ import struct
 import time
 
 from benchmarks.results import record
-from hasher_core.header import header_hash_zero_bits
+from hasher_core.asic_codec import Work, wire_midstate
+from hasher_core.header import header_hash_zero_bits, midstate
 from hasher_resources import sha256
-from hasher_resources.asic import midstate
-from hasher_resources.asic import protocol as P
-from hasher_resources.asic.device import AsicDevice
 from hasher_resources.asic.emulator import Board
+from hasher_resources.asic.resource import EmulatedAsicDevice
 from hasher_resources.asic.validation import cross_validate
 
 
@@ -36,7 +35,7 @@ def _backends() -> list[str]:
 
 def _scan_rate(backend: str, nonces: int) -> float:
     header = os.urandom(80)
-    state = midstate.midstate_words(header)
+    state = midstate(header)
     sha256.scan_midstate_nonces(state, header[64:76], share_bits=8, nonce_count=64, backend=backend)  # warm
     best = float("inf")
     for _ in range(3):  # best of three: one call on a shared machine is easily slowed by a neighbour
@@ -52,7 +51,7 @@ def _board_rate(backend: str, nonces_per_work: int, works: int) -> float:
     items = [os.urandom(80) for _ in range(works)]
     t = time.perf_counter()
     for header in items:
-        board.search(P.Work(0, midstate.midstate(header), header[64:76]), 8)
+        board.search(Work(0, wire_midstate(header), header[64:76]), 8)
     return works * nonces_per_work / (time.perf_counter() - t)
 
 
@@ -93,10 +92,10 @@ def main(argv: list[str] | None = None) -> None:
 
     headers = [os.urandom(80) for _ in range(headers_n)]
     for backend in _backends():
-        device = AsicDevice(
+        device = EmulatedAsicDevice(
             share_bits=share_bits,
-            emulator_nonces_per_work=nonces_per_work,
-            emulator_backend=backend,
+            nonces_per_work=nonces_per_work,
+            backend=backend,
             timeout_s=2.0,
         )
         t0 = time.perf_counter()

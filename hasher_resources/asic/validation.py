@@ -6,7 +6,8 @@ the hashlib reference backend by default: the emulator hashes with the compiled 
 midstate, the check with OpenSSL from the whole header, so neither vouches for itself).
 A header is *consistent* when every nonce returned for it verifies; a header with no
 nonce is counted apart (a board sweeping at difficulty 1 finds none about e^-1 ≈ 37 % of the time).
-The rates become checkpoint metadata and feed the gate's asset check.
+The rates become checkpoint metadata, and :meth:`CrossValidationReport.passed` is the one rule that
+decides whether the device agrees well enough.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 
 from hasher_resources.sha256 import scan_header_nonces
 
-from .device import AsicDevice, AsicSession
+from .resource import AsicResource
+from .session import AsicSession
 
 MAX_LISTED_MISMATCHES = 20
 
@@ -58,9 +60,15 @@ class CrossValidationReport:
         """Share of returned nonces that fail the kernel check."""
         return self.hardware_errors / self.nonces_returned if self.nonces_returned else 0.0
 
-    @property
-    def nonces_per_second(self) -> float:
-        return self.nonces_returned / self.device_s if self.device_s > 0 else 0.0
+    def passed(self, tolerance: float) -> bool:
+        """The device pass rule: it returned at least one nonce (a device that returns none proves
+        nothing), at least ``1 − tolerance`` of the headers are consistent, and at most
+        ``tolerance`` of the returned nonces are hardware errors."""
+        return (
+            self.nonces_returned > 0
+            and self.consistency_rate >= 1.0 - tolerance
+            and self.hardware_error_rate <= tolerance
+        )
 
     def as_metadata(self) -> dict[str, float | int | str]:
         """Flat values for Dagster materialization / asset-check metadata."""
@@ -88,7 +96,7 @@ class CrossValidationReport:
 
 
 def cross_validate(
-    device: AsicSession | AsicDevice,
+    device: AsicSession | AsicResource,
     headers: Sequence[bytes],
     *,
     kernel_backend: str = "reference",
@@ -96,11 +104,11 @@ def cross_validate(
 ) -> CrossValidationReport:
     """Send every header to the device and check each returned nonce on the kernel.
 
-    ``device`` is an open :class:`AsicSession` or an :class:`AsicDevice` set up by Dagster.
-    Device errors (timeouts, a vanished port, CRC failures after retries) propagate as typed
-    :class:`~hasher_resources.asic.errors.AsicError`: a gate cannot pass on a device it cannot hear.
+    ``device`` is an open :class:`AsicSession` or an :class:`AsicResource` (board or emulator) set
+    up by Dagster. Device errors (timeouts, a vanished port, CRC failures after retries) propagate
+    as typed :class:`hasher_core.errors.AsicError`: a gate cannot pass on a device it cannot hear.
     """
-    session = device.active if isinstance(device, AsicDevice) else device
+    session = device.active if isinstance(device, AsicResource) else device
     if headers and session.emulated is None:
         session.status()  # learn whether this is a board, which sets the share target it promises
     share_bits = session.verify_bits

@@ -1,14 +1,16 @@
-"""Cross-hardware validation: device nonces re-checked on the kernel, rates as metadata."""
+"""Cross-hardware validation: device nonces re-checked on the kernel, rates as metadata, one pass rule."""
 
 from __future__ import annotations
 
+import dagster as dg
 import pytest
 
 from hasher_core.errors import AsicTimeoutError
 from hasher_core.header import build_header
-from hasher_resources.asic.device import AsicSession
 from hasher_resources.asic.emulator import Board, Emulator, FaultRule, serve_in_thread
-from hasher_resources.asic.validation import cross_validate
+from hasher_resources.asic.resource import AsicDevice
+from hasher_resources.asic.session import AsicSession
+from hasher_resources.asic.validation import CrossValidationReport, cross_validate
 
 SHARE_BITS = 6
 HEADERS = [build_header([k * 7 + i for i in range(12)], bytes(range(32))) for k in range(10)]
@@ -73,3 +75,54 @@ def test_a_silent_device_fails_validation_loudly():
         pytest.raises(AsicTimeoutError, match="went silent"),
     ):
         cross_validate(dev, HEADERS[:2])
+
+
+def test_a_resource_is_validated_through_its_open_session():
+    with serve_in_thread(_emulator()) as url:
+        device = AsicDevice(url=url, share_bits=SHARE_BITS, timeout_s=0.2, chain_count=1, chip_count=4)
+        with dg.build_resources({"asic": device}) as resources:
+            report = cross_validate(resources.asic, HEADERS[:3])
+    assert report.headers == 3 and report.passed(0.0)
+
+
+def _report(*, headers: int = 10, consistent: int = 10, returned: int = 20, errors: int = 0):
+    return CrossValidationReport(
+        headers=headers,
+        consistent_headers=consistent,
+        headers_without_nonces=0,
+        nonces_returned=returned,
+        nonces_verified=returned - errors,
+        hardware_errors=errors,
+        share_bits=SHARE_BITS,
+        kernel_backend="reference",
+        device_s=0.1,
+        verify_s=0.1,
+    )
+
+
+def test_a_device_whose_nonces_all_verify_passes():
+    with serve_in_thread(_emulator()) as url, _session(url) as dev:
+        report = cross_validate(dev, HEADERS[:4])
+    assert report.passed(0.0) and report.passed(0.01)
+    assert _report().passed(0.0)
+
+
+def test_a_device_that_returns_no_nonce_fails_at_any_tolerance():
+    silent = _report(returned=0)
+    assert silent.consistency_rate == 1.0 and silent.hardware_error_rate == 0.0
+    assert not silent.passed(0.0) and not silent.passed(1.0)
+    with serve_in_thread(_emulator()) as url, _session(url) as dev:
+        assert not cross_validate(dev, []).passed(1.0)
+
+
+def test_hardware_errors_pass_up_to_the_tolerance_and_fail_above_it():
+    report = _report(returned=20, errors=1)  # 5 % hardware errors, every header consistent
+    assert report.hardware_error_rate == pytest.approx(0.05)
+    assert report.passed(0.05) and report.passed(0.1)
+    assert not report.passed(0.04) and not report.passed(0.0)
+
+
+def test_inconsistent_headers_pass_only_within_the_tolerance():
+    report = _report(headers=10, consistent=9, returned=100, errors=1)
+    assert report.consistency_rate == pytest.approx(0.9)
+    assert report.passed(0.1) and not report.passed(0.05)

@@ -1,14 +1,12 @@
-"""The ASIC device resource: an Antminer S3 (or the bundled emulator) reached through pyserial.
+"""An open connection to one S3 (or the emulator): serial I/O, deadlines, retries, nonce checks.
 
-``AsicDevice`` is the Dagster resource (configuration only); :class:`AsicSession` does the I/O and
-works without Dagster: ``with AsicDevice(...).session() as dev: dev.mine(header)``. With no ``url``
-the resource starts ``hasher-asic-emulator`` as a child process on a pty (or a loopback TCP port)
-and stops it at teardown; a user with a real board sets ``HASHER_ASIC_URL`` (a device path, a pty
-or ``socket://host:port``) and the Definitions pass ``AsicDevice(url=os.getenv("HASHER_ASIC_URL"))``.
+This module owns the host side of the conversation and works without Dagster:
+``with AsicSession(url) as dev: dev.mine(header)``. The URL is anything pyserial opens: a device
+path, a pty or ``socket://host:port``. The Dagster resources in ``resource.py`` only configure it.
 
-Every read has a deadline, every exchange a bounded number of retries; the deframer resyncs after
-garbage. Every nonce the device returns is re-hashed on the host (double SHA-256 of the header
-with that nonce must have ``share_bits`` leading zero bits); one that does not is a hardware error.
+Every read has a deadline, every exchange a bounded number of retries; the packet reader resyncs
+after garbage. Every nonce the device returns is re-hashed on the host (double SHA-256 of the header
+with that nonce must have ``verify_bits`` leading zero bits); one that does not is a hardware error.
 
 Completion: a board streams nonces and never says "done", so after sending TxTasks the host asks
 for status and takes the status reply as a barrier — nonces found before it (the emulator finds
@@ -20,19 +18,27 @@ running ``total_nonce_num``; the batch is then resubmitted (bounded by ``retries
 from __future__ import annotations
 
 import contextlib
-import os
-import select
-import subprocess
-import sys
 import termios
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-import dagster as dg
 import serial
-from pydantic import Field, PrivateAttr
 
+from hasher_core.asic_codec import (
+    HEAD_BYTES,
+    MAX_WORKS_PER_TASK,
+    RX_NONCE,
+    Packet,
+    RxNonce,
+    RxStatusReply,
+    RxStatusRequest,
+    TxConfig,
+    TxTask,
+    Work,
+    decode,
+    wire_midstate,
+)
 from hasher_core.design import HEADER_BYTES
 from hasher_core.errors import (
     AsicCrcError,
@@ -45,11 +51,11 @@ from hasher_core.errors import (
 )
 from hasher_core.header import header_hash_zero_bits
 
-from . import protocol as P
-from .emulator import EMULATOR_HW_VERSION
-from .midstate import midstate
+from .framing import PacketReader
 
-ENV_URL = "HASHER_ASIC_URL"
+#: The hw_version the bundled emulator reports ("EMU" + revision): the session holds a board, not
+#: the emulator, to what its chips promise. The emulator imports it from here to send it.
+EMULATOR_HW_VERSION = b"EMU\x01"
 POLL_S = 0.02
 #: A chip reports shares of difficulty ≥ 1 (32 zero bits); the TxTask diff byte adds log2 of more.
 DIFFICULTY_1_BITS = 32
@@ -84,7 +90,8 @@ class DeviceStatus:
     emulated: bool
 
     @classmethod
-    def from_reply(cls, reply: P.RxStatusReply) -> DeviceStatus:
+    def from_reply(cls, reply: RxStatusReply) -> DeviceStatus:
+        """Summarise a decoded reply: chips alive = set status bits, ``emulated`` from hw_version."""
         alive = sum(bin(w).count("1") for c in reply.chains for w in c.asic_status)
         return cls(
             chains=len(reply.chains),
@@ -104,7 +111,7 @@ class AsicCounters:
     """Running counts for one session; they feed health checks and validation metadata."""
 
     packets_sent: int = 0
-    frames_received: int = 0
+    packets_received: int = 0
     bytes_received: int = 0
     works_submitted: int = 0
     nonces_returned: int = 0
@@ -121,67 +128,12 @@ class AsicCounters:
     resubmissions: int = 0
 
 
-@dataclass
-class _Emulator:
-    process: subprocess.Popen
-    url: str
-
-
-def start_emulator(
-    *,
-    transport: str = "pty",
-    share_bits: int = 8,
-    nonces_per_work: int = 4096,
-    chains: int = 8,
-    chips: int = 32,
-    backend: str = "auto",
-    faults: Sequence[str] = (),
-    stall_s: float = 2.0,
-    ready_timeout_s: float = 60.0,
-) -> tuple[subprocess.Popen, str]:
-    """Start ``hasher-asic-emulator`` as a child process; return it and the URL it printed."""
-    if transport not in ("pty", "tcp"):
-        raise ValueError(f"emulator transport must be 'pty' or 'tcp', got {transport!r}")
-    where = ["--pty"] if transport == "pty" else ["--listen", "127.0.0.1:0"]
-    argv = [sys.executable, "-m", "hasher_resources.asic.emulator", *where, "--share-bits", str(share_bits)]
-    argv += ["--nonces-per-work", str(nonces_per_work), "--chains", str(chains), "--chips", str(chips)]
-    argv += ["--stall-s", str(stall_s), "--backend", backend]
-    for fault in faults:
-        argv += ["--fault", fault]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + ready_timeout_s
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
-        if ready:
-            line = proc.stdout.readline().strip()
-            if line.startswith("READY "):
-                return proc, line.removeprefix("READY ")
-            break
-        if proc.poll() is not None:
-            break
-    stop_emulator(proc)
-    err = proc.stderr.read() if proc.stderr else ""
-    raise AsicNotFoundError(
-        "emulator", f"hasher-asic-emulator did not start: {err.strip()[-400:] or 'no output'}"
-    )
-
-
-def stop_emulator(proc: subprocess.Popen, timeout_s: float = 5.0) -> None:
-    """Stop an emulator this process started (SIGTERM, then SIGKILL), by its own PID only."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout_s)
-    for stream in (proc.stdout, proc.stderr):
-        if stream:
-            stream.close()
-
-
 class AsicSession:
-    """An open connection to one device: status, configure, submit work, verify nonces."""
+    """An open connection to one device: status, configure, submit work, verify nonces.
+
+    Opening raises :class:`AsicNotFoundError` when pyserial cannot open ``url``; the exchanges
+    raise the other ``AsicError`` types (timeout, disconnect, CRC, protocol, wrong device).
+    """
 
     def __init__(
         self,
@@ -207,7 +159,7 @@ class AsicSession:
         self.chain_count = chain_count
         self.chip_count = chip_count
         self.counters = AsicCounters()
-        self._deframer = P.Deframer()
+        self._reader = PacketReader()
         self._first_bytes = bytearray()
         self._next_work_id = 1
         self._issued_work_ids: set[int] = set()
@@ -224,6 +176,7 @@ class AsicSession:
             raise AsicNotFoundError(url, str(exc)) from exc
 
     def close(self) -> None:
+        """Close the port; never raises (a vanished device is already closed)."""
         with contextlib.suppress(Exception):
             self._port.close()
 
@@ -259,7 +212,7 @@ class AsicSession:
             raise AsicDisconnectedError(self.url, during, str(exc)) from exc
         self.counters.packets_sent += 1
 
-    def _poll(self, deadline: float, during: str) -> list[P.Frame]:
+    def _poll(self, deadline: float, during: str) -> list[Packet]:
         self._port.timeout = max(0.0, min(POLL_S, deadline - time.monotonic()))
         try:
             data = self._port.read(max(1, self._port.in_waiting))
@@ -270,15 +223,15 @@ class AsicSession:
         self.counters.bytes_received += len(data)
         if len(self._first_bytes) < 64:
             self._first_bytes += data[: 64 - len(self._first_bytes)]
-        before = (self._deframer.crc_errors, self._deframer.length_errors, self._deframer.garbage_bytes)
-        frames = self._deframer.feed(data)
-        self.counters.crc_errors += self._deframer.crc_errors - before[0]
-        self.counters.length_errors += self._deframer.length_errors - before[1]
-        self.counters.garbage_bytes += self._deframer.garbage_bytes - before[2]
-        self.counters.frames_received += len(frames)
-        return frames
+        before = (self._reader.crc_errors, self._reader.length_errors, self._reader.garbage_bytes)
+        packets = self._reader.feed(data)
+        self.counters.crc_errors += self._reader.crc_errors - before[0]
+        self.counters.length_errors += self._reader.length_errors - before[1]
+        self.counters.garbage_bytes += self._reader.garbage_bytes - before[2]
+        self.counters.packets_received += len(packets)
+        return packets
 
-    def _on_nonce(self, packet: P.RxNonce) -> None:
+    def _on_nonce(self, packet: RxNonce) -> None:
         first = packet.total_nonce_num - len(packet.nonces)
         if self._last_total is not None and first > self._last_total:
             self.counters.lost_nonces += first - self._last_total
@@ -300,25 +253,25 @@ class AsicSession:
             self.counters.hardware_errors += not valid
             self._reports.append(NonceReport(index, entry.work_id, entry.nonce, bits, valid))
 
-    def _read_status(self, deadline: float, during: str, patience: float = 0.0) -> P.RxStatusReply | None:
+    def _read_status(self, deadline: float, during: str, patience: float = 0.0) -> RxStatusReply | None:
         """Read until a status reply or the deadline. While work is pending (``patience`` > 0) each
-        valid frame means the device is busy, not silent: it pushes the deadline out by timeout_s,
+        valid packet means the device is busy, not silent: it pushes the deadline out by timeout_s,
         never past ``patience`` seconds from now."""
         cap = time.monotonic() + patience
         while time.monotonic() < deadline:
-            frames = self._poll(deadline, during)
-            if frames and patience:
+            packets = self._poll(deadline, during)
+            if packets and patience:
                 deadline = min(cap, max(deadline, time.monotonic() + self.timeout_s))
-            for frame in frames:
+            for packet in packets:
                 try:
-                    record = P.decode(frame)
+                    record = decode(packet)
                 except AsicProtocolError as exc:
                     self.counters.protocol_errors += 1
                     self._last_protocol_error = exc
                     continue
-                if isinstance(record, P.RxNonce):
+                if isinstance(record, RxNonce):
                     self._on_nonce(record)
-                elif isinstance(record, P.RxStatusReply):
+                elif isinstance(record, RxStatusReply):
                     return record
                 else:
                     self.counters.protocol_errors += 1  # host-to-device packets echoed back
@@ -342,7 +295,7 @@ class AsicSession:
                 return
             self._read_status(time.monotonic() + POLL_S, during)
 
-    def _exchange_status(self, during: str, patience: float = 0.0) -> P.RxStatusReply:
+    def _exchange_status(self, during: str, patience: float = 0.0) -> RxStatusReply:
         start = time.monotonic()
         self._discard_stale(during)
         marks = (self.counters.crc_errors, self.counters.length_errors, self.counters.protocol_errors)
@@ -350,8 +303,8 @@ class AsicSession:
         for attempt in range(self.retries + 1):
             if attempt:
                 self.counters.retries += 1
-                truncated = self._deframer.reset() or truncated
-            self._write(P.RxStatusRequest().pack(), during)
+                truncated = self._reader.reset() or truncated
+            self._write(RxStatusRequest().pack(), during)
             reply = self._read_status(time.monotonic() + self.timeout_s, during, patience)
             if reply is not None:
                 self._emulated = reply.hw_version == EMULATOR_HW_VERSION
@@ -359,14 +312,14 @@ class AsicSession:
                     self._drain(attempt, during)
                 return reply
             self.counters.timeouts += 1
-        truncated = self._deframer.pending() or truncated
+        truncated = self._reader.pending() or truncated
         raise self._failure(during, self.retries + 1, time.monotonic() - start, marks, truncated)
 
     def _failure(
         self, during: str, attempts: int, waited: float, marks: tuple[int, int, int], truncated: bytes
     ) -> AsicError:
-        issues = list(self._deframer.issues)
-        if self.counters.frames_received == 0 and self.counters.bytes_received:
+        issues = list(self._reader.issues)
+        if self.counters.packets_received == 0 and self.counters.bytes_received:
             return WrongDeviceError(
                 self.url, bytes(self._first_bytes), f"{self.counters.bytes_received} bytes, no Bitmain packet"
             )
@@ -383,7 +336,7 @@ class AsicSession:
             return AsicProtocolError(exc.packet, f"{exc.reason} (during {during})", self.url)
         detail = ""
         if truncated:
-            want = int.from_bytes(truncated[2:4], "little") + P.HEAD_BYTES if len(truncated) >= 4 else "?"
+            want = int.from_bytes(truncated[2:4], "little") + HEAD_BYTES if len(truncated) >= 4 else "?"
             detail = f"truncated packet: {len(truncated)} of {want} bytes ({truncated[:16].hex()}…)"
         return AsicTimeoutError(self.url, during, waited, attempts, detail)
 
@@ -393,7 +346,7 @@ class AsicSession:
 
     def configure(self) -> DeviceStatus:
         """Send TxConfig (chains, chips, frequency, voltage) and confirm with a status request."""
-        config = P.TxConfig(
+        config = TxConfig(
             chain_num=self.chain_count,
             asic_num=self.chip_count,
             frequency_mhz=self.frequency_mhz,
@@ -403,7 +356,9 @@ class AsicSession:
         return DeviceStatus.from_reply(self._exchange_status("configure"))
 
     def submit(self, headers: Sequence[bytes]) -> list[NonceReport]:
-        """Send each 80-byte header as a work item (8 per TxTask); return every nonce, verified."""
+        """Send each 80-byte header as a work item (8 per TxTask); return every nonce, verified,
+        sorted by (header index, nonce). Raises ValueError for a header that is not 80 bytes (before
+        anything is sent), and an ``AsicError`` when nonce packets are lost on every attempt."""
         for i, h in enumerate(headers):
             if len(h) != HEADER_BYTES:
                 raise ValueError(f"header {i} is {len(h)} bytes, a work item needs {HEADER_BYTES}")
@@ -417,18 +372,18 @@ class AsicSession:
             if attempt:
                 self.counters.resubmissions += 1
             lost_before = self.counters.lost_nonces
-            damaged_before = self._deframer.damaged_by_type.get(P.RX_NONCE, 0)
+            damaged_before = self._reader.damaged_by_type.get(RX_NONCE, 0)
             self._work, self._reports = {}, []
-            for start in range(0, len(headers), P.MAX_WORKS_PER_TASK):
+            for start in range(0, len(headers), MAX_WORKS_PER_TASK):
                 works = []
-                for index in range(start, min(start + P.MAX_WORKS_PER_TASK, len(headers))):
+                for index in range(start, min(start + MAX_WORKS_PER_TASK, len(headers))):
                     work_id = self._next_work_id
                     self._next_work_id = (self._next_work_id + 1) & 0xFFFFFFFF
                     header = bytes(headers[index])
                     self._work[work_id] = (index, header)
                     self._issued_work_ids.add(work_id)
-                    works.append(P.Work(work_id, midstate(header), header[64:76]))
-                self._write(P.TxTask(tuple(works), diff=self.task_diff).pack(), "work submission")
+                    works.append(Work(work_id, wire_midstate(header), header[64:76]))
+                self._write(TxTask(tuple(works), diff=self.task_diff).pack(), "work submission")
                 self.counters.works_submitted += len(works)
             if self.collect_s > 0:
                 deadline = time.monotonic() + self.collect_s
@@ -437,11 +392,11 @@ class AsicSession:
             # The emulator hashes on the CPU: allow a second of activity per work item, at most.
             self._exchange_status("work submission", patience=self.timeout_s + len(headers))
             lost = self.counters.lost_nonces - lost_before
-            damaged = self._deframer.damaged_by_type.get(P.RX_NONCE, 0) - damaged_before
+            damaged = self._reader.damaged_by_type.get(RX_NONCE, 0) - damaged_before
             if not lost and not damaged:
                 return sorted(self._reports, key=lambda r: (r.header_index, r.nonce))
         # Nonce packets were lost or damaged on every attempt: the results cannot be trusted.
-        issues = [i for i in self._deframer.issues if i.kind in ("crc", "length") and i.data[:1] == b"\xa2"]
+        issues = [i for i in self._reader.issues if i.kind in ("crc", "length") and i.data[:1] == b"\xa2"]
         reason = (
             f"RxNonce packets lost or damaged on every one of {self.retries + 1} submissions "
             f"({self.counters.lost_nonces} nonces missing, {damaged} damaged packets in the last)"
@@ -473,130 +428,4 @@ class AsicSession:
         }
 
 
-class AsicDevice(dg.ConfigurableResource):
-    """An Antminer S3 over pyserial, or the bundled emulator when no ``url`` is given."""
-
-    url: str | None = Field(
-        default=None,
-        description="Device path, pty or socket://host:port; None starts the bundled emulator. "
-        f"Definitions pass os.getenv('{ENV_URL}').",
-    )
-    baudrate: int = 115200
-    timeout_s: float = Field(default=1.0, description="Deadline of each read exchange, seconds.")
-    retries: int = Field(default=2, description="Extra attempts after a timeout, CRC failure or loss.")
-    frequency_mhz: int = 250
-    voltage: str = Field(default="0000", description="Two voltage bytes as hex (S3 default 0000).")
-    chain_count: int = 8
-    chip_count: int = 32
-    share_bits: int = Field(
-        default=8,
-        description="Leading zero bits a returned nonce must have. A real S3 reports ≥ 32 + diff "
-        "(difficulty 1 = 32 bits), so use ≥ 32 with a board; the emulator takes it as --share-bits.",
-    )
-    collect_s: float = Field(default=0.0, description="Sweep time to wait before the status barrier.")
-    emulator_transport: str = "pty"
-    emulator_nonces_per_work: int = 4096
-    emulator_backend: str = Field(
-        default="auto",
-        description="Kernel backend the emulator hashes on: auto (cuda if a GPU is visible, else cpu), "
-        "cpu, cuda or reference.",
-    )
-
-    _session: AsicSession | None = PrivateAttr(default=None)
-    _emulator: _Emulator | None = PrivateAttr(default=None)
-
-    @classmethod
-    def from_env(cls, **overrides: object) -> AsicDevice:
-        """The resource for ``HASHER_ASIC_URL`` when it is set, else the emulator."""
-        return cls(url=os.getenv(ENV_URL) or None, **overrides)
-
-    def open_session(self) -> tuple[AsicSession, _Emulator | None]:
-        emulator = None
-        url = self.url
-        if not url:
-            proc, url = start_emulator(
-                transport=self.emulator_transport,
-                share_bits=self.share_bits,
-                nonces_per_work=self.emulator_nonces_per_work,
-                chains=self.chain_count,
-                chips=self.chip_count,
-                backend=self.emulator_backend,
-            )
-            emulator = _Emulator(proc, url)
-        try:
-            session = AsicSession(
-                url,
-                baudrate=self.baudrate,
-                timeout_s=self.timeout_s,
-                retries=self.retries,
-                share_bits=self.share_bits,
-                collect_s=self.collect_s,
-                frequency_mhz=self.frequency_mhz,
-                voltage=bytes.fromhex(self.voltage),
-                chain_count=self.chain_count,
-                chip_count=self.chip_count,
-            )
-        except BaseException:
-            if emulator:
-                stop_emulator(emulator.process)
-            raise
-        return session, emulator
-
-    @contextlib.contextmanager
-    def session(self) -> Iterator[AsicSession]:
-        """Open the device (starting the emulator if needed) and close everything afterwards."""
-        session, emulator = self.open_session()
-        try:
-            yield session
-        finally:
-            session.close()
-            if emulator:
-                stop_emulator(emulator.process)
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._session, self._emulator = self.open_session()
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._session is not None:
-            self._session.close()
-        if self._emulator is not None:
-            stop_emulator(self._emulator.process)
-        self._session = self._emulator = None
-
-    @property
-    def active(self) -> AsicSession:
-        if self._session is None:
-            raise AsicError(
-                "AsicDevice is not open: use `with device.session() as dev:` or run it in Dagster"
-            )
-        return self._session
-
-    def status(self) -> DeviceStatus:
-        return self.active.status()
-
-    def configure(self) -> DeviceStatus:
-        return self.active.configure()
-
-    def health_check(self) -> dict:
-        return self.active.health_check()
-
-    def submit(self, headers: Sequence[bytes]) -> list[NonceReport]:
-        return self.active.submit(headers)
-
-    def mine(self, header: bytes, timeout_s: float | None = None) -> list[int]:
-        return self.active.mine(header, timeout_s)
-
-    @property
-    def counters(self) -> AsicCounters:
-        return self.active.counters
-
-
-__all__ = [
-    "AsicCounters",
-    "AsicDevice",
-    "AsicSession",
-    "DeviceStatus",
-    "NonceReport",
-    "start_emulator",
-    "stop_emulator",
-]
+__all__ = ["EMULATOR_HW_VERSION", "AsicCounters", "AsicSession", "DeviceStatus", "NonceReport"]

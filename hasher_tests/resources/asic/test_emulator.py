@@ -1,22 +1,32 @@
-"""The emulator: its board model in-process, and a full session with the real process over a pty."""
+"""The emulator: its board model in-process, the kernel's scan from the wire midstate it relies on,
+and a full session with the real process over a pty."""
 
 from __future__ import annotations
 
 import os
 import struct
-import subprocess
-import sys
 
 import pytest
 
-from hasher_core.errors import AsicCrcError, AsicProtocolError, BackendUnavailableError
+from hasher_core.asic_codec import (
+    RX_NONCE,
+    Packet,
+    RxNonce,
+    RxStatusReply,
+    RxStatusRequest,
+    TxConfig,
+    TxTask,
+    Work,
+    midstate_from_wire,
+    wire_midstate,
+)
+from hasher_core.errors import AsicCrcError, AsicProtocolError
 from hasher_core.header import build_header, header_hash_zero_bits
-from hasher_resources import sha256
-from hasher_resources.asic import protocol as P
-from hasher_resources.asic.device import AsicSession, start_emulator, stop_emulator
-from hasher_resources.asic.emulator import Board, Emulator, FaultRule, main
-from hasher_resources.asic.midstate import midstate
-from hasher_resources.sha256 import scan_header_nonces
+from hasher_resources.asic.emulator import Board, Emulator, FaultRule
+from hasher_resources.asic.framing import PacketReader
+from hasher_resources.asic.resource import start_emulator, stop_emulator
+from hasher_resources.asic.session import AsicSession
+from hasher_resources.sha256 import scan_header_nonces, scan_midstate_nonces
 
 SLOTS = [((i + 1) * 0x11111111) & 0xFFFFFFFF for i in range(12)]
 HEADER = build_header(SLOTS, bytes(range(16)) + bytes(12) + bytes([0x1C, 0x1D, 0x1E, 0x1F]))
@@ -25,8 +35,33 @@ HEADER = build_header(SLOTS, bytes(range(16)) + bytes(12) + bytes([0x1C, 0x1D, 0
 pytestmark = pytest.mark.timeout(30)  # no test here may hang
 
 
-def _work(header: bytes = HEADER, work_id: int = 5) -> P.Work:
-    return P.Work(work_id, midstate(header), header[64:76])
+def _work(header: bytes = HEADER, work_id: int = 5) -> Work:
+    return Work(work_id, wire_midstate(header), header[64:76])
+
+
+GENESIS_HEADER = bytes.fromhex(
+    "01000000" + "00" * 32 + "3ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa4b1e5e4a"
+    "29ab5f49"
+    "ffff001d"
+    "1dac2b7c"
+)
+
+
+def test_kernel_scan_from_the_wire_midstate_finds_what_the_header_scan_finds():
+    state = midstate_from_wire(wire_midstate(HEADER))
+    from_mid = scan_midstate_nonces(state, HEADER[64:76], share_bits=6, nonce_count=600, backend="reference")
+    whole = scan_header_nonces(HEADER, share_bits=6, nonce_count=600, backend="reference")
+    assert from_mid.nonces.tolist() == whole.nonces.tolist() and len(whole.nonces) > 0
+
+
+def test_genesis_share_is_found_from_the_wire_midstate():
+    # Block 0's hash is 000000000019d668…: 43 leading zero bits, more than one 32-bit word.
+    nonce = struct.unpack("<I", GENESIS_HEADER[76:])[0]
+    state = midstate_from_wire(wire_midstate(GENESIS_HEADER))
+    found = scan_midstate_nonces(
+        state, GENESIS_HEADER[64:76], share_bits=32, nonce_count=3, nonce_start=nonce - 1, backend="reference"
+    )
+    assert found.nonces.tolist() == [nonce] and found.bits.tolist() == [43]
 
 
 def test_chip_windows_split_the_nonce_space_over_chains_and_chips():
@@ -80,44 +115,25 @@ def test_board_hashes_the_same_on_every_kernel_backend():
 
 def test_share_targets_beyond_the_kernels_255_bits_report_nothing():
     board = Board(chains=1, chips=2, nonces_per_work=64, backend="reference")
-    frame = P.Frame.unpack(P.TxTask((_work(),), diff=240).pack())  # 32 + 240 = 272 bits
-    assert list(board.handle(frame)) == []
+    packet = Packet.unpack(TxTask((_work(),), diff=240).pack())  # 32 + 240 = 272 bits
+    assert list(board.handle(packet)) == []
     assert board.works_done == 1 and board.hashes_done == 64
-
-
-@pytest.mark.parametrize(
-    ("backend", "message"), [("numba", "invalid choice: 'numba'"), ("numpy", "invalid choice: 'numpy'")]
-)
-def test_retired_search_engine_names_are_rejected(backend, message, capsys):
-    with pytest.raises(SystemExit):
-        main(["--pty", "--backend", backend])
-    assert message in capsys.readouterr().err
-
-
-def test_unavailable_kernel_backend_exits_before_ready(monkeypatch, capsys):
-    def no_gpu(backend):
-        raise BackendUnavailableError("backend 'cuda': CuPy sees no CUDA device")
-
-    monkeypatch.setattr(sha256, "resolve_backend", no_gpu)
-    assert main(["--pty", "--backend", "cuda"]) == 2
-    out = capsys.readouterr()
-    assert "READY" not in out.out and "--backend cuda: backend 'cuda': CuPy sees no CUDA device" in out.err
 
 
 def test_share_bits_default_to_difficulty_one_plus_the_task_diff():
     board = Board(chains=1, chips=1, share_bits=None, nonces_per_work=256)
-    frame = P.Frame.unpack(P.TxTask((_work(),), diff=0).pack())
-    replies = list(board.handle(frame))
+    packet = Packet.unpack(TxTask((_work(),), diff=0).pack())
+    replies = list(board.handle(packet))
     # 256 nonces essentially never reach 32 leading zero bits: nothing reported.
     assert replies == []
 
 
 def test_status_reply_reports_the_configured_chains_and_chips():
     board = Board()
-    list(board.handle(P.Frame.unpack(P.TxConfig(chain_num=3, asic_num=40, frequency_mhz=300).pack())))
-    replies = list(board.handle(P.Frame.unpack(P.RxStatusRequest().pack())))
+    list(board.handle(Packet.unpack(TxConfig(chain_num=3, asic_num=40, frequency_mhz=300).pack())))
+    replies = list(board.handle(Packet.unpack(RxStatusRequest().pack())))
     assert [t for t, _ in replies] == ["nonce", "status"]
-    status = P.RxStatusReply.unpack(replies[1][1])
+    status = RxStatusReply.unpack(replies[1][1])
     assert [c.asic_num for c in status.chains] == [40, 40, 40]
     assert status.chains[0].asic_status == (0xFFFFFFFF, 0xFF)
     assert status.reg_value == 300
@@ -125,8 +141,8 @@ def test_status_reply_reports_the_configured_chains_and_chips():
 
 def test_running_nonce_total_counts_every_reported_nonce():
     board = Board(chains=1, chips=1, share_bits=4, nonces_per_work=512)
-    frame = P.Frame.unpack(P.TxTask((_work(work_id=1), _work(work_id=2))).pack())
-    packets = [P.RxNonce.unpack(b) for _, b in board.handle(frame)]
+    packet = Packet.unpack(TxTask((_work(work_id=1), _work(work_id=2))).pack())
+    packets = [RxNonce.unpack(b) for _, b in board.handle(packet)]
     counted = sum(len(p.nonces) for p in packets)
     assert packets[-1].total_nonce_num == counted == board.total_nonces
     assert {e.work_id for p in packets for e in p.nonces} == {1, 2}
@@ -136,15 +152,15 @@ def test_wrong_nonce_fault_reports_a_nonce_that_misses_the_target():
     emulator = Emulator(
         Board(chains=1, chips=1, share_bits=4, nonces_per_work=256), [FaultRule("wrong-nonce", "nonce")]
     )
-    out = list(emulator.receive(P.TxTask((_work(),)).pack()))
-    first = P.RxNonce.unpack(out[0]).nonces[0]
+    out = list(emulator.receive(TxTask((_work(),)).pack()))
+    first = RxNonce.unpack(out[0]).nonces[0]
     assert header_hash_zero_bits(HEADER[:76] + struct.pack("<I", first.nonce)) < 4
 
 
 def _raises(exc: type[Exception], match: str):
     def check(out):
         with pytest.raises(exc, match=match):
-            P.Frame.unpack(out[1])
+            Packet.unpack(out[1])
         return True
 
     return check
@@ -156,36 +172,24 @@ def _raises(exc: type[Exception], match: str):
         ("crc", _raises(AsicCrcError, "stored")),
         ("bad-length", _raises(AsicProtocolError, "impossible length")),
         ("truncate", _raises(AsicProtocolError, "truncated")),
-        ("garbage", lambda out: out[1].startswith(b"\x00\x13junk") and P.Deframer().feed(out[1]) != []),
+        ("garbage", lambda out: out[1].startswith(b"\x00\x13junk") and PacketReader().feed(out[1]) != []),
         ("drop", lambda out: len(out) == 1),
         ("stall", lambda out: out[1] == 0.25 and isinstance(out[2], bytes)),
     ],
 )
 def test_status_faults_alter_only_the_chosen_reply(kind, check):
     emulator = Emulator(Board(), [FaultRule(kind, "status", 1)], stall_s=0.25)
-    assert check(list(emulator.receive(P.RxStatusRequest().pack())))
-    clean = list(Emulator(Board()).receive(P.RxStatusRequest().pack()))
-    again = [x for x in emulator.receive(P.RxStatusRequest().pack()) if isinstance(x, bytes)]
+    assert check(list(emulator.receive(RxStatusRequest().pack())))
+    clean = list(Emulator(Board()).receive(RxStatusRequest().pack()))
+    again = [x for x in emulator.receive(RxStatusRequest().pack()) if isinstance(x, bytes)]
     assert again[-1] == clean[-1]  # the second status reply is untouched
 
 
 def test_disconnect_fault_stops_the_reply_stream():
     emulator = Emulator(Board(), [FaultRule("disconnect", "status")])
-    out = list(emulator.receive(P.RxStatusRequest().pack() + P.RxStatusRequest().pack()))
+    out = list(emulator.receive(RxStatusRequest().pack() + RxStatusRequest().pack()))
     assert emulator.disconnect_requested
-    assert all(P.Frame.unpack(b).packet_type == P.RX_NONCE for b in out)
-
-
-@pytest.mark.parametrize("text", ["melt:status", "crc:fans", "crc:status:0", "crc:status:x", "crc"])
-def test_bad_fault_specs_are_rejected_with_the_syntax(text, capsys):
-    with pytest.raises(SystemExit):
-        main(["--pty", "--fault", text])
-    assert "KIND:TARGET" in capsys.readouterr().err
-
-
-def test_bad_board_sizes_exit_with_an_error(capsys):
-    assert main(["--pty", "--chains", "9"]) == 2
-    assert "chains" in capsys.readouterr().err
+    assert all(Packet.unpack(b).packet_type == RX_NONCE for b in out)
 
 
 @pytest.mark.slow
@@ -216,29 +220,3 @@ def test_full_session_with_the_emulator_process(transport):
     finally:
         stop_emulator(proc)
     assert proc.returncode is not None
-
-
-@pytest.mark.slow
-def test_emulator_process_exits_on_sigterm_and_prints_its_pty():
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hasher_resources.asic.emulator",
-            "--pty",
-            "--share-bits",
-            "4",
-            "--backend",
-            "cpu",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("READY /dev/pts/")
-        assert os.path.exists(line.split()[1])
-    finally:
-        proc.terminate()
-        assert proc.wait(5) == 0
-        proc.stdout.close()

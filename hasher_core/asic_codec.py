@@ -1,4 +1,7 @@
-"""The Bitmain Antminer S3 packet codec (DESIGN §7): records with pack()/unpack(), CRC, deframer.
+"""The Bitmain Antminer S3 packet codec (DESIGN §7): packets, records with pack()/unpack(), the CRC.
+
+This module owns the bytes of the S3 protocol and nothing else: no I/O, no stream reassembly (that
+is ``hasher_resources.asic.framing``), no device policy (``hasher_resources.asic.session``).
 
 Every packet is ``[type u8][version u8][length u16 LE] … [CRC-16/MODBUS, LE]`` with
 ``length = total bytes − 4``; the CRC covers everything before it. Field layouts follow cgminer's
@@ -9,27 +12,28 @@ read as they come (cgminer does not swap them back).
 
 Where the Antminer documentation disagrees: its sample status request and config packets are
 4 bytes longer (16 vs 12, 28 vs 24) and, read with the cgminer layout, the config would claim 32
-chains of 96 chips at 1280 MHz. :class:`Frame` accepts both sizes and re-packs them byte for byte;
+chains of 96 chips at 1280 MHz. :class:`Packet` accepts both sizes and re-packs them byte for byte;
 the record codec decodes the cgminer layout only and, for the longer one, raises
-:class:`UnsupportedVariantError` naming the variant (``Frame.variant``) instead of mis-decoding it.
+:class:`UnsupportedVariantError` naming the variant (``Packet.variant``) instead of mis-decoding it.
 The docs also call the CRC "CRC-16-CCITT"; it is CRC-16/MODBUS (every sample verifies with it).
 
-Words inside work items (work_id, midstate words) are little-endian, as cgminer sends them; the
-midstate is 8 SHA-256 state words, each LE32 (see ``midstate.py``). ``data2`` is header bytes
-64–75 as they appear in the header; whether the BM1382 wants those words byte-swapped (cgminer
-keeps ``work->data`` word-swapped internally) has to be confirmed on a real board.
+Words inside work items (work_id, midstate words) are little-endian, as cgminer sends them: the
+midstate is the 8 SHA-256 state words after header bytes 0–63 (``hasher_core.header.midstate``),
+each LE32 on the wire (:func:`wire_midstate`). ``data2`` is header bytes 64–75 as they appear in the
+header; whether the BM1382 wants those words byte-swapped (cgminer keeps ``work->data`` word-swapped
+internally) has to be confirmed on a real board.
 """
 
 from __future__ import annotations
 
 import struct
 from abc import ABC, abstractmethod
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntFlag
 from typing import ClassVar, Self
 
 from hasher_core.errors import AsicCrcError, AsicProtocolError, UnsupportedVariantError
+from hasher_core.header import midstate
 
 TX_CONFIG = 0x51
 TX_TASK = 0x52
@@ -99,7 +103,7 @@ def total_size_allowed(packet_type: int, total: int) -> bool:
 
 
 @dataclass(frozen=True)
-class Frame:
+class Packet:
     """One framed packet: type, version and the payload between the 4-byte head and the CRC."""
 
     packet_type: int
@@ -108,10 +112,12 @@ class Frame:
 
     @property
     def total(self) -> int:
+        """Bytes on the wire: 4-byte head, payload and 2-byte CRC."""
         return HEAD_BYTES + len(self.payload) + CRC_BYTES
 
     @property
     def name(self) -> str:
+        """The packet type's name (``"RxNonce"``…), or its hex value for an unknown type."""
         return PACKET_NAMES.get(self.packet_type, f"type 0x{self.packet_type:02x}")
 
     @property
@@ -122,12 +128,17 @@ class Frame:
         return VARIANT_CGMINER
 
     def pack(self) -> bytes:
+        """The packet's bytes: head (type, version, length = total − 4), payload, CRC-16/MODBUS LE."""
         body = struct.pack("<BBH", self.packet_type, self.version, self.total - HEAD_BYTES) + self.payload
         return body + struct.pack("<H", crc16_modbus(body))
 
     @classmethod
-    def unpack(cls, data: bytes) -> Frame:
-        """Check head, length and CRC of exactly one packet; raise a typed error naming the problem."""
+    def unpack(cls, data: bytes) -> Packet:
+        """Check head, length and CRC of exactly one packet; raise a typed error naming the problem.
+
+        Raises :class:`AsicProtocolError` (truncated, unknown type, wrong or impossible length) or
+        :class:`AsicCrcError` (stored and computed CRC differ).
+        """
         data = bytes(data)
         if len(data) < HEAD_BYTES + CRC_BYTES:
             raise AsicProtocolError(data, f"truncated: {len(data)} bytes is shorter than head + CRC")
@@ -154,42 +165,44 @@ def _u8(name: str, value: int) -> None:
         raise ValueError(f"{name} must fit in a byte, got {value}")
 
 
-def _require_type(frame: Frame, packet_type: int) -> None:
-    if frame.packet_type != packet_type:
-        raise AsicProtocolError(frame.pack(), f"expected {PACKET_NAMES[packet_type]}, got {frame.name}")
+def _require_type(packet: Packet, packet_type: int) -> None:
+    if packet.packet_type != packet_type:
+        raise AsicProtocolError(packet.pack(), f"expected {PACKET_NAMES[packet_type]}, got {packet.name}")
 
 
-def _require_cgminer_layout(frame: Frame) -> None:
-    if frame.variant != VARIANT_CGMINER:
+def _require_cgminer_layout(packet: Packet) -> None:
+    if packet.variant != VARIANT_CGMINER:
         raise UnsupportedVariantError(
-            frame.pack(),
-            f"{frame.name} of {frame.total} bytes is the {frame.variant} variant; only the "
-            f"{CGMINER_SIZES[frame.packet_type]}-byte {VARIANT_CGMINER} layout is decoded "
-            "(Frame.pack() re-packs it unchanged)",
+            packet.pack(),
+            f"{packet.name} of {packet.total} bytes is the {packet.variant} variant; only the "
+            f"{CGMINER_SIZES[packet.packet_type]}-byte {VARIANT_CGMINER} layout is decoded "
+            "(Packet.pack() re-packs it unchanged)",
         )
 
 
 class _Record(ABC):
-    """Shared pack()/unpack() in terms of each record's to_frame()/from_frame()."""
+    """Shared pack()/unpack() in terms of each record's to_packet()/from_packet()."""
 
     PACKET_TYPE: ClassVar[int]
     version: int
 
     @abstractmethod
-    def to_frame(self) -> Frame:
-        """This record as a frame (type, version, payload)."""
+    def to_packet(self) -> Packet:
+        """This record as a packet (type, version, payload)."""
 
     @classmethod
     @abstractmethod
-    def from_frame(cls, frame: Frame) -> Self:
-        """The record a frame of this type carries."""
+    def from_packet(cls, packet: Packet) -> Self:
+        """The record a packet of this type carries."""
 
     def pack(self) -> bytes:
-        return self.to_frame().pack()
+        """The record's packet bytes, CRC included."""
+        return self.to_packet().pack()
 
     @classmethod
     def unpack(cls, data: bytes) -> Self:
-        return cls.from_frame(Frame.unpack(data))
+        """The record in one packet's bytes; raises :class:`AsicProtocolError` (or a subclass)."""
+        return cls.from_packet(Packet.unpack(data))
 
 
 class ConfigFlags(IntFlag):
@@ -246,7 +259,8 @@ class TxConfig(_Record):
         if int(self.control) & ~0x07:
             raise ValueError(f"control has reserved bits set: 0x{int(self.control):02x}")
 
-    def to_frame(self) -> Frame:
+    def to_packet(self) -> Packet:
+        """This TxConfig as a packet (flag bytes bit-reversed where the S3 wants them)."""
         payload = self._LAYOUT.pack(
             bitswap(int(self.flags)),
             bitswap(int(self.control)),
@@ -262,17 +276,18 @@ class TxConfig(_Record):
             self.chip_address,
             self.reg_address,
         )
-        return Frame(TX_CONFIG, payload, self.version)
+        return Packet(TX_CONFIG, payload, self.version)
 
     @classmethod
-    def from_frame(cls, frame: Frame) -> TxConfig:
-        _require_type(frame, TX_CONFIG)
-        _require_cgminer_layout(frame)
+    def from_packet(cls, packet: Packet) -> TxConfig:
+        """The TxConfig a packet carries; raises :class:`AsicProtocolError` if it is not one."""
+        _require_type(packet, TX_CONFIG)
+        _require_cgminer_layout(packet)
         (flags, control, check, reserved, chains, asics, pwm, timeout, freq, volt, reg, chip, addr) = (
-            cls._LAYOUT.unpack(frame.payload)
+            cls._LAYOUT.unpack(packet.payload)
         )
         if reserved or bitswap(control) & ~0x07:
-            raise AsicProtocolError(frame.pack(), "TxConfig reserved bits are set")
+            raise AsicProtocolError(packet.pack(), "TxConfig reserved bits are set")
         return cls(
             chain_num=chains,
             asic_num=asics,
@@ -286,7 +301,7 @@ class TxConfig(_Record):
             reg_data=reg,
             chip_address=chip,
             reg_address=addr,
-            version=frame.version,
+            version=packet.version,
         )
 
 
@@ -323,24 +338,26 @@ class TxTask(_Record):
             raise ValueError(f"a TxTask carries 1 to {MAX_WORKS_PER_TASK} works, got {len(self.works)}")
         _u8("diff", self.diff)
 
-    def to_frame(self) -> Frame:
+    def to_packet(self) -> Packet:
+        """This TxTask as a packet (flag bytes bit-reversed where the S3 wants them)."""
         parts = [bytes([bitswap(int(self.new_block)), self.diff, 0, 0])]
         for w in self.works:
             parts.append(struct.pack("<I", w.work_id) + bytes(w.midstate) + bytes(w.data2))
-        return Frame(TX_TASK, b"".join(parts), self.version)
+        return Packet(TX_TASK, b"".join(parts), self.version)
 
     @classmethod
-    def from_frame(cls, frame: Frame) -> TxTask:
-        _require_type(frame, TX_TASK)
-        p = frame.payload
+    def from_packet(cls, packet: Packet) -> TxTask:
+        """The TxTask a packet carries; raises :class:`AsicProtocolError` if it is not one."""
+        _require_type(packet, TX_TASK)
+        p = packet.payload
         new_block = bitswap(p[0])
         if new_block & ~0x01 or p[2] or p[3]:
-            raise AsicProtocolError(frame.pack(), "TxTask reserved bits are set")
+            raise AsicProtocolError(packet.pack(), "TxTask reserved bits are set")
         works = []
         for off in range(4, len(p), WORK_BYTES):
             (work_id,) = struct.unpack_from("<I", p, off)
             works.append(Work(work_id, p[off + 4 : off + 36], p[off + 36 : off + 48]))
-        return cls(tuple(works), diff=p[1], new_block=bool(new_block), version=frame.version)
+        return cls(tuple(works), diff=p[1], new_block=bool(new_block), version=packet.version)
 
 
 @dataclass(frozen=True)
@@ -359,20 +376,22 @@ class RxStatusRequest(_Record):
         _u8("chip_address", self.chip_address)
         _u8("reg_address", self.reg_address)
 
-    def to_frame(self) -> Frame:
+    def to_packet(self) -> Packet:
+        """This RxStatusRequest as a packet (flag bytes bit-reversed where the S3 wants them)."""
         flags = int(self.chip_status_eft) | int(self.detect_get) << 1
         payload = bytes([bitswap(flags), 0, 0, 0, self.chip_address, self.reg_address])
-        return Frame(RX_STATUS_REQUEST, payload, self.version)
+        return Packet(RX_STATUS_REQUEST, payload, self.version)
 
     @classmethod
-    def from_frame(cls, frame: Frame) -> RxStatusRequest:
-        _require_type(frame, RX_STATUS_REQUEST)
-        _require_cgminer_layout(frame)
-        p = frame.payload
+    def from_packet(cls, packet: Packet) -> RxStatusRequest:
+        """The RxStatusRequest a packet carries; raises :class:`AsicProtocolError` if it is not one."""
+        _require_type(packet, RX_STATUS_REQUEST)
+        _require_cgminer_layout(packet)
+        p = packet.payload
         flags = bitswap(p[0])
         if flags & ~0x03 or any(p[1:4]):
-            raise AsicProtocolError(frame.pack(), "RxStatus request reserved bits are set")
-        return cls(bool(flags & 1), bool(flags & 2), p[4], p[5], frame.version)
+            raise AsicProtocolError(packet.pack(), "RxStatus request reserved bits are set")
+        return cls(bool(flags & 1), bool(flags & 2), p[4], p[5], packet.version)
 
 
 def _words_for(asic_num: int) -> int:
@@ -423,7 +442,8 @@ class RxStatusReply(_Record):
         for v in (*self.temps, *self.fans):
             _u8("temperature/fan", v)
 
-    def to_frame(self) -> Frame:
+    def to_packet(self) -> Packet:
+        """This RxStatusReply as a packet."""
         payload = self._PREFIX.pack(
             int(self.chip_value_eft),
             len(self.chains),
@@ -440,31 +460,32 @@ class RxStatusReply(_Record):
         words = exist + [w for c in self.chains for w in c.asic_status]
         payload += struct.pack(f"<{len(words)}I", *words)
         payload += bytes(c.asic_num for c in self.chains) + bytes(self.temps) + bytes(self.fans)
-        return Frame(RX_STATUS_REPLY, payload, self.version)
+        return Packet(RX_STATUS_REPLY, payload, self.version)
 
     @classmethod
-    def from_frame(cls, frame: Frame) -> RxStatusReply:
-        _require_type(frame, RX_STATUS_REPLY)
-        p = frame.payload
+    def from_packet(cls, packet: Packet) -> RxStatusReply:
+        """The RxStatusReply a packet carries; raises :class:`AsicProtocolError` if it is not one."""
+        _require_type(packet, RX_STATUS_REPLY)
+        p = packet.payload
         if len(p) < cls._PREFIX.size:
-            raise AsicProtocolError(frame.pack(), f"RxStatus reply payload of {len(p)} bytes is too short")
+            raise AsicProtocolError(packet.pack(), f"RxStatus reply payload of {len(p)} bytes is too short")
         (eft, chain_num, fifo, hw, fan_num, temp_num, fan_exist, temp_exist, nonce_error, reg_value) = (
             cls._PREFIX.unpack_from(p)
         )
         if chain_num > MAX_CHAINS or temp_num > MAX_TEMPS or fan_num > MAX_FANS:
             raise AsicProtocolError(
-                frame.pack(), f"RxStatus reply claims {chain_num} chains, {temp_num} temps, {fan_num} fans"
+                packet.pack(), f"RxStatus reply claims {chain_num} chains, {temp_num} temps, {fan_num} fans"
             )
         # cgminer reads chain_asic_num from the tail, because the word counts before it depend on it.
         tail = chain_num + temp_num + fan_num
         if len(p) < cls._PREFIX.size + tail:
-            raise AsicProtocolError(frame.pack(), "RxStatus reply is shorter than its chain/temp/fan counts")
+            raise AsicProtocolError(packet.pack(), "RxStatus reply is shorter than its chain/temp/fan counts")
         tail_at = len(p) - tail
         asic_nums = p[tail_at : tail_at + chain_num]
         counts = [_words_for(n) for n in asic_nums]
         if cls._PREFIX.size + 8 * sum(counts) != tail_at:
             raise AsicProtocolError(
-                frame.pack(),
+                packet.pack(),
                 f"RxStatus reply length does not match {chain_num} chains of {list(asic_nums)} chips, "
                 f"{temp_num} temps and {fan_num} fans",
             )
@@ -486,7 +507,7 @@ class RxStatusReply(_Record):
             nonce_error=nonce_error,
             reg_value=reg_value,
             chip_value_eft=bool(eft & 1),
-            version=frame.version,
+            version=packet.version,
         )
 
 
@@ -514,17 +535,19 @@ class RxNonce(_Record):
         if len(self.nonces) > MAX_NONCES_PER_REPLY:
             raise ValueError(f"an RxNonce carries ≤ {MAX_NONCES_PER_REPLY} nonces, not {len(self.nonces)}")
 
-    def to_frame(self) -> Frame:
+    def to_packet(self) -> Packet:
+        """This RxNonce as a packet."""
         payload = struct.pack("<HHQ", self.fifo_space, self.diff, self.total_nonce_num)
         payload += b"".join(struct.pack("<II", e.work_id, e.nonce) for e in self.nonces)
-        return Frame(RX_NONCE, payload, self.version)
+        return Packet(RX_NONCE, payload, self.version)
 
     @classmethod
-    def from_frame(cls, frame: Frame) -> RxNonce:
-        _require_type(frame, RX_NONCE)
-        fifo, diff, total = struct.unpack_from("<HHQ", frame.payload)
-        pairs = struct.iter_unpack("<II", frame.payload[12:])
-        return cls(tuple(NonceEntry(w, n) for w, n in pairs), fifo, diff, total, frame.version)
+    def from_packet(cls, packet: Packet) -> RxNonce:
+        """The RxNonce a packet carries; raises :class:`AsicProtocolError` if it is not one."""
+        _require_type(packet, RX_NONCE)
+        fifo, diff, total = struct.unpack_from("<HHQ", packet.payload)
+        pairs = struct.iter_unpack("<II", packet.payload[12:])
+        return cls(tuple(NonceEntry(w, n) for w, n in pairs), fifo, diff, total, packet.version)
 
 
 Record = TxConfig | TxTask | RxStatusRequest | RxStatusReply | RxNonce
@@ -537,95 +560,23 @@ _RECORDS: dict[int, type[_Record]] = {
 }
 
 
-def decode(frame: Frame) -> Record:
-    """The typed record of a frame (raises :class:`UnsupportedVariantError` for the docs layouts)."""
-    return _RECORDS[frame.packet_type].from_frame(frame)
+def decode(packet: Packet) -> Record:
+    """The typed record of a packet (raises :class:`UnsupportedVariantError` for the docs layouts)."""
+    return _RECORDS[packet.packet_type].from_packet(packet)
 
 
-@dataclass(frozen=True)
-class FramingIssue:
-    """Bytes the deframer threw away, and why: ``garbage``, ``crc`` or ``length``."""
-
-    kind: str
-    data: bytes
-    reason: str
+def wire_midstate(header: bytes) -> bytes:
+    """The 32 midstate bytes of a TxTask work item for an 80-byte header: the 8 SHA-256 state words
+    after header bytes 0–63 (``hasher_core.header.midstate``), each little-endian as cgminer sends
+    them. Raises ValueError when ``header`` is not 80 bytes."""
+    return struct.pack("<8I", *midstate(header))
 
 
-@dataclass
-class Deframer:
-    """Cut a byte stream into frames; skip garbage, CRC failures and impossible lengths, and resync.
+def midstate_from_wire(wire: bytes) -> tuple[int, ...]:
+    """Inverse of :func:`wire_midstate`: the 8 state words from a work item's 32 midstate bytes.
 
-    A candidate packet starts at a known type byte. Its length must be possible for the type and its
-    CRC must match; otherwise one byte is dropped and the scan goes on, so a packet hidden behind
-    junk or behind a truncated packet is still found. A frame with a valid CRC but an impossible
-    length is dropped whole and reported as such. ``issues`` keeps the most recent problems.
+    Raises ValueError when ``wire`` is not 32 bytes.
     """
-
-    max_issues: int = 32
-    buffer: bytearray = field(default_factory=bytearray)
-    issues: deque[FramingIssue] = field(init=False)
-    garbage_bytes: int = 0
-    crc_errors: int = 0
-    length_errors: int = 0
-    frames: int = 0
-    #: CRC and length failures by the packet type byte they claimed (e.g. lost RxNonce packets).
-    damaged_by_type: dict[int, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.issues = deque(maxlen=self.max_issues)
-
-    def _drop(self, count: int, kind: str, reason: str) -> None:
-        self.issues.append(FramingIssue(kind, bytes(self.buffer[:count]), reason))
-        del self.buffer[:count]
-
-    def feed(self, data: bytes) -> list[Frame]:
-        """Add bytes; return every complete, valid frame now available, in order."""
-        self.buffer += data
-        out: list[Frame] = []
-        buf = self.buffer
-        while buf:
-            if buf[0] not in PACKET_TYPES:
-                skip = next((i for i, b in enumerate(buf) if b in PACKET_TYPES), len(buf))
-                self.garbage_bytes += skip
-                self._drop(skip, "garbage", f"{skip} byte(s) before any packet type")
-                continue
-            if len(buf) < HEAD_BYTES:
-                break
-            total = int.from_bytes(buf[2:4], "little") + HEAD_BYTES
-            if not total_size_allowed(buf[0], total):
-                if total >= HEAD_BYTES + CRC_BYTES and len(buf) >= total and self._crc_ok(total):
-                    self.length_errors += 1
-                    self.damaged_by_type[buf[0]] = self.damaged_by_type.get(buf[0], 0) + 1
-                    reason = f"valid CRC but impossible length {total} for {PACKET_NAMES[buf[0]]}"
-                    self._drop(total, "length", reason)
-                else:
-                    self.garbage_bytes += 1
-                    self._drop(1, "garbage", f"type byte 0x{buf[0]:02x} with impossible length {total}")
-                continue
-            if len(buf) < total:
-                break
-            if not self._crc_ok(total):
-                self.crc_errors += 1
-                self.damaged_by_type[buf[0]] = self.damaged_by_type.get(buf[0], 0) + 1
-                reason = f"CRC mismatch in a {total}-byte {PACKET_NAMES[buf[0]]}"
-                self.issues.append(FramingIssue("crc", bytes(buf[:total]), reason))
-                del buf[:1]
-                continue
-            out.append(Frame(buf[0], bytes(buf[HEAD_BYTES : total - CRC_BYTES]), buf[1]))
-            self.frames += 1
-            del buf[:total]
-        return out
-
-    def _crc_ok(self, total: int) -> bool:
-        stored = int.from_bytes(self.buffer[total - CRC_BYTES : total], "little")
-        return crc16_modbus(self.buffer[: total - CRC_BYTES]) == stored
-
-    def pending(self) -> bytes:
-        """Bytes of a packet that has started but not finished (a truncated packet if none follow)."""
-        return bytes(self.buffer)
-
-    def reset(self) -> bytes:
-        """Throw away any partial packet (after a timeout) and return it."""
-        stale = bytes(self.buffer)
-        self.buffer.clear()
-        return stale
+    if len(wire) != 32:
+        raise ValueError(f"a midstate is 32 bytes, got {len(wire)}")
+    return struct.unpack("<8I", wire)

@@ -1,4 +1,4 @@
-"""The AsicDevice resource against every fault the emulator injects, and the ways a port can be wrong.
+"""The AsicSession against every fault the emulator injects, and the ways a port can be wrong.
 
 The fault matrix runs the emulator from a thread over a real pty (same bytes, no start-up cost);
 the tests marked slow use the separate ``hasher-asic-emulator`` process.
@@ -10,22 +10,20 @@ import os
 import socket
 import threading
 
-import dagster as dg
 import pytest
 
+from hasher_core.asic_codec import Work, wire_midstate
 from hasher_core.errors import (
     AsicCrcError,
     AsicDisconnectedError,
-    AsicError,
     AsicNotFoundError,
     AsicProtocolError,
     AsicTimeoutError,
     WrongDeviceError,
 )
-from hasher_resources.asic.device import AsicDevice, AsicSession, start_emulator, stop_emulator
 from hasher_resources.asic.emulator import Board, Emulator, FaultRule, serve_in_thread
-from hasher_resources.asic.midstate import midstate
-from hasher_resources.asic.protocol import Work
+from hasher_resources.asic.resource import start_emulator, stop_emulator
+from hasher_resources.asic.session import AsicSession
 
 SHARE_BITS = 6
 HEADERS = [bytes([i]) * 80 for i in range(3)]
@@ -43,7 +41,7 @@ def _expected(headers=HEADERS) -> list[tuple[int, int]]:
     return [
         (i, n)
         for i, h in enumerate(headers)
-        for n in sorted(board.search(Work(0, midstate(h), h[64:76]), SHARE_BITS))
+        for n in sorted(board.search(Work(0, wire_midstate(h), h[64:76]), SHARE_BITS))
     ]
 
 
@@ -223,37 +221,6 @@ def test_a_device_that_does_not_speak_bitmain_is_the_wrong_device():
     finally:
         thread.join(5)
         server.close()
-
-
-def test_resource_methods_need_an_open_session():
-    with pytest.raises(AsicError, match="not open"):
-        AsicDevice().status()
-
-
-def test_from_env_uses_hasher_asic_url(monkeypatch):
-    monkeypatch.setenv("HASHER_ASIC_URL", "socket://127.0.0.1:9")
-    assert AsicDevice.from_env().url == "socket://127.0.0.1:9"
-    monkeypatch.delenv("HASHER_ASIC_URL")
-    assert AsicDevice.from_env().url is None
-
-
-@pytest.mark.slow
-def test_dagster_resource_starts_and_stops_the_emulator_process():
-    device = AsicDevice(
-        share_bits=SHARE_BITS,
-        chain_count=1,
-        chip_count=4,
-        emulator_nonces_per_work=512,
-        emulator_backend="cpu",
-    )
-    with dg.build_resources({"asic": device}) as resources:
-        asic = resources.asic
-        assert asic.configure().emulated
-        assert [r.nonce for r in asic.submit(HEADERS[:1])] == [n for i, n in _expected() if i == 0]
-        health = asic.health_check()
-        assert health["hardware_errors"] == 0 and health["emulated"]
-        proc = asic._emulator.process
-    assert proc.poll() is not None  # stopped at teardown
 
 
 @pytest.mark.slow
