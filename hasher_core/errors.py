@@ -19,6 +19,14 @@ class HasherError(Exception):
     """The root of every error hasher raises."""
 
 
+class FileChangedError(HasherError):
+    """An input file changed while it was being read for its fingerprint; reading it again will do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        super().__init__(f"{path}: changed while it was being fingerprinted; try again")
+
+
 # --- stage 1: knowledge base --------------------------------------------------------------------
 
 

@@ -1,47 +1,43 @@
-"""Where hasher reads and writes: the miner directory, the raw-text inbox and the data directory.
+"""Where hasher reads and writes, and what is there: the miner directory, the raw-text inbox, the data
+directory, and the scan that tells the sensor which source files are new or changed.
 
 One resource owns the three paths so every asset, the sensor and the CLI agree on them. Defaults
-come from the environment (``HASHER_MINER_DIR``, ``HASHER_INBOX_DIR``, ``HASHER_DATA_DIR``) and
-can be overridden per run in the launchpad.
+come from the environment (``HASHER_MINER_DIR``, ``HASHER_INBOX_DIR``, ``HASHER_DATA_DIR``, read in
+``hasher_resources.files``) and can be overridden per run in the launchpad.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-DEFAULT_MINER_DIR = "~/.local/share/dataminer"
-DEFAULT_DATA_DIR = "~/.local/share/hasher"
+from hasher_core.errors import FileChangedError
+from hasher_core.knowledge import discovery_candidates, list_source_files, safe_partition_key
 
+from .files import DigestMemo, default_data_dir, default_inbox_dir, default_miner_dir, stat_key
 
-def _env_path(name: str, default: str) -> str:
-    return os.environ.get(name) or default
-
-
-def default_miner_dir() -> str:
-    """``HASHER_MINER_DIR`` or ``~/.local/share/dataminer``."""
-    return _env_path("HASHER_MINER_DIR", DEFAULT_MINER_DIR)
-
-
-def default_data_dir() -> str:
-    """``HASHER_DATA_DIR`` or ``~/.local/share/hasher``."""
-    return _env_path("HASHER_DATA_DIR", DEFAULT_DATA_DIR)
-
-
-def default_inbox_dir() -> str:
-    """``HASHER_INBOX_DIR`` or ``<miner dir>/inbox``."""
-    return _env_path("HASHER_INBOX_DIR", str(Path(default_miner_dir()) / "inbox"))
+#: Raw-text files the inbox takes (DESIGN §2).
+INBOX_SUFFIXES = (".txt", ".md")
+#: Version of the sensor cursor that :func:`scan_sources` reads and writes.
+CURSOR_VERSION = 1
+#: Bytes of the inbox files' content digests: they are the partitions' fingerprints.
+_INBOX_DIGEST_BYTES = 16
 
 
 class HasherStorage(dg.ConfigurableResource):
     """The pipeline's directories. Nothing under ``miner_dir`` or ``inbox_dir`` is ever written."""
 
-    miner_dir: str = Field(default_factory=default_miner_dir, description="Data Miner output directory")
-    inbox_dir: str = Field(default_factory=default_inbox_dir, description="Raw-text inbox (*.txt, *.md)")
-    data_dir: str = Field(default_factory=default_data_dir, description="Every output of every asset")
+    miner_dir: str = Field(
+        default_factory=lambda: str(default_miner_dir()), description="Data Miner output directory"
+    )
+    inbox_dir: str = Field(
+        default_factory=lambda: str(default_inbox_dir()), description="Raw-text inbox (*.txt, *.md)"
+    )
+    data_dir: str = Field(
+        default_factory=lambda: str(default_data_dir()), description="Every output of every asset"
+    )
 
     @property
     def miner_path(self) -> Path:
@@ -60,3 +56,81 @@ class HasherStorage(dg.ConfigurableResource):
         path = self.data_path / stage
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def inbox_files(self) -> dict[str, Path]:
+        """Partition key → path of each inbox file (see :func:`inbox_files`)."""
+        return inbox_files(self.inbox_path)
+
+
+def inbox_files(inbox_dir: Path) -> dict[str, Path]:
+    """Partition key → path of each ``.txt``/``.md`` file directly in the inbox (hidden files ignored).
+
+    A missing inbox directory has no files.
+    """
+    inbox_dir = Path(inbox_dir).expanduser()
+    if not inbox_dir.is_dir():
+        return {}
+    found: dict[str, Path] = {}
+    for path in sorted(inbox_dir.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in INBOX_SUFFIXES or not path.is_file():
+            continue
+        found[safe_partition_key(path.name)] = path
+    return found
+
+
+def scan_sources(
+    storage: HasherStorage, cursor: dict, max_files: int
+) -> tuple[dict[str, str], dict, list[str]]:
+    """Compare the miner directory and inbox with the cursor (a JSON-able dict from an earlier scan).
+
+    Returns ``(changed partitions → fingerprint, new cursor, log lines)``. A file whose stat is
+    unchanged costs one ``stat``; a touched file whose content digest is unchanged requests nothing;
+    at most ``max_files`` changed files are read per call, the rest wait for the next one. The
+    miner file's partitions get per-source-file fingerprints, so an edited document re-runs only
+    its own partition. Plain function so ``hasher partitions sync`` and tests can call it too.
+    """
+    files: dict[str, dict] = {k: dict(v) for k, v in cursor.get("files", {}).items()}
+    partitions: dict[str, str] = dict(cursor.get("partitions", {}))
+    memo = DigestMemo(files, digest_size=_INBOX_DIGEST_BYTES)
+    changed: dict[str, str] = {}
+    notes: list[str] = []
+    candidates: list[tuple[str, Path]] = []
+    miner = storage.miner_path
+    if miner.is_dir():
+        existing = [p for p in discovery_candidates(miner) if p.is_file()]
+        if existing:  # only the file discovery would use; later candidates are fallbacks
+            candidates.append(("miner", existing[0]))
+    candidates += [("inbox", p) for p in storage.inbox_files().values()]
+    # Files whose stat moved come first; after them, files re-read only because they changed too
+    # recently for their memoised digest to be trusted (those are almost always unchanged).
+    pending = [(kind, path) for kind, path in candidates if memo.cached(path) is None]
+    pending.sort(key=lambda item: files.get(str(item[1]), {}).get("stat") == stat_key(item[1]))
+    handled = 0
+    for kind, path in pending:
+        if handled >= max_files:
+            if files.get(str(path), {}).get("stat") != stat_key(path):
+                notes.append(f"deferred {path} to the next tick (limit {max_files} changed files per tick)")
+            continue
+        handled += 1
+        previous = dict(files.get(str(path), {}))
+        try:
+            digest = memo.digest(path)
+        except FileChangedError as exc:
+            notes.append(f"{exc}; it is read again on the next tick")
+            continue
+        if previous.get("digest") == digest:
+            notes.append(f"{path}: touched but content unchanged")
+            continue
+        if kind == "inbox":
+            per_key = {k: digest for k, p in storage.inbox_files().items() if p == path}
+        else:
+            per_key = {k: info.fingerprint for k, info in list_source_files(miner).items()}
+        for key, fingerprint in per_key.items():
+            if partitions.get(key) != fingerprint:
+                changed[key] = fingerprint
+                partitions[key] = fingerprint
+        files[str(path)]["keys"] = sorted(per_key)
+        notes.append(
+            f"{path}: {len(per_key)} source file(s), {sum(k in changed for k in per_key)} new or changed"
+        )
+    return changed, {"version": CURSOR_VERSION, "files": files, "partitions": partitions}, notes

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import errno
-import fcntl
+import functools
 import hashlib
 import itertools
 import json
@@ -44,28 +43,19 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from hasher_core.design import EMBEDDING_DIMS
 from hasher_core.errors import (
     KnowledgeBaseNotFoundError,
     KnowledgeCacheError,
     KnowledgeCacheLockTimeoutError,
     PartitionNotFoundError,
 )
-from hasher_core.knowledge import (
-    EMBEDDING_DIMS,
-    ReadReport,
-    discovery_candidates,
-    knowledge_base_schema,
-    read_knowledge_base,
-    safe_partition_key,
-)
+from hasher_core.knowledge import ReadReport, discovery_candidates, read_knowledge_base, safe_partition_key
+from hasher_core.schemas import knowledge_base_schema
 
-__all__ = [
-    "CACHE_FORMAT_VERSION",
-    "KnowledgeCacheError",
-    "KnowledgeCacheLockTimeoutError",
-    "SplitCache",
-    "ensure_split",
-]
+from .files import DigestMemo, atomic_write_text, fsync_dir, fsync_tree, locked, stat_key
+
+__all__ = ["CACHE_FORMAT_VERSION", "SplitCache", "ensure_split"]
 
 CACHE_FORMAT_VERSION = 1
 DEFAULT_KEEP = 2
@@ -84,12 +74,7 @@ _DATA_NAME = "data"
 _PART_COLUMN = "_part"
 _SEQ_COLUMN = "_seq"
 _FINGERPRINT = re.compile(r"[0-9a-f]{32}")
-_READ_BYTES = 8 << 20
-# A stat memo entry is trusted only for files last changed this long before it was recorded: file
-# times tick coarsely, so a write in the same tick as the hashing would otherwise go unnoticed.
-_RACY_NS = 2_000_000_000
 _MAX_DIGESTS = 64
-_LOCK_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -185,89 +170,38 @@ def _canonical(table: pa.Table, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
+def _load_digests(cache_root: Path) -> DigestMemo:
+    """The stat → digest memo of candidate files saved beside the splits (empty if unreadable)."""
+    entries: dict = {}
+    with contextlib.suppress(OSError, ValueError):
+        loaded = json.loads((cache_root / _DIGESTS_NAME).read_text())
+        if isinstance(loaded, dict):
+            entries = loaded
+    return DigestMemo(entries)
+
+
+def _save_digests(cache_root: Path, digests: DigestMemo) -> None:
+    """Save the memo's newest entries; a memo that cannot be saved is only a missed shortcut."""
+    if digests.changed:
+        with contextlib.suppress(OSError):
+            atomic_write_text(
+                cache_root / _DIGESTS_NAME, json.dumps(digests.newest(_MAX_DIGESTS), sort_keys=True)
+            )
+
+
 def _partition_dir(key: str) -> str:
     # Keys are safe file names but may be 100 multi-byte characters (over NAME_MAX once encoded) or
     # contain '%' and '=', which the writer's segment encoding would reinterpret: a digest avoids all.
     return "p" + hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
 
 
-class _Digests:
-    """Content digests of candidate files, memoised by stat so unchanged files are hashed once."""
-
-    def __init__(self, cache_root: Path) -> None:
-        self.path = cache_root / _DIGESTS_NAME
-        self.memo: dict[str, dict[str, Any]] = {}
-        with contextlib.suppress(OSError, ValueError):
-            loaded = json.loads(self.path.read_text())
-            if isinstance(loaded, dict):
-                self.memo = loaded
-        self.changed = False
-
-    def digest(self, path: Path) -> tuple[str, tuple[int, ...]]:
-        """(blake2b hex of the content, the stat it was taken under)."""
-        before = _stat_key(path)
-        entry = self.memo.get(str(path))
-        if (
-            isinstance(entry, dict)
-            and entry.get("stat") == list(before)
-            and max(before[2], before[3]) < int(entry.get("recorded_ns", 0)) - _RACY_NS
-        ):
-            return str(entry["digest"]), before
-        digest = _file_digest(path)
-        after = _stat_key(path)
-        if after != before:
-            raise KnowledgeCacheError(f"{path}: changed while it was being fingerprinted; try again")
-        self.memo[str(path)] = {"stat": list(before), "digest": digest, "recorded_ns": _now_ns()}
-        self.changed = True
-        return digest, before
-
-    def save(self) -> None:
-        if not self.changed:
-            return
-        newest = sorted(self.memo.items(), key=lambda kv: kv[1].get("recorded_ns", 0))[-_MAX_DIGESTS:]
-        with contextlib.suppress(OSError):
-            _atomic_write_text(self.path, json.dumps(dict(newest), sort_keys=True))
-        self.changed = False
-
-
-def _now_ns() -> int:
-    return time.time_ns()
-
-
-def _stat_key(path: Path) -> tuple[int, ...]:
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=32)
-    with open(path, "rb") as f:
-        while block := f.read(_READ_BYTES):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 class _Chain:
     """Fingerprints of the candidate prefixes: ``fingerprint(k)`` names the split read from candidate k."""
 
-    def __init__(self, existing: list[Path], dims: int, digests: _Digests) -> None:
+    def __init__(self, existing: list[Path], dims: int, digests: DigestMemo) -> None:
         self.existing = existing
         self.digests = digests
-        self.stats: list[tuple[int, ...]] = []
+        self.stats: list[list[int]] = []
         self.prefixes: list[str] = []
         self._hash = hashlib.blake2b(digest_size=16)
         header = {"version": CACHE_FORMAT_VERSION, "dims": dims, "schema": str(knowledge_base_schema(dims))}
@@ -276,14 +210,15 @@ class _Chain:
     def fingerprint(self, k: int) -> str:
         while len(self.prefixes) <= k:
             path = self.existing[len(self.prefixes)]
-            digest, stat = self.digests.digest(path)
+            stat = stat_key(path)
+            digest = self.digests.digest(path)
             self.stats.append(stat)
             self._hash.update(f"\n{path}\0{stat[-1]}\0{digest}".encode("utf-8", "surrogatepass"))
             self.prefixes.append(self._hash.copy().hexdigest())
         return self.prefixes[k]
 
     def unchanged(self, upto: int) -> bool:
-        return all(_stat_key(self.existing[i]) == self.stats[i] for i in range(upto + 1))
+        return all(stat_key(self.existing[i]) == self.stats[i] for i in range(upto + 1))
 
 
 def _load(cache_root: Path, fingerprint: str, source_path: Path) -> SplitCache | None:
@@ -303,50 +238,6 @@ def _lookup(cache_root: Path, chain: _Chain) -> SplitCache | None:
         if cache is not None:
             return cache
     return None
-
-
-@contextlib.contextmanager
-def _locked(cache_root: Path, timeout_s: float) -> Iterator[None]:
-    lock_path = cache_root / _LOCK_NAME
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        start = time.monotonic()
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-            waited = time.monotonic() - start
-            if waited >= timeout_s:
-                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "holder unknown"
-                raise KnowledgeCacheLockTimeoutError(lock_path, waited, holder)
-            time.sleep(_LOCK_POLL_S)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
-
-
-def _fsync_tree(root: Path) -> None:
-    for directory, _dirs, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(directory))
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _split_batches(
@@ -484,14 +375,14 @@ def _build(
             built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
         (tmp / _REPORT_NAME).write_text(json.dumps(metadata, indent=1, ensure_ascii=False), encoding="utf-8")
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         target = cache_root / fingerprint
         if target.exists():
             # Only an incomplete leftover can be here: complete ones were found by the lookup under the lock.
             shutil.rmtree(target)
         os.rename(tmp, target)
         os.utime(target)
-        _fsync_dir(cache_root)
+        fsync_dir(cache_root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -563,12 +454,14 @@ def ensure_split(
     if not existing:
         raise KnowledgeBaseNotFoundError(candidates)
     cache_root.mkdir(parents=True, exist_ok=True)
-    digests = _Digests(cache_root)
+    digests = _load_digests(cache_root)
     chain = _Chain(existing, dims, digests)
     try:
         found = _lookup(cache_root, chain)
         if found is None:
-            with _locked(cache_root, lock_timeout_s):
+            lock_path = cache_root / _LOCK_NAME
+            busy = functools.partial(KnowledgeCacheLockTimeoutError, lock_path)
+            with locked(lock_path, wait_s=lock_timeout_s, busy=busy):
                 found = _lookup(cache_root, chain)
                 if found is None:
                     _remove_stale_temps(cache_root)
@@ -589,4 +482,4 @@ def ensure_split(
             os.utime(found.path)
         return found
     finally:
-        digests.save()
+        _save_digests(cache_root, digests)

@@ -1,22 +1,13 @@
-"""Stage 1: reading Data Miner output (or the raw-text inbox) into the canonical knowledge base (DESIGN §2).
+"""Record and batch validation of stage 1 (DESIGN §2): one rule set for JSON records and Arrow batches.
 
-``read_knowledge_base`` is the one entry point the ``knowledge_base`` asset calls: it picks the
-first readable candidate file, detects its format by content, streams it in record batches,
-validates every record (skips counted per reason in a :class:`ReadReport`), drops duplicate
-``(source_file, chunk_id)`` pairs, and yields batches of :data:`KNOWLEDGE_BASE_SCHEMA`.
-``list_source_files`` streams the same records to tell the sensor which partitions exist and which
-changed. Files in the miner directory are only ever opened for reading.
-
-This module is also the public face of stage 1: the schema, errors and partition keys
-(``knowledge_schema``), discovery and format readers (``knowledge_formats``) and the inbox and sample
-writer (``knowledge_inbox``) are re-exported here.
+Turns raw records (decoded JSON with snake_case or Go field names) or Arrow batches into canonical
+batches (``hasher_core.schemas.knowledge_base_schema``), skipping a bad record with a counted reason
+in the :class:`ReadReport` and keeping the first ``(source_file, chunk_id)`` of duplicates.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +15,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hasher_core.errors import (
-    AllRecordsInvalidError,
-    KnowledgeBaseError,
-    KnowledgeBaseFormatError,
-    KnowledgeBaseNotFoundError,
-    NoReadableKnowledgeBaseError,
-    PartitionNotFoundError,
-)
-from hasher_core.knowledge_schema import (
+from hasher_core.errors import KnowledgeBaseFormatError
+from hasher_core.schemas import EXTRA_COLUMNS, canonical_batch
+
+from .formats import FIELD_ALIASES, partition_mask
+from .keys import safe_partition_key
+from .report import (
     CHUNK_ID_NOT_INTEGER,
     CHUNK_ID_OUT_OF_RANGE,
     DUPLICATE_CHUNK_ID,
-    EMBEDDING_DIMS,
     EMBEDDING_LENGTH,
     EMBEDDING_NOT_FINITE,
     EMBEDDING_NOT_NUMERIC,
     EMPTY_CONTENT,
-    EXTRA_COLUMNS,
     INVALID_UTF8,
-    KNOWLEDGE_BASE_SCHEMA,
     MAX_PROBLEMS,
     MISSING_CHUNK_ID,
     MISSING_CONTENT,
@@ -51,77 +36,11 @@ from hasher_core.knowledge_schema import (
     MISSING_FILE_NAME,
     NOT_AN_OBJECT,
     ReadReport,
-    canonical_batch,
-    default_inbox_dir,
-    default_miner_dir,
-    knowledge_base_schema,
-    safe_partition_key,
 )
-
-from .knowledge_formats import (
-    DISCOVERY_ORDER,
-    FIELD_ALIASES,
-    Format,
-    detect_format,
-    discovery_candidates,
-    iter_arrow_file,
-    iter_arrow_stream,
-    iter_json_array,
-    iter_jsonl,
-    iter_parquet,
-    partition_mask,
-)
-from .knowledge_inbox import (
-    TextEmbedder,
-    chunk_words,
-    inbox_files,
-    read_inbox_file,
-    write_sample_knowledge_base,
-)
-
-__all__ = [
-    "DISCOVERY_ORDER",
-    "EMBEDDING_DIMS",
-    "KNOWLEDGE_BASE_SCHEMA",
-    "AllRecordsInvalidError",
-    "Format",
-    "KnowledgeBaseError",
-    "KnowledgeBaseFormatError",
-    "KnowledgeBaseNotFoundError",
-    "NoReadableKnowledgeBaseError",
-    "PartitionNotFoundError",
-    "ReadReport",
-    "SourceFileInfo",
-    "TextEmbedder",
-    "chunk_words",
-    "default_inbox_dir",
-    "default_miner_dir",
-    "detect_format",
-    "discovery_candidates",
-    "inbox_files",
-    "knowledge_base_schema",
-    "list_source_files",
-    "read_inbox_file",
-    "read_knowledge_base",
-    "safe_partition_key",
-    "write_sample_knowledge_base",
-]
 
 _INT32_MAX = 2**31 - 1
-JSON_PIECE_RECORDS = 1024
 # Per-source chunk-id bitmaps stay dense up to this id; beyond it a set is cheaper.
 _BITMAP_LIMIT = 1 << 24
-
-
-@dataclass(frozen=True)
-class SourceFileInfo:
-    """One source file of the knowledge base, i.e. one dynamic partition."""
-
-    partition_key: str
-    source_file: str
-    chunks: int
-    # blake2b over (chunk_id, content, embedding bytes) of its valid records, in file order.
-    fingerprint: str
 
 
 class _FirstChunkIds:
@@ -133,7 +52,7 @@ class _FirstChunkIds:
     def keep_mask(self, names: pa.Array, ids: np.ndarray) -> np.ndarray:
         """True for each row whose pair was not seen before (in earlier batches or earlier in this one)."""
         keep = np.ones(len(ids), dtype=bool)
-        for name, rows in _groups(names):
+        for name, rows in groups(names):
             group_ids = ids[rows]
             duplicate = np.ones(len(rows), dtype=bool)
             duplicate[np.unique(group_ids, return_index=True)[1]] = False
@@ -173,7 +92,7 @@ def _lookup(record: dict[str, Any], field: str) -> Any:
     return None
 
 
-class _Validator:
+class Validator:
     """Turns raw records or batches into canonical batches, counting skips in the report."""
 
     def __init__(self, path: Path, dims: int, partition_key: str | None, report: ReadReport) -> None:
@@ -440,140 +359,7 @@ def _chunk_ids(column: pa.Array) -> tuple[np.ndarray, list[tuple[str, np.ndarray
     return np.where(valid, values, 0).astype(np.int32), problems
 
 
-def _read_file(
-    path: Path, fmt: Format, validator: _Validator, batch_rows: int, report: ReadReport
-) -> Iterator[pa.RecordBatch]:
-    if fmt in ("json_array", "jsonl"):
-        # Decoded JSON costs ~32 bytes per float, so records are validated in small pieces and the
-        # compact canonical batches gathered up to batch_rows.
-        piece_rows = min(batch_rows, JSON_PIECE_RECORDS)
-        pieces = (
-            iter_json_array(path, piece_rows, report)
-            if fmt == "json_array"
-            else iter_jsonl(path, piece_rows, report)
-        )
-        label = "record" if fmt == "json_array" else "line"
-        pending: list[pa.RecordBatch] = []
-        pending_rows = 0
-        for records, positions in pieces:
-            batch = validator.from_records(records, positions, label)
-            if batch is None:
-                continue
-            pending.append(batch)
-            pending_rows += batch.num_rows
-            if pending_rows >= batch_rows:
-                yield pa.concat_batches(pending)
-                pending, pending_rows = [], 0
-        if pending:
-            yield pa.concat_batches(pending)
-        return
-    if fmt == "parquet":
-        batches = iter_parquet(path, batch_rows, validator.partition_key)
-    elif fmt == "arrow_file":
-        batches = iter_arrow_file(path, batch_rows)
-    else:
-        batches = iter_arrow_stream(path, batch_rows, report)
-    for raw, columns, position in batches:
-        batch = validator.from_arrow(raw, columns, position)
-        if batch is not None:
-            yield batch
-
-
-def read_knowledge_base(
-    miner_dir: Path,
-    *,
-    partition_key: str | None = None,
-    explicit_path: Path | None = None,
-    dims: int = EMBEDDING_DIMS,
-    batch_rows: int = 8192,
-    report: ReadReport | None = None,
-) -> Iterator[pa.RecordBatch]:
-    """Canonical batches of the knowledge base, or of one partition when ``partition_key`` is given.
-
-    The first candidate of :func:`discovery_candidates` that exists and reads is used. A candidate
-    that fails before any batch was yielded (bad magic, corrupt footer, missing columns, no records)
-    is recorded in ``report.fallbacks`` and the next is tried. Damage found after batches were yielded
-    cannot be undone by a fallback: a truncated JSON/Arrow-stream tail is counted as ``truncated`` and
-    the records before it kept; any other failure raises :class:`KnowledgeBaseFormatError`.
-
-    Raises :class:`KnowledgeBaseNotFoundError` (no candidate exists), :class:`NoReadableKnowledgeBaseError`
-    (none reads), :class:`AllRecordsInvalidError` (every record skipped) or
-    :class:`PartitionNotFoundError` (the file has no record for ``partition_key``).
-    """
-    report = report if report is not None else ReadReport()
-    report.partition_key = partition_key
-    candidates = discovery_candidates(miner_dir, explicit_path)
-    report.searched = candidates
-    existing = [p for p in candidates if p.is_file()]
-    if not existing:
-        raise KnowledgeBaseNotFoundError(candidates)
-    for path in existing:
-        report.restart()
-        report.path_used = path
-        validator = _Validator(path, dims, partition_key, report)
-        yielded = False
-        try:
-            report.format = detect_format(path)
-            for batch in _read_file(path, report.format, validator, batch_rows, report):
-                yielded = True
-                report.batches += 1
-                report.records_kept += batch.num_rows
-                yield batch
-        except (KnowledgeBaseFormatError, pa.ArrowException, OSError) as exc:
-            if yielded:
-                raise KnowledgeBaseFormatError(
-                    path, None, f"failed after {report.records_kept} records were produced: {exc}"
-                ) from exc
-            report.fallbacks.append((path, _short(exc)))
-            continue
-        if validator.records_in_file == 0 and report.records_skipped == 0:
-            report.fallbacks.append((path, "contains no records"))
-            continue
-        if report.records_kept == 0:
-            if report.records_seen == 0 and partition_key is not None:
-                raise PartitionNotFoundError(path, partition_key)
-            raise AllRecordsInvalidError(path, report.skipped, report.problems)
-        return
-    report.path_used = report.format = None
-    raise NoReadableKnowledgeBaseError(candidates, report.fallbacks)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
-
-
-class _SourceFingerprint:
-    """blake2b over a source's records, fed group by group but independent of where batches split.
-
-    Chunk ids, content lengths, content bytes and embedding bytes each go to their own stream, so
-    concatenating groups gives the same digest as feeding records one at a time, and the lengths
-    stream keeps contents from running into each other.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.chunks = 0
-        self._streams = [hashlib.blake2b(digest_size=16) for _ in range(4)]
-
-    def update(self, ids: np.ndarray, content: pa.Array, embeddings: np.ndarray) -> None:
-        content = content.cast(pa.string())
-        _validity, offsets_buffer, data = content.buffers()
-        offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[
-            content.offset : content.offset + len(content) + 1
-        ]
-        ids_stream, lengths_stream, content_stream, embedding_stream = self._streams
-        ids_stream.update(np.ascontiguousarray(ids, dtype="<i4").tobytes())
-        lengths_stream.update(np.diff(offsets).astype("<i8").tobytes())
-        content_stream.update(memoryview(data)[offsets[0] : offsets[-1]] if data is not None else b"")
-        embedding_stream.update(np.ascontiguousarray(embeddings, dtype="<f4").tobytes())
-        self.chunks += len(ids)
-
-    def hexdigest(self) -> str:
-        return hashlib.blake2b(b"".join(h.digest() for h in self._streams), digest_size=16).hexdigest()
-
-
-def _groups(names: pa.Array) -> Iterator[tuple[str, np.ndarray]]:
+def groups(names: pa.Array) -> Iterator[tuple[str, np.ndarray]]:
     """(name, row indices in order) for each distinct name of a batch column."""
     encoded = pc.dictionary_encode(names)
     codes = encoded.indices.to_numpy(zero_copy_only=False)
@@ -581,32 +367,3 @@ def _groups(names: pa.Array) -> Iterator[tuple[str, np.ndarray]]:
     bounds = np.searchsorted(codes[order], np.arange(len(encoded.dictionary) + 1))
     for code, name in enumerate(encoded.dictionary.to_pylist()):
         yield name, order[bounds[code] : bounds[code + 1]]
-
-
-def list_source_files(
-    miner_dir: Path,
-    *,
-    explicit_path: Path | None = None,
-    dims: int = EMBEDDING_DIMS,
-    report: ReadReport | None = None,
-) -> dict[str, SourceFileInfo]:
-    """Partition key → :class:`SourceFileInfo` for every source file, streaming the whole knowledge base.
-
-    The fingerprint changes when any kept record of that source (chunk id, content or embedding)
-    changes, so a sensor can re-run exactly the partitions whose input changed.
-    """
-    sources: dict[str, _SourceFingerprint] = {}
-    for batch in read_knowledge_base(miner_dir, explicit_path=explicit_path, dims=dims, report=report):
-        ids = batch.column("chunk_id").to_numpy()
-        content = batch.column("content")
-        embeddings = batch.column("embedding").flatten().to_numpy().reshape(-1, dims)
-        for name, rows in _groups(batch.column("source_file")):
-            key = safe_partition_key(name)
-            source = sources.setdefault(key, _SourceFingerprint(name))
-            if source.name != name:
-                raise KnowledgeBaseError(f"source files {source.name!r} and {name!r} share key {key!r}")
-            source.update(ids[rows], content.take(pa.array(rows)), embeddings[rows])
-    return {
-        key: SourceFileInfo(key, source.name, source.chunks, source.hexdigest())
-        for key, source in sorted(sources.items())
-    }

@@ -3,7 +3,7 @@
 Discovery order, content-based format detection, and one streaming reader per format. Readers yield
 raw material in bounded pieces: Arrow record batches (Parquet, Arrow IPC file and stream) or lists
 of decoded JSON values (JSON array, JSONL). Turning those into canonical records is
-``hasher_core.knowledge``'s job; here only structural damage (a truncated tail, a line that is not
+``hasher_core.knowledge.validate``'s job; here only structural damage (a truncated tail, a line that is not
 JSON) is counted, in the ReadReport.
 
 JSON arrays are parsed incrementally with ``json.JSONDecoder.raw_decode`` over a sliding text
@@ -25,7 +25,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hasher_core.errors import KnowledgeBaseFormatError
-from hasher_core.knowledge_schema import MALFORMED_JSON, TRUNCATED, ReadReport, safe_partition_key
+
+from .keys import safe_partition_key
+from .report import MALFORMED_JSON, TRUNCATED, ReadReport
 
 Format = Literal["parquet", "arrow_file", "arrow_stream", "json_array", "jsonl"]
 

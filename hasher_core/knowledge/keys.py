@@ -1,0 +1,46 @@
+"""Dagster partition keys for source file names (DESIGN §2): the name itself when safe, else a stable key.
+
+A key is also a file name (``<asset>/<key>.parquet``), so it must be safe there too.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+
+_INVALID_SUBSTRINGS = ("..", "/", "\\")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# A name that already looks like a sanitized key is hashed too, so no raw name can collide with one.
+_SANITIZED_SHAPE = re.compile(r"~[0-9a-f]{10}$")
+_MAX_KEY = 100
+_READABLE_MAX = 80
+
+
+def _is_safe_key(name: str) -> bool:
+    return (
+        0 < len(name) <= _MAX_KEY
+        and not name.startswith(".")
+        and name == name.strip()
+        and not any(s in name for s in _INVALID_SUBSTRINGS)
+        and not _CONTROL.search(name)
+        and not _SANITIZED_SHAPE.search(name)
+    )
+
+
+@functools.lru_cache(maxsize=65536)
+def safe_partition_key(name: str) -> str:
+    """The Dagster partition key for a source file name: the name itself when safe, else a stable key.
+
+    A safe name has no path separator, no ``..`` (Dagster also forbids ``...``), no control character,
+    does not start with ``.``, has no surrounding spaces and is at most 100 characters. Anything else
+    maps to ``<basename, cleaned>~<10 hex of blake2b(full name)>``: readable, stable across runs and
+    machines, and distinct for distinct names (the hash covers the whole original name).
+    """
+    if _is_safe_key(name):
+        return name
+    digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=5).hexdigest()
+    base = re.split(r"[/\\]", name.rstrip("/\\"))[-1]
+    readable = _CONTROL.sub("_", base)
+    readable = re.sub(r"\.{2,}", ".", readable).strip().lstrip(".")[:_READABLE_MAX].strip()
+    return f"{readable or 'source'}~{digest}"
