@@ -1,81 +1,40 @@
-"""Stage 2 algorithms: knowledge-base chunks → neural frames (DESIGN §3.2–3.5).
+"""Stage 2's transforms (DESIGN §3.2–3.5): token windows, the Go-compatible 768 → 12-slot mapper, and
+one knowledge-base batch → its frames in the schema of ``hasher_core.schemas.FRAME_SCHEMA``.
 
-It writes the frame Parquet schema of ``frame_schema`` and owns the window arithmetic, the
-Go-compatible 768 → 12-slot mapper and the streaming, atomic frame writer. It has no Dagster
-import: the ``training_frames`` asset reads its config, calls :func:`write_frames` and reports the
-returned :class:`FramesReport`.
+Plain functions on arrays: the streaming, atomic frames writer that drives them is
+``hasher_resources.frames_writer``; the ``training_frames`` asset reads its config and calls that.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import tiktoken
 
-from hasher_core.design import SLOT_COUNT
+from hasher_core.design import EMBEDDING_DIMS, FEATURE_COUNT, SLOT_COUNT, STRIDE, WINDOW_SIZE
+from hasher_core.embedding import TextEmbedder, check_embeddings
 from hasher_core.errors import FramesConfigError, FramesInputError
-from hasher_core.gorand import projection_matrix
-from hasher_core.schemas import FRAME_SCHEMA, SLOT_COLUMNS
-from hasher_core.tokens import load_cl100k
+from hasher_core.schemas import FRAME_SCHEMA
 
-__all__ = [
-    "COMPRESSIONS",
-    "EMBEDDING_DIM",
-    "EMBEDDING_SOURCES",
-    "FEATURE_COUNT",
-    "FRAME_SCHEMA",
-    "SLOT_COLUMNS",
-    "Embedder",
-    "FramesConfigError",
-    "FramesInputError",
-    "FramesReport",
-    "expected_window_count",
-    "frames_from_batch",
-    "pack_slots",
-    "project_to_slots",
-    "quantize_features",
-    "unpack_slots",
-    "validate_frame_options",
-    "window_indices",
-    "write_frames",
-]
-
-EMBEDDING_DIM = 768
-#: Two signed 16-bit features per 32-bit slot.
-FEATURE_COUNT = 2 * SLOT_COUNT
 COMPRESSIONS = ("zstd", "snappy")
 EMBEDDING_SOURCES = ("chunk", "window")
 
 _INPUT_COLUMNS = ("source_file", "chunk_id", "content", "embedding")
 
 
-class Embedder(Protocol):
-    """What ``embedding_source="window"`` needs from the embedder resource."""
-
-    def embed(self, texts: list[str]) -> np.ndarray: ...
-
-
 def validate_frame_options(
     *,
-    window: int = 128,
-    stride: int = 1,
+    window: int = WINDOW_SIZE,
+    stride: int = STRIDE,
     compression: str = "zstd",
     embedding_source: str = "chunk",
-    embedder: Embedder | None = None,
+    embedder: TextEmbedder | None = None,
     embed_batch_size: int = 32,
 ) -> None:
     """Raise :class:`FramesConfigError` naming the option when any stage-2 setting is unusable."""
@@ -92,7 +51,7 @@ def validate_frame_options(
         raise FramesConfigError('embedding_source="window" needs an embedder with embed(list[str])')
 
 
-def expected_window_count(n_tokens: int, stride: int = 1) -> int:
+def expected_window_count(n_tokens: int, stride: int = STRIDE) -> int:
     """Frames a chunk of ``n_tokens`` tokens yields: ``ceil((n-1)/stride)``, 0 below 2 tokens."""
     if n_tokens < 2:
         return 0
@@ -113,7 +72,9 @@ def _batch_windows(lengths: np.ndarray, window: int, stride: int) -> tuple[np.nd
     return chunk_of_frame, 1 + k * stride
 
 
-def window_indices(n_tokens: int, window: int = 128, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def window_indices(
+    n_tokens: int, window: int = WINDOW_SIZE, stride: int = STRIDE
+) -> tuple[np.ndarray, np.ndarray]:
     """``(window_start, window_end)`` int32 arrays for a chunk of ``n_tokens`` tokens (DESIGN §3.2).
 
     ``window_end = i`` for ``i = 1, 1+stride, … < n``, ``window_start = max(0, i - window)``; the
@@ -201,7 +162,7 @@ def _embedding_matrix(column: pa.Array, batch: pa.RecordBatch) -> np.ndarray:
     if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
         lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
         values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-        width = min(int(lengths.max(initial=0)), EMBEDDING_DIM)
+        width = min(int(lengths.max(initial=0)), EMBEDDING_DIMS)
         dense = np.zeros((n, width), dtype=np.float32)
         starts = np.cumsum(lengths) - lengths
         for r in np.flatnonzero(lengths):
@@ -215,26 +176,23 @@ def _record_name(batch: pa.RecordBatch, row: int) -> str:
     return f"{batch.column('source_file')[row].as_py()!r}#{batch.column('chunk_id')[row].as_py()}"
 
 
-def _check_input(batch: pa.RecordBatch) -> None:
+def check_input(batch: pa.RecordBatch) -> None:
     missing = [name for name in _INPUT_COLUMNS if name not in batch.schema.names]
     if missing:
         raise FramesInputError(f"knowledge-base batch lacks column(s) {missing}; it has {batch.schema.names}")
 
 
-def _tokenize(
-    texts: Sequence[str], encoding: tiktoken.Encoding, pool: ThreadPoolExecutor
-) -> list[np.ndarray]:
-    # encode_to_numpy with no special tokens allowed or disallowed is encode_ordinary (special-token
-    # text is ordinary text) but hands back the Rust buffer as an array instead of a Python list
-    # of ints; the Rust encoder releases the GIL, so the pool runs it on every core.
-    def encode(text: str) -> np.ndarray:
-        return encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
-
-    return list(pool.map(encode, texts))
+def tokenize(texts: Sequence[str], encoding: tiktoken.Encoding) -> list[np.ndarray]:
+    """Token ids of each text with ``encode_ordinary`` semantics (special-token text is ordinary
+    text, DESIGN §3.1), as arrays: ``encode_to_numpy`` with no special tokens allowed or disallowed
+    hands back tiktoken's buffer instead of a Python list of ints."""
+    return [encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=()) for text in texts]
 
 
 @dataclass
-class _BatchFrames:
+class BatchFrames:
+    """One batch's frames and what went into them (the writer sums these into its report)."""
+
     frames: pa.RecordBatch
     chunks: int
     tokens: int
@@ -242,7 +200,7 @@ class _BatchFrames:
     skipped_chunks: int
 
 
-def _build_frames(
+def build_frames(
     batch: pa.RecordBatch,
     token_arrays: list[np.ndarray],
     *,
@@ -251,9 +209,13 @@ def _build_frames(
     stride: int,
     projection: np.ndarray,
     embedding_source: str,
-    embedder: Embedder | None,
+    embedder: TextEmbedder | None,
     embed_batch_size: int,
-) -> _BatchFrames:
+) -> BatchFrames:
+    """The frames of one knowledge-base batch whose chunks were already tokenised (``token_arrays``,
+    one int array per row): windows (§3.2), slots from the chunk's or each window's embedding (§3.3,
+    §3.4), targets; ``FRAME_SCHEMA`` with ``best_seed`` null. Raises :class:`FramesInputError` for a
+    null or non-finite embedding, naming the chunk."""
     lengths = np.fromiter((a.size for a in token_arrays), dtype=np.int64, count=len(token_arrays))
     flat = (
         np.concatenate(token_arrays).astype(np.int32)
@@ -303,7 +265,7 @@ def _build_frames(
         pa.nulls(frame_count, pa.binary()),
     ]
     content_bytes = int(pc.sum(pc.binary_length(batch.column("content"))).as_py() or 0)
-    return _BatchFrames(
+    return BatchFrames(
         frames=pa.RecordBatch.from_arrays(columns, schema=FRAME_SCHEMA),
         chunks=batch.num_rows,
         tokens=int(lengths.sum()),
@@ -319,7 +281,7 @@ def _window_slots(
     *,
     encoding: tiktoken.Encoding,
     projection: np.ndarray,
-    embedder: Embedder | None,
+    embedder: TextEmbedder | None,
     embed_batch_size: int,
 ) -> np.ndarray:
     """Slots for each window from the embedder's embedding of its decoded context text."""
@@ -331,14 +293,10 @@ def _window_slots(
         texts = encoding.decode_batch(
             [flat[b:e].tolist() for b, e in zip(begin[lo:hi], end[lo:hi], strict=True)]
         )
-        vectors = np.asarray(embedder.embed(texts), dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
-            raise FramesInputError(
-                f"embedder returned shape {vectors.shape} for {len(texts)} window texts, "
-                f"expected ({len(texts)}, dims)"
-            )
-        if not np.isfinite(vectors).all():
-            raise FramesInputError(f"embedder returned NaN/inf for windows {lo}..{hi - 1} of this batch")
+        where = f"window texts {lo}..{hi - 1} of this batch"
+        vectors = check_embeddings(
+            embedder.embed(texts), len(texts), None, where=where, error=FramesInputError
+        )
         slots[lo:hi] = project_to_slots(vectors, projection)
     return slots
 
@@ -347,11 +305,11 @@ def frames_from_batch(
     batch: pa.RecordBatch,
     *,
     encoding: tiktoken.Encoding,
-    window: int = 128,
-    stride: int = 1,
+    window: int = WINDOW_SIZE,
+    stride: int = STRIDE,
     projection: np.ndarray,
     embedding_source: str = "chunk",
-    embedder: Embedder | None = None,
+    embedder: TextEmbedder | None = None,
     embed_batch_size: int = 32,
 ) -> pa.RecordBatch:
     """One knowledge-base record batch → its frames (``FRAME_SCHEMA``, ``best_seed`` null).
@@ -365,10 +323,9 @@ def frames_from_batch(
         embedder=embedder,
         embed_batch_size=embed_batch_size,
     )
-    _check_input(batch)
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        token_arrays = _tokenize(_texts(batch), encoding, pool)
-    return _build_frames(
+    check_input(batch)
+    token_arrays = tokenize(batch_texts(batch), encoding)
+    return build_frames(
         batch,
         token_arrays,
         encoding=encoding,
@@ -381,174 +338,6 @@ def frames_from_batch(
     ).frames
 
 
-def _texts(batch: pa.RecordBatch) -> list[str]:
+def batch_texts(batch: pa.RecordBatch) -> list[str]:
+    """The batch's ``content`` column as strings (a null content is the empty text)."""
     return [text or "" for text in batch.column("content").to_pylist()]
-
-
-@dataclass
-class FramesReport:
-    """Running totals of one :func:`write_frames` call; passed to ``progress`` after every batch."""
-
-    path: str
-    chunks: int = 0
-    frames: int = 0
-    tokens: int = 0
-    content_bytes: int = 0
-    skipped_chunks: int = 0
-    batches: int = 0
-    seconds: float = 0.0
-    file_bytes: int = 0
-    done: bool = False
-
-    @property
-    def chunks_per_second(self) -> float:
-        return self.chunks / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def frames_per_second(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def content_mb_per_second(self) -> float:
-        return self.content_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
-
-    def as_metadata(self) -> dict[str, Any]:
-        """Plain values for materialization metadata (the asset wraps them; no Dagster import here)."""
-        out = asdict(self)
-        out.update(
-            seconds=round(self.seconds, 3),
-            chunks_per_second=round(self.chunks_per_second, 1),
-            frames_per_second=round(self.frames_per_second, 1),
-            content_mb_per_second=round(self.content_mb_per_second, 2),
-        )
-        return out
-
-
-def _prefetched(
-    batches: Iterable[pa.RecordBatch], encoding: tiktoken.Encoding, pool: ThreadPoolExecutor
-) -> Iterator[tuple[pa.RecordBatch, list[np.ndarray]]]:
-    """Yield each batch with its tokens while the next batch is already being tokenized.
-
-    Tokenizing (Rust, GIL released) overlaps with building and compressing the previous batch's
-    frames; at most two batches are in memory at once.
-    """
-    pending: tuple[pa.RecordBatch, list[Future[np.ndarray]]] | None = None
-    for batch in batches:
-        _check_input(batch)
-        texts = _texts(batch)
-        submitted = [
-            pool.submit(encoding.encode_to_numpy, text, allowed_special=set(), disallowed_special=())
-            for text in texts
-        ]
-        if pending is not None:
-            yield pending[0], [f.result() for f in pending[1]]
-        pending = (batch, submitted)
-    if pending is not None:
-        yield pending[0], [f.result() for f in pending[1]]
-
-
-def write_frames(
-    batches: Iterable[pa.RecordBatch],
-    out_path: Path,
-    *,
-    encoding: tiktoken.Encoding | None = None,
-    projection: np.ndarray | None = None,
-    compression: str = "zstd",
-    window: int = 128,
-    stride: int = 1,
-    embedding_source: str = "chunk",
-    embedder: Embedder | None = None,
-    embed_batch_size: int = 32,
-    progress: Callable[[FramesReport], None] | None = None,
-    num_threads: int | None = None,
-) -> FramesReport:
-    """Stream knowledge-base batches into one frames Parquet file, atomically.
-
-    Frames are written batch by batch (one row group each) to a temporary file beside
-    ``out_path``, fsynced, then renamed over it: readers see the old file or the complete new one,
-    never a partial file. On any exception the temporary file is removed and an existing
-    ``out_path`` is left untouched. ``encoding`` and ``projection`` default to the offline
-    cl100k_base and ``projection_matrix(1337)``.
-    """
-    validate_frame_options(
-        window=window,
-        stride=stride,
-        compression=compression,
-        embedding_source=embedding_source,
-        embedder=embedder,
-        embed_batch_size=embed_batch_size,
-    )
-    if encoding is None:
-        encoding = load_cl100k()
-    if projection is None:
-        projection = projection_matrix()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex}.tmp")
-    report = FramesReport(path=str(out_path))
-    started = time.perf_counter()
-    writer: pq.ParquetWriter | None = None
-    try:
-        writer = pq.ParquetWriter(
-            tmp_path,
-            FRAME_SCHEMA,
-            compression=compression,
-            # Dictionary-encode only the file name: trying it on the int columns costs ~2x the write
-            # time for no gain on hash-like slot values (performance-anchors §6).
-            use_dictionary=["source_file"],
-        )
-        with ThreadPoolExecutor(num_threads or os.cpu_count() or 1) as pool:
-            for batch, token_arrays in _prefetched(batches, encoding, pool):
-                built = _build_frames(
-                    batch,
-                    token_arrays,
-                    encoding=encoding,
-                    window=window,
-                    stride=stride,
-                    projection=projection,
-                    embedding_source=embedding_source,
-                    embedder=embedder,
-                    embed_batch_size=embed_batch_size,
-                )
-                if built.frames.num_rows:
-                    writer.write_batch(built.frames)
-                report.chunks += built.chunks
-                report.frames += built.frames.num_rows
-                report.tokens += built.tokens
-                report.content_bytes += built.content_bytes
-                report.skipped_chunks += built.skipped_chunks
-                report.batches += 1
-                report.seconds = time.perf_counter() - started
-                if progress is not None:
-                    progress(report)
-        writer.close()
-        writer = None
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, out_path)
-        _fsync_dir(out_path.parent)
-    except BaseException:
-        if writer is not None:
-            # The original exception is the one worth reporting.
-            with contextlib.suppress(Exception):
-                writer.close()
-        tmp_path.unlink(missing_ok=True)
-        raise
-    report.seconds = time.perf_counter() - started
-    report.file_bytes = out_path.stat().st_size
-    report.done = True
-    return report
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; some filesystems refuse fsync on a directory, which is fine.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -23,8 +23,6 @@ from hasher_core.errors import TokenizerDataError
 
 __all__ = [
     "CL100K_SHA256",
-    "VOCABULARY_SIZE",
-    "TokenizerDataError",
     "bundled_cl100k_path",
     "load_cl100k",
     "load_cl100k_from",
