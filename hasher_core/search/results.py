@@ -2,16 +2,15 @@
 
 ``validate_frames_table`` is the boundary where frames enter the search: a missing or wrong-width
 slot column, a null, or a token id outside the vocabulary is a :class:`FramesInputError` naming the
-column or row. ``attach_results`` lays the search's columns onto the frames; ``render_search_plot``
-draws fitness per generation and solved fraction over time with matplotlib's Agg canvas (no
-pyplot global state, safe inside a Dagster worker).
+column or row. ``attach_results`` lays every result column onto the frames, ``fingerprint``
+included, so whoever runs the search (the asset or the CLI) writes seeds a bundle can take.
+``search_plot_png`` draws fitness per generation and solved fraction over time with matplotlib's Agg
+canvas (no pyplot global state, safe inside a Dagster worker) and returns the PNG's bytes.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
+import io
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,24 +18,11 @@ import pyarrow as pa
 
 from hasher_core.design import SEED_BYTES, SLOT_COUNT, VOCABULARY_SIZE
 from hasher_core.errors import FramesInputError
-from hasher_core.schemas import SLOT_COLUMNS, TARGET_COLUMN
+from hasher_core.schemas import RESULT_COLUMNS, SLOT_COLUMNS, TARGET_COLUMN
 
 if TYPE_CHECKING:
-    from .search import SearchConfig, SearchHistory, SearchResults
-
-#: Columns the search adds to the frames (DESIGN §4.5), besides filling ``best_seed``.
-RESULT_COLUMNS = (
-    "golden",
-    "matched_bits",
-    "hamming",
-    "reward",
-    "generations",
-    "evaluations",
-    "difficulty_bits",
-    "solved",
-    "header_time",
-    "kernel_backend",
-)
+    from .config import SearchConfig
+    from .records import SearchHistory, SearchResults
 
 
 def _column_values(table: pa.Table, name: str) -> np.ndarray:
@@ -108,21 +94,18 @@ def attach_results(
         "solved": pa.array(results.solved, pa.bool_()),
         "header_time": pa.array(np.full(n, config.header_time, np.int64)),
         "kernel_backend": pa.array([kernel_backend] * n, pa.string()).dictionary_encode(),
+        "fingerprint": pa.array(results.fingerprint.tolist(), pa.string()),
     }
     for name, values in columns.items():
         frames = frames.append_column(name, values)
     return frames
 
 
-def render_search_plot(history: SearchHistory, path: Path) -> Path:
-    """Write a PNG: reward per generation (population mean and best) and solved fraction over time.
-
-    Written to a temporary file and renamed, so a reader never sees half a PNG.
-    """
+def search_plot_png(history: SearchHistory) -> bytes:
+    """A PNG (bytes): reward per generation (population mean and best) and solved fraction over time."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    path = Path(path)
     fig = Figure(figsize=(10, 4), dpi=100)
     FigureCanvasAgg(fig)
     left, right = fig.subplots(1, 2)
@@ -139,13 +122,6 @@ def render_search_plot(history: SearchHistory, path: Path) -> Path:
     right.set_ylim(0, 1)
     right.set_title(f"solved over time ({history.frames_total} frames)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    out = io.BytesIO()
+    fig.savefig(out, format="png")
+    return out.getvalue()

@@ -1,4 +1,4 @@
-"""The durable progress store of the seed search (DESIGN §4.6): finished frames in SQLite (WAL).
+"""The search's progress store (DESIGN §4.6): finished frames of one partition in SQLite (WAL).
 
 Each finished frame (solved or out of generations) is one row keyed by its fingerprint, so a run
 that is killed — ``kill -9`` included — and started again reads what it already has and searches
@@ -12,19 +12,20 @@ rows simply never match (the version is part of every fingerprint), and a warnin
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import sqlite3
 import time
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from hasher_core.design import ALGORITHM_VERSION, SEED_BYTES
+from hasher_core.design import ALGORITHM_VERSION
 from hasher_core.errors import ProgressStoreError, ProgressStoreLockedError
+from hasher_core.search.records import FinishedFrame
+
+from .files import acquire_lock, release_lock
 
 log = logging.getLogger(__name__)
 
@@ -64,25 +65,6 @@ class ProgressStoreVersionWarning(UserWarning):
     """The store was written by another algorithm version: its rows will not be reused."""
 
 
-@dataclass(frozen=True)
-class FrameResult:
-    """One finished frame: the best seed found and how it scores (DESIGN §4.5)."""
-
-    fingerprint: str
-    best_seed: bytes
-    golden: int
-    matched_bits: int
-    hamming: int
-    reward: float
-    generations: int
-    evaluations: int
-    solved: bool
-
-    def __post_init__(self) -> None:
-        if len(self.best_seed) != SEED_BYTES:
-            raise ValueError(f"frame {self.fingerprint}: best_seed must be {SEED_BYTES} bytes")
-
-
 def _lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
@@ -112,12 +94,17 @@ class ProgressStore:
         path = Path(path)
         partition = partition if partition is not None else path.stem
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock_fd = _acquire_lock(path, partition, wait_s)
+        lock_path = _lock_path(path)
+
+        def busy(waited: float, holder: str) -> ProgressStoreLockedError:
+            return ProgressStoreLockedError(path, partition, wait_s, lock_path)
+
+        lock_fd = acquire_lock(lock_path, wait_s=max(0.0, wait_s), busy=busy, note=f"partition {partition}")
         try:
             _check_magic(path)
             connection = _connect(path)
         except BaseException:
-            os.close(lock_fd)  # closing the descriptor drops the flock
+            release_lock(lock_fd)
             raise
         store = cls(path, connection, lock_fd, partition)
         try:
@@ -170,17 +157,17 @@ class ProgressStore:
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM frames").fetchone()[0])
 
-    def get_many(self, fingerprints: Iterable[str]) -> dict[str, FrameResult]:
+    def get_many(self, fingerprints: Iterable[str]) -> dict[str, FinishedFrame]:
         """The stored results among ``fingerprints`` (missing ones are simply absent)."""
         wanted = list(dict.fromkeys(fingerprints))
-        found: dict[str, FrameResult] = {}
+        found: dict[str, FinishedFrame] = {}
         cols = ", ".join(_FRAME_COLUMNS)
         for i in range(0, len(wanted), _GET_CHUNK):
             chunk = wanted[i : i + _GET_CHUNK]
             marks = ", ".join("?" * len(chunk))
             rows = self._db.execute(f"SELECT {cols} FROM frames WHERE fingerprint IN ({marks})", chunk)
             for row in rows:
-                found[row[0]] = FrameResult(
+                found[row[0]] = FinishedFrame(
                     fingerprint=row[0],
                     best_seed=bytes(row[1]),
                     golden=int(row[2]),
@@ -193,7 +180,7 @@ class ProgressStore:
                 )
         return found
 
-    def put_many(self, results: Sequence[FrameResult]) -> None:
+    def put_many(self, results: Sequence[FinishedFrame]) -> None:
         """Commit finished frames in one transaction (a re-put of a fingerprint replaces it)."""
         if not results:
             return
@@ -226,7 +213,7 @@ class ProgressStore:
         try:
             self._db.close()
         finally:
-            os.close(self._lock_fd)
+            release_lock(self._lock_fd)
             self._lock_fd = None
 
     def __enter__(self) -> ProgressStore:
@@ -236,20 +223,6 @@ class ProgressStore:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def _acquire_lock(path: Path, partition: str, wait_s: float) -> int:
-    fd = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + max(0.0, wait_s)
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                raise ProgressStoreLockedError(path, partition, wait_s, _lock_path(path)) from None
-            time.sleep(0.05)
 
 
 def _check_magic(path: Path) -> None:

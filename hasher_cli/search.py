@@ -1,6 +1,6 @@
 """Run the seed search on a frames Parquet file from the shell, with durable progress and resume.
 
-``python -m hasher_core.search_cli --frames in.parquet --store progress.sqlite --out out.parquet``
+``python -m hasher_cli.search --frames in.parquet --store progress.sqlite --out out.parquet``
 
 The same code path the ``seeds`` asset uses, without Dagster: a run killed at any point (``kill
 -9`` included) and started again with the same arguments skips the frames already in the store
@@ -12,78 +12,82 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from hasher_core.errors import FramesInputError, ProgressStoreError, SearchConfigError
+from hasher_core.errors import HasherError
 from hasher_core.search import SearchConfig, attach_results, search_frames, validate_frames_table
-from hasher_resources.progress import ProgressStore
-from hasher_resources.sha256 import BACKENDS, evaluate_with_keys, resolve_backend
+from hasher_core.search.config import knobs
+from hasher_resources.parquet_io import write_table_atomic
+from hasher_resources.search_store import ProgressStore
+from hasher_resources.sha256 import BACKENDS
+from hasher_resources.sha256.resource import Sha256Kernel
+
+
+def _comma_list(kind: type) -> Callable[[str], tuple]:
+    """An argparse type: ``"12,16,20"`` → ``(12, 16, 20)`` of ``kind``."""
+
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a comma-separated list of {kind.__name__}"
+            ) from None
+
+    return parse
+
+
+def add_search_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per :class:`SearchConfig` field, generated from :func:`knobs` (type, default,
+    choices, description): ``--difficulty-bits``, ``--difficulty-schedule 12,16,20``,
+    ``--reward-weights 0.6,0.3,0.1`` …"""
+    for knob in knobs():
+        flag = "--" + knob.name.replace("_", "-")
+        help_text = f"{knob.description} (default: {knob.default})"
+        kind = _comma_list(knob.kind) if knob.is_list else knob.kind
+        parser.add_argument(flag, type=kind, default=knob.default, choices=knob.choices, help=help_text)
+
+
+def search_config_from(args: argparse.Namespace) -> SearchConfig:
+    """The :class:`SearchConfig` the flags of :func:`add_search_flags` describe, validated.
+
+    Raises :class:`~hasher_core.errors.SearchConfigError` naming a bad setting."""
+    values = {knob.name: getattr(args, knob.name) for knob in knobs()}
+    if values["difficulty_schedule"] == ():
+        values["difficulty_schedule"] = None
+    return SearchConfig(**values).validate()
 
 
 def _parser() -> argparse.ArgumentParser:
-    d = SearchConfig()
-    p = argparse.ArgumentParser(prog="python -m hasher_core.search_cli", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m hasher_cli.search", description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=Path, required=True, help="training_frames Parquet file")
     p.add_argument("--out", type=Path, required=True, help="where to write the frames with seeds")
     p.add_argument("--store", type=Path, required=True, help="SQLite progress store (created if missing)")
     p.add_argument("--partition", default=None, help="partition name for the lock (default: store name)")
     p.add_argument("--lock-wait-s", type=float, default=0.0, help="wait this long for another run's lock")
     p.add_argument("--backend", default="auto", choices=[*BACKENDS, "auto"])
-    p.add_argument("--difficulty-bits", type=int, default=d.difficulty_bits)
-    p.add_argument("--difficulty-schedule", default="", help="comma-separated difficulties, e.g. 12,16,20")
-    p.add_argument("--population", type=int, default=d.population)
-    p.add_argument("--elite-ratio", type=float, default=d.elite_ratio)
-    p.add_argument("--max-generations", type=int, default=d.max_generations)
-    p.add_argument("--strategy", default=d.strategy)
-    p.add_argument("--header-time", type=int, default=d.header_time)
-    p.add_argument("--rng-seed", type=int, default=d.rng_seed)
-    p.add_argument("--frames-per-call", type=int, default=d.frames_per_call)
     p.add_argument("--progress-every-s", type=float, default=5.0)
+    add_search_flags(p)
     return p
 
 
-def write_parquet_atomically(table, path: Path) -> None:
-    """Write ``table`` to ``path`` so that a reader sees the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f, compression="zstd")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m hasher_cli.search``: 0 on success, 2 on an error (one line on stderr)."""
     args = _parser().parse_args(argv)
     try:
-        schedule = tuple(int(x) for x in args.difficulty_schedule.split(",") if x.strip()) or None
-        config = SearchConfig(
-            difficulty_bits=args.difficulty_bits,
-            difficulty_schedule=schedule,
-            population=args.population,
-            elite_ratio=args.elite_ratio,
-            max_generations=args.max_generations,
-            strategy=args.strategy,
-            header_time=args.header_time,
-            rng_seed=args.rng_seed,
-            frames_per_call=args.frames_per_call,
-        ).validate()
-        backend = resolve_backend(args.backend)
+        config = search_config_from(args)
+        kernel = Sha256Kernel(backend=args.backend)
+        backend = kernel.backend_name()
         frames = pq.read_table(args.frames)
         slots, targets = validate_frames_table(frames)
 
         def evaluate(s, seeds, header_time):
-            return evaluate_with_keys(s, seeds, header_time=header_time, backend=backend)
+            return kernel.evaluate_with_keys(s, seeds, header_time)
 
         bar = (
             tqdm(total=len(targets), unit="frame", desc="seeds", file=sys.stderr)
@@ -110,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if bar is not None:
             bar.close()
-        write_parquet_atomically(attach_results(frames, results, config, backend), args.out)
-    except (FramesInputError, SearchConfigError, ProgressStoreError, ValueError, OSError) as exc:
+        write_table_atomic(attach_results(frames, results, config, backend), args.out)
+    except (HasherError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({**results.summary(), "backend": backend, "out": str(args.out)}))

@@ -1,11 +1,11 @@
-"""The seed search of stage 3 (DESIGN §4.3–4.6): configuration, frame fingerprints and the loop.
+"""The seed search loop of stage 3 (DESIGN §4.4–4.6): fingerprints, the active set and ``search_frames``.
 
 ``search_frames`` takes frames (slots + target token ids), an injectable evaluator (the kernel
-resource's ``evaluate_with_keys``, or anything with that shape) and an optional progress store. It
+resource's ``evaluate_with_keys``, or anything with that shape) and an optional frame store. It
 searches each distinct (slots, target) once, many frames per kernel call: an active set of
 ``frames_per_call`` frames is refilled as frames finish, so every call is ``population × frames``
-rows. The host work per generation is two compiled passes over the whole set
-(``search_evolution.gather_batch`` and ``generation_step``), so the kernel, not Python, sets the pace.
+rows. The host work per generation is two compiled passes over the whole set (``fused.gather_batch``
+and ``fused.generation_step``), so the kernel, not Python, sets the pace.
 
 Each frame's randomness is keyed by (rng_seed, fingerprint), so a frame's seed never depends on
 batching, on duplicates, or on which frames an earlier (killed) run already finished: a resumed
@@ -15,149 +15,22 @@ run produces exactly what an uninterrupted one does.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from hasher_core.design import (
-    ALGORITHM_VERSION,
-    SEED_BYTES,
-    SLOT_COUNT,
-    STABILITY_PASSES,
-    VOCABULARY_SIZE,
-)
-from hasher_core.errors import FramesInputError, SearchConfigError
-from hasher_core.search_io import attach_results, render_search_plot, validate_frames_table
-from hasher_resources.progress import FrameResult, ProgressStore
+from hasher_core.design import SEED_BYTES, SLOT_COUNT, STABILITY_PASSES, VOCABULARY_SIZE
+from hasher_core.errors import FramesInputError
 
-from . import search_evolution as evo
+from . import fused
+from .config import SearchConfig
+from .records import FinishedFrame, FrameStore, SearchHistory, SearchProgress, SearchResults
 
 #: ``(slots uint32[N, 12], seeds uint8[N, 32], header_time) -> (golden uint32[N], keys uint32[N, 3])``.
 #: The input arrays are buffers the search reuses on its next call: copy them to keep them.
 Evaluator = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-
-__all__ = [
-    "Evaluator",
-    "FrameResult",
-    "FramesInputError",
-    "SearchConfig",
-    "SearchConfigError",
-    "SearchHistory",
-    "SearchProgress",
-    "SearchResults",
-    "attach_results",
-    "check_frames",
-    "frame_fingerprint",
-    "render_search_plot",
-    "search_frames",
-    "validate_frames_table",
-]
-
-STRATEGIES = ("grpo", "scan")
-MAX_POPULATION = 1 << 16
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """Everything that decides the seeds (all but ``frames_per_call`` are part of the fingerprint).
-
-    ``difficulty_schedule``: optional non-decreasing difficulties (each ≤ ``difficulty_bits``)
-    a frame climbs through: it searches at the first, and each time its best seed matches the
-    current difficulty it moves on to the next; after the schedule it searches at
-    ``difficulty_bits``. A frame is *solved* only at ``difficulty_bits``. ``max_generations``
-    bounds the whole climb.
-    """
-
-    difficulty_bits: int = 20
-    difficulty_schedule: tuple[int, ...] | None = None
-    population: int = 256
-    elite_ratio: float = 0.25
-    max_generations: int = 4096
-    strategy: str = "grpo"
-    reward_weights: tuple[float, float, float] = (0.6, 0.3, 0.1)
-    header_time: int = 0
-    rng_seed: int = 0
-    frames_per_call: int = 256
-
-    def validate(self) -> SearchConfig:
-        """Return ``self`` or raise :class:`SearchConfigError` naming the bad setting."""
-
-        def is_int(v: object) -> bool:
-            return isinstance(v, int | np.integer) and not isinstance(v, bool)
-
-        if not is_int(self.difficulty_bits) or not 1 <= self.difficulty_bits <= 32:
-            raise SearchConfigError(
-                f"difficulty_bits must be an integer in 1–32, got {self.difficulty_bits!r}"
-            )
-        if self.difficulty_schedule is not None:
-            sched = tuple(self.difficulty_schedule)
-            if not sched or not all(is_int(d) and 1 <= d <= 32 for d in sched):
-                raise SearchConfigError(
-                    f"difficulty_schedule must be a non-empty list of integers in 1–32, got {sched!r}"
-                )
-            if any(b < a for a, b in itertools.pairwise(sched)):
-                raise SearchConfigError(f"difficulty_schedule must not decrease, got {sched!r}")
-            if sched[-1] > self.difficulty_bits:
-                raise SearchConfigError(
-                    f"difficulty_schedule {sched!r} goes above difficulty_bits={self.difficulty_bits}"
-                )
-        if not is_int(self.population) or not 2 <= self.population <= MAX_POPULATION:
-            raise SearchConfigError(
-                f"population must be an integer in 2–{MAX_POPULATION}, got {self.population!r}"
-            )
-        if not isinstance(self.elite_ratio, int | float) or not 0.0 < self.elite_ratio < 1.0:
-            raise SearchConfigError(f"elite_ratio must be in (0, 1), got {self.elite_ratio!r}")
-        if not is_int(self.max_generations) or self.max_generations < 1:
-            raise SearchConfigError(
-                f"max_generations must be a positive integer, got {self.max_generations!r}"
-            )
-        if self.strategy not in STRATEGIES:
-            raise SearchConfigError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        w = tuple(self.reward_weights)
-        if len(w) != 3 or not all(isinstance(x, int | float) and math.isfinite(x) and x >= 0 for x in w):
-            raise SearchConfigError(
-                "reward_weights must be three finite non-negative numbers (alignment, stability, format), "
-                f"got {self.reward_weights!r}"
-            )
-        if not is_int(self.header_time) or not 0 <= self.header_time <= 0xFFFFFFFF:
-            raise SearchConfigError(f"header_time must fit in 32 bits, got {self.header_time!r}")
-        if not is_int(self.rng_seed) or not 0 <= self.rng_seed < 1 << 64:
-            raise SearchConfigError(f"rng_seed must be an integer in [0, 2**64), got {self.rng_seed!r}")
-        if not is_int(self.frames_per_call) or self.frames_per_call < 1:
-            raise SearchConfigError(
-                f"frames_per_call must be a positive integer, got {self.frames_per_call!r}"
-            )
-        return self
-
-    @property
-    def epochs(self) -> tuple[int, ...]:
-        """The difficulties a frame climbs through, ending at ``difficulty_bits``."""
-        sched = tuple(int(d) for d in self.difficulty_schedule or ())
-        return sched if sched and sched[-1] == self.difficulty_bits else (*sched, int(self.difficulty_bits))
-
-    @property
-    def elites(self) -> int:
-        return evo.elite_count(int(self.population), float(self.elite_ratio))
-
-    def fingerprint_fields(self) -> dict[str, object]:
-        """The settings that change a frame's result (not ``frames_per_call``: batching does not)."""
-        return {
-            "algorithm_version": ALGORITHM_VERSION,
-            "difficulty_bits": int(self.difficulty_bits),
-            "difficulty_schedule": list(self.epochs),
-            "header_time": int(self.header_time),
-            "strategy": self.strategy,
-            "population": int(self.population),
-            "elite_ratio": float(self.elite_ratio),
-            "max_generations": int(self.max_generations),
-            "rng_seed": int(self.rng_seed),
-            "reward_weights": [float(x) for x in self.reward_weights],
-        }
 
 
 class _Fingerprinter:
@@ -189,118 +62,6 @@ def frame_key(fingerprint: str, rng_seed: int) -> int:
     h.update(int(rng_seed).to_bytes(8, "big"))
     h.update(bytes.fromhex(fingerprint))
     return int.from_bytes(h.digest(), "big")
-
-
-@dataclass(frozen=True)
-class SearchProgress:
-    """One progress report: what a user watching the run wants to see."""
-
-    frames_done: int
-    frames_total: int
-    solved: int
-    frames_from_store: int
-    evaluations: int  # run by this process
-    evaluations_per_s: float
-    elapsed_s: float
-    eta_s: float | None
-
-    def line(self) -> str:
-        """``"seeds: 120/512 frames (23.4%), 97 solved, 1.2e+07 evaluations at 310,000/s, ETA 7m02s"``."""
-        pct = 100.0 * self.frames_done / self.frames_total if self.frames_total else 100.0
-        eta = "?" if self.eta_s is None else _duration(self.eta_s)
-        return (
-            f"seeds: {self.frames_done:,}/{self.frames_total:,} frames ({pct:.1f}%), {self.solved:,} solved, "
-            f"{self.evaluations:,} evaluations at {self.evaluations_per_s:,.0f}/s, ETA {eta}"
-        )
-
-
-def _duration(seconds: float) -> str:
-    s = round(seconds)
-    h, rest = divmod(s, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
-
-
-@dataclass
-class SearchHistory:
-    """The series behind the run's plot.
-
-    Per generation index g (over the frames that reached it): the mean of the population's mean
-    reward and of its best reward. Over time: frames done and solved after each sample.
-    """
-
-    frames_total: int = 0
-    generation_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    generation_mean_reward: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    generation_best_reward: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
-    elapsed_s: list[float] = field(default_factory=list)
-    frames_done: list[int] = field(default_factory=list)
-    solved: list[int] = field(default_factory=list)
-
-    def set_generations(self, frames: np.ndarray, sum_mean: np.ndarray, sum_best: np.ndarray) -> None:
-        """Per generation index: frames that reached it and the sums of their mean and best
-        rewards (trailing generations no frame reached are dropped)."""
-        size = int(np.flatnonzero(frames)[-1]) + 1 if frames.any() else 0
-        self.generation_frames = frames[:size].copy()
-        seen = np.maximum(self.generation_frames, 1)
-        self.generation_mean_reward = sum_mean[:size] / seen
-        self.generation_best_reward = sum_best[:size] / seen
-
-    @property
-    def solved_fraction(self) -> np.ndarray:
-        total = max(self.frames_total, 1)
-        return np.asarray(self.solved, dtype=np.float64) / total
-
-
-@dataclass
-class SearchResults:
-    """Per input row (duplicates fanned out), columnar; plus what the run did.
-
-    ``evaluations``/``generations`` are each frame's own search cost (a duplicate row repeats its
-    twin's numbers); ``run_evaluations`` is what this process actually ran.
-    """
-
-    fingerprint: np.ndarray  # str[F]
-    best_seed: np.ndarray  # uint8[F, 32]
-    golden: np.ndarray  # uint32[F]
-    matched_bits: np.ndarray  # uint8[F]
-    hamming: np.ndarray  # uint8[F], Hamming distance golden vs target
-    reward: np.ndarray  # float32[F]
-    generations: np.ndarray  # int32[F]
-    evaluations: np.ndarray  # int64[F]
-    solved: np.ndarray  # bool[F]
-    from_store: np.ndarray  # bool[F]: taken from the progress store, not searched in this run
-    difficulty_bits: int
-    unique_frames: int
-    frames_searched: int
-    run_evaluations: int
-    kernel_seconds: float
-    wall_seconds: float
-    history: SearchHistory
-
-    def __len__(self) -> int:
-        return len(self.golden)
-
-    def summary(self) -> dict[str, float | int]:
-        """The run's metadata: solved %, evaluations, mean generations, rates, search efficiency."""
-        n = len(self)
-        wall = max(self.wall_seconds, 1e-9)
-        kernel = max(self.kernel_seconds, 1e-9)
-        return {
-            "frames": n,
-            "unique_frames": self.unique_frames,
-            "frames_searched": self.frames_searched,
-            "frames_from_store": self.unique_frames - self.frames_searched,
-            "solved": int(self.solved.sum()),
-            "solved_pct": round(100.0 * float(self.solved.mean()), 3) if n else 0.0,
-            "difficulty_bits": self.difficulty_bits,
-            "evaluations": self.run_evaluations,
-            "mean_generations": round(float(self.generations.mean()), 3) if n else 0.0,
-            "evaluations_per_s": round(self.run_evaluations / wall, 1),
-            "kernel_evaluations_per_s": round(self.run_evaluations / kernel, 1),
-            "search_efficiency": round(self.kernel_seconds / wall, 4) if self.run_evaluations else 0.0,
-            "wall_seconds": round(self.wall_seconds, 3),
-        }
 
 
 def check_frames(slots: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -361,7 +122,7 @@ def search_frames(
     config: SearchConfig,
     evaluate: Evaluator,
     *,
-    store: ProgressStore | None = None,
+    store: FrameStore | None = None,
     progress: Callable[[SearchProgress], None] | None = None,
     progress_every_s: float = 5.0,
     clock: Callable[[], float] = time.monotonic,
@@ -400,7 +161,7 @@ def search_frames(
     out_solved = np.zeros(u, bool)
     out_from_store = np.zeros(u, bool)
 
-    def record(i: int, r: FrameResult) -> None:
+    def record(i: int, r: FinishedFrame) -> None:
         out_seed[i] = np.frombuffer(r.best_seed, np.uint8)
         out_golden[i], out_matched[i], out_reward[i] = r.golden, r.matched_bits, r.reward
         out_generations[i], out_evaluations[i], out_solved[i] = r.generations, r.evaluations, r.solved
@@ -441,7 +202,7 @@ def search_frames(
             )
         )
 
-    def finish(finished: list[FrameResult], indices: list[int]) -> None:
+    def finish(finished: list[FinishedFrame], indices: list[int]) -> None:
         for i, r in zip(indices, finished, strict=True):
             record(i, r)
         if store is not None:
@@ -496,7 +257,7 @@ def _run(
     pending: list[int],
     history: SearchHistory,
     stats: dict,
-    finish: Callable[[list[FrameResult], list[int]], None],
+    finish: Callable[[list[FinishedFrame], list[int]], None],
     report: Callable[[bool], None],
     clock: Callable[[], float],
     start: float,
@@ -542,12 +303,12 @@ def _run(
             s.best_reward[new] = -np.inf
             s.evaluations[new] = 0
             s.first_unevaluated[new] = 0
-            evo.start_populations(s.seeds, new, s.key, grpo)
+            fused.start_populations(s.seeds, new, s.key, grpo)
         if not active:
             break
 
         # One kernel call over every seed the active frames have not evaluated yet.
-        n = evo.gather_batch(s.frame, s.first_unevaluated, s.slots, s.seeds, s.batch_slots, s.batch_seeds)
+        n = fused.gather_batch(s.frame, s.first_unevaluated, s.slots, s.seeds, s.batch_slots, s.batch_seeds)
         t0 = clock()
         golden, keys = evaluate(s.batch_slots[:n], s.batch_seeds[:n], header_time)
         stats["kernel_s"] += clock() - t0
@@ -560,7 +321,7 @@ def _run(
             history_mean = np.concatenate([history_mean, np.zeros(grow)])
             history_best = np.concatenate([history_best, np.zeros(grow)])
         loops += 1
-        finished = evo.generation_step(
+        finished = fused.generation_step(
             s.frame,
             s.generation,
             s.epoch,
@@ -591,7 +352,7 @@ def _run(
         if finished:
             d = np.flatnonzero(s.done)
             results = [
-                FrameResult(
+                FinishedFrame(
                     fingerprint=fingerprints[int(s.frame[j])],
                     best_seed=s.best_seed[j].tobytes(),
                     golden=int(s.best_golden[j]),

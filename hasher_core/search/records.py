@@ -1,0 +1,152 @@
+"""What the seed search records (DESIGN §4.5–4.6): a finished frame, the store protocol it is committed
+through, the progress reports a user watches, the history behind the plot, and the per-row results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from hasher_core.design import SEED_BYTES
+from hasher_core.rate_log import format_duration
+
+
+@dataclass(frozen=True)
+class FinishedFrame:
+    """One finished frame (solved or out of generations): its best seed and how it scores (DESIGN §4.5)."""
+
+    fingerprint: str
+    best_seed: bytes
+    golden: int
+    matched_bits: int
+    hamming: int
+    reward: float
+    generations: int
+    evaluations: int
+    solved: bool
+
+    def __post_init__(self) -> None:
+        if len(self.best_seed) != SEED_BYTES:
+            raise ValueError(f"frame {self.fingerprint}: best_seed must be {SEED_BYTES} bytes")
+
+
+class FrameStore(Protocol):
+    """Where finished frames are committed as they finish, keyed by fingerprint (DESIGN §4.6).
+
+    The embedded implementation is the SQLite progress store, ``hasher_resources.search_store``.
+    """
+
+    def get_many(self, fingerprints: list[str]) -> dict[str, FinishedFrame]:
+        """The stored results among ``fingerprints`` (missing ones are absent)."""
+        ...
+
+    def put_many(self, results: list[FinishedFrame]) -> None:
+        """Commit finished frames durably, in one transaction."""
+        ...
+
+
+@dataclass(frozen=True)
+class SearchProgress:
+    """One progress report: what a user watching the run wants to see."""
+
+    frames_done: int
+    frames_total: int
+    solved: int
+    frames_from_store: int
+    evaluations: int  # run by this process
+    evaluations_per_s: float
+    elapsed_s: float
+    eta_s: float | None
+
+    def line(self) -> str:
+        """``"seeds: 120/512 frames (23.4%), 97 solved, 1.2e+07 evaluations at 310,000/s, ETA 7m02s"``."""
+        pct = 100.0 * self.frames_done / self.frames_total if self.frames_total else 100.0
+        eta = "?" if self.eta_s is None else format_duration(self.eta_s)
+        return (
+            f"seeds: {self.frames_done:,}/{self.frames_total:,} frames ({pct:.1f}%), {self.solved:,} solved, "
+            f"{self.evaluations:,} evaluations at {self.evaluations_per_s:,.0f}/s, ETA {eta}"
+        )
+
+
+@dataclass
+class SearchHistory:
+    """The series behind the run's plot.
+
+    Per generation index g (over the frames that reached it): the mean of the population's mean
+    reward and of its best reward. Over time: frames done and solved after each sample.
+    """
+
+    frames_total: int = 0
+    generation_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    generation_mean_reward: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    generation_best_reward: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    elapsed_s: list[float] = field(default_factory=list)
+    frames_done: list[int] = field(default_factory=list)
+    solved: list[int] = field(default_factory=list)
+
+    def set_generations(self, frames: np.ndarray, sum_mean: np.ndarray, sum_best: np.ndarray) -> None:
+        """Per generation index: frames that reached it and the sums of their mean and best
+        rewards (trailing generations no frame reached are dropped)."""
+        size = int(np.flatnonzero(frames)[-1]) + 1 if frames.any() else 0
+        self.generation_frames = frames[:size].copy()
+        seen = np.maximum(self.generation_frames, 1)
+        self.generation_mean_reward = sum_mean[:size] / seen
+        self.generation_best_reward = sum_best[:size] / seen
+
+    @property
+    def solved_fraction(self) -> np.ndarray:
+        total = max(self.frames_total, 1)
+        return np.asarray(self.solved, dtype=np.float64) / total
+
+
+@dataclass
+class SearchResults:
+    """Per input row (duplicates fanned out), columnar; plus what the run did.
+
+    ``evaluations``/``generations`` are each frame's own search cost (a duplicate row repeats its
+    twin's numbers); ``run_evaluations`` is what this process actually ran.
+    """
+
+    fingerprint: np.ndarray  # str[F]
+    best_seed: np.ndarray  # uint8[F, 32]
+    golden: np.ndarray  # uint32[F]
+    matched_bits: np.ndarray  # uint8[F]
+    hamming: np.ndarray  # uint8[F], Hamming distance golden vs target
+    reward: np.ndarray  # float32[F]
+    generations: np.ndarray  # int32[F]
+    evaluations: np.ndarray  # int64[F]
+    solved: np.ndarray  # bool[F]
+    from_store: np.ndarray  # bool[F]: taken from the progress store, not searched in this run
+    difficulty_bits: int
+    unique_frames: int
+    frames_searched: int
+    run_evaluations: int
+    kernel_seconds: float
+    wall_seconds: float
+    history: SearchHistory
+
+    def __len__(self) -> int:
+        return len(self.golden)
+
+    def summary(self) -> dict[str, float | int]:
+        """The run's metadata: solved %, evaluations, mean generations, rates, search efficiency."""
+        n = len(self)
+        wall = max(self.wall_seconds, 1e-9)
+        kernel = max(self.kernel_seconds, 1e-9)
+        return {
+            "frames": n,
+            "unique_frames": self.unique_frames,
+            "frames_searched": self.frames_searched,
+            "frames_from_store": self.unique_frames - self.frames_searched,
+            "solved": int(self.solved.sum()),
+            "solved_pct": round(100.0 * float(self.solved.mean()), 3) if n else 0.0,
+            "difficulty_bits": self.difficulty_bits,
+            "evaluations": self.run_evaluations,
+            "mean_generations": round(float(self.generations.mean()), 3) if n else 0.0,
+            "evaluations_per_s": round(self.run_evaluations / wall, 1),
+            "kernel_evaluations_per_s": round(self.run_evaluations / kernel, 1),
+            "search_efficiency": round(self.kernel_seconds / wall, 4) if self.run_evaluations else 0.0,
+            "wall_seconds": round(self.wall_seconds, 3),
+        }
