@@ -2,7 +2,8 @@
 its frame fingerprints and a manifest, serialised to three files with SHA-256 checksums.
 
 A bundle is built in memory with its file payloads already serialised, so the checksums in the
-manifest are the checksums of the exact bytes that :func:`write_bundle` puts on disk.
+manifest are the checksums of the exact bytes the deployment store writes; :func:`parse_bundle` is
+the way back from those bytes. Nothing here touches a disk (``hasher_resources.bundle_files`` does).
 
 The bundle's **version is content-addressed**: the first 16 hex digits of a SHA-256 over a
 canonical encoding of the seed table plus the pipeline version and header constants (never the
@@ -24,7 +25,6 @@ import datetime as _dt
 import hashlib
 import io
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +38,11 @@ import pyarrow.parquet as pq
 from hasher_core import design
 from hasher_core.errors import (
     BundleChecksumError,
-    BundleError,
     BundleFormatError,
     BundleInputError,
     NoCheckpointsError,
 )
-from hasher_core.schemas import SLOT_COLUMNS
+from hasher_core.schemas import SEED_TABLE_SCHEMA, SLOT_COLUMNS
 
 BUNDLE_FORMAT = "hasher-bundle-v1"
 SEEDS_FILE = "seeds.parquet"
@@ -69,23 +68,6 @@ REQUIRED_COLUMNS = (
     "fingerprint",
 )
 
-SEED_TABLE_SCHEMA = pa.schema(
-    [
-        ("partition", pa.string()),
-        ("source_file", pa.string()),
-        ("chunk_id", pa.int32()),
-        ("window_end", pa.int32()),
-        ("slots", pa.list_(pa.uint32(), design.SLOT_COUNT)),
-        ("target_token_id", pa.int32()),
-        ("best_seed", pa.binary(design.SEED_BYTES)),
-        ("header_time", pa.int64()),
-        ("golden", pa.uint32()),
-        ("fingerprint", pa.string()),
-        ("solved", pa.bool_()),
-        ("matched_bits", pa.uint8()),
-        ("difficulty_bits", pa.uint8()),
-    ]
-)
 SORT_KEYS = ("partition", "source_file", "chunk_id", "window_end", "target_token_id", "fingerprint")
 
 
@@ -351,53 +333,19 @@ def bundle_version(bundle: Bundle) -> str:
     return bundle.content_digest[:VERSION_HEX_DIGITS]
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Write and fsync one file (a deployment must survive a power cut after the pointer swap)."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def write_bundle(bundle: Bundle, directory: Path | str) -> dict[str, str]:
-    """Write the bundle's files into ``directory`` (created; must not hold a bundle already).
-
-    Returns ``{file name: sha256}`` of what was written, manifest included.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    existing = [n for n in (*PAYLOAD_FILES, MANIFEST_FILE) if (directory / n).exists()]
-    if existing:
-        raise BundleFormatError(directory, f"already holds bundle files {existing}; refusing to overwrite")
-    written: dict[str, str] = {}
-    # Payloads first, manifest last: a directory with a manifest is a complete directory.
-    for name in (*PAYLOAD_FILES, MANIFEST_FILE):
-        _write_bytes(directory / name, bundle.files[name])
-        written[name] = _sha256(bundle.files[name])
-    return written
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 (hex) of a file, read in blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def read_bundle(directory: Path | str, *, verify: bool = True) -> Bundle:
-    """Read a bundle directory; with ``verify`` check every checksum and the content digest.
+def parse_bundle(files: Mapping[str, bytes], where: Path | str, *, verify: bool = True) -> Bundle:
+    """A bundle from the bytes of its files (``{file name: bytes}``; ``where`` names the directory
+    in errors). With ``verify`` check every checksum, the content digest, the fingerprints list and
+    that the header constants are this release's.
 
     Raises :class:`BundleChecksumError` naming the file and both digests on a mismatch and
     :class:`BundleFormatError` when a file is missing or does not parse.
     """
-    directory = Path(directory)
+    directory = Path(where)
     manifest_path = directory / MANIFEST_FILE
-    try:
-        manifest_raw = manifest_path.read_bytes()
-    except FileNotFoundError:
-        raise BundleFormatError(manifest_path, "missing: not a bundle directory") from None
+    manifest_raw = files.get(MANIFEST_FILE)
+    if manifest_raw is None:
+        raise BundleFormatError(manifest_path, "missing: not a bundle directory")
     try:
         manifest = json.loads(manifest_raw)
         declared = manifest["files"]
@@ -408,29 +356,23 @@ def read_bundle(directory: Path | str, *, verify: bool = True) -> Bundle:
         raise BundleFormatError(
             manifest_path, f"format {manifest.get('format')!r}, expected {BUNDLE_FORMAT!r}"
         )
-
-    files: dict[str, bytes] = {MANIFEST_FILE: manifest_raw}
     for name in PAYLOAD_FILES:
         path = directory / name
         if name not in declared:
             raise BundleFormatError(manifest_path, f"does not list {name}")
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise BundleFormatError(path, "missing") from None
+        if name not in files:
+            raise BundleFormatError(path, "missing")
         if verify:
-            actual = _sha256(data)
+            actual = _sha256(files[name])
             if actual != declared[name]["sha256"]:
                 raise BundleChecksumError(path, declared[name]["sha256"], actual)
-        files[name] = data
-
     try:
         seeds = pq.read_table(io.BytesIO(files[SEEDS_FILE]))
     except (pa.ArrowInvalid, OSError) as e:
         raise BundleFormatError(directory / SEEDS_FILE, f"not readable Parquet ({e})") from None
     if seeds.schema.remove_metadata() != SEED_TABLE_SCHEMA:
         raise BundleFormatError(directory / SEEDS_FILE, f"unexpected schema {seeds.schema}")
-    bundle = Bundle(seeds=seeds, manifest=manifest, files=files)
+    bundle = Bundle(seeds=seeds, manifest=manifest, files=dict(files))
     if verify:
         actual = content_digest(seeds, manifest["pipeline_version"], manifest["header_constants"])
         if actual != digest:
@@ -458,20 +400,12 @@ __all__ = [
     "MANIFEST_FILE",
     "REQUIRED_COLUMNS",
     "SEEDS_FILE",
-    "SEED_TABLE_SCHEMA",
     "Bundle",
-    "BundleChecksumError",
-    "BundleError",
-    "BundleFormatError",
-    "BundleInputError",
-    "NoCheckpointsError",
     "build_bundle",
     "bundle_version",
     "content_digest",
-    "file_sha256",
     "header_constants",
-    "read_bundle",
+    "parse_bundle",
     "seeds_array",
     "slots_array",
-    "write_bundle",
 ]

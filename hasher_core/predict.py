@@ -9,7 +9,7 @@ candidate is reported, and the prediction lists the distinct tokens the solving 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +18,10 @@ from hasher_core import design
 from hasher_core.bundle import Bundle
 from hasher_core.errors import PredictInputError
 from hasher_core.header import leading_equal_bits
-from hasher_resources.sha256 import evaluate
+
+#: ``(slots uint32[N, 12], seeds uint8[N, 32], header_times int[N]) -> goldens uint32[N]``: the kernel
+#: resource's ``Sha256Kernel.evaluate_rows``, or anything with its shape.
+RowEvaluator = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -97,29 +100,24 @@ def candidate_rows(bundle: Bundle, slots: np.ndarray) -> np.ndarray:
 def predict(
     bundle: Bundle,
     slots: Sequence[int] | np.ndarray,
+    evaluate_rows: RowEvaluator,
     *,
     header_time: int | None = None,
-    backend: str = "auto",
+    backend: str = "",
 ) -> Prediction:
-    """Recompute the golden of every seed stored for this frame and report the token it predicts.
+    """Recompute the golden of every seed stored for this frame with ``evaluate_rows`` and report
+    the token it predicts; ``backend`` names where that ran, for the report.
 
     ``header_time`` overrides the time each row was trained with (None: use the stored one, the
-    only value with which a seed reproduces).
+    only value with which a seed reproduces). Raises :class:`PredictInputError` for slots that are
+    not 12 words of 32 bits.
     """
     words = frame_slots(slots)
     rows = candidate_rows(bundle, words)
     table = bundle.seeds.take(rows)
     seeds = bundle.best_seeds()[rows]
     times = table.column("header_time").to_numpy() if header_time is None else np.full(len(rows), header_time)
-    goldens = np.empty(len(rows), np.uint32)
-    for t in np.unique(times):
-        mask = times == t
-        goldens[mask] = evaluate(
-            np.repeat(words[None, :], int(mask.sum()), axis=0),
-            np.ascontiguousarray(seeds[mask]),
-            header_time=int(t),
-            backend=backend,
-        )
+    goldens = evaluate_rows(np.repeat(words[None, :], len(rows), axis=0), np.ascontiguousarray(seeds), times)
     targets = table.column("target_token_id").to_numpy().astype(np.int64) & 0xFFFFFFFF
     matched = leading_equal_bits(goldens, targets.astype(np.uint32))
     candidates = tuple(
@@ -146,17 +144,17 @@ def predict(
     )
 
 
-def predict_row(bundle: Bundle, row: int, *, backend: str = "auto") -> Prediction:
+def predict_row(bundle: Bundle, row: int, evaluate_rows: RowEvaluator, *, backend: str = "") -> Prediction:
     """:func:`predict` for the frame stored in bundle row ``row`` (0-based)."""
     if not 0 <= row < bundle.num_rows:
         raise PredictInputError(f"frame index {row} outside the bundle's {bundle.num_rows} rows")
-    return predict(bundle, bundle.slots()[row], backend=backend)
+    return predict(bundle, bundle.slots()[row], evaluate_rows, backend=backend)
 
 
 __all__ = [
     "Candidate",
-    "PredictInputError",
     "Prediction",
+    "RowEvaluator",
     "candidate_rows",
     "frame_slots",
     "predict",

@@ -13,259 +13,49 @@ a mix, and needs no parser to follow it (``ls -l current`` says what is deployed
 directories are written under a temporary name and renamed into place, so a directory named after
 a version is always complete; the directory of the previous deployment is never written to.
 
-The device side (health check, device-based verification) is injected as plain callables so this
-module does not import the ASIC resource. Injected callables run in a worker thread so a hung
-device cannot outlive the deadline.
+The device side (health check, device-based verification, ``deploy_verify``) is injected as plain
+callables so this module does not depend on a device. Injected callables run in a worker thread so a
+hung device cannot outlive the deadline (``deploy_steps``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import fcntl
 import os
 import shutil
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from hasher_core.bundle import Bundle, bundle_version, file_sha256, read_bundle, write_bundle
+from hasher_core.bundle import Bundle, bundle_version
+from hasher_core.bundle_diff import diff_bundles
 from hasher_core.errors import (
     BundleError,
-    DeploymentError,
     DeploymentFailedError,
     DeploymentLockedError,
     DeploymentStoreError,
 )
-from hasher_core.header import leading_equal_bits
-from hasher_resources.sha256 import evaluate
+
+from .bundle_files import read_bundle, write_bundle
+from .deploy_steps import AttemptState, Deadline, DeployReport, StepFailed, check_health
+from .deploy_verify import VerifyReport, verify_sample_on_kernel
+from .files import file_sha256, fsync_dir, locked
+from .sha256.resource import Sha256Kernel
 
 DEPLOYMENTS_DIR = "deployments"
 BACKUPS_DIR = "backups"
 POINTER = "current"
 LOCK_FILE = ".deploy.lock"
-STEPS = ("health_before", "backup", "write", "swap", "readback", "verify", "health_after")
 
 
 @dataclass(frozen=True)
-class SampleMismatch:
-    """One sampled row whose recomputed golden (or derived fields) disagrees with the bundle."""
+class Backup:
+    """A byte copy of the deployment that was current, with its files' hashes (what a rollback restores)."""
 
-    row: int
-    fingerprint: str
-    stored_golden: int
-    recomputed_golden: int
-    problem: str
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    """What a readback verification checked and what disagreed."""
-
-    verifier: str
-    checked: int
-    mismatches: tuple[SampleMismatch, ...] = ()
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.checked > 0 and not self.mismatches
-
-    def summary(self) -> str:
-        if self.ok:
-            return f"{self.checked} sampled rows agree on {self.verifier}"
-        if not self.checked:
-            return f"{self.verifier} checked no rows"
-        first = self.mismatches[0]
-        return (
-            f"{len(self.mismatches)} of {self.checked} sampled rows disagree on {self.verifier}; first: row "
-            f"{first.row} ({first.fingerprint}): {first.problem}"
-        )
-
-    def as_metadata(self) -> dict[str, Any]:
-        return {
-            "verifier": self.verifier,
-            "checked": self.checked,
-            "mismatches": len(self.mismatches),
-            "seconds": round(self.seconds, 4),
-        }
-
-
-def sample_rows(bundle: Bundle, sample_size: int) -> np.ndarray:
-    """Row indices to re-verify: a uniform sample, reproducible for a given bundle version."""
-    n = bundle.num_rows
-    if sample_size >= n:
-        return np.arange(n)
-    rng = np.random.default_rng(int(bundle.content_digest[:16], 16))
-    return np.sort(rng.choice(n, size=sample_size, replace=False))
-
-
-def verify_sample_on_kernel(bundle: Bundle, sample_size: int = 64, backend: str = "auto") -> VerifyReport:
-    """Recompute the golden of a sample of rows on the SHA-256 kernel and compare with the bundle:
-    the golden itself, the matched bits it implies, and the solved flag at the row's difficulty."""
-    start = time.perf_counter()
-    rows = sample_rows(bundle, sample_size)
-    table = bundle.seeds.take(rows)
-    slots, seeds = bundle.slots()[rows], bundle.best_seeds()[rows]
-    header_time = table.column("header_time").to_numpy()
-    recomputed = np.empty(len(rows), np.uint32)
-    # The kernel takes one header time per call; rows from different runs may differ.
-    for t in np.unique(header_time):
-        mask = header_time == t
-        recomputed[mask] = evaluate(
-            np.ascontiguousarray(slots[mask]),
-            np.ascontiguousarray(seeds[mask]),
-            header_time=int(t),
-            backend=backend,
-        )
-    stored = table.column("golden").to_numpy()
-    target = table.column("target_token_id").to_numpy().astype(np.int64) & 0xFFFFFFFF
-    matched = table.column("matched_bits").to_numpy()
-    difficulty = table.column("difficulty_bits").to_numpy()
-    solved = table.column("solved").to_numpy(zero_copy_only=False)
-    fingerprints = table.column("fingerprint").to_pylist()
-    real_matched = leading_equal_bits(recomputed, target.astype(np.uint32))
-    mismatches = []
-    for k, row in enumerate(rows):
-        problems = []
-        if recomputed[k] != stored[k]:
-            problems.append(f"golden {int(recomputed[k]):08x}, bundle says {int(stored[k]):08x}")
-        if real_matched[k] != matched[k]:
-            problems.append(f"matches {int(real_matched[k])} leading bits, bundle says {int(matched[k])}")
-        if bool(real_matched[k] >= difficulty[k]) != bool(solved[k]):
-            problems.append(
-                f"solved={not solved[k]} at {int(difficulty[k])} bits, bundle says {bool(solved[k])}"
-            )
-        if problems:
-            mismatches.append(
-                SampleMismatch(
-                    int(row), fingerprints[k], int(stored[k]), int(recomputed[k]), "; ".join(problems)
-                )
-            )
-    return VerifyReport(f"kernel:{backend}", len(rows), tuple(mismatches), time.perf_counter() - start)
-
-
-@dataclass(frozen=True)
-class BundleDiff:
-    """What a deploy changes, by frame fingerprint (a frame is changed when its seeds differ)."""
-
-    rows_before: int
-    rows_after: int
-    frames_added: int
-    frames_removed: int
-    frames_changed: int
-    frames_unchanged: int
-    examples: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
-    def as_metadata(self) -> dict[str, Any]:
-        return {
-            "rows_before": self.rows_before,
-            "rows_after": self.rows_after,
-            "frames_added": self.frames_added,
-            "frames_removed": self.frames_removed,
-            "frames_changed": self.frames_changed,
-            "frames_unchanged": self.frames_unchanged,
-            "examples": {k: list(v) for k, v in self.examples.items()},
-        }
-
-
-def _frames_by_fingerprint(bundle: Bundle | None) -> dict[str, tuple]:
-    if bundle is None:
-        return {}
-    t = bundle.seeds
-    out: dict[str, list] = {}
-    for fp, seed, ht, golden in zip(
-        t.column("fingerprint").to_pylist(),
-        t.column("best_seed").to_pylist(),
-        t.column("header_time").to_pylist(),
-        t.column("golden").to_pylist(),
-        strict=True,
-    ):
-        out.setdefault(fp, []).append((seed, ht, golden))
-    return {fp: tuple(sorted(v)) for fp, v in out.items()}
-
-
-def diff_bundles(before: Bundle | None, after: Bundle, examples: int = 5) -> BundleDiff:
-    """Rows and frames added, removed and changed going from ``before`` to ``after``."""
-    old, new = _frames_by_fingerprint(before), _frames_by_fingerprint(after)
-    added = sorted(new.keys() - old.keys())
-    removed = sorted(old.keys() - new.keys())
-    common = old.keys() & new.keys()
-    changed = sorted(fp for fp in common if old[fp] != new[fp])
-    return BundleDiff(
-        rows_before=before.num_rows if before is not None else 0,
-        rows_after=after.num_rows,
-        frames_added=len(added),
-        frames_removed=len(removed),
-        frames_changed=len(changed),
-        frames_unchanged=len(common) - len(changed),
-        examples={"added": tuple(added[:examples]), "removed": tuple(removed[:examples]),
-                  "changed": tuple(changed[:examples])},
-    )  # fmt: skip
-
-
-@dataclass
-class DeployReport:
-    """What a deploy (or dry run) did, step by step; ``as_metadata()`` is for the Dagster asset."""
-
-    version: str
-    previous_version: str | None
-    status: str  # "deployed" | "unchanged" | "dry_run"
-    attempts: int = 0
-    seconds: float = 0.0
-    step_seconds: dict[str, float] = field(default_factory=dict)
-    backup_path: str | None = None
-    pruned_backups: list[str] = field(default_factory=list)
-    diff: BundleDiff | None = None
-    verify: VerifyReport | None = None
-    health_before: dict[str, Any] | None = None
-    health_after: dict[str, Any] | None = None
-    retried_errors: list[str] = field(default_factory=list)
-    current_error: str | None = None
-
-    @property
-    def would_change(self) -> bool:
-        return self.version != self.previous_version
-
-    def as_metadata(self) -> dict[str, Any]:
-        meta: dict[str, Any] = {
-            "version": self.version,
-            "previous_version": self.previous_version or "",
-            "status": self.status,
-            "attempts": self.attempts,
-            "seconds": round(self.seconds, 4),
-            "step_seconds": {k: round(v, 4) for k, v in self.step_seconds.items()},
-            "backup_path": self.backup_path or "",
-            "pruned_backups": list(self.pruned_backups),
-            "retried_errors": list(self.retried_errors),
-        }
-        if self.diff is not None:
-            meta["diff"] = self.diff.as_metadata()
-        if self.verify is not None:
-            meta["verify"] = self.verify.as_metadata()
-        if self.health_before is not None:
-            meta["health_before"] = self.health_before
-        if self.health_after is not None:
-            meta["health_after"] = self.health_after
-        if self.current_error:
-            meta["current_error"] = self.current_error
-        return meta
-
-
-class _StepFailed(Exception):
-    def __init__(self, step: str, reason: str):
-        self.step, self.reason = step, reason
-        super().__init__(f"{step}: {reason}")
-
-
-@dataclass(frozen=True)
-class _Backup:
     path: Path
     version: str
     file_hashes: dict[str, str]
@@ -276,45 +66,6 @@ def _tree_hashes(directory: Path) -> dict[str, str]:
     return {
         str(p.relative_to(directory)): file_sha256(p) for p in sorted(directory.rglob("*")) if p.is_file()
     }
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _call_with_timeout(fn: Callable[[], Any], timeout_s: float, step: str) -> Any:
-    """Run an injected (device-side) callable, giving up when the deadline passes."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as e:
-            box["error"] = e
-
-    # A daemon thread: a device call that never returns must not keep the process alive.
-    worker = threading.Thread(target=target, name=f"deploy-{step}", daemon=True)
-    worker.start()
-    worker.join(max(timeout_s, 0.0))
-    if worker.is_alive():
-        raise _StepFailed(step, f"deadline exceeded: still running after {timeout_s:.3f} s")
-    if "error" in box:
-        e = box["error"]
-        raise _StepFailed(step, f"{type(e).__name__}: {e}") from e
-    return box.get("value")
-
-
-def _check_health(result: Any, step: str) -> dict[str, Any]:
-    if not isinstance(result, Mapping):
-        raise _StepFailed(step, f"health check returned {type(result).__name__}, expected a dict")
-    for key in ("ok", "healthy"):
-        if key in result and not result[key]:
-            raise _StepFailed(step, f"device reports unhealthy: {dict(result)}")
-    return dict(result)
 
 
 class DeploymentStore:
@@ -366,16 +117,15 @@ class DeploymentStore:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
+        """One deploy at a time: a second one fails at once, naming the lock and who holds it."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / LOCK_FILE, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise DeploymentLockedError(f"another deploy holds {self.root / LOCK_FILE}") from None
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        path = self.root / LOCK_FILE
+
+        def busy(waited: float, holder: str) -> DeploymentLockedError:
+            return DeploymentLockedError(f"another deploy holds {path} ({holder})")
+
+        with locked(path, wait_s=0.0, busy=busy):
+            yield
 
     def _swap_pointer(self, version: str | None) -> None:
         """Point ``current`` at ``version`` (None removes it) with one atomic rename."""
@@ -386,12 +136,12 @@ class DeploymentStore:
             tmp = self.root / f".{POINTER}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.symlink(Path(DEPLOYMENTS_DIR) / version, tmp)
             os.replace(tmp, self.pointer)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
-    def _backup(self, version: str) -> _Backup:
+    def _backup(self, version: str) -> Backup:
         source = self.version_dir(version)
         if not source.is_dir():
-            raise _StepFailed("backup", f"current deployment {version} points to missing {source}")
+            raise StepFailed("backup", f"current deployment {version} points to missing {source}")
         hashes = _tree_hashes(source)
         self.backups_dir.mkdir(parents=True, exist_ok=True)
         stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -401,16 +151,16 @@ class DeploymentStore:
             shutil.copytree(source, tmp)
             copied = _tree_hashes(tmp)
             if copied != hashes:
-                raise _StepFailed("backup", f"copy of {source} in {tmp} does not match the original")
+                raise StepFailed("backup", f"copy of {source} in {tmp} does not match the original")
             os.rename(tmp, final)
-            _fsync_dir(self.backups_dir)
+            fsync_dir(self.backups_dir)
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise _StepFailed("backup", f"cannot copy {source} to {final}: {e}") from e
-        except _StepFailed:
+            raise StepFailed("backup", f"cannot copy {source} to {final}: {e}") from e
+        except StepFailed:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return _Backup(final, version, hashes)
+        return Backup(final, version, hashes)
 
     def _write_version(self, bundle: Bundle) -> bool:
         """Make ``deployments/<version>`` hold ``bundle``; True when this call created it."""
@@ -427,12 +177,12 @@ class DeploymentStore:
         tmp = self.deployments / f".tmp-{bundle.version}-{uuid.uuid4().hex[:8]}"
         try:
             write_bundle(bundle, tmp)
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             os.rename(tmp, final)
-            _fsync_dir(self.deployments)
+            fsync_dir(self.deployments)
         except (OSError, BundleError) as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise _StepFailed("write", f"writing {final}: {type(e).__name__}: {e}") from e
+            raise StepFailed("write", f"writing {final}: {type(e).__name__}: {e}") from e
         return True
 
     def _discard(self, directory: Path) -> None:
@@ -442,7 +192,7 @@ class DeploymentStore:
             os.rename(directory, trash)
             shutil.rmtree(trash, ignore_errors=True)
 
-    def _restore(self, backup: _Backup) -> bool:
+    def _restore(self, backup: Backup) -> bool:
         """Make the previous version's directory byte-identical to its backup; True if it had to."""
         target = self.version_dir(backup.version)
         if target.is_dir() and _tree_hashes(target) == backup.file_hashes:
@@ -454,12 +204,10 @@ class DeploymentStore:
             raise DeploymentStoreError(f"backup {backup.path} no longer matches what was backed up")
         self._discard(target)
         os.rename(tmp, target)
-        _fsync_dir(self.deployments)
+        fsync_dir(self.deployments)
         return True
 
-    def _rollback(
-        self, previous: str | None, backup: _Backup | None, new_version: str, created: bool
-    ) -> bool:
+    def _rollback(self, previous: str | None, backup: Backup | None, new_version: str, created: bool) -> bool:
         restored = False
         if previous is not None:
             if backup is not None:
@@ -541,10 +289,10 @@ class DeploymentStore:
         if verify is None:
 
             def verify(b: Bundle) -> VerifyReport:
-                return verify_sample_on_kernel(b, sample_size, kernel_backend)
+                return verify_sample_on_kernel(b, Sha256Kernel(backend=kernel_backend), sample_size)
 
         version = bundle_version(bundle)
-        clock = _Deadline(deadline_s)
+        clock = Deadline(deadline_s)
         with self._lock():
             previous = self.current_version()
             report = DeployReport(version=version, previous_version=previous, status="deployed")
@@ -562,13 +310,13 @@ class DeploymentStore:
                 return report
 
             say(f"deploying {version} ({bundle.num_rows} rows) over {previous or 'nothing'}")
-            state = _AttemptState(previous=previous)
+            state = AttemptState(previous=previous)
             for attempt in range(1, retries + 2):
                 report.attempts = attempt
                 state.created = False
                 try:
                     self._attempt(bundle, state, report, clock, verify, health_check, say)
-                except _StepFailed as failure:
+                except StepFailed as failure:
                     state.errors.append(f"attempt {attempt}: {failure}")
                     say(f"attempt {attempt} failed at {failure.step}: {failure.reason}; rolling back")
                     try:
@@ -605,14 +353,14 @@ class DeploymentStore:
     def _attempt(
         self,
         bundle: Bundle,
-        state: _AttemptState,
+        state: AttemptState,
         report: DeployReport,
-        clock: _Deadline,
+        clock: Deadline,
         verify: Callable[[Bundle], VerifyReport],
         health_check: Callable[[], dict] | None,
         say: Callable[[str], None],
     ) -> None:
-        """One pass over the steps; raises :class:`_StepFailed` naming the step that failed."""
+        """One pass over the steps; raises :class:`StepFailed` naming the step that failed."""
         version, previous = bundle.version, state.previous
 
         def step(name: str, fn: Callable[[], Any], *, injected: bool = False) -> Any:
@@ -621,7 +369,7 @@ class DeploymentStore:
             return result
 
         if health_check is not None:
-            report.health_before = _check_health(
+            report.health_before = check_health(
                 step("health_before", health_check, injected=True), "health_before"
             )
         if previous is not None and state.backup is None:
@@ -633,73 +381,18 @@ class DeploymentStore:
         say(f"{POINTER} -> {DEPLOYMENTS_DIR}/{version}")
         readback = step("readback", lambda: read_bundle(self.pointer, verify=True))
         if readback.version != version:
-            raise _StepFailed("readback", f"{self.pointer} holds {readback.version}, not {version}")
+            raise StepFailed("readback", f"{self.pointer} holds {readback.version}, not {version}")
         verified = step("verify", lambda: verify(readback), injected=True)
         if not isinstance(verified, VerifyReport):
-            raise _StepFailed("verify", f"verifier returned {type(verified).__name__}, not a VerifyReport")
+            raise StepFailed("verify", f"verifier returned {type(verified).__name__}, not a VerifyReport")
         report.verify = verified
         if not verified.ok:
-            raise _StepFailed("verify", verified.summary())
+            raise StepFailed("verify", verified.summary())
         say(f"verified: {verified.summary()}")
         if health_check is not None:
-            report.health_after = _check_health(
+            report.health_after = check_health(
                 step("health_after", health_check, injected=True), "health_after"
             )
 
 
-@dataclass
-class _AttemptState:
-    """What survives between attempts of one deploy: the backup is taken once."""
-
-    previous: str | None
-    backup: _Backup | None = None
-    created: bool = False
-    restored: bool = False
-    errors: list[str] = field(default_factory=list)
-
-
-class _Deadline:
-    """The deploy's deadline: checked before and after every step, enforced on injected callables."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.start = time.monotonic()
-        self.last_step_s = 0.0
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.start
-
-    def remaining(self) -> float:
-        return self.seconds - self.elapsed()
-
-    def run(self, name: str, fn: Callable[[], Any], *, injected: bool) -> Any:
-        if self.remaining() <= 0:
-            raise _StepFailed(name, f"deadline of {self.seconds} s exceeded before the step started")
-        t0 = time.monotonic()
-        try:
-            result = _call_with_timeout(fn, self.remaining(), name) if injected else fn()
-        except _StepFailed:
-            raise
-        except Exception as e:
-            raise _StepFailed(name, f"{type(e).__name__}: {e}") from e
-        finally:
-            self.last_step_s = time.monotonic() - t0
-        if self.remaining() <= 0:
-            raise _StepFailed(name, f"deadline of {self.seconds} s exceeded during the step")
-        return result
-
-
-__all__ = [
-    "BundleDiff",
-    "DeployReport",
-    "DeploymentError",
-    "DeploymentFailedError",
-    "DeploymentLockedError",
-    "DeploymentStore",
-    "DeploymentStoreError",
-    "SampleMismatch",
-    "VerifyReport",
-    "diff_bundles",
-    "sample_rows",
-    "verify_sample_on_kernel",
-]
+__all__ = ["DeploymentStore"]

@@ -67,6 +67,13 @@ class Sha256Kernel(dg.ConfigurableResource):
             self._resolved = name
         return self._resolved
 
+    def on_backend(self, backend: str) -> Sha256Kernel:
+        """The same kernel settings (threads, device, batch size) on another backend: how the
+        checkpoints gate gets its independent second opinion."""
+        return Sha256Kernel(
+            backend=backend, device_id=self.device_id, threads=self.threads, batch_size=self.batch_size
+        )
+
     def describe(self) -> dict[str, str | int]:
         """What runs, for materialization metadata: backend, and the device or thread count."""
         name = self.backend_name()

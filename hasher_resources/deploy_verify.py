@@ -1,0 +1,147 @@
+"""Deployment verification (DESIGN §5–6): after the pointer swap, a sample of the deployed bundle is
+recomputed on the kernel resource and, with a device, re-mined on it; the report says what disagreed.
+
+The device is judged by the same rule as the checkpoints gate (``CrossValidationReport.passed``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hasher_core.bundle import Bundle
+from hasher_core.header import build_header, leading_equal_bits
+
+from .asic.resource import AsicResource
+from .asic.validation import cross_validate
+from .sha256.resource import Sha256Kernel
+
+
+@dataclass(frozen=True)
+class SampleMismatch:
+    """One sampled row whose recomputed golden (or derived fields) disagrees with the bundle."""
+
+    row: int
+    fingerprint: str
+    stored_golden: int
+    recomputed_golden: int
+    problem: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What a readback verification checked and what disagreed."""
+
+    verifier: str
+    checked: int
+    mismatches: tuple[SampleMismatch, ...] = ()
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.checked > 0 and not self.mismatches
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"{self.checked} sampled rows agree on {self.verifier}"
+        if not self.checked:
+            return f"{self.verifier} checked no rows"
+        first = self.mismatches[0]
+        return (
+            f"{len(self.mismatches)} of {self.checked} sampled rows disagree on {self.verifier}; first: row "
+            f"{first.row} ({first.fingerprint}): {first.problem}"
+        )
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "verifier": self.verifier,
+            "checked": self.checked,
+            "mismatches": len(self.mismatches),
+            "seconds": round(self.seconds, 4),
+        }
+
+
+def sample_rows(bundle: Bundle, sample_size: int) -> np.ndarray:
+    """Row indices to re-verify: a uniform sample, reproducible for a given bundle version."""
+    n = bundle.num_rows
+    if sample_size >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(int(bundle.content_digest[:16], 16))
+    return np.sort(rng.choice(n, size=sample_size, replace=False))
+
+
+def verify_sample_on_kernel(bundle: Bundle, kernel: Sha256Kernel, sample_size: int = 64) -> VerifyReport:
+    """Recompute the golden of a sample of rows on the kernel resource and compare with the bundle:
+    the golden itself, the matched bits it implies, and the solved flag at the row's difficulty."""
+    start = time.perf_counter()
+    rows = sample_rows(bundle, sample_size)
+    table = bundle.seeds.take(rows)
+    recomputed = kernel.evaluate_rows(
+        bundle.slots()[rows], bundle.best_seeds()[rows], table.column("header_time").to_numpy()
+    )
+    stored = table.column("golden").to_numpy()
+    target = table.column("target_token_id").to_numpy().astype(np.int64) & 0xFFFFFFFF
+    matched = table.column("matched_bits").to_numpy()
+    difficulty = table.column("difficulty_bits").to_numpy()
+    solved = table.column("solved").to_numpy(zero_copy_only=False)
+    fingerprints = table.column("fingerprint").to_pylist()
+    real_matched = leading_equal_bits(recomputed, target.astype(np.uint32))
+    mismatches = []
+    for k, row in enumerate(rows):
+        problems = []
+        if recomputed[k] != stored[k]:
+            problems.append(f"golden {int(recomputed[k]):08x}, bundle says {int(stored[k]):08x}")
+        if real_matched[k] != matched[k]:
+            problems.append(f"matches {int(real_matched[k])} leading bits, bundle says {int(matched[k])}")
+        if bool(real_matched[k] >= difficulty[k]) != bool(solved[k]):
+            problems.append(
+                f"solved={not solved[k]} at {int(difficulty[k])} bits, bundle says {bool(solved[k])}"
+            )
+        if problems:
+            mismatches.append(
+                SampleMismatch(
+                    int(row), fingerprints[k], int(stored[k]), int(recomputed[k]), "; ".join(problems)
+                )
+            )
+    verifier = f"kernel:{kernel.backend_name()}"
+    return VerifyReport(verifier, len(rows), tuple(mismatches), time.perf_counter() - start)
+
+
+def verify_on_kernel_and_device(
+    bundle: Bundle,
+    kernel: Sha256Kernel,
+    asic: AsicResource,
+    *,
+    sample_size: int = 64,
+    device_sample: int = 8,
+    tolerance: float = 0.01,
+) -> VerifyReport:
+    """Read-back check after a swap (DESIGN §6, "on the device or kernel"): the goldens of a sample on
+    the kernel, then the device's own nonces for the headers of the first ``device_sample`` rows,
+    judged by the one device pass rule, :meth:`CrossValidationReport.passed` at ``tolerance``."""
+    report = verify_sample_on_kernel(bundle, kernel, sample_size)
+    if not report.ok or device_sample == 0:
+        return report
+    slots, seeds = bundle.slots(), bundle.best_seeds()
+    times = bundle.seeds.column("header_time").to_pylist()
+    rows = range(min(device_sample, bundle.num_rows))
+    headers = [build_header(slots[r], seeds[r].tobytes(), int(times[r])) for r in rows]
+    device = cross_validate(asic, headers)
+    mismatches = ()
+    if not device.passed(tolerance):
+        problem = (
+            "the device returned no nonce for any header"
+            if device.nonces_returned == 0
+            else f"{device.hardware_errors} of {device.nonces_returned} device nonces fail on the kernel "
+            f"(hardware-error rate {device.hardware_error_rate:.4f}, tolerance {tolerance})"
+        )
+        mismatches = (SampleMismatch(-1, "device", 0, 0, problem),)
+    return VerifyReport(
+        verifier=f"{report.verifier} + device ({device.headers} headers)",
+        checked=report.checked + device.headers,
+        mismatches=mismatches,
+        seconds=report.seconds + device.device_s + device.verify_s,
+    )
