@@ -1,7 +1,9 @@
-"""Asset checks a user wants green before trusting a partition (stages 1 and 2).
+"""Every asset check: the ones a user wants green before trusting a partition (stages 1 and 2), and
+``checkpoints_gate``, the blocking validation gate of DESIGN §5.
 
-Each check streams the stored partition, so it costs one pass over the file, and reports what it
-counted as metadata. ``checkpoints_gate`` (stage 3's blocking gate) lives with the checkpoints.
+Each check of stages 1–2 streams the stored partition, so it costs one pass over the file, and
+reports what it counted as metadata; the gate reads the record the ``checkpoints`` asset stored in
+its file.
 """
 
 import math
@@ -11,30 +13,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hasher_core.design import VOCABULARY_SIZE
-from hasher_core.frames import FRAME_SCHEMA, expected_window_count
-from hasher_core.tokens import load_cl100k
-from hasher_resources.io import ParquetPartition
+from hasher_core.design import EMBEDDING_DIMS, STRIDE, VOCABULARY_SIZE, WINDOW_SIZE
+from hasher_core.frames.tokens import load_cl100k
+from hasher_core.frames.windows import expected_window_count
+from hasher_core.schemas import FRAME_SCHEMA
+from hasher_resources.parquet_io import ParquetPartition
 
+from .checkpoints import checkpoints as checkpoints_asset
 from .knowledge_base import knowledge_base as knowledge_base_asset
+from .metadata import latest_metadata
 from .partitions import source_files
 from .training_frames import training_frames as training_frames_asset
 
 
-def _latest_metadata(context: dg.AssetCheckExecutionContext, asset: dg.AssetsDefinition) -> dict:
-    """Metadata of the asset's newest materialisation of this partition."""
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset.key, asset_partitions=[context.partition_key]), limit=1
-    ).records
-    if not records:
-        return {}
-    materialization = records[0].asset_materialization
-    return {k: v.value for k, v in (materialization.metadata if materialization else {}).items()}
-
-
 @dg.asset_check(asset=knowledge_base_asset, partitions_def=source_files, blocking=True)
-def knowledge_base_is_well_formed(knowledge_base: ParquetPartition) -> dg.AssetCheckResult:
-    """Embeddings are 768 finite floats, no content is empty, chunk ids are unique per file."""
+def knowledge_base_is_well_formed(
+    context: dg.AssetCheckExecutionContext, knowledge_base: ParquetPartition
+) -> dg.AssetCheckResult:
+    """Embeddings are finite floats of the configured length (``embedding_dims``, default 768), no
+    content is empty, chunk ids are unique per file."""
+    dims = int(latest_metadata(context, knowledge_base_asset).get("embedding_dims", EMBEDDING_DIMS))
     rows = empty = bad_dims = non_finite = 0
     seen: set[tuple[str, int]] = set()
     duplicates = 0
@@ -43,10 +41,10 @@ def knowledge_base_is_well_formed(knowledge_base: ParquetPartition) -> dg.AssetC
         content = batch.column("content")
         empty += pc.sum(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(content)), 0)).as_py() or 0
         emb = batch.column("embedding")
-        if not pa.types.is_fixed_size_list(emb.type) or emb.type.list_size != 768:
+        if not pa.types.is_fixed_size_list(emb.type) or emb.type.list_size != dims:
             bad_dims += batch.num_rows
         else:
-            values = emb.flatten().to_numpy(zero_copy_only=False).reshape(-1, 768)
+            values = emb.flatten().to_numpy(zero_copy_only=False).reshape(-1, dims)
             non_finite += int((~np.isfinite(values)).any(axis=1).sum())
         for pair in zip(
             batch.column("source_file").to_pylist(), batch.column("chunk_id").to_pylist(), strict=True
@@ -63,6 +61,7 @@ def knowledge_base_is_well_formed(knowledge_base: ParquetPartition) -> dg.AssetC
             "wrong_dimension": bad_dims,
             "non_finite_embedding": non_finite,
             "duplicate_chunk_ids": duplicates,
+            "embedding_dims": dims,
         },
     )
 
@@ -80,9 +79,9 @@ def training_frames_are_consistent(
 ) -> dg.AssetCheckResult:
     """Schema is DESIGN §3.5, token ids < vocabulary, context_length = end − start ≤ W, and the row
     count equals the windows of a fresh tokenisation of the knowledge base."""
-    meta = _latest_metadata(context, training_frames_asset)
-    window = int(meta.get("window_size", 128))
-    stride = int(meta.get("stride", 1))
+    meta = latest_metadata(context, training_frames_asset)
+    window = int(meta.get("window_size", WINDOW_SIZE))
+    stride = int(meta.get("stride", STRIDE))
     schema = training_frames.schema()
     schema_ok = schema.remove_metadata().equals(FRAME_SCHEMA.remove_metadata())
     rows = bad_tokens = bad_context = 0
@@ -110,5 +109,28 @@ def training_frames_are_consistent(
             "stride": stride,
             "frames_per_chunk": round(rows / max(knowledge_base.num_rows(), 1), 1) if rows else 0.0,
             "expected_ratio": 1.0 if expected == 0 else math.floor(1000 * rows / expected) / 1000,
+        },
+    )
+
+
+@dg.asset_check(asset=checkpoints_asset, partitions_def=source_files, blocking=True)
+def checkpoints_gate(checkpoints: ParquetPartition) -> dg.AssetCheckResult:
+    """Fails when more seeds disagree with the independent implementation than the tolerance, or
+    when the device cross-check (a check of the device, not of the seeds) failed."""
+    gate = checkpoints.hasher_metadata()
+    if not gate:
+        return dg.AssetCheckResult(
+            passed=False, metadata={"problem": "checkpoint file carries no gate record"}
+        )
+    return dg.AssetCheckResult(
+        passed=bool(gate["passed"]),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "mismatch_rate": gate["mismatch_rate"],
+            "tolerance": gate["tolerance"],
+            "mismatches": gate["mismatches"],
+            "rows": gate["rows"],
+            "verify_backend": gate["verify_backend"],
+            "device": dg.MetadataValue.json(gate["device"]),
         },
     )

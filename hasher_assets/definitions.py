@@ -12,18 +12,19 @@ import os
 
 import dagster as dg
 
-from hasher_resources.asic.device import AsicDevice
+from hasher_resources.asic.resource import asic_resource_from_env
 from hasher_resources.embedder import Embedder, HashingEmbedder, OllamaEmbedder
-from hasher_resources.io import ParquetIOManager
+from hasher_resources.parquet_io import ParquetIOManager
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
-from .checkpoints import checkpoints, checkpoints_gate
-from .checks import knowledge_base_is_well_formed, training_frames_are_consistent
+from .checkpoints import checkpoints
+from .checks import checkpoints_gate, knowledge_base_is_well_formed, training_frames_are_consistent
 from .deployment import deployment
+from .jobs import deployment_job, partition_pipeline_job
 from .knowledge_base import knowledge_base
 from .seeds import seeds
-from .sensors import deployment_job, miner_output_sensor, partition_pipeline_job
+from .sensors import miner_output_sensor
 from .training_frames import training_frames
 
 ASSETS = [knowledge_base, training_frames, seeds, checkpoints, deployment]
@@ -44,7 +45,7 @@ def resources_from_env() -> dict[str, object]:
         "parquet_io_manager": ParquetIOManager(),
         "embedder": embedder_from_env(),
         "kernel": Sha256Kernel(backend=os.environ.get("HASHER_KERNEL_BACKEND", "auto")),
-        "asic": AsicDevice(url=os.environ.get("HASHER_ASIC_URL") or None),
+        "asic": asic_resource_from_env(),
     }
 
 

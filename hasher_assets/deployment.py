@@ -11,18 +11,12 @@ import importlib.metadata
 import dagster as dg
 from pydantic import Field
 
-from hasher_core.bundle import Bundle, build_bundle
+from hasher_core.bundle import build_bundle
 from hasher_core.errors import NoCheckpointsError
-from hasher_core.header import build_header
-from hasher_resources.asic.device import AsicDevice
-from hasher_resources.asic.validation import cross_validate
-from hasher_resources.deploy_store import (
-    DeploymentStore,
-    SampleMismatch,
-    VerifyReport,
-    verify_sample_on_kernel,
-)
-from hasher_resources.io import ParquetPartition
+from hasher_resources.asic.resource import AsicResource
+from hasher_resources.deploy_store import DeploymentStore
+from hasher_resources.deploy_verify import verify_on_kernel_and_device
+from hasher_resources.parquet_io import ParquetPartition
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
@@ -37,36 +31,13 @@ class DeploymentConfig(dg.Config):
     keep_backups: int = Field(default=3, ge=1)
     sample_size: int = Field(default=64, ge=1, description="Rows re-verified on the kernel after the swap")
     device_sample: int = Field(default=8, ge=0, description="Headers re-mined on the device after the swap")
-
-
-def verify_on_kernel_and_device(
-    bundle: Bundle, sample_size: int, kernel: Sha256Kernel, asic: AsicDevice, device_sample: int
-) -> VerifyReport:
-    """Read-back check after the swap: goldens of a sample on the kernel, then the device's own
-    nonces for a few of those headers must verify (DESIGN §6, "on the device or kernel")."""
-    report = verify_sample_on_kernel(bundle, sample_size, kernel.backend_name())
-    if not report.ok or device_sample == 0:
-        return report
-    slots, seeds = bundle.slots(), bundle.best_seeds()
-    times = bundle.seeds.column("header_time").to_pylist()
-    rows = range(min(device_sample, bundle.num_rows))
-    headers = [build_header(slots[r], seeds[r].tobytes(), int(times[r])) for r in rows]
-    device = cross_validate(asic, headers)
-    problems = []
-    if device.nonces_returned == 0:
-        problems.append("the device returned no nonce for any header")
-    if device.nonces_verified < device.nonces_returned:
-        problems.append(f"{device.nonces_returned - device.nonces_verified} device nonces fail on the kernel")
-    mismatches = tuple(SampleMismatch(-1, "device", 0, 0, p) for p in problems)
-    return VerifyReport(
-        verifier=f"{report.verifier} + device ({device.headers} headers)",
-        checked=report.checked + device.headers,
-        mismatches=mismatches,
-        seconds=report.seconds + device.device_s + device.verify_s,
+    tolerance: float = Field(
+        default=0.01, ge=0, le=1, description="Largest device hardware-error rate that passes (as the gate)"
     )
 
 
 def pipeline_version() -> str:
+    """The installed hasher's version (recorded in every bundle's manifest)."""
     try:
         return importlib.metadata.version("hasher")
     except importlib.metadata.PackageNotFoundError:
@@ -84,7 +55,7 @@ def deployment(
     config: DeploymentConfig,
     checkpoints: dict[str, ParquetPartition],
     kernel: Sha256Kernel,
-    asic: AsicDevice,
+    asic: AsicResource,
     storage: HasherStorage,
 ) -> dg.MaterializeResult:
     passed: dict = {}
@@ -109,7 +80,12 @@ def deployment(
     report = store.deploy(
         bundle,
         verify=lambda b: verify_on_kernel_and_device(
-            b, config.sample_size, kernel, asic, config.device_sample
+            b,
+            kernel,
+            asic,
+            sample_size=config.sample_size,
+            device_sample=config.device_sample,
+            tolerance=config.tolerance,
         ),
         health_check=asic.health_check,
         retries=config.retries,

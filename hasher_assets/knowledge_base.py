@@ -2,7 +2,7 @@
 
 Reads the Data Miner's output (or a raw-text inbox file), keeps the records of this partition's
 source file, skips bad records with counted reasons, and stores the chunks as Parquet. The miner
-file is split by source file once per content fingerprint (``hasher_core.knowledge_cache``), so a
+file is split by source file once per content fingerprint (``hasher_resources.knowledge_split``), so a
 thousand partitions of one big JSON array cost one parse, not a thousand.
 """
 
@@ -14,14 +14,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from hasher_core.design import EMBEDDING_DIMS
 from hasher_core.errors import KnowledgeBaseError
-from hasher_core.knowledge import KNOWLEDGE_BASE_SCHEMA, ReadReport, inbox_files, read_inbox_file
-from hasher_core.knowledge_cache import ensure_split
+from hasher_core.knowledge import ReadReport, read_inbox_file
 from hasher_core.rate_log import RateReporter
+from hasher_core.schemas import knowledge_base_schema
 from hasher_resources.embedder import Embedder
-from hasher_resources.io import StagedParquet
+from hasher_resources.knowledge_split import ensure_split
+from hasher_resources.parquet_io import StagedParquet
 from hasher_resources.storage import HasherStorage
 
+from .metadata import preview_markdown
 from .partitions import source_files
 
 
@@ -32,20 +35,7 @@ class KnowledgeBaseConfig(dg.Config):
         default=None, description="Read this file instead of discovering one under the miner directory"
     )
     batch_rows: int = Field(default=8192, gt=0, description="Records per streamed batch")
-    embedding_dims: int = Field(default=768, gt=0, description="Required embedding length")
-
-
-def preview_markdown(table: pa.Table, columns: list[str], rows: int = 5, width: int = 80) -> str:
-    """A small Markdown table of the first rows, long strings cut to ``width``."""
-    head = table.select(columns).slice(0, rows).to_pylist()
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in head:
-        cells = []
-        for c in columns:
-            text = str(row[c]).replace("\n", " ").replace("|", "\\|")
-            cells.append(text if len(text) <= width else text[: width - 1] + "…")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    embedding_dims: int = Field(default=EMBEDDING_DIMS, gt=0, description="Required embedding length")
 
 
 @dg.asset(
@@ -53,7 +43,7 @@ def preview_markdown(table: pa.Table, columns: list[str], rows: int = 5, width: 
     group_name="ingest",
     kinds={"parquet", "pyarrow"},
     io_manager_key="parquet_io_manager",
-    description="Canonical chunks of one source file: source_file, chunk_id, content, embedding[768].",
+    description="Canonical chunks of one source file: source_file, chunk_id, content, embedding[dims].",
 )
 def knowledge_base(
     context: dg.AssetExecutionContext,
@@ -62,7 +52,7 @@ def knowledge_base(
     embedder: Embedder,
 ) -> dg.MaterializeResult:
     key = context.partition_key
-    inbox = inbox_files(storage.inbox_path) if storage.inbox_path.is_dir() else {}
+    inbox = storage.inbox_files()
     split = None
     if key in inbox and config.input_path is None:
         origin = f"inbox file {inbox[key]}"
@@ -85,15 +75,16 @@ def knowledge_base(
         )
         batches = split.read_partition(key, config.batch_rows)
     staging = storage.stage_dir(".staging") / f"knowledge_base.{key}.{context.run.run_id}.parquet"
+    schema = knowledge_base_schema(config.embedding_dims)
     progress = RateReporter("knowledge_base", None, context.log.info, unit="chunks")
     started = time.monotonic()
     rows = 0
     content_bytes = 0
     first: pa.Table | None = None
     try:
-        with pq.ParquetWriter(staging, KNOWLEDGE_BASE_SCHEMA, compression="zstd") as writer:
+        with pq.ParquetWriter(staging, schema, compression="zstd") as writer:
             for batch in batches:
-                table = pa.Table.from_batches([batch]).cast(KNOWLEDGE_BASE_SCHEMA)
+                table = pa.Table.from_batches([batch]).cast(schema)
                 writer.write_table(table)
                 rows += table.num_rows
                 content_bytes += pc.sum(pc.binary_length(table.column("content"))).as_py() or 0
@@ -127,6 +118,7 @@ def knowledge_base(
         "skipped_by_reason": dg.MetadataValue.json(read["skipped"]),
         "fallbacks": dg.MetadataValue.json(read["fallbacks"]),
         "embedder": embedder.description(),
+        "embedding_dims": config.embedding_dims,
         "content_mb": round(content_bytes / 1e6, 3),
         "chunks_per_s": round(rows / max(seconds, 1e-9), 1),
         "seconds": round(seconds, 3),

@@ -5,65 +5,62 @@ committed to the partition's progress store as it finishes, so a killed run resu
 The output is the frames with ``best_seed`` filled and the search metrics of DESIGN §4.5.
 """
 
-import base64
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
-import pyarrow as pa
+import pydantic
 from pydantic import Field
 
 from hasher_core.rate_log import RateReporter, format_duration
 from hasher_core.search import (
     SearchConfig,
     attach_results,
-    render_search_plot,
     search_frames,
+    search_plot_png,
     validate_frames_table,
 )
-from hasher_resources.io import ParquetPartition
-from hasher_resources.progress import ProgressStore
+from hasher_core.search.config import Knob, knobs
+from hasher_resources.files import atomic_write_bytes
+from hasher_resources.parquet_io import ParquetPartition
+from hasher_resources.search_store import ProgressStore
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
-from .knowledge_base import preview_markdown
+from .metadata import png_markdown, preview_markdown
 from .partitions import source_files
 
 
-class SeedsConfig(dg.Config):
-    """The search: difficulty, population, strategy and the reward (DESIGN §4.3–4.4)."""
+def _config_field(knob: Knob) -> tuple[Any, Any]:
+    """A pydantic field for one search knob: lists for tuples, Literal for choices, the bounds."""
+    kind: Any = knob.kind
+    if knob.choices:
+        kind = Literal[knob.choices]
+    bounds = dict(knob.bounds)
+    default = knob.default
+    if knob.is_list:
+        kind = list[kind]
+        default = None if default is None else list(default)
+        if knob.length is not None:
+            bounds.update(min_length=knob.length, max_length=knob.length)
+        if knob.optional:
+            kind = kind | None
+    return kind, Field(default=default, description=knob.description, **bounds)
 
-    difficulty_bits: int = Field(
-        default=20, ge=1, le=32, description="Leading bits of golden that must match"
-    )
-    difficulty_schedule: list[int] | None = Field(
-        default=None, description="Difficulty per epoch, rising to difficulty_bits (e.g. [12, 16, 20])"
-    )
-    population: int = Field(default=256, ge=4, description="Candidate seeds per frame per generation")
-    elite_ratio: float = Field(default=0.25, gt=0, lt=1)
-    max_generations: int = Field(default=4096, ge=1, description="Give up on a frame after this many")
-    strategy: Literal["grpo", "scan"] = "grpo"
-    reward_weights: list[float] = Field(default=[0.6, 0.3, 0.1], min_length=3, max_length=3)
-    header_time: int = Field(
-        default=0, ge=0, le=0xFFFFFFFF, description="Header bytes 68–71, never the clock"
-    )
-    rng_seed: int = Field(default=0, ge=0)
-    frames_per_call: int = Field(default=256, ge=1, description="Frames searched together per kernel call")
 
-    def search_config(self) -> SearchConfig:
-        config = SearchConfig(
-            difficulty_bits=self.difficulty_bits,
-            difficulty_schedule=tuple(self.difficulty_schedule) if self.difficulty_schedule else None,
-            population=self.population,
-            elite_ratio=self.elite_ratio,
-            max_generations=self.max_generations,
-            strategy=self.strategy,
-            reward_weights=tuple(self.reward_weights),
-            header_time=self.header_time,
-            rng_seed=self.rng_seed,
-            frames_per_call=self.frames_per_call,
-        )
-        config.validate()
-        return config
+#: The search's launchpad config, generated from ``SearchConfig`` (DESIGN §4.3–4.4): one field per
+#: knob with the same default, bounds and description, so the two can never disagree.
+SeedsConfig = pydantic.create_model(
+    "SeedsConfig",
+    __base__=dg.Config,
+    __doc__="The search: difficulty, population, strategy and the reward (DESIGN §4.3–4.4).",
+    **{knob.name: _config_field(knob) for knob in knobs()},
+)
+
+
+def search_config(config: dg.Config) -> SearchConfig:
+    """The validated :class:`SearchConfig` of a ``SeedsConfig`` (lists back to tuples)."""
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model_dump().items()}
+    return SearchConfig(**values).validate()
 
 
 @dg.asset(
@@ -76,13 +73,13 @@ class SeedsConfig(dg.Config):
 )
 def seeds(
     context: dg.AssetExecutionContext,
-    config: SeedsConfig,
+    config: SeedsConfig,  # type: ignore[valid-type]
     training_frames: ParquetPartition,
     kernel: Sha256Kernel,
     storage: HasherStorage,
 ) -> dg.MaterializeResult:
     key = context.partition_key
-    search = config.search_config()
+    search = search_config(config)
     frames = training_frames.read()
     slots, targets = validate_frames_table(frames)
     backend = kernel.backend_name()
@@ -108,8 +105,8 @@ def seeds(
     solved = int(results.solved.sum())
     reporter.finish(frames.num_rows, f"{solved:,} solved")
     table = attach_results(frames, results, search, backend)
-    table = table.append_column("fingerprint", pa.array(results.fingerprint.tolist(), pa.string()))
-    plot_path = render_search_plot(results.history, storage.stage_dir("seeds_plots") / f"{key}.png")
+    plot = search_plot_png(results.history)
+    plot_path = atomic_write_bytes(storage.stage_dir("seeds_plots") / f"{key}.png", plot)
     rate = results.run_evaluations / results.wall_seconds if results.wall_seconds > 0 else 0.0
     kernel_rate = results.run_evaluations / results.kernel_seconds if results.kernel_seconds > 0 else 0.0
     columns = ["chunk_id", "window_end", "target_token_id", "golden", "matched_bits", "solved"]
@@ -132,9 +129,7 @@ def seeds(
         "unique_frames": int(results.unique_frames),
         "frames_resumed_from_store": int(results.from_store.sum()),
         "progress_store": dg.MetadataValue.path(str(store_path)),
-        "plot": dg.MetadataValue.md(
-            f"![search progress](data:image/png;base64,{base64.b64encode(plot_path.read_bytes()).decode()})"
-        ),
+        "plot": png_markdown(plot, "search progress"),
         "plot_path": dg.MetadataValue.path(str(plot_path)),
         "preview": dg.MetadataValue.md(preview_markdown(table, columns)),
     }

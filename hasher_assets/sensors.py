@@ -12,21 +12,10 @@ import os
 
 import dagster as dg
 
-from hasher_resources.storage import HasherStorage
+from hasher_resources.storage import CURSOR_VERSION, HasherStorage, scan_sources
 
-from .partitions import CURSOR_VERSION, scan_sources, source_files
-
-#: Stages 1–4 of one partition; deployment gathers all partitions and is launched on its own.
-partition_pipeline_job = dg.define_asset_job(
-    "partition_pipeline",
-    selection=dg.AssetSelection.assets("knowledge_base", "training_frames", "seeds", "checkpoints"),
-    description="knowledge_base → training_frames → seeds → checkpoints for one source file",
-)
-deployment_job = dg.define_asset_job(
-    "deploy",
-    selection=dg.AssetSelection.assets("deployment"),
-    description="Bundle every partition's checkpoints and flash them to the target",
-)
+from .jobs import partition_pipeline_job
+from .partitions import source_files
 
 
 def sensor_run_config() -> dict:

@@ -10,24 +10,25 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from hasher_core.frames import write_frames
-from hasher_core.gorand import projection_matrix
+from hasher_core.design import PROJECTION_SEED, STRIDE, WINDOW_SIZE
+from hasher_core.frames.gorand import projection_matrix
+from hasher_core.frames.tokens import load_cl100k
 from hasher_core.rate_log import RateReporter
-from hasher_core.tokens import load_cl100k
 from hasher_resources.embedder import Embedder
-from hasher_resources.io import ParquetPartition, StagedParquet
+from hasher_resources.frames_writer import write_frames
+from hasher_resources.parquet_io import ParquetPartition, StagedParquet
 from hasher_resources.storage import HasherStorage
 
-from .knowledge_base import preview_markdown
+from .metadata import preview_markdown
 from .partitions import source_files
 
 
 class TrainingFramesConfig(dg.Config):
     """Window geometry, projection seed and where each frame's embedding comes from."""
 
-    window_size: int = Field(default=128, ge=1, description="W: the longest context, in tokens")
-    stride: int = Field(default=1, ge=1, description="S: targets advance by this many tokens")
-    seed: int = Field(default=1337, description="Go math/rand seed of the 24×768 projection")
+    window_size: int = Field(default=WINDOW_SIZE, ge=1, description="W: the longest context, in tokens")
+    stride: int = Field(default=STRIDE, ge=1, description="S: targets advance by this many tokens")
+    seed: int = Field(default=PROJECTION_SEED, description="Go math/rand seed of the 24×768 projection")
     embedding_source: Literal["chunk", "window"] = Field(
         default="chunk", description="chunk: the chunk's embedding; window: embed each window's text"
     )

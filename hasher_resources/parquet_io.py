@@ -10,11 +10,7 @@ every partition that exists on disk.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from .storage import default_data_dir
+from .files import atomic_write, default_data_dir, move_into_place
 
 #: Parquet key-value metadata key under which assets store JSON facts about a file.
 HASHER_METADATA_KEY = b"hasher"
@@ -69,43 +65,16 @@ class ParquetPartition:
 
 
 def write_table_atomic(table: pa.Table, path: Path, compression: str = "zstd") -> None:
-    """Write ``table`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, compression=compression)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def move_into_place(staged: Path, path: Path) -> None:
-    """Atomically move a finished file to ``path`` (copying first when it sits on another device)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(staged, path)
-    except OSError:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            shutil.copyfile(staged, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        os.unlink(staged)
+    """Write ``table`` to ``path`` as Parquet, atomically (:func:`hasher_resources.files.atomic_write`)."""
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression=compression))
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
     """Stores each asset partition as ``<base_dir>/<asset>/<partition>.parquet``."""
 
-    base_dir: str = Field(default_factory=default_data_dir, description="Root of all stored partitions")
+    base_dir: str = Field(
+        default_factory=lambda: str(default_data_dir()), description="Root of all stored partitions"
+    )
     compression: str = "zstd"
 
     def _path(self, asset_key: dg.AssetKey, partition_key: str | None) -> Path:

@@ -1,4 +1,5 @@
-"""The ``hasher`` command line: subcommands over the plain functions, no Dagster import (starts fast).
+"""The ``hasher`` command line: subcommands over the plain functions and resources, imported when a
+subcommand runs (so ``--help`` is instant).
 
 ``hasher predict`` reads a deployed bundle and says which token a frame's seed predicts;
 ``hasher deployments`` lists what the deployment store holds; ``hasher partitions sync`` registers
@@ -18,12 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 EXIT_SOLVED, EXIT_NOT_SOLVED, EXIT_ERROR = 0, 1, 2
-
-
-def default_data_dir() -> Path:
-    """``$HASHER_DATA_DIR`` or ``~/.local/share/hasher``: the same rule as the storage resource
-    (``hasher_resources.storage``), repeated here so the CLI does not import Dagster."""
-    return Path(os.environ.get("HASHER_DATA_DIR") or "~/.local/share/hasher").expanduser()
 
 
 def slot_word(text: str) -> int:
@@ -91,22 +86,33 @@ def _add_store_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _data_dir(args: argparse.Namespace) -> Path:
+    from hasher_resources.files import default_data_dir
+
+    return (args.deployment_root or default_data_dir()).expanduser()
+
+
 def _store(args: argparse.Namespace):  # -> DeploymentStore; imported late so `--help` stays instant
     from hasher_resources.deploy_store import DeploymentStore
 
-    return DeploymentStore((args.deployment_root or default_data_dir()).expanduser())
+    return DeploymentStore(_data_dir(args))
 
 
 def _predict(args: argparse.Namespace) -> int:
     from hasher_core.predict import predict, predict_row
+    from hasher_resources.sha256.resource import Sha256Kernel
 
     bundle = _store(args).open_bundle(args.version, verify=True)
+    kernel = Sha256Kernel(backend=args.backend)
+    backend = kernel.backend_name()
     if args.frame_index is not None:
         if args.header_time is not None:
             raise ValueError("--header-time goes with --slots; a bundle row carries its own header time")
-        prediction = predict_row(bundle, args.frame_index, backend=args.backend)
+        prediction = predict_row(bundle, args.frame_index, kernel.evaluate_rows, backend=backend)
     else:
-        prediction = predict(bundle, args.slots, header_time=args.header_time, backend=args.backend)
+        prediction = predict(
+            bundle, args.slots, kernel.evaluate_rows, header_time=args.header_time, backend=backend
+        )
     if args.json:
         print(
             json.dumps(
@@ -178,7 +184,7 @@ def _status(args: argparse.Namespace) -> int:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    root = (args.deployment_root or default_data_dir()).expanduser()
+    root = _data_dir(args)
     print(f"data directory: {root}")
     stages = ["knowledge_base", "training_frames", "seeds", "checkpoints"]
     keys = sorted({p.stem for stage in stages for p in (root / stage).glob("*.parquet")})
