@@ -29,12 +29,15 @@ import pyarrow as pa
 
 from benchmarks.results import record
 from hasher_core import design
-from hasher_core.bundle import Bundle, build_bundle, read_bundle
+from hasher_core.bundle import Bundle, build_bundle
 from hasher_core.errors import DeploymentFailedError
 from hasher_core.header import leading_equal_bits
 from hasher_core.predict import predict
-from hasher_resources.deploy_store import DeploymentStore, VerifyReport
+from hasher_resources.bundle_files import read_bundle
+from hasher_resources.deploy_store import DeploymentStore
+from hasher_resources.deploy_verify import VerifyReport
 from hasher_resources.sha256 import evaluate, resolve_backend
+from hasher_resources.sha256.resource import Sha256Kernel
 
 PARTITIONS = 10
 
@@ -151,7 +154,8 @@ def run(rows: int, backend: str, sample_size: int) -> list[list[object]]:
         row("failed deploy + rollback", time.perf_counter() - t0, note)
         back, s = timed(lambda: read_bundle(store.pointer, verify=True))
         row("read_bundle (verified)", s, f"{back.num_rows} rows")
-        _, s = timed(lambda: predict(back, back.slots()[0], backend=backend))
+        kernel = Sha256Kernel(backend=backend)
+        _, s = timed(lambda: predict(back, back.slots()[0], kernel.evaluate_rows, backend=backend))
         row("predict one frame", s, "lookup among all rows + one 21-pass evaluation", per_seed=False)
     return table
 

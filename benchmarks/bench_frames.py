@@ -117,7 +117,7 @@ def _peak_rss_mb() -> float:
 
 
 def _child_raw(kb: Path) -> dict:
-    from hasher_core.tokens import load_cl100k
+    from hasher_core.frames.tokens import load_cl100k
 
     enc = load_cl100k()
     texts = pq.read_table(kb, columns=["content"]).column("content").to_pylist()
@@ -141,9 +141,10 @@ def _child_raw(kb: Path) -> dict:
 
 
 def _child_stage(kb: Path, out: Path, repeat: int, batch_size: int) -> dict:
-    from hasher_core.frames import project_to_slots, write_frames
-    from hasher_core.gorand import projection_matrix
-    from hasher_core.tokens import load_cl100k
+    from hasher_core.frames.gorand import projection_matrix
+    from hasher_core.frames.tokens import load_cl100k
+    from hasher_core.frames.windows import project_to_slots
+    from hasher_resources.frames_writer import write_frames
 
     enc, projection = load_cl100k(), projection_matrix()
     project_to_slots(np.zeros((1, EMBEDDING_DIM), np.float32), projection)  # numba JIT/cache load

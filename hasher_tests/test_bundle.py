@@ -18,8 +18,6 @@ from hasher_core.bundle import (
     SEEDS_FILE,
     build_bundle,
     bundle_version,
-    read_bundle,
-    write_bundle,
 )
 from hasher_core.errors import (
     BundleChecksumError,
@@ -28,6 +26,7 @@ from hasher_core.errors import (
     NoCheckpointsError,
 )
 from hasher_core.header import leading_equal_bits
+from hasher_resources.bundle_files import read_bundle, write_bundle
 from hasher_resources.sha256 import evaluate
 
 

@@ -15,12 +15,18 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-import hasher_core.bundle as bundle_module
+import hasher_resources.bundle_files as bundle_files_module
 import hasher_resources.deploy_store as store_module
-from hasher_core.bundle import SEEDS_FILE, Bundle, build_bundle, file_sha256, write_bundle
+from hasher_core.bundle import SEEDS_FILE, Bundle, build_bundle
 from hasher_core.errors import DeploymentFailedError, DeploymentLockedError
-from hasher_resources.deploy_store import DeploymentStore, VerifyReport, verify_sample_on_kernel
+from hasher_resources.bundle_files import write_bundle
+from hasher_resources.deploy_store import DeploymentStore
+from hasher_resources.deploy_verify import SampleMismatch, VerifyReport, verify_sample_on_kernel
+from hasher_resources.files import file_sha256
+from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_tests.test_bundle import make_checkpoints
+
+REFERENCE = Sha256Kernel(backend="reference")
 
 FAST = {"retry_delay_s": 0.0, "kernel_backend": "reference"}
 
@@ -159,8 +165,8 @@ def test_verify_reporting_mismatches_rolls_back_and_says_why(deployed, v2):
     before = snapshot(deployed)
 
     def verify(b: Bundle) -> VerifyReport:
-        report = verify_sample_on_kernel(b, 4, backend="reference")
-        bad = store_module.SampleMismatch(0, "fp0", 1, 2, "golden 00000002, bundle says 00000001")
+        report = verify_sample_on_kernel(b, REFERENCE, 4)
+        bad = SampleMismatch(0, "fp0", 1, 2, "golden 00000002, bundle says 00000001")
         return VerifyReport("asic:emulator", report.checked, (bad,))
 
     err = assert_failed_deploy_left_previous_intact(
@@ -171,15 +177,15 @@ def test_verify_reporting_mismatches_rolls_back_and_says_why(deployed, v2):
 
 def test_write_failing_mid_copy_leaves_no_partial_version(deployed, v2, monkeypatch):
     before = snapshot(deployed)
-    real = bundle_module._write_bytes
+    real = bundle_files_module.atomic_write_bytes
 
-    def flaky(path: Path, data: bytes) -> None:
+    def flaky(path: Path, data: bytes, **kwargs) -> Path:
         if path.name != SEEDS_FILE:
-            real(path, data[: len(data) // 2])
+            real(path, data[: len(data) // 2], **kwargs)
             raise OSError(28, "No space left on device")
-        real(path, data)
+        return real(path, data, **kwargs)
 
-    monkeypatch.setattr(bundle_module, "_write_bytes", flaky)
+    monkeypatch.setattr(bundle_files_module, "atomic_write_bytes", flaky)
     assert_failed_deploy_left_previous_intact(deployed, v2, before, "write", "No space left on device")
 
 
@@ -206,7 +212,7 @@ def test_transient_failure_is_retried(deployed, v2):
     def verify(b: Bundle) -> VerifyReport:
         if next(failures, False):
             raise TimeoutError("serial read timed out")
-        return verify_sample_on_kernel(b, 8, backend="reference")
+        return verify_sample_on_kernel(b, REFERENCE, 8)
 
     report = deployed.deploy(v2, verify=verify, **FAST)
     assert report.attempts == 2 and deployed.current_version() == v2.version
@@ -297,7 +303,7 @@ def test_dry_run_reports_a_damaged_current_deployment(deployed, v1, v2):
 
 
 def test_kernel_verifier_catches_a_wrong_golden(v1):
-    assert verify_sample_on_kernel(v1, 64, backend="reference").ok
+    assert verify_sample_on_kernel(v1, REFERENCE, 64).ok
     t = make_checkpoints(10, seed=1)
     golden = t.column("golden").to_pylist()
     golden[3] ^= 1
@@ -305,7 +311,7 @@ def test_kernel_verifier_catches_a_wrong_golden(v1):
         {"a.txt": t.set_column(t.schema.get_field_index("golden"), "golden", pa.array(golden))},
         pipeline_version="0.1.0",
     )
-    report = verify_sample_on_kernel(bad, 64, backend="reference")
+    report = verify_sample_on_kernel(bad, REFERENCE, 64)
     assert not report.ok and len(report.mismatches) == 1 and "golden" in report.mismatches[0].problem
 
 
@@ -315,7 +321,7 @@ def test_a_concurrent_deploy_is_refused(deployed, v2):
     def slow_verify(b: Bundle) -> VerifyReport:
         started.set()
         release.wait(5)
-        return verify_sample_on_kernel(b, 2, backend="reference")
+        return verify_sample_on_kernel(b, REFERENCE, 2)
 
     worker = threading.Thread(target=lambda: deployed.deploy(v2, verify=slow_verify, **FAST))
     worker.start()

@@ -14,10 +14,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from hasher_core.errors import FramesConfigError, FramesInputError
-from hasher_core.frames import (
-    FRAME_SCHEMA,
-    SLOT_COLUMNS,
-    FramesReport,
+from hasher_core.frames.gorand import projection_matrix
+from hasher_core.frames.tokens import load_cl100k
+from hasher_core.frames.windows import (
     expected_window_count,
     frames_from_batch,
     pack_slots,
@@ -26,10 +25,9 @@ from hasher_core.frames import (
     unpack_slots,
     validate_frame_options,
     window_indices,
-    write_frames,
 )
-from hasher_core.gorand import projection_matrix
-from hasher_core.tokens import load_cl100k
+from hasher_core.schemas import FRAME_SCHEMA, SLOT_COLUMNS
+from hasher_resources.frames_writer import FramesReport, write_frames
 
 KB_SCHEMA = pa.schema(
     [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hasher_core.gorand import GoRand, projection_matrix
+from hasher_core.frames.gorand import GoRand, projection_matrix
 
 
 def test_first_int63_values_for_seed_1337_match_go() -> None:

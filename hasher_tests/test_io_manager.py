@@ -8,7 +8,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hasher_resources.io import ParquetIOManager, ParquetPartition, StagedParquet, write_table_atomic
+from hasher_resources.parquet_io import (
+    ParquetIOManager,
+    ParquetPartition,
+    StagedParquet,
+    write_table_atomic,
+)
 
 parts = dg.DynamicPartitionsDefinition(name="parts")
 

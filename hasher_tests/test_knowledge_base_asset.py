@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 
 from hasher_assets.knowledge_base import knowledge_base
 from hasher_resources.embedder import HashingEmbedder
-from hasher_resources.io import ParquetIOManager
+from hasher_resources.parquet_io import ParquetIOManager
 from hasher_resources.storage import HasherStorage
 
 KEYS = ["gettysburg_address.txt", "python_reference_exceptions.txt"]

@@ -15,21 +15,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hasher_core import knowledge_cache
 from hasher_core.errors import (
     KnowledgeBaseNotFoundError,
     KnowledgeCacheError,
     KnowledgeCacheLockTimeoutError,
     PartitionNotFoundError,
 )
-from hasher_core.knowledge import (
-    KNOWLEDGE_BASE_SCHEMA,
-    ReadReport,
-    knowledge_base_schema,
-    read_knowledge_base,
-    safe_partition_key,
-)
-from hasher_core.knowledge_cache import SplitCache, ensure_split
+from hasher_core.knowledge import ReadReport, read_knowledge_base, safe_partition_key
+from hasher_core.schemas import KNOWLEDGE_BASE_SCHEMA, knowledge_base_schema
+from hasher_resources import files, knowledge_split
+from hasher_resources.knowledge_split import SplitCache, ensure_split
 
 PARQUET = "ai_knowledge_base.parquet"
 GO_JSON = "json/ai_knowledge_base.json"
@@ -49,7 +44,7 @@ def cached(cache: SplitCache, key: str, batch_rows: int = 8192) -> pa.Table:
 
 
 def fingerprints(cache_root: Path) -> set[str]:
-    return {p.name for p in cache_root.iterdir() if knowledge_cache._FINGERPRINT.fullmatch(p.name)}
+    return {p.name for p in cache_root.iterdir() if knowledge_split._FINGERPRINT.fullmatch(p.name)}
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -123,9 +118,9 @@ def test_an_unchanged_file_is_not_split_again(
     first = ensure_split(miner_dir, tmp_path / "cache")
     report_mtime = (first.path / "report.json").stat().st_mtime_ns
     writes = []
-    real = knowledge_cache.ds.write_dataset
+    real = knowledge_split.ds.write_dataset
     monkeypatch.setattr(
-        knowledge_cache.ds, "write_dataset", lambda *a, **k: writes.append(1) or real(*a, **k)
+        knowledge_split.ds, "write_dataset", lambda *a, **k: writes.append(1) or real(*a, **k)
     )
     again = ensure_split(miner_dir, tmp_path / "cache")
     assert not again.built and again.path == first.path and again.report == first.report
@@ -138,17 +133,17 @@ def test_a_file_unchanged_since_it_was_hashed_is_not_hashed_again(
     miner_dir, cache_root = tmp_path / "miner", tmp_path / "cache"
     path = go_json(miner_dir / GO_JSON, ["a.txt", "b.txt"] * 3)
     hashed: list[Path] = []
-    real = knowledge_cache._file_digest
-    monkeypatch.setattr(knowledge_cache, "_file_digest", lambda p: hashed.append(p) or real(p))
+    real = files.file_digest
+    monkeypatch.setattr(files, "file_digest", lambda p, **kw: hashed.append(p) or real(p, **kw))
     first = ensure_split(miner_dir, cache_root, dims=SMALL_DIMS)
     assert hashed == [path]
     # File times tick coarsely, so a digest is trusted only once the file is older than the record.
     hashed.clear()
     assert ensure_split(miner_dir, cache_root, dims=SMALL_DIMS).path == first.path and hashed == [path]
-    later = knowledge_cache._now_ns() + 10**10
-    monkeypatch.setattr(knowledge_cache, "_now_ns", lambda: later)
+    later = files._now_ns() + 10**10
+    monkeypatch.setattr(files, "_now_ns", lambda: later)
     ensure_split(miner_dir, cache_root, dims=SMALL_DIMS)  # records the digest at the later time
-    monkeypatch.setattr(knowledge_cache, "_now_ns", lambda: later + 10**10)
+    monkeypatch.setattr(files, "_now_ns", lambda: later + 10**10)
     hashed.clear()
     assert ensure_split(miner_dir, cache_root, dims=SMALL_DIMS).path == first.path and hashed == []
     # Same size, mtime put back: the inode change time still gives the rewrite away.
@@ -189,7 +184,7 @@ def test_a_crash_mid_split_leaves_no_complete_looking_cache(
         pass
 
     if where == "while_reading":
-        real_read = knowledge_cache.read_knowledge_base
+        real_read = knowledge_split.read_knowledge_base
 
         def crashing_read(*args: Any, **kwargs: Any):
             for i, batch in enumerate(real_read(*args, **kwargs)):
@@ -197,15 +192,15 @@ def test_a_crash_mid_split_leaves_no_complete_looking_cache(
                 if i == 0:
                     raise Crash("disk vanished")
 
-        monkeypatch.setattr(knowledge_cache, "read_knowledge_base", crashing_read)
+        monkeypatch.setattr(knowledge_split, "read_knowledge_base", crashing_read)
     else:
-        real_write = knowledge_cache.ds.write_dataset
+        real_write = knowledge_split.ds.write_dataset
 
         def crashing_write(*args: Any, **kwargs: Any) -> None:
             real_write(*args, **kwargs)
             raise Crash("power cut")
 
-        monkeypatch.setattr(knowledge_cache.ds, "write_dataset", crashing_write)
+        monkeypatch.setattr(knowledge_split.ds, "write_dataset", crashing_write)
     with pytest.raises(Crash):
         ensure_split(miner_dir, cache_root, batch_rows=4)
     assert fingerprints(cache_root) == set()
@@ -238,7 +233,7 @@ ODD_NAMES = [
 ]
 
 
-@pytest.mark.parametrize("slice_bytes", [4096, knowledge_cache.WRITE_SLICE_BYTES])
+@pytest.mark.parametrize("slice_bytes", [4096, knowledge_split.WRITE_SLICE_BYTES])
 def test_odd_source_names_round_trip_in_order_with_many_files_per_partition(
     slice_bytes: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -262,7 +257,7 @@ def test_odd_source_names_round_trip_in_order_with_many_files_per_partition(
     assert len(calls) > 3 if slice_bytes == 4096 else any(f.name.endswith("-10.parquet") for f in data_files)
     assert sorted(cache.partitions()) == sorted(safe_partition_key(n) for n in ODD_NAMES)
     # Row groups are streamed in sequence order; the read-whole-and-sort fallback must not be needed.
-    monkeypatch.setattr(knowledge_cache.pq, "read_table", None)
+    monkeypatch.setattr(knowledge_split.pq, "read_table", None)
     for name in ODD_NAMES:
         key = safe_partition_key(name)
         got = cached(cache, key, batch_rows=7)
@@ -279,7 +274,7 @@ def test_overlapping_row_groups_are_read_whole_and_sorted(tmp_path: Path) -> Non
     )
     pq.write_table(table.slice(0, 3), tmp_path / "part-0.parquet")
     pq.write_table(table.slice(3), tmp_path / "part-1.parquet")
-    tables = list(knowledge_cache._ordered_tables(sorted(tmp_path.glob("*.parquet"))))
+    tables = list(knowledge_split._ordered_tables(sorted(tmp_path.glob("*.parquet"))))
     assert pa.concat_tables(tables).column("_seq").to_pylist() == list(range(6))
     assert pa.concat_tables(tables).column("chunk_id").to_pylist() == [0, 3, 1, 4, 2, 5]
 
@@ -359,7 +354,7 @@ def test_a_held_lock_times_out_with_a_clear_error(miner_dir: Path, tmp_path: Pat
     cache_root = tmp_path / "cache"
     cache_root.mkdir()
     with (
-        knowledge_cache._locked(cache_root, 1.0),
+        files.locked(cache_root / ".lock", wait_s=1.0, busy=lambda waited, holder: RuntimeError(holder)),
         pytest.raises(KnowledgeCacheLockTimeoutError, match=r"\.lock: still locked after .* by .*pid"),
     ):
         ensure_split(miner_dir, cache_root, lock_timeout_s=0.2)

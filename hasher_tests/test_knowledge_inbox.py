@@ -13,16 +13,16 @@ from hypothesis import strategies as st
 
 from hasher_core.errors import KnowledgeBaseError, KnowledgeBaseFormatError
 from hasher_core.knowledge import (
-    KNOWLEDGE_BASE_SCHEMA,
     ReadReport,
     chunk_words,
-    inbox_files,
     read_inbox_file,
     read_knowledge_base,
     safe_partition_key,
-    write_sample_knowledge_base,
 )
+from hasher_core.schemas import KNOWLEDGE_BASE_SCHEMA
 from hasher_resources.embedder import HashingEmbedder
+from hasher_resources.sample_writer import write_sample_knowledge_base
+from hasher_resources.storage import inbox_files
 
 
 def words(n: int) -> str:

@@ -18,7 +18,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hasher_core import knowledge_formats
 from hasher_core.errors import (
     AllRecordsInvalidError,
     KnowledgeBaseFormatError,
@@ -27,16 +26,16 @@ from hasher_core.errors import (
     PartitionNotFoundError,
 )
 from hasher_core.knowledge import (
-    KNOWLEDGE_BASE_SCHEMA,
     ReadReport,
-    default_inbox_dir,
-    default_miner_dir,
     detect_format,
     discovery_candidates,
+    formats,
     list_source_files,
     read_knowledge_base,
     safe_partition_key,
 )
+from hasher_core.schemas import KNOWLEDGE_BASE_SCHEMA
+from hasher_resources.files import default_inbox_dir, default_miner_dir
 
 DIMS = 768
 PARQUET = "ai_knowledge_base.parquet"
@@ -453,7 +452,7 @@ def test_parquet_is_read_with_bounded_arrow_memory(tmp_path: Path) -> None:
 
 
 def test_a_json_array_is_parsed_incrementally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(knowledge_formats, "READ_CHUNK_BYTES", 64 << 10)
+    monkeypatch.setattr(formats, "READ_CHUNK_BYTES", 64 << 10)
     path = tmp_path / GO_JSON
     path.parent.mkdir()
     path.write_text(json.dumps(small_records(4000, dims=4)))
@@ -531,7 +530,7 @@ def test_json_array_cut_anywhere_keeps_exactly_the_complete_records(
     complete = sum(end <= cut for end in ends)
     with (
         tempfile.TemporaryDirectory() as tmp,
-        mock.patch.object(knowledge_formats, "READ_CHUNK_BYTES", read_chunk),
+        mock.patch.object(formats, "READ_CHUNK_BYTES", read_chunk),
     ):
         path = Path(tmp) / "kb.json"
         path.write_bytes(data[:cut])

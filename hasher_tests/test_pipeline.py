@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from hasher_assets.definitions import ASSET_CHECKS, ASSETS
-from hasher_core import cli
-from hasher_resources.asic.device import AsicDevice, start_emulator, stop_emulator
+from hasher_cli.main import main
+from hasher_resources.asic.resource import AsicDevice, EmulatedAsicDevice, start_emulator, stop_emulator
 from hasher_resources.embedder import HashingEmbedder
-from hasher_resources.io import ParquetIOManager
+from hasher_resources.parquet_io import ParquetIOManager
 from hasher_resources.sha256 import evaluate
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
@@ -32,7 +32,7 @@ def _resources(storage: HasherStorage) -> dict:
         "parquet_io_manager": ParquetIOManager(base_dir=storage.data_dir),
         "embedder": HashingEmbedder(),
         "kernel": Sha256Kernel(backend="cpu"),
-        "asic": AsicDevice(url=None, share_bits=4),
+        "asic": EmulatedAsicDevice(share_bits=4),
     }
 
 
@@ -137,10 +137,10 @@ def test_deployment_bundles_the_checkpoints(trained, capsys):
     assert manifest["total_rows"] == _read(storage, "checkpoints").num_rows
 
     # What `hasher status` and `hasher predict` show a user afterwards.
-    assert cli.main(["status", "--deployment-root", storage.data_dir]) == 0
+    assert main(["status", "--deployment-root", storage.data_dir]) == 0
     status = capsys.readouterr().out
     assert KEY in status and f"deployment: {manifest_version(current)}" in status
-    assert cli.main(["predict", "--deployment-root", storage.data_dir, "--frame-index", "0"]) in (0, 1)
+    assert main(["predict", "--deployment-root", storage.data_dir, "--frame-index", "0"]) in (0, 1)
     assert "candidate row(s)" in capsys.readouterr().out
 
 

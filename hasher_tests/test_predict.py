@@ -9,14 +9,17 @@ import sys
 import numpy as np
 import pytest
 
+from hasher_cli.main import main
 from hasher_core.bundle import SEEDS_FILE, Bundle, build_bundle
-from hasher_core.cli import main
 from hasher_core.errors import PredictInputError
 from hasher_core.header import seed_with_nonce
 from hasher_core.predict import predict, predict_row
 from hasher_resources.deploy_store import DeploymentStore
 from hasher_resources.sha256 import evaluate
+from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_tests.test_bundle import make_checkpoints
+
+REFERENCE = Sha256Kernel(backend="reference")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,7 @@ def row_of(bundle: Bundle, solved: bool) -> int:
 
 def test_a_solving_seed_predicts_its_target_token(bundle):
     row = row_of(bundle, True)
-    p = predict(bundle, bundle.slots()[row], backend="reference")
+    p = predict(bundle, bundle.slots()[row], REFERENCE.evaluate_rows, backend="reference")
     target = bundle.seeds.column("target_token_id")[row].as_py() & 0xFFFFFFFF
     assert p.solved and target in p.token_ids
     # the golden is recomputed, not read back: it agrees with an independent kernel call
@@ -44,7 +47,7 @@ def test_a_solving_seed_predicts_its_target_token(bundle):
 
 def test_frames_sharing_slots_return_every_candidate(bundle):
     row = row_of(bundle, True)
-    p = predict(bundle, bundle.slots()[row], backend="reference")
+    p = predict(bundle, bundle.slots()[row], REFERENCE.evaluate_rows, backend="reference")
     assert len(p.candidates) == 2
     assert sorted(c.solves for c in p.candidates) == [False, True]
     assert p.token_ids == tuple(c.golden for c in p.candidates if c.solves)
@@ -53,14 +56,14 @@ def test_frames_sharing_slots_return_every_candidate(bundle):
 def test_a_seed_that_misses_says_it_does_not_solve(bundle):
     t = make_checkpoints(2, seed=9, solved_every=0)
     unsolved = build_bundle({"u": t}, pipeline_version="0.1.0")
-    p = predict(unsolved, unsolved.slots()[0], backend="reference")
+    p = predict(unsolved, unsolved.slots()[0], REFERENCE.evaluate_rows, backend="reference")
     assert not p.solved and p.token_id is None and len(p.candidates) == 2
     assert all(c.matched_bits < 32 for c in p.candidates)
     assert p.describe().startswith("not solved: best of 2 candidate row(s) matches")
 
 
 def test_unknown_frame_has_no_candidates(bundle):
-    p = predict(bundle, [1] * 12, backend="reference")
+    p = predict(bundle, [1] * 12, REFERENCE.evaluate_rows, backend="reference")
     assert not p.solved and p.candidates == ()
     assert p.describe() == f"no seed for this frame in bundle {bundle.version}: not solved"
 
@@ -69,14 +72,14 @@ def test_int32_bit_cast_slots_are_the_same_frame(bundle):
     row = row_of(bundle, True)
     as_int32 = bundle.slots()[row].view(np.int32).tolist()
     assert (
-        predict(bundle, as_int32, backend="reference").token_ids
-        == predict_row(bundle, row, backend="reference").token_ids
+        predict(bundle, as_int32, REFERENCE.evaluate_rows, backend="reference").token_ids
+        == predict_row(bundle, row, REFERENCE.evaluate_rows, backend="reference").token_ids
     )
 
 
 def test_the_wrong_header_time_does_not_reproduce(bundle):
     row = row_of(bundle, True)
-    p = predict(bundle, bundle.slots()[row], header_time=1, backend="reference")
+    p = predict(bundle, bundle.slots()[row], REFERENCE.evaluate_rows, header_time=1, backend="reference")
     assert not p.solved
 
 
@@ -98,7 +101,7 @@ def test_a_known_vector_predicts_the_design_golden():
                         "solved": pa.array([True])}.items():  # fmt: skip
         t = t.set_column(t.schema.get_field_index(name), name, value)
     b = build_bundle({"vector": t}, pipeline_version="0.1.0")
-    assert predict(b, slots, backend="reference").token_ids == (0x18867801,)
+    assert predict(b, slots, REFERENCE.evaluate_rows, backend="reference").token_ids == (0x18867801,)
 
 
 @pytest.mark.parametrize(
@@ -107,12 +110,12 @@ def test_a_known_vector_predicts_the_design_golden():
 )
 def test_bad_slots_are_rejected(bundle, slots, message):
     with pytest.raises(PredictInputError, match=message):
-        predict(bundle, slots, backend="reference")
+        predict(bundle, slots, REFERENCE.evaluate_rows, backend="reference")
 
 
 def test_frame_index_outside_the_bundle_is_rejected(bundle):
     with pytest.raises(PredictInputError, match="frame index 8 outside the bundle's 8 rows"):
-        predict_row(bundle, 8)
+        predict_row(bundle, 8, REFERENCE.evaluate_rows)
 
 
 @pytest.fixture
@@ -185,7 +188,7 @@ def test_cli_lists_deployments(store, bundle, capsys):
 def test_console_script_runs(store, bundle):
     row = row_of(bundle, False)
     result = subprocess.run(
-        [sys.executable, "-m", "hasher_core.cli", "predict", "--deployment-root", str(store.root),
+        [sys.executable, "-m", "hasher_cli.main", "predict", "--deployment-root", str(store.root),
          "--backend", "reference", "--frame-index", str(row)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

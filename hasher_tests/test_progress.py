@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 
 from hasher_core.errors import ProgressStoreError, ProgressStoreLockedError
-from hasher_core.search import SearchConfig, search_frames
-from hasher_resources import progress
-from hasher_resources.progress import FrameResult, ProgressStore, ProgressStoreVersionWarning
+from hasher_core.search.config import SearchConfig
+from hasher_core.search.loop import search_frames
+from hasher_core.search.records import FinishedFrame
+from hasher_resources import search_store
+from hasher_resources.search_store import ProgressStore, ProgressStoreVersionWarning
 from hasher_tests.test_search import fast_oracle, make_frames
 
 
-def result(fp: str, solved: bool = True) -> FrameResult:
-    return FrameResult(fp, bytes(range(32)), 0x1234, 20, 3, 0.75, 7, 1792, solved)
+def result(fp: str, solved: bool = True) -> FinishedFrame:
+    return FinishedFrame(fp, bytes(range(32)), 0x1234, 20, 3, 0.75, 7, 1792, solved)
 
 
 def test_results_survive_close_and_reopen_in_wal_mode(tmp_path):
@@ -107,10 +109,10 @@ def test_a_store_from_another_algorithm_version_warns_is_kept_and_is_not_reused(
     path = tmp_path / "seeds.sqlite"
     slots, targets = make_frames(3)
     config = SearchConfig(difficulty_bits=6, population=16)
-    monkeypatch.setattr(progress, "ALGORITHM_VERSION", "hasher-recursion-v0")
-    from hasher_core import search
+    monkeypatch.setattr(search_store, "ALGORITHM_VERSION", "hasher-recursion-v0")
+    from hasher_core.search import config as search_config
 
-    monkeypatch.setattr(search, "ALGORITHM_VERSION", "hasher-recursion-v0")
+    monkeypatch.setattr(search_config, "ALGORITHM_VERSION", "hasher-recursion-v0")
     with ProgressStore.open(path) as store:
         search_frames(slots, targets, config, fast_oracle, store=store)
     monkeypatch.undo()

@@ -14,29 +14,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hasher_core import search_evolution as evo
 from hasher_core.design import VOCABULARY_SIZE
 from hasher_core.errors import FramesInputError, SearchConfigError
 from hasher_core.header import leading_equal_bits
-from hasher_core.search import (
-    SearchConfig,
-    attach_results,
-    frame_fingerprint,
-    render_search_plot,
-    search_frames,
-    validate_frames_table,
-)
+from hasher_core.search import reward
+from hasher_core.search.config import SearchConfig
+from hasher_core.search.loop import frame_fingerprint, search_frames
+from hasher_core.search.results import attach_results, search_plot_png, validate_frames_table
 from hasher_resources.sha256 import evaluate_with_keys
 
 
 def fast_oracle(slots: np.ndarray, seeds: np.ndarray, header_time: int) -> tuple[np.ndarray, np.ndarray]:
     """A vectorised pseudo-random function of (slots, seed, time) with the kernel's signature."""
-    z = evo._mix64(np.uint64(header_time + 1) * np.ones(len(slots), np.uint64))
+    z = reward.mix64(np.uint64(header_time + 1) * np.ones(len(slots), np.uint64))
     for w in slots.astype(np.uint64).T:
-        z = evo._mix64(z ^ w)
+        z = reward.mix64(z ^ w)
     for w in np.ascontiguousarray(seeds).view("<u8").T:
-        z = evo._mix64(z ^ w)
-    words = [evo._mix64(z + np.uint64(i)) >> np.uint64(32) for i in range(4)]
+        z = reward.mix64(z ^ w)
+    words = [reward.mix64(z + np.uint64(i)) >> np.uint64(32) for i in range(4)]
     return words[0].astype(np.uint32), np.stack(words[1:], axis=1).astype(np.uint32)
 
 
@@ -125,11 +120,11 @@ def test_fingerprint_covers_everything_that_changes_the_seed_but_not_batching():
 
 
 def test_fingerprint_includes_the_algorithm_version(monkeypatch):
-    from hasher_core import search
+    from hasher_core.search import config as search_config
 
     slots, targets = make_frames(1)
     fp = frame_fingerprint(slots[0], int(targets[0]), SearchConfig())
-    monkeypatch.setattr(search, "ALGORITHM_VERSION", "hasher-recursion-v0")
+    monkeypatch.setattr(search_config, "ALGORITHM_VERSION", "hasher-recursion-v0")
     assert frame_fingerprint(slots[0], int(targets[0]), SearchConfig()) != fp
 
 
@@ -140,25 +135,25 @@ def test_reward_follows_design_4_3_on_hand_computed_values():
     target = np.array([0x0000_1234], np.uint32)
     golden = np.array([0x0000_1234], np.uint32)  # exact match, a valid token id
     keys = np.array([[0x0000_1234, 0xFFFF_EDCB, 0x0000_1235]], np.uint32)  # similarity 1, 0, 31/32
-    r = evo.compute_reward(golden, keys, target, 32, (0.6, 0.3, 0.1))
+    r = reward.compute_reward(golden, keys, target, 32, (0.6, 0.3, 0.1))
     stability = (1 + 0 + 31 / 32) / 3
     assert r[0] == pytest.approx(0.6 * 1.1 + 0.3 * stability + 0.1 * 1.0, rel=1e-6)
     far = np.array([0xFFFF_EDCB], np.uint32)  # every bit differs; not a token id
-    r = evo.compute_reward(far, np.repeat(far[:, None], 3, axis=1), target, 4, (0.6, 0.3, 0.1))
+    r = reward.compute_reward(far, np.repeat(far[:, None], 3, axis=1), target, 4, (0.6, 0.3, 0.1))
     assert r[0] == pytest.approx(0.3, rel=1e-6)
 
 
 def test_advantages_are_group_relative_and_zero_for_a_flat_group():
     sim = np.array([[0.5, 0.75, 1.0], [0.5, 0.5, 0.5]], np.float32)
-    adv = evo.group_advantages(sim, np.zeros_like(sim, bool))
+    adv = reward.group_advantages(sim, np.zeros_like(sim, bool))
     assert adv[0] == pytest.approx([-1.2247449, 0.0, 1.2247449], rel=1e-5)
     assert (adv[1] == 0).all()
-    boosted = evo.group_advantages(sim, np.array([[True, False, False], [False] * 3]))
+    boosted = reward.group_advantages(sim, np.array([[True, False, False], [False] * 3]))
     assert boosted[0, 0] > boosted[0, 2]  # a prefix match outranks better Hamming similarity
 
 
 def test_fewer_flips_for_higher_advantage_mostly_in_the_nonce():
-    in_nonce, in_extranonce = evo.flip_counts(np.array([0.0, 1.0, 4.0, 100.0]))
+    in_nonce, in_extranonce = reward.flip_counts(np.array([0.0, 1.0, 4.0, 100.0]))
     total = in_nonce + in_extranonce
     assert list(total) == [10, 5, 2, 1]
     assert list(in_nonce) == [7, 4, 1, 1]
@@ -168,20 +163,20 @@ def test_fewer_flips_for_higher_advantage_mostly_in_the_nonce():
 @given(st.integers(0, 2**64 - 1), st.floats(-5, 5))
 def test_mutants_touch_only_extranonce_and_nonce_and_differ_from_the_parent(key, advantage):
     keys = np.array([key], np.uint64)
-    parents = evo.fresh_seeds(keys, np.zeros(1, np.int64), 16)
-    children = evo.mutate(parents, np.full((1, 16), advantage), keys, np.ones(1, np.int64))
+    parents = reward.fresh_seeds(keys, np.zeros(1, np.int64), 16)
+    children = reward.mutate(parents, np.full((1, 16), advantage), keys, np.ones(1, np.int64))
     assert (children[..., 16:28] == 0).all()
     flipped = np.bitwise_count(parents ^ children).sum(axis=-1)
     nonce_flipped = np.bitwise_count(parents[..., 28:] ^ children[..., 28:]).sum(axis=-1)
     assert (nonce_flipped >= 1).all() or (flipped >= 1).all()
-    in_nonce, in_extranonce = evo.flip_counts(np.array([advantage]))
+    in_nonce, in_extranonce = reward.flip_counts(np.array([advantage]))
     assert (flipped <= in_nonce[0] + in_extranonce[0]).all()
 
 
 def test_fresh_seeds_keep_the_reserved_bytes_zero_and_depend_only_on_key_and_generation():
     keys = np.array([1, 2, 3], np.uint64)
-    a = evo.fresh_seeds(keys, np.array([0, 0, 5]), 8)
-    b = evo.fresh_seeds(keys[1:], np.array([0, 5]), 8)
+    a = reward.fresh_seeds(keys, np.array([0, 0, 5]), 8)
+    b = reward.fresh_seeds(keys[1:], np.array([0, 5]), 8)
     assert (a[..., 16:28] == 0).all()
     assert (a[1:] == b).all()
     assert not (a[0] == a[1]).all()
@@ -189,12 +184,12 @@ def test_fresh_seeds_keep_the_reserved_bytes_zero_and_depend_only_on_key_and_gen
 
 def test_scan_sweeps_consecutive_nonces_under_one_extranonce_then_rolls_it():
     keys = np.array([9], np.uint64)
-    gen0 = evo.scan_population(keys, np.array([0]), 4)
-    gen1 = evo.scan_population(keys, np.array([1]), 4)
+    gen0 = reward.scan_population(keys, np.array([0]), 4)
+    gen1 = reward.scan_population(keys, np.array([1]), 4)
     nonces = np.concatenate([gen0[0, :, 28:], gen1[0, :, 28:]]).view(">u4").ravel()
     assert list(nonces) == list(range(8))
     assert (gen0[0, :, :16] == gen0[0, 0, :16]).all() and (gen1[0, :, :16] == gen0[0, 0, :16]).all()
-    last = evo.scan_population(keys, np.array([(2**32 - 1) // 5]), 5)  # offsets 2^32-1 … 2^32+3
+    last = reward.scan_population(keys, np.array([(2**32 - 1) // 5]), 5)  # offsets 2^32-1 … 2^32+3
     assert list(last[0, :, 28:].view(">u4").ravel()) == [2**32 - 1, 0, 1, 2, 3]
     assert (last[0, 0, :16] != last[0, 1, :16]).any() and (last[0, 1:, :16] == last[0, 1, :16]).all()
 
@@ -211,7 +206,7 @@ def test_reported_seeds_really_solve_their_frames_on_the_reference_kernel(strate
     assert (golden == r.golden).all()
     assert (leading_equal_bits(golden, targets) == r.matched_bits).all()
     assert (np.bitwise_count(golden ^ targets.astype(np.uint32)) == r.hamming).all()
-    expected_reward = evo.compute_reward(golden, keys, targets, 5, config.reward_weights)
+    expected_reward = reward.compute_reward(golden, keys, targets, 5, config.reward_weights)
     assert np.allclose(expected_reward, r.reward)
     assert r.solved.all() and (r.matched_bits >= 5).all()
     assert (r.best_seed[:, 16:28] == 0).all()
@@ -382,9 +377,7 @@ def test_attach_results_fills_best_seed_in_place_and_adds_the_result_columns():
 
 
 @pytest.mark.slow  # importing matplotlib takes a couple of seconds
-def test_search_plot_is_a_png(tmp_path):
+def test_search_plot_is_a_png():
     slots, targets = make_frames(6)
     r = search_frames(slots, targets, SearchConfig(difficulty_bits=8, population=16), fast_oracle)
-    path = render_search_plot(r.history, tmp_path / "plots" / "seeds.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert [p.name for p in path.parent.iterdir()] == ["seeds.png"]
+    assert search_plot_png(r.history)[:8] == b"\x89PNG\r\n\x1a\n"

@@ -11,44 +11,47 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hasher_core import search_evolution as evo
 from hasher_core.header import leading_equal_bits
-from hasher_core.search import SearchConfig, _ActiveSet
+from hasher_core.search import fused, fused_math
+from hasher_core.search import reward as spec
+from hasher_core.search.config import SearchConfig
+from hasher_core.search.loop import _ActiveSet
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 37, 128, 129, 192, 255, 256, 1000, 4099])
 def test_pairwise_sum_adds_in_numpys_order(n):
     rng = np.random.default_rng(n)
     rows = (rng.random((40, n)) * rng.random((40, 1)) * 3).astype(np.float32)
-    assert [evo._pairwise_sum(r, n) for r in rows] == list(rows.sum(axis=1))
+    assert [fused_math.pairwise_sum(r, n) for r in rows] == list(rows.sum(axis=1))
 
 
 def test_compiled_populations_equal_fresh_seeds_and_scan_blocks():
     keys = np.array([1, 2**64 - 1, 12345], np.uint64)
     for grpo in (True, False):
         seeds = np.full((3, 37, 32), 0xAA, np.uint8)
-        evo.start_populations(seeds, np.arange(3), keys, grpo)
+        fused.start_populations(seeds, np.arange(3), keys, grpo)
         zero = np.zeros(3, np.int64)
-        want = evo.fresh_seeds(keys, zero, 37) if grpo else evo.scan_population(keys, zero, 37)
+        want = spec.fresh_seeds(keys, zero, 37) if grpo else spec.scan_population(keys, zero, 37)
         assert (seeds == want).all()
     # A scan block that crosses the end of the 2^32 nonces rolls the extranonce mid-block.
     generation = (2**32 - 1) // 5
     block = np.zeros((5, 32), np.uint8)
-    evo._write_scan(block, keys[0], generation, 5)
-    assert (block == evo.scan_population(keys[:1], np.array([generation]), 5)[0]).all()
+    fused.write_scan(block, keys[0], generation, 5)
+    assert (block == spec.scan_population(keys[:1], np.array([generation]), 5)[0]).all()
 
 
 @pytest.mark.parametrize("advantage", [0.0, 3.0, -3.0, 1 / 3, 0.25, 1.5, 9.0, -0.7, 1e9])
 def test_compiled_mutant_equals_mutate(advantage):
     keys = np.array([99], np.uint64)
-    parents = evo.fresh_seeds(keys, np.zeros(1, np.int64), 64)
+    parents = spec.fresh_seeds(keys, np.zeros(1, np.int64), 64)
     adv = np.full((1, 64), advantage, np.float32)
-    want = evo.mutate(parents, adv, keys, np.array([7]))
-    base = np.uint64(evo._stream_base(keys[0], 7, evo.STREAM_MUTATION))
+    want = spec.mutate(parents, adv, keys, np.array([7]))
+    base = np.uint64(fused_math.stream_base(keys[0], 7, spec.STREAM_MUTATION))
     got = np.zeros_like(parents)
     for e in range(64):
-        w_nonce, w_extranonce = np.uint64(evo._word(base, 2 * e)), np.uint64(evo._word(base, 2 * e + 1))
-        evo._write_mutant(got, 0, e, parents[0], e, adv[0, e], w_nonce, w_extranonce)
+        w_nonce = np.uint64(fused_math.stream_word(base, 2 * e))
+        w_extranonce = np.uint64(fused_math.stream_word(base, 2 * e + 1))
+        fused.write_mutant(got, 0, e, parents[0], e, adv[0, e], w_nonce, w_extranonce)
     assert (got == want).all()
 
 
@@ -66,7 +69,7 @@ def numpy_step(s: _ActiveSet, golden, keys, config: SearchConfig):
     a = np.flatnonzero(s.frame >= 0)
     g, t = s.golden[a], s.target[a][:, None]
     matched = leading_equal_bits(g, t)
-    reward = evo.compute_reward(g, s.keys[a], t, difficulty, config.reward_weights)
+    reward = spec.compute_reward(g, s.keys[a], t, difficulty, config.reward_weights)
     top = matched.max(axis=1)
     pick = np.argmax(np.where(matched == top[:, None], reward, -np.inf), axis=1)
     ar = np.arange(len(a))
@@ -85,14 +88,14 @@ def numpy_step(s: _ActiveSet, golden, keys, config: SearchConfig):
     next_gen = s.generation[c] + 1
     if config.strategy == "grpo":
         prefix = matched[keep] >= epochs[s.epoch[c]][:, None]
-        adv = evo.group_advantages(evo.hamming_similarity(g[keep], t[keep]), prefix)
+        adv = spec.group_advantages(spec.hamming_similarity(g[keep], t[keep]), prefix)
         s.epoch[c] = np.minimum(np.searchsorted(epochs, s.best_matched[c], side="right"), len(epochs) - 1)
-        s.seeds[c], order = evo.grpo_next_population(s.seeds[c], adv, s.key[c], next_gen, elites)
-        s.golden[c, :elites] = evo.take_rows(s.golden[c], order)
-        s.keys[c, :elites] = evo.take_rows(s.keys[c], order)
+        s.seeds[c], order = spec.grpo_next_population(s.seeds[c], adv, s.key[c], next_gen, elites)
+        s.golden[c, :elites] = spec.take_rows(s.golden[c], order)
+        s.keys[c, :elites] = spec.take_rows(s.keys[c], order)
         s.first_unevaluated[c] = elites
     else:
-        s.seeds[c] = evo.scan_population(s.key[c], next_gen, p)
+        s.seeds[c] = spec.scan_population(s.key[c], next_gen, p)
         s.first_unevaluated[c] = 0
     s.generation[c] = next_gen
     return history
@@ -108,7 +111,7 @@ def make_state(config: SearchConfig, capacity: int, seed: int) -> _ActiveSet:
     s.target[:] = rng.integers(0, 1 << 17, capacity)
     s.best_matched[:] = -1
     s.best_reward[:] = -np.inf
-    evo.start_populations(s.seeds, np.arange(capacity), s.key, config.strategy == "grpo")
+    fused.start_populations(s.seeds, np.arange(capacity), s.key, config.strategy == "grpo")
     return s
 
 
@@ -146,7 +149,7 @@ def test_compiled_generation_step_equals_the_numpy_definitions(changes):
     sums = np.zeros((3, 8))
     want_sums = np.zeros((3, 8))
     for _ in range(6):
-        rows = evo.gather_batch(
+        rows = fused.gather_batch(
             mine.frame, mine.first_unevaluated, mine.slots, mine.seeds, mine.batch_slots, mine.batch_seeds
         )
         active = np.flatnonzero(mine.frame >= 0)
@@ -164,7 +167,7 @@ def test_compiled_generation_step_equals_the_numpy_definitions(changes):
         golden = (targets ^ high).astype(np.uint32)
         keys = (golden[:, None] ^ rng.choice([0, 1, 0xFF], (rows, 3))).astype(np.uint32)
         frames_at, sum_mean, sum_best = sums[0].astype(np.int64), sums[1], sums[2]
-        finished = evo.generation_step(
+        finished = fused.generation_step(
             mine.frame, mine.generation, mine.epoch, mine.key, mine.target, mine.seeds, mine.golden,
             mine.keys, mine.first_unevaluated, golden, keys, mine.best_matched, mine.best_reward,
             mine.best_seed, mine.best_golden, mine.evaluations, np.asarray(config.epochs),

@@ -19,8 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from hasher_core.errors import ProgressStoreLockedError
-from hasher_core.search import SearchConfig, attach_results, search_frames
-from hasher_resources.progress import ProgressStore
+from hasher_core.search.config import SearchConfig
+from hasher_core.search.loop import search_frames
+from hasher_core.search.results import attach_results
+from hasher_resources.search_store import ProgressStore
 from hasher_tests.test_search import frames_table, make_frames, reference_evaluate
 
 FRAMES = 24
@@ -32,7 +34,7 @@ def cli(frames: Path, store: Path, out: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "hasher_core.search_cli",
+        "hasher_cli.search",
         *("--frames", str(frames), "--store", str(store), "--out", str(out)),
         *("--backend", "reference", "--difficulty-bits", str(CONFIG.difficulty_bits)),
         *("--population", str(CONFIG.population), "--max-generations", str(CONFIG.max_generations)),
@@ -97,7 +99,7 @@ def test_the_cli_refuses_a_store_that_is_not_one_and_leaves_it_alone(tmp_path):
     pq.write_table(frames_table(slots, targets), frames)
     store, out = tmp_path / "progress.sqlite", tmp_path / "seeds.parquet"
     store.write_text("not a database\n")
-    from hasher_core.search_cli import main
+    from hasher_cli.search import main
 
     assert main(cli(frames, store, out)[3:]) == 2
     assert store.read_text() == "not a database\n" and not out.exists()

@@ -10,7 +10,7 @@ import pytest
 import tiktoken
 
 from hasher_core.errors import TokenizerDataError
-from hasher_core.tokens import (
+from hasher_core.frames.tokens import (
     CL100K_SHA256,
     VOCABULARY_SIZE,
     bundled_cl100k_path,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hasher_core.knowledge import write_sample_knowledge_base
 from hasher_resources.embedder import HashingEmbedder
+from hasher_resources.sample_writer import write_sample_knowledge_base
 
 ROOT = Path(__file__).resolve().parents[1] / "sample_data"
 
