@@ -4,7 +4,7 @@
 records, so materialising P partitions would cost P full passes (a 1 GB Go JSON array parses at
 ~3k records/s). :func:`ensure_split` instead streams the file once through the canonical reader and
 lets ``pyarrow.dataset.write_dataset`` fan the records out into one Parquet directory per partition
-key; :meth:`SplitCache.read_partition` then reads only that directory.
+key; :meth:`~hasher_resources.split_cache.SplitCache.read_partition` then reads only that directory.
 
 Layout under ``cache_root`` (never inside the miner directory)::
 
@@ -25,7 +25,6 @@ import collections
 import contextlib
 import functools
 import hashlib
-import itertools
 import json
 import os
 import re
@@ -33,29 +32,26 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from hasher_core.design import EMBEDDING_DIMS
 from hasher_core.errors import (
     KnowledgeBaseNotFoundError,
     KnowledgeCacheError,
     KnowledgeCacheLockTimeoutError,
-    PartitionNotFoundError,
 )
 from hasher_core.knowledge import ReadReport, discovery_candidates, read_knowledge_base, safe_partition_key
 from hasher_core.schemas import knowledge_base_schema
 
 from .files import DigestMemo, atomic_write_text, fsync_dir, fsync_tree, locked, stat_key
+from .split_cache import DATA_NAME, SEQ_COLUMN, SplitCache
 
-__all__ = ["CACHE_FORMAT_VERSION", "SplitCache", "ensure_split"]
+__all__ = ["CACHE_FORMAT_VERSION", "ensure_split"]
 
 CACHE_FORMAT_VERSION = 1
 DEFAULT_KEEP = 2
@@ -70,104 +66,9 @@ _LOCK_NAME = ".lock"
 _DIGESTS_NAME = ".digests.json"
 _TMP_PREFIX = ".tmp-"
 _REPORT_NAME = "report.json"
-_DATA_NAME = "data"
 _PART_COLUMN = "_part"
-_SEQ_COLUMN = "_seq"
 _FINGERPRINT = re.compile(r"[0-9a-f]{32}")
 _MAX_DIGESTS = 64
-
-
-@dataclass(frozen=True)
-class SplitCache:
-    """A published split of one knowledge-base file: per-partition Parquet plus the read report."""
-
-    path: Path
-    fingerprint: str
-    source_path: Path
-    format: str
-    report: dict[str, Any]
-    # True when this call built the split, False when it found it already published.
-    built: bool = False
-
-    @property
-    def dims(self) -> int:
-        return int(self.report["dims"])
-
-    def partitions(self) -> dict[str, int]:
-        """Partition key → number of records, in key order."""
-        return dict(self.report["partitions"])
-
-    def read_partition(self, key: str, batch_rows: int = 8192) -> Iterator[pa.RecordBatch]:
-        """The partition's records in canonical schema and original file order, ``batch_rows`` at a time.
-
-        Raises :class:`PartitionNotFoundError` for a key the file has no record for.
-        """
-        if batch_rows <= 0:
-            raise ValueError(f"batch_rows must be positive, got {batch_rows}")
-        directory = self.report["partition_dirs"].get(key)
-        if directory is None:
-            raise PartitionNotFoundError(self.source_path, key)
-        files = sorted((self.path / _DATA_NAME / directory).glob("*.parquet"))
-        if not files:
-            raise KnowledgeCacheError(f"{self.path}: partition {key!r} has no data files; delete the cache")
-        schema = knowledge_base_schema(self.dims)
-        return _rebatch(_ordered_tables(files), schema, batch_rows)
-
-
-def _ordered_tables(files: list[Path]) -> Iterator[pa.Table]:
-    """The partition's row groups in sequence order, each sorted, without loading the partition whole.
-
-    The writer preserves input order and keeps one open file per partition, so row groups cover
-    disjoint ``_seq`` ranges; their statistics give the order. Should ranges ever overlap (another
-    writer version), the partition is read whole and sorted instead.
-    """
-    groups = _row_group_ranges(files)
-    groups.sort(key=lambda g: g[0])
-    disjoint = bool(groups) and all(a[1] < b[0] for a, b in itertools.pairwise(groups))
-    if not disjoint:
-        yield pa.concat_tables(pq.read_table(p) for p in files).sort_by(_SEQ_COLUMN)
-        return
-    for _, _, parquet, i in groups:
-        table = parquet.read_row_group(i)
-        seq = table.column(_SEQ_COLUMN).to_numpy()
-        if len(seq) > 1 and not (np.diff(seq) > 0).all():
-            table = table.sort_by(_SEQ_COLUMN)
-        yield table
-
-
-def _row_group_ranges(files: list[Path]) -> list[tuple[int, int, pq.ParquetFile, int]]:
-    """(min _seq, max _seq, file, row group) of every row group; empty when any lacks statistics."""
-    groups = []
-    for path in files:
-        parquet = pq.ParquetFile(path)
-        seq_index = parquet.schema_arrow.get_field_index(_SEQ_COLUMN)
-        for i in range(parquet.metadata.num_row_groups):
-            stats = parquet.metadata.row_group(i).column(seq_index).statistics
-            if stats is None or not stats.has_min_max:
-                return []
-            groups.append((stats.min, stats.max, parquet, i))
-    return groups
-
-
-def _rebatch(tables: Iterator[pa.Table], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    pending: list[pa.Table] = []
-    pending_rows = 0
-    for table in tables:
-        table = table.drop_columns([_SEQ_COLUMN])
-        pending.append(table)
-        pending_rows += table.num_rows
-        while pending_rows >= batch_rows:
-            joined = pa.concat_tables(pending)
-            yield _canonical(joined.slice(0, batch_rows), schema)
-            rest = joined.slice(batch_rows)
-            pending, pending_rows = [rest], rest.num_rows
-    if pending_rows:
-        yield _canonical(pa.concat_tables(pending), schema)
-
-
-def _canonical(table: pa.Table, schema: pa.Schema) -> pa.RecordBatch:
-    columns = [table.column(f.name).combine_chunks().cast(f.type) for f in schema]
-    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 def _load_digests(cache_root: Path) -> DigestMemo:
@@ -270,7 +171,7 @@ def _split_batches(
             part = pa.array([dirs[k] for k in keys], pa.string()).take(encoded.indices)
             seq_column = pa.array(np.arange(seq, seq + batch.num_rows, dtype=np.int64))
             seq += batch.num_rows
-            yield batch.append_column(_PART_COLUMN, part).append_column(_SEQ_COLUMN, seq_column)
+            yield batch.append_column(_PART_COLUMN, part).append_column(SEQ_COLUMN, seq_column)
     except BaseException as exc:
         # The dataset writer re-raises generator errors wrapped; keep the original to raise it as is.
         failure.append(exc)
@@ -343,13 +244,13 @@ def _build(
         schema = (
             knowledge_base_schema(dims)
             .append(pa.field(_PART_COLUMN, pa.string(), nullable=False))
-            .append(pa.field(_SEQ_COLUMN, pa.int64(), nullable=False))
+            .append(pa.field(SEQ_COLUMN, pa.int64(), nullable=False))
         )
         try:
             _write_slices(
                 _split_batches(source, counts, dirs, sources, failure),
                 schema,
-                tmp / _DATA_NAME,
+                tmp / DATA_NAME,
                 batch_rows=batch_rows,
                 max_open_files=max_open_files,
                 slice_bytes=slice_bytes,

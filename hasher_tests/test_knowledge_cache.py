@@ -23,8 +23,9 @@ from hasher_core.errors import (
 )
 from hasher_core.knowledge import ReadReport, read_knowledge_base, safe_partition_key
 from hasher_core.schemas import KNOWLEDGE_BASE_SCHEMA, knowledge_base_schema
-from hasher_resources import files, knowledge_split
-from hasher_resources.knowledge_split import SplitCache, ensure_split
+from hasher_resources import files, knowledge_split, split_cache
+from hasher_resources.knowledge_split import ensure_split
+from hasher_resources.split_cache import SplitCache, ordered_tables
 
 PARQUET = "ai_knowledge_base.parquet"
 GO_JSON = "json/ai_knowledge_base.json"
@@ -257,7 +258,7 @@ def test_odd_source_names_round_trip_in_order_with_many_files_per_partition(
     assert len(calls) > 3 if slice_bytes == 4096 else any(f.name.endswith("-10.parquet") for f in data_files)
     assert sorted(cache.partitions()) == sorted(safe_partition_key(n) for n in ODD_NAMES)
     # Row groups are streamed in sequence order; the read-whole-and-sort fallback must not be needed.
-    monkeypatch.setattr(knowledge_split.pq, "read_table", None)
+    monkeypatch.setattr(split_cache.pq, "read_table", None)
     for name in ODD_NAMES:
         key = safe_partition_key(name)
         got = cached(cache, key, batch_rows=7)
@@ -274,7 +275,7 @@ def test_overlapping_row_groups_are_read_whole_and_sorted(tmp_path: Path) -> Non
     )
     pq.write_table(table.slice(0, 3), tmp_path / "part-0.parquet")
     pq.write_table(table.slice(3), tmp_path / "part-1.parquet")
-    tables = list(knowledge_split._ordered_tables(sorted(tmp_path.glob("*.parquet"))))
+    tables = list(ordered_tables(sorted(tmp_path.glob("*.parquet"))))
     assert pa.concat_tables(tables).column("_seq").to_pylist() == list(range(6))
     assert pa.concat_tables(tables).column("chunk_id").to_pylist() == [0, 3, 1, 4, 2, 5]
 

@@ -31,7 +31,8 @@ from pydantic import Field, PrivateAttr
 
 from hasher_core.errors import AsicError, AsicNotFoundError
 
-from .session import AsicCounters, AsicSession, DeviceStatus, NonceReport
+from .session import AsicSession
+from .status import AsicCounters, DeviceStatus, NonceReport
 
 ENV_URL = "HASHER_ASIC_URL"
 EMULATOR_MODULE = "hasher_cli.asic_emulator"

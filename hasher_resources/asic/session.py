@@ -21,7 +21,7 @@ import contextlib
 import termios
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import serial
 
@@ -52,80 +52,14 @@ from hasher_core.errors import (
 from hasher_core.header import header_hash_zero_bits
 
 from .framing import PacketReader
+from .status import EMULATOR_HW_VERSION, AsicCounters, DeviceStatus, NonceReport
 
-#: The hw_version the bundled emulator reports ("EMU" + revision): the session holds a board, not
-#: the emulator, to what its chips promise. The emulator imports it from here to send it.
-EMULATOR_HW_VERSION = b"EMU\x01"
 POLL_S = 0.02
 #: A chip reports shares of difficulty ≥ 1 (32 zero bits); the TxTask diff byte adds log2 of more.
 DIFFICULTY_1_BITS = 32
 MAX_TASK_DIFF = 12  # cgminer caps diff at 4096 "so solo mining has reasonable stats"
 #: What a vanished port raises: pyserial's wrapper, a raw OSError, or termios on a closed pty.
 PORT_ERRORS = (serial.SerialException, OSError, termios.error)
-
-
-@dataclass(frozen=True)
-class NonceReport:
-    """One nonce returned by the device, checked on the host."""
-
-    header_index: int
-    work_id: int
-    nonce: int
-    zero_bits: int  # leading zero bits of the header's byte-reversed double SHA-256 with this nonce
-    valid: bool  # zero_bits ≥ the session's verify_bits
-
-
-@dataclass(frozen=True)
-class DeviceStatus:
-    """What an RxStatus reply says, in user terms."""
-
-    chains: int
-    chips_per_chain: tuple[int, ...]
-    chips_alive: int
-    fifo_space: int
-    hw_version: str
-    temperatures_c: tuple[int, ...]
-    fans: tuple[int, ...]
-    nonce_errors: int
-    emulated: bool
-
-    @classmethod
-    def from_reply(cls, reply: RxStatusReply) -> DeviceStatus:
-        """Summarise a decoded reply: chips alive = set status bits, ``emulated`` from hw_version."""
-        alive = sum(bin(w).count("1") for c in reply.chains for w in c.asic_status)
-        return cls(
-            chains=len(reply.chains),
-            chips_per_chain=tuple(c.asic_num for c in reply.chains),
-            chips_alive=alive,
-            fifo_space=reply.fifo_space,
-            hw_version=reply.hw_version.hex(),
-            temperatures_c=reply.temps,
-            fans=reply.fans,
-            nonce_errors=reply.nonce_error,
-            emulated=reply.hw_version == EMULATOR_HW_VERSION,
-        )
-
-
-@dataclass
-class AsicCounters:
-    """Running counts for one session; they feed health checks and validation metadata."""
-
-    packets_sent: int = 0
-    packets_received: int = 0
-    bytes_received: int = 0
-    works_submitted: int = 0
-    nonces_returned: int = 0
-    nonces_verified: int = 0
-    hardware_errors: int = 0
-    stale_nonces: int = 0
-    lost_nonces: int = 0
-    crc_errors: int = 0
-    length_errors: int = 0
-    garbage_bytes: int = 0
-    protocol_errors: int = 0
-    retries: int = 0
-    timeouts: int = 0
-    resubmissions: int = 0
 
 
 class AsicSession:
@@ -428,4 +362,4 @@ class AsicSession:
         }
 
 
-__all__ = ["EMULATOR_HW_VERSION", "AsicCounters", "AsicSession", "DeviceStatus", "NonceReport"]
+__all__ = ["AsicSession"]

@@ -8,11 +8,9 @@ backends load on first use, so importing this package compiles nothing.
 from .api import (
     BACKENDS,
     NonceScanResult,
-    check_rows,
     cuda_available,
     evaluate,
     evaluate_with_keys,
-    header_time_groups,
     resolve_backend,
     scan_header_nonces,
     scan_midstate_nonces,
@@ -20,6 +18,7 @@ from .api import (
     scan_seed_nonces,
     window_nonces,
 )
+from .inputs import check_rows, header_time_groups
 
 __all__ = [
     "BACKENDS",

@@ -19,9 +19,19 @@ from types import ModuleType
 
 import numpy as np
 
-from hasher_core.design import EXTRANONCE_BYTES, HEADER_BYTES, SEED_BYTES, SLOT_COUNT, TAIL_BYTES
+from hasher_core.design import EXTRANONCE_BYTES, HEADER_BYTES, SLOT_COUNT
 from hasher_core.errors import KernelInputError
 from hasher_core.header import leading_equal_bits
+
+from .inputs import (
+    check_array,
+    check_midstate,
+    check_rows,
+    check_scan_range,
+    check_tail,
+    check_u32,
+    check_window_starts,
+)
 
 BACKENDS = ("reference", "cpu", "cuda")
 
@@ -51,37 +61,6 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
-def _check_array(name: str, a: object, dtype: type, shape_tail: tuple[int, ...]) -> np.ndarray:
-    if not isinstance(a, np.ndarray):
-        raise KernelInputError(f"{name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype != np.dtype(dtype):
-        raise KernelInputError(f"{name} must have dtype {np.dtype(dtype)}, got {a.dtype}")
-    if a.ndim != 1 + len(shape_tail) or a.shape[1:] != shape_tail:
-        want = "[N, " + ", ".join(map(str, shape_tail)) + "]" if shape_tail else "[N]"
-        raise KernelInputError(f"{name} must have shape {want}, got {list(a.shape)}")
-    if not a.flags.c_contiguous:
-        raise KernelInputError(f"{name} must be C-contiguous (pass np.ascontiguousarray({name}))")
-    return a
-
-
-def check_rows(slots: object, seeds: object, header_time: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Validate ``slots`` uint32[N, 12], ``seeds`` uint8[N, 32] and ``header_time``; raise
-    :class:`KernelInputError` naming the problem, else return the arrays unchanged."""
-    slots = _check_array("slots", slots, np.uint32, (SLOT_COUNT,))
-    seeds = _check_array("seeds", seeds, np.uint8, (SEED_BYTES,))
-    if slots.shape[0] != seeds.shape[0]:
-        raise KernelInputError(
-            f"slots and seeds must have the same number of rows, got {slots.shape[0]} and {seeds.shape[0]}"
-        )
-    _check_u32("header_time", header_time)
-    return slots, seeds
-
-
-def _check_u32(name: str, value: int) -> None:
-    if not (0 <= int(value) <= 0xFFFFFFFF):
-        raise KernelInputError(f"{name} must fit in 32 bits, got {value}")
-
-
 def evaluate_with_keys(
     slots: np.ndarray, seeds: np.ndarray, *, header_time: int = 0, backend: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -98,25 +77,6 @@ def evaluate(
 ) -> np.ndarray:
     """Goldens uint32[N] for ``slots`` uint32[N, 12] and ``seeds`` uint8[N, 32] (DESIGN §4.2)."""
     return evaluate_with_keys(slots, seeds, header_time=header_time, backend=backend)[0]
-
-
-def header_time_groups(header_times: object, rows: int) -> list[tuple[int, np.ndarray]]:
-    """``(header_time, row indices)`` per distinct header time, in ascending time order.
-
-    ``header_times`` is one integer per row (any integer dtype or a sequence); each must fit in 32
-    bits. Raises :class:`KernelInputError` naming the first bad row.
-    """
-    times = np.asarray(header_times)
-    if times.shape != (rows,):
-        raise KernelInputError(f"header_times must have shape [{rows}], got {list(times.shape)}")
-    if rows and not np.issubdtype(times.dtype, np.integer):
-        raise KernelInputError(f"header_times must be integers, got dtype {times.dtype}")
-    times = times.astype(np.int64, copy=False)
-    bad = np.flatnonzero((times < 0) | (times > 0xFFFFFFFF))
-    if bad.size:
-        row = int(bad[0])
-        raise KernelInputError(f"header_times[{row}] must fit in 32 bits, got {int(times[row])}")
-    return [(int(t), np.flatnonzero(times == t)) for t in np.unique(times)]
 
 
 @dataclass(frozen=True)
@@ -193,14 +153,6 @@ def _chunks(module: ModuleType, nonce_start: int, nonce_count: int):
         yield (nonce_start + offset) & 0xFFFFFFFF, min(chunk, nonce_count - offset)
 
 
-def _check_scan_range(nonce_start: int, nonce_count: int, difficulty: int, name: str, top: int):
-    _check_u32("nonce_start", nonce_start)
-    if not (0 <= nonce_count <= 1 << 32):
-        raise KernelInputError(f"nonce_count must be in [0, 2**32], got {nonce_count}")
-    if not (0 <= difficulty <= top):
-        raise KernelInputError(f"{name} must be in [0, {top}], got {difficulty}")
-
-
 def scan_seed_nonces(
     slots: np.ndarray,
     extranonce: bytes,
@@ -214,11 +166,11 @@ def scan_seed_nonces(
 ) -> NonceScanResult:
     """Sweep the nonce (seed bytes 28–31) of one frame: which goldens share ``difficulty_bits``
     leading bits with the target token id."""
-    slots = _check_array("slots", np.asarray(slots).reshape(1, -1), np.uint32, (SLOT_COUNT,))[0]
+    slots = check_array("slots", np.asarray(slots).reshape(1, -1), np.uint32, (SLOT_COUNT,))[0]
     if len(extranonce) != EXTRANONCE_BYTES:
         raise KernelInputError(f"extranonce must be {EXTRANONCE_BYTES} bytes, got {len(extranonce)}")
-    _check_scan_range(nonce_start, nonce_count, difficulty_bits, "difficulty_bits", 32)
-    _check_u32("header_time", header_time)
+    check_scan_range(nonce_start, nonce_count, difficulty_bits, "difficulty_bits", 32)
+    check_u32("header_time", header_time)
     name = resolve_backend(backend)
     module = _backend_module(name)
     target = np.uint32(target_token_id & 0xFFFFFFFF)
@@ -265,71 +217,9 @@ def scan_header_nonces(
     little-endian 256-bit number, has at least ``share_bits`` leading zero bits."""
     if len(header) != HEADER_BYTES:
         raise KernelInputError(f"header must be {HEADER_BYTES} bytes, got {len(header)}")
-    _check_scan_range(nonce_start, nonce_count, share_bits, "share_bits", 255)
+    check_scan_range(nonce_start, nonce_count, share_bits, "share_bits", 255)
     name = resolve_backend(backend)
     return _share_scan(name, "header", (bytes(header),), share_bits, nonce_start, nonce_count)
-
-
-def _check_midstate(midstate: object) -> tuple[int, ...]:
-    # Fast path first: the common case (words from midstate()) should cost nothing per call.
-    if (
-        type(midstate) is tuple
-        and len(midstate) == 8
-        and all(type(w) is int and 0 <= w <= 0xFFFFFFFF for w in midstate)
-    ):
-        return midstate
-    if isinstance(midstate, bytes | bytearray | memoryview):
-        if len(midstate) != 32:
-            raise KernelInputError(f"midstate must be 32 bytes (8 big-endian words), got {len(midstate)}")
-        return tuple(int.from_bytes(midstate[i : i + 4], "big") for i in range(0, 32, 4))
-    if isinstance(midstate, str) or not isinstance(midstate, Sequence | np.ndarray):
-        raise KernelInputError(f"midstate must be 8 state words or 32 bytes, got {type(midstate).__name__}")
-    words = list(midstate)
-    if len(words) != 8:
-        raise KernelInputError(f"midstate must have 8 state words, got {len(words)}")
-    for i, word in enumerate(words):
-        is_int = isinstance(word, int | np.integer) and not isinstance(word, bool)
-        if not is_int or not 0 <= int(word) <= 0xFFFFFFFF:
-            raise KernelInputError(f"midstate word {i} must be an integer in [0, 2**32), got {word!r}")
-    return tuple(int(w) for w in words)
-
-
-def _check_tail(tail: object) -> bytes:
-    if not isinstance(tail, bytes | bytearray | memoryview):
-        raise KernelInputError(f"tail must be bytes (header bytes 64–75), got {type(tail).__name__}")
-    if len(tail) != TAIL_BYTES:
-        raise KernelInputError(f"tail must be header bytes 64–75 ({TAIL_BYTES} bytes), got {len(tail)}")
-    return bytes(tail)
-
-
-def _check_window_starts(window_starts: object) -> np.ndarray:
-    """``window_starts`` as int64[W] (every start a nonce, 0 ≤ start < 2**32)."""
-    if isinstance(window_starts, np.ndarray):
-        if window_starts.ndim != 1:
-            raise KernelInputError(
-                f"window_starts must be one-dimensional, got shape {list(window_starts.shape)}"
-            )
-        if window_starts.dtype.kind not in "iu":
-            raise KernelInputError(f"window_starts must have an integer dtype, got {window_starts.dtype}")
-        starts = window_starts
-    elif isinstance(window_starts, Sequence) and not isinstance(window_starts, str | bytes | bytearray):
-        for i, start in enumerate(window_starts):
-            if not isinstance(start, int | np.integer) or isinstance(start, bool):
-                raise KernelInputError(f"window_starts[{i}] must be an integer nonce, got {start!r}")
-        starts = np.array([int(s) for s in window_starts], dtype=object)
-    else:
-        raise KernelInputError(
-            "window_starts must be a numpy array or a sequence of integers, "
-            f"got {type(window_starts).__name__}"
-        )
-    if starts.size:
-        low, high = int(starts.min()), int(starts.max())
-        if low < 0 or high > 0xFFFFFFFF:
-            bad = int(np.flatnonzero((starts < 0) | (starts > 0xFFFFFFFF))[0])
-            raise KernelInputError(
-                f"window_starts[{bad}] must be a nonce in [0, 2**32), got {int(starts[bad])}"
-            )
-    return np.ascontiguousarray(starts, dtype=np.int64)
 
 
 def window_nonces(window_starts: np.ndarray, window_size: int, positions: np.ndarray) -> np.ndarray:
@@ -370,9 +260,9 @@ def scan_midstate_windows(
     ``window_size``. Windows may overlap or wrap past 2**32 − 1; a nonce in two windows is
     reported twice. This is the ASIC emulator's work item: one window per chip.
     """
-    words = _check_midstate(midstate)
-    tail = _check_tail(tail)
-    starts = _check_window_starts(window_starts)
+    words = check_midstate(midstate)
+    tail = check_tail(tail)
+    starts = check_window_starts(window_starts)
     if isinstance(window_size, bool) or not isinstance(window_size, int | np.integer):
         raise KernelInputError(f"window_size must be an integer, got {type(window_size).__name__}")
     if not (0 <= window_size <= 1 << 32):
@@ -429,9 +319,9 @@ def scan_midstate_nonces(
     the header these come from, two compressions per nonce on every backend. It is the one-window
     case of :func:`scan_midstate_windows` (the same backend code).
     """
-    words = _check_midstate(midstate)
-    tail = _check_tail(tail)
-    _check_scan_range(nonce_start, nonce_count, share_bits, "share_bits", 255)
+    words = check_midstate(midstate)
+    tail = check_tail(tail)
+    check_scan_range(nonce_start, nonce_count, share_bits, "share_bits", 255)
     name = resolve_backend(backend)
     return _window_scan(name, words, tail, share_bits, np.array([nonce_start], np.int64), int(nonce_count))
 
@@ -439,11 +329,9 @@ def scan_midstate_nonces(
 __all__ = [
     "BACKENDS",
     "NonceScanResult",
-    "check_rows",
     "cuda_available",
     "evaluate",
     "evaluate_with_keys",
-    "header_time_groups",
     "resolve_backend",
     "scan_header_nonces",
     "scan_midstate_nonces",

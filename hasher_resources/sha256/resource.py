@@ -20,7 +20,7 @@ from pydantic import Field, PrivateAttr
 from hasher_core.design import STABILITY_PASSES
 from hasher_core.errors import BackendUnavailableError, KernelConfigError
 
-from . import api
+from . import api, inputs
 from . import cuda as cuda_backend
 from .api import NonceScanResult
 
@@ -114,7 +114,7 @@ class Sha256Kernel(dg.ConfigurableResource):
         self, slots: np.ndarray, seeds: np.ndarray, header_time: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
         """Goldens uint32[N] and keys of passes 18–20 uint32[N, 3], in batches of ``batch_size`` rows."""
-        slots, seeds = api.check_rows(slots, seeds, header_time)
+        slots, seeds = inputs.check_rows(slots, seeds, header_time)
         n = slots.shape[0]
         golden = np.empty(n, dtype=np.uint32)
         keys = np.empty((n, len(STABILITY_PASSES)), dtype=np.uint32)
@@ -134,9 +134,9 @@ class Sha256Kernel(dg.ConfigurableResource):
         """Goldens uint32[N] for rows that each carry their header time (int[N]), e.g. stored seeds
         re-checked by the gate, verified after a deploy or replayed by inference; batched like
         :meth:`evaluate`, one group per distinct header time."""
-        slots, seeds = api.check_rows(slots, seeds)
+        slots, seeds = inputs.check_rows(slots, seeds)
         golden = np.empty(slots.shape[0], dtype=np.uint32)
-        for header_time, rows in api.header_time_groups(header_times, slots.shape[0]):
+        for header_time, rows in inputs.header_time_groups(header_times, slots.shape[0]):
             golden[rows] = self.evaluate(
                 np.ascontiguousarray(slots[rows]), np.ascontiguousarray(seeds[rows]), header_time
             )

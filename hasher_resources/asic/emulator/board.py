@@ -47,7 +47,7 @@ from hasher_core.asic_codec import (
     midstate_from_wire,
 )
 from hasher_resources import sha256
-from hasher_resources.asic.session import EMULATOR_HW_VERSION
+from hasher_resources.asic.status import EMULATOR_HW_VERSION
 
 #: Kernel backends the emulator can hash on (``auto`` resolves once, at start).
 BACKENDS = ("auto", *sha256.BACKENDS)
