@@ -19,7 +19,7 @@ from hasher_core import design
 from hasher_core.header import midstate
 from hasher_resources import sha256
 from hasher_resources.sha256 import cuda, reference
-from hasher_tests.sha256_cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
+from hasher_tests.resources.sha256.cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
 
 # A few macros' worth of host harness: loop the device functions over rows.
 HOST_HARNESS = """

@@ -16,7 +16,7 @@ import pytest
 
 from hasher_assets.definitions import defs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["knowledge_base", "training_frames", "seeds", "checkpoints", "deployment"]
 
 

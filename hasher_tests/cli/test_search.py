@@ -23,11 +23,11 @@ from hasher_core.search.config import SearchConfig
 from hasher_core.search.loop import search_frames
 from hasher_core.search.results import attach_results
 from hasher_resources.search_store import ProgressStore
-from hasher_tests.test_search import frames_table, make_frames, reference_evaluate
+from hasher_tests.core.search.test_search import frames_table, make_frames, reference_evaluate
 
 FRAMES = 24
 CONFIG = SearchConfig(difficulty_bits=8, population=16, max_generations=400, frames_per_call=4, rng_seed=5)
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def cli(frames: Path, store: Path, out: Path, *extra: str) -> list[str]:

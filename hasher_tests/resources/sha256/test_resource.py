@@ -10,7 +10,7 @@ from hasher_core.errors import BackendUnavailableError, KernelConfigError, Kerne
 from hasher_resources import sha256
 from hasher_resources.sha256 import reference
 from hasher_resources.sha256.resource import Sha256Kernel
-from hasher_tests.sha256_cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
+from hasher_tests.resources.sha256.cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
 
 
 def test_plain_instantiation_outside_dagster():

@@ -11,7 +11,7 @@ import pytest
 from hasher_core.header import midstate
 from hasher_resources import sha256
 from hasher_resources.sha256 import cpu, reference
-from hasher_tests.sha256_cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
+from hasher_tests.resources.sha256.cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
 
 pytestmark = pytest.mark.slow
 

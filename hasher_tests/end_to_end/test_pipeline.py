@@ -182,7 +182,7 @@ def test_deployment_refuses_a_failed_gate_and_keeps_the_previous_deployment(trai
 def test_cli_materialises_a_registered_partition_with_a_persistent_instance(tmp_path, miner_dir):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+    (home / "dagster.yaml").write_text((Path(__file__).resolve().parents[2] / "dagster.yaml").read_text())
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),

@@ -24,7 +24,7 @@ from hasher_resources.deploy_store import DeploymentStore
 from hasher_resources.deploy_verify import SampleMismatch, VerifyReport, verify_sample_on_kernel
 from hasher_resources.files import file_sha256
 from hasher_resources.sha256.resource import Sha256Kernel
-from hasher_tests.test_bundle import make_checkpoints
+from hasher_tests.core.test_bundle import make_checkpoints
 
 REFERENCE = Sha256Kernel(backend="reference")
 

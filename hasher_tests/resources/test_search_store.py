@@ -14,7 +14,7 @@ from hasher_core.search.loop import search_frames
 from hasher_core.search.records import FinishedFrame
 from hasher_resources import search_store
 from hasher_resources.search_store import ProgressStore, ProgressStoreVersionWarning
-from hasher_tests.test_search import fast_oracle, make_frames
+from hasher_tests.core.search.test_search import fast_oracle, make_frames
 
 
 def result(fp: str, solved: bool = True) -> FinishedFrame:

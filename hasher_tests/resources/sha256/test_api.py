@@ -18,7 +18,7 @@ from hasher_core.errors import BackendUnavailableError, KernelInputError
 from hasher_core.header import build_header, compress, midstate
 from hasher_resources import sha256
 from hasher_resources.sha256 import reference
-from hasher_tests.sha256_cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
+from hasher_tests.resources.sha256.cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
 
 
 def test_design_vector_header_bytes():

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-from hasher_cli.main import main
-from hasher_core.bundle import SEEDS_FILE, Bundle, build_bundle
+from hasher_core.bundle import Bundle, build_bundle
 from hasher_core.errors import PredictInputError
 from hasher_core.header import seed_with_nonce
 from hasher_core.predict import predict, predict_row
-from hasher_resources.deploy_store import DeploymentStore
 from hasher_resources.sha256 import evaluate
 from hasher_resources.sha256.resource import Sha256Kernel
-from hasher_tests.test_bundle import make_checkpoints
+from hasher_tests.core.test_bundle import make_checkpoints
 
 REFERENCE = Sha256Kernel(backend="reference")
 
@@ -116,82 +110,3 @@ def test_bad_slots_are_rejected(bundle, slots, message):
 def test_frame_index_outside_the_bundle_is_rejected(bundle):
     with pytest.raises(PredictInputError, match="frame index 8 outside the bundle's 8 rows"):
         predict_row(bundle, 8, REFERENCE.evaluate_rows)
-
-
-@pytest.fixture
-def store(tmp_path, bundle) -> DeploymentStore:
-    s = DeploymentStore(tmp_path / "data")
-    s.deploy(bundle, kernel_backend="reference", retry_delay_s=0)
-    return s
-
-
-def test_cli_predicts_a_solved_frame_with_exit_0(store, bundle, capsys):
-    row = row_of(bundle, True)
-    words = [f"0x{w:08x}" for w in bundle.slots()[row]]
-    code = main(
-        ["predict", "--deployment-root", str(store.root), "--backend", "reference", "--slots", *words]
-    )
-    out = capsys.readouterr().out
-    assert code == 0
-    token = bundle.seeds.column("golden")[row].as_py()
-    assert out.startswith(f"solved: token {token} ") and f"-> token {token}" in out
-
-
-def test_cli_not_solved_exits_1(store, bundle, capsys):
-    code = main(
-        ["predict", "--deployment-root", str(store.root), "--backend", "reference", "--slots", *["7"] * 12]
-    )
-    assert code == 1 and "not solved" in capsys.readouterr().out
-
-
-def test_cli_frame_index_and_json_and_env_default(store, bundle, capsys, monkeypatch):
-    monkeypatch.setenv("HASHER_DATA_DIR", str(store.root))
-    row = row_of(bundle, True)
-    code = main(
-        [
-            "predict",
-            "--backend",
-            "reference",
-            "--frame-index",
-            str(row),
-            "--version",
-            bundle.version,
-            "--json",
-        ]
-    )
-    doc = json.loads(capsys.readouterr().out)
-    assert code == 0 and doc["solved"] and doc["bundle_version"] == bundle.version
-    assert len(doc["candidates"]) == 2
-
-
-def test_cli_errors_exit_2_with_one_clear_line(tmp_path, store, bundle, capsys):
-    code = main(["predict", "--deployment-root", str(tmp_path / "empty"), "--slots", *["0"] * 12])
-    err = capsys.readouterr().err
-    assert code == 2 and "nothing is deployed under" in err and err.count("\n") == 1
-    path = store.version_dir(bundle.version) / SEEDS_FILE
-    path.write_bytes(path.read_bytes()[:-1] + b"\x01")
-    code = main(["predict", "--deployment-root", str(store.root), "--frame-index", "0"])
-    err = capsys.readouterr().err
-    assert code == 2 and "BundleChecksumError" in err and str(path) in err
-    with pytest.raises(SystemExit) as e:
-        main(["predict", "--deployment-root", str(store.root), "--slots", "1", "2"])
-    assert e.value.code == 2
-
-
-def test_cli_lists_deployments(store, bundle, capsys):
-    assert main(["deployments", "--deployment-root", str(store.root)]) == 0
-    out = capsys.readouterr().out
-    assert f"current: {bundle.version}" in out and f"* {bundle.version}" in out
-
-
-@pytest.mark.slow
-def test_console_script_runs(store, bundle):
-    row = row_of(bundle, False)
-    result = subprocess.run(
-        [sys.executable, "-m", "hasher_cli.main", "predict", "--deployment-root", str(store.root),
-         "--backend", "reference", "--frame-index", str(row)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    # The odd row's partner (same slots) is solved, so the frame predicts a token.
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("solved: token")
