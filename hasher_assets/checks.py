@@ -33,6 +33,12 @@ def knowledge_base_is_well_formed(
     """Embeddings are finite floats of the configured length (``embedding_dims``, default 768), no
     content is empty, chunk ids are unique per file."""
     dims = int(latest_metadata(context, knowledge_base_asset).get("embedding_dims", EMBEDDING_DIMS))
+    return knowledge_base_check(knowledge_base, dims)
+
+
+def knowledge_base_check(knowledge_base: ParquetPartition, dims: int) -> dg.AssetCheckResult:
+    """:func:`knowledge_base_is_well_formed` for a stored partition whose embeddings must have ``dims``
+    values: one pass over the file, the counts of each problem as metadata."""
     rows = empty = bad_dims = non_finite = 0
     seen: set[tuple[str, int]] = set()
     duplicates = 0

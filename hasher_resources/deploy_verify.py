@@ -16,6 +16,7 @@ from hasher_core.bundle import Bundle
 from hasher_core.header import build_header, leading_equal_bits
 
 from .asic.resource import AsicResource
+from .asic.session import AsicSession
 from .asic.validation import cross_validate
 from .sha256.resource import Sha256Kernel
 
@@ -113,7 +114,7 @@ def verify_sample_on_kernel(bundle: Bundle, kernel: Sha256Kernel, sample_size: i
 def verify_on_kernel_and_device(
     bundle: Bundle,
     kernel: Sha256Kernel,
-    asic: AsicResource,
+    asic: AsicResource | AsicSession,
     *,
     sample_size: int = 64,
     device_sample: int = 8,

@@ -1,4 +1,5 @@
-"""The knowledge_base asset: one split of the miner file serves every partition; clear errors."""
+"""The knowledge_base asset: one split of the miner file serves every partition; any embedding length;
+clear errors."""
 
 import hashlib
 from pathlib import Path
@@ -6,9 +7,11 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
+from hasher_assets.checks import knowledge_base_check, knowledge_base_is_well_formed
 from hasher_assets.knowledge_base import knowledge_base
 from hasher_resources.embedder import HashingEmbedder
-from hasher_resources.parquet_io import ParquetIOManager
+from hasher_resources.parquet_io import ParquetIOManager, ParquetPartition
+from hasher_resources.sample_writer import write_sample_knowledge_base
 from hasher_resources.storage import HasherStorage
 
 KEYS = ["gettysburg_address.txt", "python_reference_exceptions.txt"]
@@ -72,3 +75,43 @@ def test_an_unknown_partition_is_a_clear_error(instance, storage):
     assert not result.success
     assert "not-in-the-file.txt" in str(result.all_events)
     assert not (storage.data_path / "knowledge_base" / "not-in-the-file.txt.parquet").exists()
+
+
+def test_embedding_dims_other_than_768_materialise_and_pass_the_check(instance, tmp_path):
+    """Regression: the asset cast every batch to a fixed 768 schema and the check hard-coded 768."""
+    dims = 16
+    miner = tmp_path / "miner16"
+    write_sample_knowledge_base(
+        miner, {"doc.txt": " ".join(f"w{i}" for i in range(200))}, HashingEmbedder(dims=dims)
+    )
+    storage = HasherStorage(
+        miner_dir=str(miner), inbox_dir=str(tmp_path / "none"), data_dir=str(tmp_path / "d")
+    )
+    instance.add_dynamic_partitions("source_files", ["doc.txt"])
+    result = dg.materialize(
+        [knowledge_base, knowledge_base_is_well_formed],
+        partition_key="doc.txt",
+        instance=instance,
+        resources={
+            "storage": storage,
+            "parquet_io_manager": ParquetIOManager(base_dir=storage.data_dir),
+            "embedder": HashingEmbedder(dims=dims),
+        },
+        run_config={"ops": {"knowledge_base": {"config": {"embedding_dims": dims}}}},
+    )
+    table = pq.read_table(storage.data_path / "knowledge_base" / "doc.txt.parquet")
+    assert table.schema.field("embedding").type.list_size == dims
+    meta = result.asset_materializations_for_node("knowledge_base")[0].metadata
+    assert meta["embedding_dims"].value == dims
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["embedding_dims"].value == dims
+    assert check.metadata["wrong_dimension"].value == 0
+
+
+def test_the_check_fails_when_the_stored_embeddings_do_not_have_the_configured_length(instance, storage):
+    instance.add_dynamic_partitions("source_files", KEYS[:1])
+    _run(instance, storage, KEYS[0])
+    stored = ParquetPartition(storage.data_path / "knowledge_base" / f"{KEYS[0]}.parquet", KEYS[0])
+    assert knowledge_base_check(stored, 768).passed
+    wrong = knowledge_base_check(stored, 16)
+    assert not wrong.passed and wrong.metadata["wrong_dimension"].value == stored.num_rows()

@@ -15,12 +15,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from hasher_cli.search import _parser as search_parser
+from hasher_cli.search import main as search_main
+from hasher_cli.search import search_config_from
+from hasher_core.bundle import build_bundle
 from hasher_core.errors import ProgressStoreLockedError
-from hasher_core.search.config import SearchConfig
-from hasher_core.search.loop import search_frames
+from hasher_core.search.config import SearchConfig, knobs
+from hasher_core.search.loop import frame_fingerprint, search_frames
 from hasher_core.search.results import attach_results
 from hasher_resources.search_store import ProgressStore
 from hasher_tests.core.search.test_search import frames_table, make_frames, reference_evaluate
@@ -103,3 +109,51 @@ def test_the_cli_refuses_a_store_that_is_not_one_and_leaves_it_alone(tmp_path):
 
     assert main(cli(frames, store, out)[3:]) == 2
     assert store.read_text() == "not a database\n" and not out.exists()
+
+
+def test_seeds_written_by_the_cli_can_be_bundled(tmp_path):
+    """Regression: only the asset added the fingerprint column, so CLI output could not be deployed."""
+    slots, targets = make_frames(6)
+    frames = frames_table(slots, targets)
+    frames = frames.append_column("source_file", pa.array(["doc.txt"] * 6))
+    frames = frames.append_column("chunk_id", pa.array(np.zeros(6, np.int32)))
+    frames = frames.append_column("window_end", pa.array(np.arange(1, 7, dtype=np.int32)))
+    path, out = tmp_path / "frames.parquet", tmp_path / "seeds.parquet"
+    pq.write_table(frames, path)
+    args = cli(path, tmp_path / "store.sqlite", out)[3:]  # the flags, run in this process
+    assert search_main(args) == 0
+    seeds = pq.read_table(out)
+    fingerprints = [frame_fingerprint(slots[i], int(targets[i]), CONFIG) for i in range(6)]
+    assert seeds.column("fingerprint").to_pylist() == fingerprints
+    bundle = build_bundle({"doc.txt": seeds}, pipeline_version="test")
+    assert bundle.num_rows == 6 and bundle.manifest["distinct_frames"] == 6
+
+
+def test_the_cli_has_one_flag_per_search_setting_with_its_default(capsys):
+    parser = search_parser()
+    for knob in knobs():
+        action = next(a for a in parser._actions if a.dest == knob.name)
+        assert action.default == knob.default and knob.description in action.help
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    assert "--reward-weights" in capsys.readouterr().out
+    args = parser.parse_args(
+        [
+            "--frames",
+            "f",
+            "--out",
+            "o",
+            "--store",
+            "s",
+            "--reward-weights",
+            "0.5,0.5,0",
+            "--difficulty-schedule",
+            "4,6",
+        ]
+    )
+    config = search_config_from(args)
+    assert config.reward_weights == (0.5, 0.5, 0.0) and config.difficulty_schedule == (4, 6)
+    assert (
+        search_config_from(parser.parse_args(["--frames", "f", "--out", "o", "--store", "s"]))
+        == SearchConfig()
+    )

@@ -99,3 +99,37 @@ def test_an_asset_uses_the_resource_and_reports_the_backend():
     metadata = result.asset_materializations_for_node("goldens")[0].metadata
     assert metadata["kernel_backend"].value == "reference"
     assert metadata["golden"].value == 0x18867801
+
+
+def test_evaluate_rows_groups_by_header_time_and_matches_per_row_evaluation():
+    slots, seeds = random_rows(40, seed=9)
+    times = np.array([0, 7, 0xFFFFFFFF, 7] * 10, dtype=np.int64)
+    kernel = Sha256Kernel(backend="cpu", batch_size=16)
+    want = np.array(
+        [
+            reference.evaluate_with_keys(slots[i : i + 1], seeds[i : i + 1], int(times[i]))[0][0]
+            for i in range(40)
+        ]
+    )
+    assert np.array_equal(kernel.evaluate_rows(slots, seeds, times), want)
+    assert kernel.evaluate_rows(slots[:0], seeds[:0], times[:0]).shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("times", "message"),
+    [([0, -1, 0], r"header_times\[1\] must fit in 32 bits, got -1"),
+     ([0, 2**32, 0], r"header_times\[1\] must fit in 32 bits"),
+     ([0, 1], r"header_times must have shape \[3\]"),
+     ([0.5, 1.0, 2.0], "header_times must be integers")],
+)  # fmt: skip
+def test_evaluate_rows_rejects_bad_header_times(times, message):
+    slots, seeds = random_rows(3, seed=1)
+    with pytest.raises(KernelInputError, match=message):
+        Sha256Kernel(backend="reference").evaluate_rows(slots, seeds, np.array(times))
+
+
+def test_on_backend_keeps_the_settings_and_changes_only_the_backend():
+    kernel = Sha256Kernel(backend="cpu", threads=1, batch_size=64, device_id=0)
+    other = kernel.on_backend("reference")
+    assert (other.backend, other.threads, other.batch_size) == ("reference", 1, 64)
+    assert other.backend_name() == "reference" and kernel.backend_name() == "cpu"
