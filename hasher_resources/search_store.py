@@ -12,6 +12,7 @@ rows simply never match (the version is part of every fingerprint), and a warnin
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -31,17 +32,8 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_FRAME_COLUMNS = (
-    "fingerprint",
-    "best_seed",
-    "golden",
-    "matched_bits",
-    "hamming",
-    "reward",
-    "generations",
-    "evaluations",
-    "solved",
-)
+#: One column per field of a finished frame, in its order (the store reads rows back positionally).
+_FRAME_COLUMNS = tuple(f.name for f in dataclasses.fields(FinishedFrame))
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS frames (

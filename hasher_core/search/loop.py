@@ -265,7 +265,7 @@ def _run(
     """The generation loop: one kernel call and one compiled step per generation for all frames.
 
     Everything per frame and per population member (reward, best seed, advantages, selection,
-    mutation, fresh seeds, the next batch) happens in ``search_evolution``'s compiled functions;
+    mutation, fresh seeds, the next batch) happens in ``fused``'s compiled functions;
     Python here only refills free slots, calls the kernel and records finished frames.
     """
     u_slots, u_targets, fingerprints = frames

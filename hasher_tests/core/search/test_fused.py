@@ -1,6 +1,6 @@
 """The compiled per-generation step of the search equals the numpy definitions bit for bit.
 
-``search_evolution``'s numpy functions define the reward, the advantages, selection, mutation and
+``hasher_core.search.reward``'s numpy functions define the reward, the advantages, selection, mutation and
 fresh seeds readably; the search runs Numba versions fused over all frames. These tests run both
 on the same inputs (with many ties, so ordering and tie-breaks are exercised) and compare every
 output array exactly.
