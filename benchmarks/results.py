@@ -16,16 +16,24 @@ from pathlib import Path
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
+#: CPU flags that change which SHA-256 path is fastest (SHA-NI) and how wide the SIMD kernel is.
+FLAGS_OF_INTEREST = ("sha_ni", "avx2", "avx512f", "avx512vl")
+
+
 def machine() -> str:
-    """A one-line description of this machine: CPU model, cores, memory, Python."""
+    """A one-line description of this machine: CPU model and the flags that matter, cores, memory, Python."""
     cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
+    if flags:
+        cpu += " (" + " ".join(f if f in flags else f"no {f}" for f in FLAGS_OF_INTEREST) + ")"
     mem = ""
     try:
         kb = int(Path("/proc/meminfo").read_text().split()[1])
