@@ -65,7 +65,9 @@ def frame_key(fingerprint: str, rng_seed: int) -> int:
 
 
 def check_frames(slots: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Validate frame arrays: slots [N, 12] (any 32-bit int, bit-cast) and targets [N] token ids."""
+    """Validate frame arrays: ``slots`` int32/uint32[N, 12] (the 32-bit words, bit-cast) and ``targets``
+    int[N] token ids in ``[0, VOCABULARY_SIZE)``; return them as uint32. Raises
+    :class:`FramesInputError` naming the first bad row."""
     slots = np.asarray(slots)
     targets = np.asarray(targets)
     if slots.ndim != 2 or slots.shape[1] != SLOT_COUNT:
@@ -81,7 +83,7 @@ def check_frames(slots: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np
         r = int(bad[0])
         raise FramesInputError(
             f"target_token_id {int(targets[r])} at row {r} is outside the vocabulary [0, {VOCABULARY_SIZE})"
-            + (f" ({bad.size} such rows)" if bad.size > 1 else "")
+            + (f"; {bad.size} rows in all" if bad.size > 1 else "")
         )
     return np.ascontiguousarray(slots).view(np.uint32), targets.astype(np.uint32)
 

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from hasher_core.design import SEED_BYTES, SLOT_COUNT, VOCABULARY_SIZE
+from hasher_core.design import SEED_BYTES, SLOT_COUNT
 from hasher_core.errors import FramesInputError
 from hasher_core.schemas import RESULT_COLUMNS, SLOT_COLUMNS, TARGET_COLUMN
+
+from .loop import check_frames
 
 if TYPE_CHECKING:
     from .config import SearchConfig
@@ -52,15 +54,7 @@ def validate_frames_table(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     kind = table.schema.field(TARGET_COLUMN).type
     if not pa.types.is_integer(kind):
         raise FramesInputError(f"column {TARGET_COLUMN!r} must be an integer column, got {kind}")
-    targets = _column_values(table, TARGET_COLUMN).astype(np.int64)
-    bad = np.flatnonzero((targets < 0) | (targets >= VOCABULARY_SIZE))
-    if bad.size:
-        row = int(bad[0])
-        raise FramesInputError(
-            f"{TARGET_COLUMN} {int(targets[row])} at row {row} is outside the vocabulary "
-            f"[0, {VOCABULARY_SIZE})" + (f"; {bad.size} rows in all" if bad.size > 1 else "")
-        )
-    return slots, targets.astype(np.uint32)
+    return check_frames(slots, _column_values(table, TARGET_COLUMN).astype(np.int64))
 
 
 def attach_results(
