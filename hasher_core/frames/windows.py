@@ -177,6 +177,7 @@ def _record_name(batch: pa.RecordBatch, row: int) -> str:
 
 
 def check_input(batch: pa.RecordBatch) -> None:
+    """Raise FramesInputError unless the batch has the knowledge-base columns the frames need."""
     missing = [name for name in _INPUT_COLUMNS if name not in batch.schema.names]
     if missing:
         raise FramesInputError(f"knowledge-base batch lacks column(s) {missing}; it has {batch.schema.names}")

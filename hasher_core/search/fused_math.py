@@ -17,6 +17,7 @@ _PAIRWISE_STACK = 3 * 64  # three tasks per halving, at most 64 halvings
 
 @njit(cache=True, inline="always")
 def mix64_scalar(z):
+    """SplitMix64's finaliser on one uint64 (``reward.mix64`` for a scalar)."""
     z = (z ^ (z >> _U30)) * SPLITMIX_MUL1
     z = (z ^ (z >> _U27)) * SPLITMIX_MUL2
     return z ^ (z >> _U31)
@@ -37,6 +38,7 @@ def stream_word(base, j):
 
 @njit(cache=True, inline="always")
 def popcount32(x):
+    """Set bits of a 32-bit word held in an int64 (a branch-free SWAR count)."""
     x = np.int64(x)
     x = x - ((x >> 1) & 0x55555555)
     x = (x & 0x33333333) + ((x >> 2) & 0x33333333)

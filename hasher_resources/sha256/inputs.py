@@ -14,6 +14,8 @@ from hasher_core.errors import KernelInputError
 
 
 def check_array(name: str, a: object, dtype: type, shape_tail: tuple[int, ...]) -> np.ndarray:
+    """``a`` unchanged when it is a C-contiguous numpy array of ``dtype`` and shape ``[N, *shape_tail]``;
+    else KernelInputError naming ``name``."""
     if not isinstance(a, np.ndarray):
         raise KernelInputError(f"{name} must be a numpy array, got {type(a).__name__}")
     if a.dtype != np.dtype(dtype):
@@ -40,6 +42,7 @@ def check_rows(slots: object, seeds: object, header_time: int = 0) -> tuple[np.n
 
 
 def check_u32(name: str, value: int) -> None:
+    """Raise KernelInputError naming ``name`` unless ``value`` fits in 32 bits."""
     if not (0 <= int(value) <= 0xFFFFFFFF):
         raise KernelInputError(f"{name} must fit in 32 bits, got {value}")
 
@@ -64,6 +67,7 @@ def header_time_groups(header_times: object, rows: int) -> list[tuple[int, np.nd
 
 
 def check_scan_range(nonce_start: int, nonce_count: int, difficulty: int, name: str, top: int):
+    """Check a nonce range (start a nonce, count ≤ 2**32) and a difficulty in ``[0, top]``."""
     check_u32("nonce_start", nonce_start)
     if not (0 <= nonce_count <= 1 << 32):
         raise KernelInputError(f"nonce_count must be in [0, 2**32], got {nonce_count}")
@@ -72,6 +76,7 @@ def check_scan_range(nonce_start: int, nonce_count: int, difficulty: int, name: 
 
 
 def check_midstate(midstate: object) -> tuple[int, ...]:
+    """A midstate as 8 int words: from 8 words (ints or a numpy array) or 32 big-endian bytes."""
     # Fast path first: the common case (words from midstate()) should cost nothing per call.
     if (
         type(midstate) is tuple
@@ -96,6 +101,7 @@ def check_midstate(midstate: object) -> tuple[int, ...]:
 
 
 def check_tail(tail: object) -> bytes:
+    """Header bytes 64–75 as ``bytes`` (12 of them), or KernelInputError."""
     if not isinstance(tail, bytes | bytearray | memoryview):
         raise KernelInputError(f"tail must be bytes (header bytes 64–75), got {type(tail).__name__}")
     if len(tail) != TAIL_BYTES:
