@@ -94,6 +94,12 @@ def seeds(
 
     store_path = storage.stage_dir("seeds_progress") / f"{key}.sqlite"
     with ProgressStore.open(store_path, partition=key, wait_s=30.0) as store:
+        if stale := store.other_versions():
+            versions = ", ".join(sorted(stale))
+            context.log.warning(
+                f"progress store {store_path} holds {sum(stale.values()):,} seeds of {versions} (another "
+                f"objective): none is reused; this run searches for {store.algorithm_version}"
+            )
         results = search_frames(
             slots,
             targets,

@@ -7,8 +7,9 @@ read these; the CUDA source gets them through generated ``#define`` lines
 
 from __future__ import annotations
 
-#: Bumped whenever anything that changes a seed's golden changes; part of every fingerprint.
-ALGORITHM_VERSION = "hasher-recursion-v1"
+#: Bumped whenever anything that changes a seed's golden or what it is searched for changes; part of
+#: every fingerprint. v2: the token-aligned target word of DESIGN §4.3 (v1 put the token in the low bits).
+ALGORITHM_VERSION = "hasher-recursion-v2"
 
 #: Slots (32-bit words) per neural frame (DESIGN §3.4).
 SLOT_COUNT = 12
@@ -55,8 +56,23 @@ JITTER_CLZ_THRESHOLD = 12
 JITTER_LOW_CLZ_XOR = 0xBADF00D5
 JITTER_HIGH_CLZ_XOR = 0xFEEDFACE
 
-#: cl100k_base's vocabulary size (DESIGN §3.1): a golden below it is a "valid token id" for the reward.
+#: The tokenizer (DESIGN §3.1) and the SHA-256 of its decompressed BPE ranks, the value tiktoken pins.
+TOKENIZER = "cl100k_base"
+CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+#: Where a frame's embedding comes from (DESIGN §3.3): its own window's context (the default) or the
+#: chunk's knowledge-base embedding.
+EMBEDDING_SOURCES = ("window", "chunk")
+#: The offline embedding's feature set (DESIGN §3.3); part of every recipe that uses it.
+HASHING_VERSION = "hashing-v2"
+#: cl100k_base's vocabulary size (DESIGN §3.1): ids below it are tokens.
 VOCABULARY_SIZE = 100277
+#: DESIGN §4.3: a token id fits 17 bits, and sits in the top 17 bits of the 32-bit target word
+#: (``T = token << TOKEN_SHIFT``; the token a golden stands for is ``golden >> TOKEN_SHIFT``), so the
+#: hash's leading bits are the token ("big-endian synchronisation").
+TOKEN_BITS = 17
+TOKEN_SHIFT = 32 - TOKEN_BITS
+#: The default difficulty: the top 17 bits, an exact token (about 2^17 evaluations per frame).
+DIFFICULTY_BITS = TOKEN_BITS
 
 #: SHA-256 initial state and round constants (FIPS 180-4), for the backends that compress by hand.
 SHA256_IV = (

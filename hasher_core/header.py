@@ -49,6 +49,16 @@ def leading_equal_bits(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
     return (32 - np.bitwise_count(x)).astype(np.uint8)
 
 
+def target_word(token_ids: np.ndarray | int) -> np.ndarray:
+    """The 32-bit word a seed's golden is matched against (DESIGN §4.3): ``token << 15``, uint32."""
+    return (np.asarray(token_ids, dtype=np.uint32) << np.uint32(design.TOKEN_SHIFT)).astype(np.uint32)
+
+
+def golden_token(golden: np.ndarray | int) -> np.ndarray:
+    """The token id a golden stands for (DESIGN §4.3): its top 17 bits, ``golden >> 15``, uint32."""
+    return (np.asarray(golden, dtype=np.uint32) >> np.uint32(design.TOKEN_SHIFT)).astype(np.uint32)
+
+
 def jitter(pass_index: int, key: int, slots: np.ndarray | list[int]) -> int:
     """The per-pass jitter word (DESIGN §4.2): a pure function of the pass, the key and the slots."""
     if pass_index < design.JITTER_PHASE2_START:

@@ -82,7 +82,8 @@ FRAME_SCHEMA = pa.schema(
 )
 
 #: Columns the search adds to the frames (DESIGN §4.5), besides filling ``best_seed``; ``fingerprint``
-#: (the frame's search fingerprint, DESIGN §4.6) is what the bundle and the progress store key on.
+#: (the frame's search fingerprint, DESIGN §4.6) is what the bundle and the progress store key on;
+#: ``predicted_token_id`` is the token the best seed's golden stands for (``golden >> 15``, §4.3).
 RESULT_COLUMNS = (
     "golden",
     "matched_bits",
@@ -95,6 +96,7 @@ RESULT_COLUMNS = (
     "header_time",
     "kernel_backend",
     "fingerprint",
+    "predicted_token_id",
 )
 
 #: The deployed seed table (DESIGN §6): one row per checkpointed frame, in a deterministic order.

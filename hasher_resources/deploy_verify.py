@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from hasher_core.bundle import Bundle
-from hasher_core.header import build_header, leading_equal_bits
+from hasher_core.design import TOKEN_BITS
+from hasher_core.header import build_header, golden_token, leading_equal_bits, target_word
 
 from .asic.resource import AsicResource
 from .asic.session import AsicSession
@@ -76,7 +77,8 @@ def sample_rows(bundle: Bundle, sample_size: int) -> np.ndarray:
 
 def verify_sample_on_kernel(bundle: Bundle, kernel: Sha256Kernel, sample_size: int = 64) -> VerifyReport:
     """Recompute the golden of a sample of rows on the kernel resource and compare with the bundle:
-    the golden itself, the matched bits it implies, and the solved flag at the row's difficulty."""
+    the golden itself, the matched bits it implies against the target word (DESIGN §4.3), the solved
+    flag at the row's difficulty, and, for rows solved at 17 bits or more, the token it gives back."""
     start = time.perf_counter()
     rows = sample_rows(bundle, sample_size)
     table = bundle.seeds.take(rows)
@@ -84,12 +86,12 @@ def verify_sample_on_kernel(bundle: Bundle, kernel: Sha256Kernel, sample_size: i
         bundle.slots()[rows], bundle.best_seeds()[rows], table.column("header_time").to_numpy()
     )
     stored = table.column("golden").to_numpy()
-    target = table.column("target_token_id").to_numpy().astype(np.int64) & 0xFFFFFFFF
+    target = table.column("target_token_id").to_numpy()
     matched = table.column("matched_bits").to_numpy()
     difficulty = table.column("difficulty_bits").to_numpy()
     solved = table.column("solved").to_numpy(zero_copy_only=False)
     fingerprints = table.column("fingerprint").to_pylist()
-    real_matched = leading_equal_bits(recomputed, target.astype(np.uint32))
+    real_matched = leading_equal_bits(recomputed, target_word(target))
     mismatches = []
     for k, row in enumerate(rows):
         problems = []
@@ -101,6 +103,8 @@ def verify_sample_on_kernel(bundle: Bundle, kernel: Sha256Kernel, sample_size: i
             problems.append(
                 f"solved={not solved[k]} at {int(difficulty[k])} bits, bundle says {bool(solved[k])}"
             )
+        if solved[k] and difficulty[k] >= TOKEN_BITS and golden_token(recomputed[k]) != target[k]:
+            problems.append(f"predicts token {int(golden_token(recomputed[k]))}, not {int(target[k])}")
         if problems:
             mismatches.append(
                 SampleMismatch(

@@ -146,6 +146,15 @@ class ProgressStore:
             log.warning(message)
             warnings.warn(message, ProgressStoreVersionWarning, stacklevel=3)
 
+    def other_versions(self) -> dict[str, int]:
+        """Rows written by other algorithm versions (another objective or recursion), per version:
+        they are kept but never reused, since the version is part of every fingerprint."""
+        rows = self._db.execute(
+            "SELECT algorithm_version, COUNT(*) FROM frames WHERE algorithm_version != ? GROUP BY 1",
+            (ALGORITHM_VERSION,),
+        )
+        return dict(rows.fetchall())
+
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM frames").fetchone()[0])
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from hasher_core.design import ALGORITHM_VERSION
+from hasher_core.design import ALGORITHM_VERSION, DIFFICULTY_BITS
 from hasher_core.errors import SearchConfigError
 
 from .reward import elite_count
@@ -40,7 +40,12 @@ class SearchConfig:
     bounds the whole climb.
     """
 
-    difficulty_bits: int = knob(20, "Leading bits of golden that must match the target word", ge=1, le=32)
+    difficulty_bits: int = knob(
+        DIFFICULTY_BITS,
+        "Leading bits of golden that must match the target word token << 15; 17 = the exact token",
+        ge=1,
+        le=32,
+    )
     difficulty_schedule: tuple[int, ...] | None = knob(
         None, "Difficulty per epoch, rising to difficulty_bits (e.g. 12,16,20)"
     )

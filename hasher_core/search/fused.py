@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from hasher_core.design import EXTRANONCE_BYTES, SEED_BYTES, SEED_NONCE_OFFSET, VOCABULARY_SIZE
+from hasher_core.design import EXTRANONCE_BYTES, SEED_BYTES, SEED_NONCE_OFFSET, TOKEN_SHIFT, VOCABULARY_SIZE
 
 from .fused_math import BYTE_MASK, leading_equal, pairwise_sum, popcount32, put_le, stream_base, stream_word
 from .reward import (
@@ -171,7 +171,7 @@ def _score_frame(f, golden, keys, target, difficulty, weights, reward, matched):
         for k in range(n_keys):
             stab += np.float32(32 - popcount32(np.int64(keys[f, p, k]) ^ g)) * _INV32
         stability = stab / np.float32(n_keys)
-        valid = np.float32(g < VOCABULARY_SIZE)
+        valid = np.float32((g >> TOKEN_SHIFT) < VOCABULARY_SIZE)  # the token it stands for is valid
         reward[p] = w_align * alignment + w_stab * stability + w_format * valid
     top, pick = -1, 0
     for p in range(golden.shape[1]):

@@ -23,6 +23,7 @@ import numpy as np
 
 from hasher_core.design import SEED_BYTES, SLOT_COUNT, STABILITY_PASSES, VOCABULARY_SIZE
 from hasher_core.errors import FramesInputError
+from hasher_core.header import target_word
 
 from . import fused
 from .config import SearchConfig
@@ -102,7 +103,7 @@ class _ActiveSet:
         self.generation = np.zeros(c, np.int64)  # generation of the population held now
         self.epoch = np.zeros(c, np.int64)
         self.slots = np.zeros((c, SLOT_COUNT), np.uint32)
-        self.target = np.zeros(c, np.uint32)
+        self.target = np.zeros(c, np.uint32)  # target words (token << 15), not token ids
         self.seeds = np.zeros((c, p, SEED_BYTES), np.uint8)
         self.golden = np.zeros((c, p), np.uint32)
         self.keys = np.zeros((c, p, len(STABILITY_PASSES)), np.uint32)
@@ -150,6 +151,8 @@ def search_frames(
     else:
         unique_index = inverse = np.zeros(0, np.int64)
     u_slots, u_targets = slots[unique_index], targets[unique_index]
+    # The search matches goldens against the target word, the token in the top bits (DESIGN §4.3).
+    u_words = target_word(u_targets)
     fp = _Fingerprinter(config)
     fingerprints = [fp(u_slots[i], int(u_targets[i])) for i in range(len(unique_index))]
     u = len(fingerprints)
@@ -216,7 +219,7 @@ def search_frames(
         _run(
             config,
             evaluate,
-            (u_slots, u_targets, fingerprints),
+            (u_slots, u_words, fingerprints),
             pending,
             history,
             stats,
@@ -230,7 +233,7 @@ def search_frames(
     history.solved.append(stats["solved"])
     report(True)
 
-    hamming = np.bitwise_count(out_golden ^ u_targets).astype(np.uint8)
+    hamming = np.bitwise_count(out_golden ^ u_words).astype(np.uint8)
     return SearchResults(
         fingerprint=np.asarray(fingerprints, dtype=object)[inverse] if u else np.zeros(0, object),
         best_seed=out_seed[inverse],
@@ -270,7 +273,7 @@ def _run(
     mutation, fresh seeds, the next batch) happens in ``fused``'s compiled functions;
     Python here only refills free slots, calls the kernel and records finished frames.
     """
-    u_slots, u_targets, fingerprints = frames
+    u_slots, u_words, fingerprints = frames
     p = int(config.population)
     elites = config.elites
     difficulty = int(config.difficulty_bits)
@@ -300,7 +303,7 @@ def _run(
             s.generation[new] = 0
             s.epoch[new] = 0
             s.slots[new] = u_slots[idx]
-            s.target[new] = u_targets[idx]
+            s.target[new] = u_words[idx]
             s.best_matched[new] = -1
             s.best_reward[new] = -np.inf
             s.evaluations[new] = 0

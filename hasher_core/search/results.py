@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from hasher_core.design import SEED_BYTES, SLOT_COUNT
 from hasher_core.errors import FramesInputError
+from hasher_core.header import golden_token
 from hasher_core.schemas import RESULT_COLUMNS, SLOT_COLUMNS, TARGET_COLUMN
 
 from .loop import check_frames
@@ -89,6 +90,7 @@ def attach_results(
         "header_time": pa.array(np.full(n, config.header_time, np.int64)),
         "kernel_backend": pa.array([kernel_backend] * n, pa.string()).dictionary_encode(),
         "fingerprint": pa.array(results.fingerprint.tolist(), pa.string()),
+        "predicted_token_id": pa.array(golden_token(results.golden).astype(np.int32), pa.int32()),
     }
     for name, values in columns.items():
         frames = frames.append_column(name, values)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from hasher_core.design import EXTRANONCE_BYTES, SEED_BYTES, SEED_NONCE_OFFSET, VOCABULARY_SIZE
-from hasher_core.header import leading_equal_bits
+from hasher_core.header import golden_token, leading_equal_bits
 
 #: SplitMix64's increment and finaliser multipliers.
 SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
@@ -87,14 +87,15 @@ def compute_reward(
 ) -> np.ndarray:
     """The DESIGN §4.3 reward, float32 of golden's shape.
 
-    ``golden`` uint32[...], ``keys`` uint32[..., 3] (passes 18–20), ``targets`` broadcastable to
-    ``golden``, ``difficulty_bits`` scalar or broadcastable.
+    ``golden`` uint32[...], ``keys`` uint32[..., 3] (passes 18–20), ``targets`` the target words
+    (``token << 15``) broadcastable to ``golden``, ``difficulty_bits`` scalar or broadcastable. The
+    format term is 1 when the token a golden stands for (``golden >> 15``) is a valid token id.
     """
     targets = np.asarray(targets, dtype=np.uint32)
     prefix = leading_equal_bits(golden, targets) >= np.asarray(difficulty_bits)
     alignment = hamming_similarity(golden, targets) + np.float32(PREFIX_REWARD_BONUS) * prefix
     stability = hamming_similarity(keys, golden[..., None]).mean(axis=-1, dtype=np.float32)
-    valid_token = (golden < np.uint32(VOCABULARY_SIZE)).astype(np.float32)
+    valid_token = (golden_token(golden) < np.uint32(VOCABULARY_SIZE)).astype(np.float32)
     w_align, w_stab, w_format = (np.float32(w) for w in weights)
     return (w_align * alignment + w_stab * stability + w_format * valid_token).astype(np.float32)
 

@@ -19,9 +19,9 @@ from types import ModuleType
 
 import numpy as np
 
-from hasher_core.design import EXTRANONCE_BYTES, HEADER_BYTES, SLOT_COUNT
+from hasher_core.design import EXTRANONCE_BYTES, HEADER_BYTES, SLOT_COUNT, VOCABULARY_SIZE
 from hasher_core.errors import KernelInputError
-from hasher_core.header import leading_equal_bits
+from hasher_core.header import leading_equal_bits, target_word
 
 from .inputs import (
     check_array,
@@ -165,7 +165,9 @@ def scan_seed_nonces(
     backend: str = "auto",
 ) -> NonceScanResult:
     """Sweep the nonce (seed bytes 28–31) of one frame: which goldens share ``difficulty_bits``
-    leading bits with the target token id."""
+    leading bits with the target word of ``target_token_id`` (``token << 15``, DESIGN §4.3), so at
+    17 bits a hit is a seed whose golden stands for the token. Raises KernelInputError for a token
+    outside the vocabulary or a bad input."""
     slots = check_array("slots", np.asarray(slots).reshape(1, -1), np.uint32, (SLOT_COUNT,))[0]
     if len(extranonce) != EXTRANONCE_BYTES:
         raise KernelInputError(f"extranonce must be {EXTRANONCE_BYTES} bytes, got {len(extranonce)}")
@@ -173,18 +175,27 @@ def scan_seed_nonces(
     check_u32("header_time", header_time)
     name = resolve_backend(backend)
     module = _backend_module(name)
-    target = np.uint32(target_token_id & 0xFFFFFFFF)
+    if not 0 <= int(target_token_id) < VOCABULARY_SIZE:
+        raise KernelInputError(f"target_token_id must be in [0, {VOCABULARY_SIZE}), got {target_token_id}")
+    word = target_word(int(target_token_id))
     found = _ScanAccumulator(difficulty_bits)
     reduce_in_backend = getattr(module, "scan_seed_hits", None)  # the GPU reduces on the device
     for start, count in _chunks(module, nonce_start, nonce_count):
         if reduce_in_backend is not None:
+            # The CUDA kernel forms the target word itself (recursion.cu, from HASHER_TOKEN_SHIFT).
             hits = reduce_in_backend(
-                slots, bytes(extranonce), start, count, int(header_time), int(target), difficulty_bits
+                slots,
+                bytes(extranonce),
+                start,
+                count,
+                int(header_time),
+                int(target_token_id),
+                difficulty_bits,
             )
             found.add_hits(start, count, *hits)
         else:
             goldens = module.scan_seed_nonces(slots, bytes(extranonce), start, count, int(header_time))
-            found.add(start, leading_equal_bits(goldens, target))
+            found.add(start, leading_equal_bits(goldens, word))
     return found.result(name)
 
 

@@ -48,6 +48,7 @@ def cuda_prelude() -> str:
         "HASHER_JITTER_HIGH_CLZ_XOR": f"0x{design.JITTER_HIGH_CLZ_XOR:08x}u",
         "HASHER_HEADER_VERSION": f"0x{design.HEADER_VERSION:08x}u",
         "HASHER_HEADER_BITS": f"0x{design.HEADER_BITS:08x}u",
+        "HASHER_TOKEN_SHIFT": design.TOKEN_SHIFT,
         "HASHER_CUDA_BLOCK": CUDA_BLOCK,
         "HASHER_CUDA_MIN_BLOCKS": CUDA_MIN_BLOCKS,
     }
@@ -147,7 +148,12 @@ def evaluate_with_keys(
 
 
 def _run_seed_scan(
-    slots: np.ndarray, extranonce: bytes, nonce_start: int, nonce_count: int, header_time: int, target: int
+    slots: np.ndarray,
+    extranonce: bytes,
+    nonce_start: int,
+    nonce_count: int,
+    header_time: int,
+    target_token_id: int,
 ) -> tuple[Any, Any]:
     d_slots = _buffer("scan_slots", design.SLOT_COUNT, np.uint32)
     d_extranonce = _buffer("scan_extranonce", design.EXTRANONCE_BYTES // 4, np.uint32)
@@ -156,7 +162,9 @@ def _run_seed_scan(
     d_slots.set(np.ascontiguousarray(slots, dtype=np.uint32))
     d_extranonce.set(np.frombuffer(extranonce, dtype="<u4").astype(np.uint32))
     if nonce_count:
-        args = (d_slots, d_extranonce, np.uint32(nonce_start), np.uint32(header_time), np.uint32(target))
+        args = (
+            d_slots, d_extranonce, np.uint32(nonce_start), np.uint32(header_time), np.uint32(target_token_id)
+        )  # fmt: skip
         _kernel("hasher_scan_seed")(
             _grid(nonce_count), (CUDA_BLOCK,), (*args, d_golden, d_bits, np.uint64(nonce_count))
         )
@@ -205,11 +213,12 @@ def scan_seed_hits(
     nonce_start: int,
     nonce_count: int,
     header_time: int,
-    target: int,
+    target_token_id: int,
     difficulty: int,
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """The seed scan reduced on the GPU: (hit offsets, their matched bits, best offset, best bits)."""
-    _, d_bits = _run_seed_scan(slots, extranonce, nonce_start, nonce_count, header_time, target)
+    """The seed scan reduced on the GPU: (hit offsets, their matched bits, best offset, best bits).
+    Bits are matched against the target word ``target_token_id << 15``, formed on the device."""
+    _, d_bits = _run_seed_scan(slots, extranonce, nonce_start, nonce_count, header_time, target_token_id)
     return _reduce_on_device(d_bits, difficulty)
 
 

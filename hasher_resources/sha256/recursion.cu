@@ -200,6 +200,12 @@ HASHER_FN hasher_u32 hasher_window_nonce(const hasher_u32* starts, unsigned long
   return starts[window] + (hasher_u32)(p - window * window_size);
 }
 
+// DESIGN §4.3: the word a golden is matched against holds the token in its top 17 bits, so the
+// hash's leading bits are the token; token(golden) = golden >> HASHER_TOKEN_SHIFT.
+HASHER_FN hasher_u32 hasher_target_word(hasher_u32 token_id) {
+  return token_id << HASHER_TOKEN_SHIFT;
+}
+
 #ifdef __CUDACC__
 
 // slots [n,12], seeds [n,8] (the 32 seed bytes as little-endian words), golden [n], keys [n,3].
@@ -222,11 +228,11 @@ extern "C" __global__ void __launch_bounds__(HASHER_CUDA_BLOCK, HASHER_CUDA_MIN_
 }
 
 // One frame (slots [12]) and extranonce ([4] little-endian words); nonce nonce_start + i (mod 2^32).
-// Writes each golden and how many leading bits it shares with target (32 when equal), so the
-// sweep can be reduced to hits and the best nonce on the device.
+// Writes each golden and how many leading bits it shares with the target word of target_token_id
+// (32 when equal), so the sweep can be reduced to hits and the best nonce on the device.
 extern "C" __global__ void __launch_bounds__(HASHER_CUDA_BLOCK, HASHER_CUDA_MIN_BLOCKS)
     hasher_scan_seed(const hasher_u32* __restrict__ slots, const hasher_u32* __restrict__ extranonce,
-                     hasher_u32 nonce_start, hasher_u32 header_time, hasher_u32 target,
+                     hasher_u32 nonce_start, hasher_u32 header_time, hasher_u32 target_token_id,
                      hasher_u32* __restrict__ golden, hasher_u8* __restrict__ matched_bits,
                      unsigned long long count) {
   const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -239,7 +245,7 @@ extern "C" __global__ void __launch_bounds__(HASHER_CUDA_BLOCK, HASHER_CUDA_MIN_
   sd[7] = hasher_bswap(nonce_start + (hasher_u32)i);  // seed bytes 28-31 hold the nonce big-endian
   hasher_evaluate_one(sl, sd, header_time, &g, k);
   golden[i] = g;
-  matched_bits[i] = (hasher_u8)hasher_clz(g ^ target);
+  matched_bits[i] = (hasher_u8)hasher_clz(g ^ hasher_target_word(target_token_id));
 }
 
 // Bitcoin nonce search from a midstate (a header scan passes its own) over windows of nonces: thread

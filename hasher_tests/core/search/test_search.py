@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from hasher_core.design import VOCABULARY_SIZE
 from hasher_core.errors import FramesInputError, SearchConfigError
-from hasher_core.header import leading_equal_bits
+from hasher_core.header import golden_token, leading_equal_bits, target_word
 from hasher_core.search import reward
 from hasher_core.search.config import SearchConfig
 from hasher_core.search.loop import frame_fingerprint, search_frames
@@ -37,6 +37,10 @@ def fast_oracle(slots: np.ndarray, seeds: np.ndarray, header_time: int) -> tuple
 
 def reference_evaluate(slots, seeds, header_time):
     return evaluate_with_keys(slots, seeds, header_time=header_time, backend="reference")
+
+
+def cpu_evaluate(slots, seeds, header_time):
+    return evaluate_with_keys(slots, seeds, header_time=header_time, backend="cpu")
 
 
 def make_frames(n: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +64,7 @@ def frames_table(slots: np.ndarray, targets: np.ndarray) -> pa.Table:
         ({"difficulty_bits": 0}, "difficulty_bits must be an integer in 1–32, got 0"),
         ({"difficulty_bits": 33}, "difficulty_bits must be an integer in 1–32, got 33"),
         ({"difficulty_schedule": (12, 10)}, "must not decrease"),
-        ({"difficulty_schedule": (12, 24)}, "goes above difficulty_bits=20"),
+        ({"difficulty_schedule": (12, 24)}, "goes above difficulty_bits=17"),
         ({"difficulty_schedule": ()}, "non-empty list"),
         ({"population": 1}, "population must be an integer in 2–"),
         ({"elite_ratio": 1.0}, "elite_ratio must be in (0, 1)"),
@@ -203,13 +207,29 @@ def test_reported_seeds_really_solve_their_frames_on_the_reference_kernel(strate
     config = SearchConfig(difficulty_bits=5, population=16, max_generations=40, strategy=strategy)
     r = search_frames(slots, targets, config, reference_evaluate)
     golden, keys = evaluate_with_keys(slots, r.best_seed, backend="reference")
+    words = target_word(targets)  # DESIGN §4.3: the token in the top 17 bits
     assert (golden == r.golden).all()
-    assert (leading_equal_bits(golden, targets) == r.matched_bits).all()
-    assert (np.bitwise_count(golden ^ targets.astype(np.uint32)) == r.hamming).all()
-    expected_reward = reward.compute_reward(golden, keys, targets, 5, config.reward_weights)
+    assert (leading_equal_bits(golden, words) == r.matched_bits).all()
+    assert (np.bitwise_count(golden ^ words) == r.hamming).all()
+    expected_reward = reward.compute_reward(golden, keys, words, 5, config.reward_weights)
     assert np.allclose(expected_reward, r.reward)
     assert r.solved.all() and (r.matched_bits >= 5).all()
+    assert ((golden >> np.uint32(27)) == (targets >> 12)).all()  # the token's top 5 bits
     assert (r.best_seed[:, 16:28] == 0).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["grpo", "scan"])
+def test_seeds_solved_at_17_bits_give_back_their_token_on_hashlib(strategy):
+    """The default difficulty is an exact token: ``golden >> 15 == target`` (searched on the CPU
+    backend, checked on the hashlib reference)."""
+    slots, targets = make_frames(2, seed=11)
+    config = SearchConfig(strategy=strategy, max_generations=20_000)
+    assert config.difficulty_bits == 17
+    r = search_frames(slots, targets, config, cpu_evaluate)
+    golden, _ = evaluate_with_keys(slots, r.best_seed, backend="reference")
+    assert r.solved.all() and (golden == r.golden).all()
+    assert (golden_token(golden) == targets).all()
 
 
 @pytest.mark.parametrize("strategy", ["grpo", "scan"])

@@ -4,6 +4,9 @@ import numpy as np
 
 VECTOR_SLOTS = np.array([[((i + 1) * 0x11111111) & 0xFFFFFFFF for i in range(12)]], dtype=np.uint32)
 VECTOR_SEED = np.array([[*range(16), *([0] * 12), 0x1C, 0x1D, 0x1E, 0x1F]], dtype=np.uint8)
+#: The vector's golden is 0x18867801; the token it stands for is its top 17 bits (DESIGN §4.3).
+VECTOR_GOLDEN = 0x18867801
+VECTOR_TOKEN = VECTOR_GOLDEN >> 15
 
 
 def random_rows(n: int, seed: int = 0, *, edges: bool = False) -> tuple[np.ndarray, np.ndarray]:

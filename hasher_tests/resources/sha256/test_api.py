@@ -18,7 +18,7 @@ from hasher_core.errors import BackendUnavailableError, KernelInputError
 from hasher_core.header import build_header, compress, midstate
 from hasher_resources import sha256
 from hasher_resources.sha256 import reference
-from hasher_tests.resources.sha256.cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
+from hasher_tests.resources.sha256.cases import VECTOR_SEED, VECTOR_SLOTS, VECTOR_TOKEN, random_rows
 
 
 def test_design_vector_header_bytes():
@@ -129,14 +129,15 @@ def test_seed_scan_matches_evaluate_per_nonce():
     result = sha256.scan_seed_nonces(
         slots,
         extranonce,
-        0x18867801,
+        VECTOR_TOKEN,
         difficulty_bits=0,
         nonce_count=3,
         nonce_start=0x1C1D1E1E,
         backend="reference",
     )
     assert result.nonces.tolist() == [0x1C1D1E1E, 0x1C1D1E1F, 0x1C1D1E20]
-    assert result.bits[1] == 32 and result.best_nonce == 0x1C1D1E1F and result.best_bits == 32
+    # DESIGN §4.3: the vector's golden 0x18867801 stands for token 0x18867801 >> 15: 17 bits match.
+    assert result.bits[1] == 17 and result.best_nonce == 0x1C1D1E1F and result.best_bits == 17
     assert result.scanned == 3 and result.backend == "reference"
 
 
@@ -222,13 +223,13 @@ def test_scans_use_a_backends_own_reduction_when_it_has_one(monkeypatch):
 def test_seed_scan_uses_a_backends_own_reduction_when_it_has_one(monkeypatch):
     def scan_seed_hits(slots, extranonce, start, count, header_time, target, difficulty):
         goldens = reference.scan_seed_nonces(slots, extranonce, start, count, header_time)
-        bits = header.leading_equal_bits(goldens, np.uint32(target))
+        bits = header.leading_equal_bits(goldens, header.target_word(target))
         hits = np.flatnonzero(bits >= difficulty)
         return hits.astype(np.uint32), bits[hits], int(np.argmax(bits)), int(bits.max())
 
     def scan():
         return sha256.scan_seed_nonces(
-            VECTOR_SLOTS[0], bytes(range(16)), 0x18867801, difficulty_bits=1, nonce_count=9,
+            VECTOR_SLOTS[0], bytes(range(16)), VECTOR_TOKEN, difficulty_bits=1, nonce_count=9,
             nonce_start=0x1C1D1E1B, backend="reference",
         )  # fmt: skip
 
@@ -236,7 +237,7 @@ def test_seed_scan_uses_a_backends_own_reduction_when_it_has_one(monkeypatch):
     plain = scan()
     monkeypatch.setattr(reference, "scan_seed_hits", scan_seed_hits, raising=False)
     assert _fields(scan()) == _fields(plain)
-    assert plain.best_nonce == 0x1C1D1E1F and plain.best_bits == 32
+    assert plain.best_nonce == 0x1C1D1E1F and plain.best_bits == 17
 
 
 # --- scan_midstate_nonces: the header scan from what a mining chip is given ------------------------

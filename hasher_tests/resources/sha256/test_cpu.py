@@ -11,7 +11,7 @@ import pytest
 from hasher_core.header import midstate
 from hasher_resources import sha256
 from hasher_resources.sha256 import cpu, reference
-from hasher_tests.resources.sha256.cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
+from hasher_tests.resources.sha256.cases import VECTOR_SEED, VECTOR_SLOTS, VECTOR_TOKEN, random_rows
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def test_seed_scan_matches_reference_across_the_nonce_wrap():
 
 def test_seed_scan_finds_the_design_vector_nonce():
     result = sha256.scan_seed_nonces(
-        VECTOR_SLOTS[0], bytes(range(16)), 0x18867801, difficulty_bits=32,
+        VECTOR_SLOTS[0], bytes(range(16)), VECTOR_TOKEN, difficulty_bits=17,
         nonce_count=200, nonce_start=0x1C1D1E1F - 100, backend="cpu",
     )  # fmt: skip
     assert 0x1C1D1E1F in result.nonces.tolist()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from hasher_core import design
-from hasher_core.header import midstate
+from hasher_core.header import golden_token, leading_equal_bits, midstate, target_word
 from hasher_resources import sha256
 from hasher_resources.sha256 import cuda, reference
 from hasher_tests.resources.sha256.cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
@@ -34,6 +34,10 @@ extern "C" void host_header_bits(const hasher_u32* mid, const hasher_u32* words,
   for (long i = 0; i < n; ++i)
     out[i] = (unsigned char)hasher_header_zero_bits(mid, words[0], words[1], words[2],
                                                     hasher_bswap(nonce_start + (hasher_u32)i));
+}
+extern "C" void host_seed_match_bits(const hasher_u32* golden, const hasher_u32* tokens, unsigned char* out,
+                                     long n) {
+  for (long i = 0; i < n; ++i) out[i] = (unsigned char)hasher_clz(golden[i] ^ hasher_target_word(tokens[i]));
 }
 extern "C" void host_window_bits(const hasher_u32* mid, const hasher_u32* tail, const hasher_u32* starts,
                                  unsigned long long window_size, unsigned long long skip, unsigned char* out,
@@ -109,6 +113,20 @@ def host_evaluate(lib: ctypes.CDLL, slots: np.ndarray, seeds: np.ndarray, header
         ctypes.c_long(n),
     )
     return golden, keys
+
+
+def test_the_cuda_seed_scan_matches_goldens_against_the_token_in_the_top_bits(host_lib):
+    """DESIGN §4.3 in the CUDA source: matched bits are counted against token << 15, like the CPU path."""
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(0, design.VOCABULARY_SIZE, 256).astype(np.uint32)
+    golden = rng.integers(0, 2**32, 256, dtype=np.uint64).astype(np.uint32)
+    golden[:64] = (tokens[:64] << np.uint32(15)) | (golden[:64] & np.uint32(0x7FFF))  # the token, any tail
+    out = np.empty(256, np.uint8)
+    ptr = np.ctypeslib.ndpointer
+    host_lib.host_seed_match_bits.argtypes = [ptr(np.uint32), ptr(np.uint32), ptr(np.uint8), ctypes.c_long]
+    host_lib.host_seed_match_bits(golden, tokens, out, 256)
+    assert np.array_equal(out, leading_equal_bits(golden, target_word(tokens)))
+    assert (out[:64] >= design.TOKEN_BITS).all() and (golden_token(golden[:64]) == tokens[:64]).all()
 
 
 def test_host_build_passes_the_design_vector(host_lib):

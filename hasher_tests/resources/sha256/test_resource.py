@@ -10,7 +10,7 @@ from hasher_core.errors import BackendUnavailableError, KernelConfigError, Kerne
 from hasher_resources import sha256
 from hasher_resources.sha256 import reference
 from hasher_resources.sha256.resource import Sha256Kernel
-from hasher_tests.resources.sha256.cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
+from hasher_tests.resources.sha256.cases import VECTOR_SEED, VECTOR_SLOTS, VECTOR_TOKEN, random_rows
 
 
 def test_plain_instantiation_outside_dagster():
@@ -66,8 +66,8 @@ def test_scans_run_on_the_resolved_backend():
     found = kernel.scan_seed_nonces(
         VECTOR_SLOTS[0],
         bytes(range(16)),
-        0x18867801,
-        difficulty_bits=32,
+        VECTOR_TOKEN,
+        difficulty_bits=17,
         nonce_count=2,
         nonce_start=0x1C1D1E1E,
     )
