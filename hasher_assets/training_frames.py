@@ -14,6 +14,7 @@ from hasher_core.design import PROJECTION_SEED, STRIDE, WINDOW_SIZE
 from hasher_core.frames.gorand import projection_matrix
 from hasher_core.frames.tokens import load_cl100k
 from hasher_core.rate_log import RateReporter
+from hasher_core.recipe import frame_recipe, recipe_to_metadata
 from hasher_resources.embedder import Embedder
 from hasher_resources.frames_writer import write_frames
 from hasher_resources.parquet_io import ParquetPartition, StagedParquet
@@ -29,8 +30,10 @@ class TrainingFramesConfig(dg.Config):
     window_size: int = Field(default=WINDOW_SIZE, ge=1, description="W: the longest context, in tokens")
     stride: int = Field(default=STRIDE, ge=1, description="S: targets advance by this many tokens")
     seed: int = Field(default=PROJECTION_SEED, description="Go math/rand seed of the 24×768 projection")
-    embedding_source: Literal["chunk", "window"] = Field(
-        default="chunk", description="chunk: the chunk's embedding; window: embed each window's text"
+    embedding_source: Literal["window", "chunk"] = Field(
+        default="window",
+        description="window: embed each window's context (what inference can rebuild from text); "
+        "chunk: every frame of a chunk takes the chunk's knowledge-base embedding",
     )
     batch_size: int = Field(default=32, ge=1, description="Texts per embedder call (window source)")
     compression: Literal["zstd", "snappy"] = "zstd"
@@ -54,6 +57,13 @@ def training_frames(
     chunks = knowledge_base.num_rows()
     progress = RateReporter("training_frames", chunks, context.log.info, unit="chunks")
     staging = storage.stage_dir(".staging") / f"training_frames.{key}.{context.run.run_id}.parquet"
+    recipe = frame_recipe(
+        embedder=embedder.recipe(),
+        window_size=config.window_size,
+        stride=config.stride,
+        embedding_source=config.embedding_source,
+        projection_seed=config.seed,
+    )
     report = write_frames(
         knowledge_base.iter_batches(batch_rows=2048),
         staging,
@@ -66,7 +76,15 @@ def training_frames(
         embedder=embedder if config.embedding_source == "window" else None,
         embed_batch_size=config.batch_size,
         progress=lambda r: progress.update(r.chunks, f"{r.frames:,} frames"),
+        metadata=recipe_to_metadata(recipe),
     )
+    if report.ambiguous_frames:
+        context.log.info(
+            f"{report.ambiguous_frames} frames in {report.ambiguous_contexts} contexts seen with more than "
+            "one next token (repeated text): inference answers the most frequent one"
+        )
+    if report.colliding_frames:
+        context.log.warning(f"{report.colliding_frames} frames share their slots with a different text")
     progress.finish(report.chunks, f"{report.frames:,} frames")
     frames = ParquetPartition(staging, key)
     preview = next(frames.iter_batches(batch_rows=5), None)
@@ -77,6 +95,8 @@ def training_frames(
         "stride": config.stride,
         "projection_seed": config.seed,
         "embedding_source": config.embedding_source,
+        "embedder": embedder.description(),
+        "recipe": dg.MetadataValue.json(recipe),
     }
     if preview is not None:
         metadata["preview"] = dg.MetadataValue.md(

@@ -1,7 +1,7 @@
 """The embedder resource: text → float32[N, dims] for inbox chunks and window embeddings (DESIGN §2, §3.3).
 
 Two implementations behind one ``Embedder`` base: ``HashingEmbedder``, the offline deterministic
-default (feature hashing of words and word pairs; lexical, not semantic), and ``OllamaEmbedder``,
+default (feature hashing of every piece of the text; lexical, not semantic), and ``OllamaEmbedder``,
 a client for a local Ollama server's ``POST /api/embed`` that batches, times out, retries transient
 failures with exponential backoff and checks every answer's count, dimension and finiteness.
 Both are Dagster ``ConfigurableResource``s and also work as plain objects.
@@ -9,11 +9,9 @@ Both are Dagster ``ConfigurableResource``s and also work as plain objects.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import http.client
 import json
-import re
+import os
 import time
 import urllib.error
 import urllib.request
@@ -21,11 +19,12 @@ from abc import abstractmethod
 
 import dagster as dg
 import numpy as np
+import tiktoken
 from pydantic import Field
 
-from hasher_core.errors import EmbedderError
-
-_WORD = re.compile(r"\w+")
+from hasher_core.design import EMBEDDING_DIMS, HASHING_VERSION
+from hasher_core.errors import EmbedderError, InferenceError
+from hasher_core.frames.hashing import embed_texts, embed_token_windows, token_byte_table
 
 
 class Embedder(dg.ConfigurableResource):
@@ -44,63 +43,37 @@ class Embedder(dg.ConfigurableResource):
     def description(self) -> str:
         """What kind of embedding this is, in a user's words (shown in run metadata)."""
 
-
-@functools.lru_cache(maxsize=1 << 20)
-def _word_hash(word: str) -> int:
-    """64-bit hash of one word: blake2b, not Python's hash(), which is salted per process."""
-    return int.from_bytes(hashlib.blake2b(word.encode("utf-8", "surrogatepass"), digest_size=8).digest())
-
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _pair_hash(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """64-bit hash of each adjacent word pair from the two words' hashes (splitmix64 finaliser).
-
-    Mixing the cached word hashes keeps pairs out of blake2b: pairs are mostly unique, so hashing
-    them directly would cost one blake2b call per word of text.
-    """
-    x = first * _GOLDEN + second  # uint64 arithmetic wraps, as intended
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    @abstractmethod
+    def recipe(self) -> dict[str, object]:
+        """What inference needs to embed a context exactly as training did (the bundle's recipe)."""
 
 
 class HashingEmbedder(Embedder):
-    """Offline, deterministic feature hashing of lower-cased words and adjacent word pairs.
+    """Offline, deterministic feature hashing of every piece of a text (``hasher_core.frames.hashing``).
 
-    Each feature's 64-bit hash ``h`` adds ``+1`` (``h`` odd) or ``-1`` to slot ``(h >> 1) % dims``:
-    words hash with blake2b-64, pairs with :func:`_pair_hash` of their words' hashes. The vector is
-    then L2-normalised. Texts sharing words get similar vectors, but synonyms do not: lexical, not
-    semantic. Text without word characters gives the all-zero vector.
+    Words as written and lower-cased, punctuation and symbols, whitespace runs and adjacent pairs of
+    these, the last few pieces weighted double; L2-normalised. Texts sharing words get similar
+    vectors and texts that differ by a comma, a space or a capital differ, but synonyms do not:
+    lexical, not semantic. Windows of token ids are embedded straight from the tokens' bytes.
     """
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        word_hashes: list[int] = []
-        lengths = np.zeros(len(texts), dtype=np.int64)
-        for row, text in enumerate(texts):
-            words = _WORD.findall(text.lower())
-            word_hashes += map(_word_hash, words)
-            lengths[row] = len(words)
-        words = np.array(word_hashes, dtype=np.uint64)
-        word_rows = np.repeat(np.arange(len(texts)), lengths)
-        # Pairs are formed across the concatenation of all texts; those spanning two texts are dropped.
-        same_text = word_rows[:-1] == word_rows[1:]
-        pairs = _pair_hash(words[:-1], words[1:])[same_text]
-        feature = np.concatenate([words, pairs])
-        rows = np.concatenate([word_rows, word_rows[:-1][same_text]])
-        slot = rows * self.dims + (feature >> np.uint64(1)) % np.uint64(self.dims)
-        sign = np.where(feature & np.uint64(1), 1.0, -1.0)
-        counts = np.bincount(slot.astype(np.int64), weights=sign, minlength=len(texts) * self.dims)
-        # bincount returns integers when there is no feature at all.
-        vectors = counts.reshape(len(texts), self.dims).astype(np.float64, copy=False)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        # Rows with no words (or features that all cancel) stay zero instead of dividing by zero.
-        np.divide(vectors, norms, out=vectors, where=norms > 0)
-        return vectors.astype(np.float32)
+        return embed_texts(list(texts), self.dims)
+
+    def embed_token_windows(
+        self, tokens: np.ndarray, begin: np.ndarray, end: np.ndarray, encoding: tiktoken.Encoding
+    ) -> np.ndarray:
+        """float32[len(begin), dims]: the embedding of each window ``tokens[begin[k]:end[k]]``."""
+        return embed_token_windows(tokens, begin, end, token_byte_table(encoding), self.dims)
 
     def description(self) -> str:
-        return f"lexical feature hashing (blake2b, words and word pairs, {self.dims} dims), not semantic"
+        return (
+            f"lexical feature hashing ({HASHING_VERSION}: every word, symbol and space run and their "
+            f"pairs, {self.dims} dims), not semantic"
+        )
+
+    def recipe(self) -> dict[str, object]:
+        return {"name": "hashing", "version": HASHING_VERSION, "dims": self.dims}
 
 
 class OllamaEmbedder(Embedder):
@@ -115,6 +88,10 @@ class OllamaEmbedder(Embedder):
 
     def description(self) -> str:
         return f"ollama {self.model} at {self.url}"
+
+    def recipe(self) -> dict[str, object]:
+        # The server's address is not part of the recipe: any server with the model reproduces it.
+        return {"name": "ollama", "model": self.model, "dims": self.dims}
 
     def embed(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dims), dtype=np.float32)
@@ -194,3 +171,16 @@ def _error_text(exc: urllib.error.HTTPError) -> str:
     except (json.JSONDecodeError, AttributeError):
         message = None
     return str(message or body or exc.reason)[:300]
+
+
+def embedder_for_recipe(recipe: dict[str, object], ollama_url: str | None = None) -> Embedder:
+    """The embedder a bundle's recipe names (``embedder`` field), configured as training had it; an
+    Ollama embedder talks to ``ollama_url`` (default ``$HASHER_OLLAMA_URL``, then 127.0.0.1:11434).
+    Raises :class:`InferenceError` for an embedder this release does not have."""
+    name, dims = recipe.get("name"), int(recipe.get("dims", EMBEDDING_DIMS))
+    if name == "hashing":
+        return HashingEmbedder(dims=dims)
+    if name == "ollama":
+        url = ollama_url or os.environ.get("HASHER_OLLAMA_URL") or "http://127.0.0.1:11434"
+        return OllamaEmbedder(model=str(recipe.get("model")), dims=dims, url=url)
+    raise InferenceError(f"the recipe's embedder {name!r} is not one this release has (hashing, ollama)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,8 +24,14 @@ from hasher_core.design import STRIDE, WINDOW_SIZE
 from hasher_core.embedding import TextEmbedder
 from hasher_core.frames.gorand import projection_matrix
 from hasher_core.frames.tokens import load_cl100k
-from hasher_core.frames.windows import batch_texts, build_frames, check_input, validate_frame_options
-from hasher_core.schemas import FRAME_SCHEMA
+from hasher_core.frames.windows import (
+    ambiguity,
+    batch_texts,
+    build_frames,
+    check_input,
+    validate_frame_options,
+)
+from hasher_core.schemas import FRAME_SCHEMA, SLOT_COLUMNS, TARGET_COLUMN
 
 from .files import atomic_write
 
@@ -43,6 +49,11 @@ class FramesReport:
     batches: int = 0
     seconds: float = 0.0
     file_bytes: int = 0
+    #: Window frames only (DESIGN §3.3): frames whose context also led to another next token, the
+    #: number of such contexts, and frames whose slots another *text* shares (should be 0).
+    ambiguous_frames: int = 0
+    ambiguous_contexts: int = 0
+    colliding_frames: int = 0
     done: bool = False
 
     @property
@@ -92,6 +103,10 @@ def _prefetched(
         yield pending[0], [f.result() for f in pending[1]]
 
 
+def _slots_of(frames: pa.RecordBatch) -> np.ndarray:
+    return np.stack([frames.column(c).to_numpy().view(np.uint32) for c in SLOT_COLUMNS], axis=1)
+
+
 def write_frames(
     batches: Iterable[pa.RecordBatch],
     out_path: Path,
@@ -101,18 +116,20 @@ def write_frames(
     compression: str = "zstd",
     window: int = WINDOW_SIZE,
     stride: int = STRIDE,
-    embedding_source: str = "chunk",
+    embedding_source: str = "window",
     embedder: TextEmbedder | None = None,
     embed_batch_size: int = 32,
     progress: Callable[[FramesReport], None] | None = None,
     num_threads: int | None = None,
+    metadata: Mapping[bytes, bytes] | None = None,
 ) -> FramesReport:
     """Stream knowledge-base batches into one frames Parquet file (``FRAME_SCHEMA``), atomically.
 
     Frames are written batch by batch (one row group each) through
     :func:`hasher_resources.files.atomic_write`: readers see the old file or the complete new one,
     never a partial file, and on any exception an existing ``out_path`` is left untouched.
-    ``encoding`` and ``projection`` default to the offline cl100k_base and the default projection.
+    ``encoding`` and ``projection`` default to the offline cl100k_base and the default projection;
+    ``metadata`` (e.g. the frame recipe) goes into the file's key-value metadata.
     Raises :class:`~hasher_core.errors.FramesConfigError` for a bad option and
     :class:`~hasher_core.errors.FramesInputError` for a bad batch, naming it.
     """
@@ -135,7 +152,10 @@ def write_frames(
         # for no gain on hash-like slot values (performance-anchors §6).
         with (
             pq.ParquetWriter(
-                tmp, FRAME_SCHEMA, compression=compression, use_dictionary=["source_file"]
+                tmp,
+                FRAME_SCHEMA.with_metadata(metadata),
+                compression=compression,
+                use_dictionary=["source_file"],
             ) as writer,
             ThreadPoolExecutor(num_threads or os.cpu_count() or 1) as pool,
         ):
@@ -153,6 +173,14 @@ def write_frames(
                 )
                 if built.frames.num_rows:
                     writer.write_batch(built.frames)
+                if built.context_hashes is not None:  # window frames: keep what ambiguity needs
+                    ambiguity_input.append(
+                        (
+                            _slots_of(built.frames),
+                            built.frames.column(TARGET_COLUMN).to_numpy(),
+                            built.context_hashes,
+                        )
+                    )
                 report.chunks += built.chunks
                 report.frames += built.frames.num_rows
                 report.tokens += built.tokens
@@ -163,7 +191,13 @@ def write_frames(
                 if progress is not None:
                     progress(report)
 
+    ambiguity_input: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     atomic_write(out_path, write)
+    if ambiguity_input:
+        found = ambiguity(*(np.concatenate(part) for part in zip(*ambiguity_input, strict=True)))
+        report.ambiguous_frames = found.ambiguous_frames
+        report.ambiguous_contexts = found.ambiguous_contexts
+        report.colliding_frames = found.colliding_frames
     report.seconds = time.perf_counter() - started
     report.file_bytes = out_path.stat().st_size
     report.done = True

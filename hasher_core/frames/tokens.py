@@ -18,18 +18,15 @@ from pathlib import Path
 
 import tiktoken
 
-from hasher_core.design import VOCABULARY_SIZE
+from hasher_core.design import CL100K_SHA256, TOKENIZER, VOCABULARY_SIZE
 from hasher_core.errors import TokenizerDataError
 
 __all__ = [
-    "CL100K_SHA256",
     "bundled_cl100k_path",
     "load_cl100k",
     "load_cl100k_from",
 ]
 
-#: SHA-256 of the decompressed ranks file; the same value tiktoken_ext.openai_public pins.
-CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
 
 # tiktoken_ext.openai_public.cl100k_base, copied so the Encoding is identical to tiktoken's own.
 _PAT_STR = (
@@ -88,7 +85,7 @@ def load_cl100k_from(path: Path) -> tiktoken.Encoding:
             path, f"SHA-256 of the decompressed ranks is {actual}, expected {CL100K_SHA256}"
         )
     encoding = tiktoken.Encoding(
-        name="cl100k_base",
+        name=TOKENIZER,
         pat_str=_PAT_STR,
         mergeable_ranks=_parse_ranks(data, path),
         special_tokens=_SPECIAL_TOKENS,

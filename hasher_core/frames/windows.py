@@ -17,13 +17,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import tiktoken
 
-from hasher_core.design import EMBEDDING_DIMS, FEATURE_COUNT, SLOT_COUNT, STRIDE, WINDOW_SIZE
+from hasher_core.design import (
+    EMBEDDING_DIMS,
+    EMBEDDING_SOURCES,
+    FEATURE_COUNT,
+    SLOT_COUNT,
+    STRIDE,
+    WINDOW_SIZE,
+)
 from hasher_core.embedding import TextEmbedder, check_embeddings
 from hasher_core.errors import FramesConfigError, FramesInputError
 from hasher_core.schemas import FRAME_SCHEMA
 
 COMPRESSIONS = ("zstd", "snappy")
-EMBEDDING_SOURCES = ("chunk", "window")
+#: Windows embedded per call on the token path (bounds the embeddings held at once: 12 MB at 768 dims).
+TOKEN_WINDOW_BATCH = 4096
 
 _INPUT_COLUMNS = ("source_file", "chunk_id", "content", "embedding")
 
@@ -33,17 +41,18 @@ def validate_frame_options(
     window: int = WINDOW_SIZE,
     stride: int = STRIDE,
     compression: str = "zstd",
-    embedding_source: str = "chunk",
+    embedding_source: str | None = None,
     embedder: TextEmbedder | None = None,
     embed_batch_size: int = 32,
 ) -> None:
-    """Raise :class:`FramesConfigError` naming the option when any stage-2 setting is unusable."""
+    """Raise :class:`FramesConfigError` naming the option when any stage-2 setting is unusable
+    (``embedding_source`` and its embedder are checked when a source is given)."""
     for name, value in (("window", window), ("stride", stride), ("embed_batch_size", embed_batch_size)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise FramesConfigError(f"{name} must be an integer >= 1, got {value!r}")
     if compression not in COMPRESSIONS:
         raise FramesConfigError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
-    if embedding_source not in EMBEDDING_SOURCES:
+    if embedding_source is not None and embedding_source not in EMBEDDING_SOURCES:
         raise FramesConfigError(
             f"embedding_source must be one of {EMBEDDING_SOURCES}, got {embedding_source!r}"
         )
@@ -199,6 +208,8 @@ class BatchFrames:
     tokens: int
     content_bytes: int
     skipped_chunks: int
+    #: uint64[frames]: :func:`window_hashes` of each frame's context (window source only).
+    context_hashes: np.ndarray | None = None
 
 
 def build_frames(
@@ -229,6 +240,7 @@ def build_frames(
     frame_count = chunk_of_frame.size
     targets = flat[token_offsets[chunk_of_frame] + ends]
 
+    context_hashes = None
     if embedding_source == "chunk":
         embeddings = _embedding_matrix(batch.column("embedding"), batch)
         bad = ~np.isfinite(embeddings).all(axis=1)
@@ -236,15 +248,18 @@ def build_frames(
             raise FramesInputError(f"chunk {_record_name(batch, int(np.argmax(bad)))}: embedding has NaN/inf")
         slots_t = project_to_slots(embeddings, projection).T.copy()[:, chunk_of_frame]
     else:
-        slots_t = _window_slots(
+        assert embedder is not None  # validate_frame_options guarantees it
+        begin, end = token_offsets[chunk_of_frame] + starts, token_offsets[chunk_of_frame] + ends
+        slots_t = window_slots(
             flat,
-            token_offsets[chunk_of_frame] + starts,
-            token_offsets[chunk_of_frame] + ends,
+            begin,
+            end,
             encoding=encoding,
             projection=projection,
             embedder=embedder,
             embed_batch_size=embed_batch_size,
         ).T.copy()
+        context_hashes = window_hashes(flat, begin, end)
 
     source = batch.column("source_file")
     if not pa.types.is_dictionary(source.type):
@@ -272,34 +287,105 @@ def build_frames(
         tokens=int(lengths.sum()),
         content_bytes=content_bytes,
         skipped_chunks=int((lengths < 2).sum()),
+        context_hashes=context_hashes,
     )
 
 
-def _window_slots(
-    flat: np.ndarray,
+def window_slots(
+    tokens: np.ndarray,
     begin: np.ndarray,
     end: np.ndarray,
     *,
     encoding: tiktoken.Encoding,
     projection: np.ndarray,
-    embedder: TextEmbedder | None,
-    embed_batch_size: int,
+    embedder: TextEmbedder,
+    embed_batch_size: int = 32,
 ) -> np.ndarray:
-    """Slots for each window from the embedder's embedding of its decoded context text."""
-    assert embedder is not None  # validate_frame_options guarantees it
+    """The slots (uint32[len(begin), 12]) of each window ``tokens[begin[k]:end[k]]``: its context
+    embedded by ``embedder`` (DESIGN §3.3) and projected by the mapper (§3.4).
+
+    Training and inference both call this, so a context's slots at inference equal its training
+    frame's bit for bit. An embedder with ``embed_token_windows`` (the offline hashing embedder)
+    embeds the windows from their tokens' bytes, ``TOKEN_WINDOW_BATCH`` at a time; any other gets
+    the decoded texts, ``embed_batch_size`` at a time. Raises :class:`FramesInputError` when the
+    embedder answers with the wrong shape or NaN/inf.
+    """
+    begin, end = np.asarray(begin, np.int64), np.asarray(end, np.int64)
     slots = np.empty((begin.size, SLOT_COUNT), dtype=np.uint32)
-    # Project each embedder batch at once so at most embed_batch_size embeddings are ever held.
-    for lo in range(0, begin.size, embed_batch_size):
-        hi = min(lo + embed_batch_size, begin.size)
-        texts = encoding.decode_batch(
-            [flat[b:e].tolist() for b, e in zip(begin[lo:hi], end[lo:hi], strict=True)]
-        )
+    by_tokens = getattr(embedder, "embed_token_windows", None)
+    step = TOKEN_WINDOW_BATCH if by_tokens is not None else embed_batch_size
+    # Project each embedder batch at once so at most one batch of embeddings is ever held.
+    for lo in range(0, begin.size, step):
+        hi = min(lo + step, begin.size)
+        if by_tokens is not None:
+            vectors = by_tokens(tokens, begin[lo:hi], end[lo:hi], encoding)
+        else:
+            vectors = embedder.embed(
+                encoding.decode_batch(
+                    [tokens[b:e].tolist() for b, e in zip(begin[lo:hi], end[lo:hi], strict=True)]
+                )
+            )
         where = f"window texts {lo}..{hi - 1} of this batch"
-        vectors = check_embeddings(
-            embedder.embed(texts), len(texts), None, where=where, error=FramesInputError
-        )
+        vectors = check_embeddings(vectors, hi - lo, None, where=where, error=FramesInputError)
         slots[lo:hi] = project_to_slots(vectors, projection)
     return slots
+
+
+@numba.njit(cache=True)
+def _window_hashes(tokens, begin, end):  # pragma: no cover - compiled
+    out = np.empty(begin.shape[0], np.uint64)
+    for k in range(begin.shape[0]):
+        h = np.uint64(0xCBF29CE484222325)
+        for i in range(begin[k], end[k]):
+            h = (h ^ np.uint64(tokens[i])) * np.uint64(0x100000001B3)
+        out[k] = h ^ np.uint64(end[k] - begin[k])
+    return out
+
+
+def window_hashes(tokens: np.ndarray, begin: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """A 64-bit fingerprint (uint64) of each window's token sequence: equal windows, equal hashes.
+
+    It tells apart two frames that share their slots because their texts are identical (a repeated
+    phrase: a truly ambiguous context) from two whose different texts collided (DESIGN §3.3).
+    """
+    return _window_hashes(
+        np.ascontiguousarray(tokens, np.int64), np.asarray(begin, np.int64), np.asarray(end, np.int64)
+    )
+
+
+@dataclass(frozen=True)
+class Ambiguity:
+    """Frames whose slots another frame shares (DESIGN §3.3): ``ambiguous_frames`` share them with a
+    frame of another next token (one seed cannot answer both); ``colliding_frames`` share them with
+    a frame of another context text (the embedding failed to tell two windows apart)."""
+
+    frames: int
+    ambiguous_frames: int
+    ambiguous_contexts: int
+    colliding_frames: int
+
+
+def ambiguity(slots: np.ndarray, targets: np.ndarray, context_hashes: np.ndarray) -> Ambiguity:
+    """Count ambiguous and colliding frames of ``slots`` uint32[N, 12], ``targets`` int[N] and
+    ``context_hashes`` uint64[N] (:func:`window_hashes`)."""
+    n = slots.shape[0]
+    if n == 0:
+        return Ambiguity(0, 0, 0, 0)
+    rows = np.ascontiguousarray(slots, dtype=np.uint32).view(np.dtype((np.void, 4 * SLOT_COUNT))).ravel()
+    _, group, sizes = np.unique(rows, return_inverse=True, return_counts=True)
+
+    def groups_with_several(values: np.ndarray) -> np.ndarray:
+        pairs = np.unique(np.stack([group.astype(np.uint64), values.astype(np.uint64)], axis=1), axis=0)
+        return np.bincount(pairs[:, 0].astype(np.int64), minlength=sizes.size) > 1
+
+    several_targets = groups_with_several(np.asarray(targets))
+    several_texts = groups_with_several(np.asarray(context_hashes))
+    return Ambiguity(
+        frames=n,
+        ambiguous_frames=int(several_targets[group].sum()),
+        ambiguous_contexts=int(several_targets.sum()),
+        colliding_frames=int(several_texts[group].sum()),
+    )
 
 
 def frames_from_batch(
@@ -309,7 +395,7 @@ def frames_from_batch(
     window: int = WINDOW_SIZE,
     stride: int = STRIDE,
     projection: np.ndarray,
-    embedding_source: str = "chunk",
+    embedding_source: str = "window",
     embedder: TextEmbedder | None = None,
     embed_batch_size: int = 32,
 ) -> pa.RecordBatch:

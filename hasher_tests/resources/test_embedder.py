@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
+import re
 import socket
 import threading
 import time
@@ -17,52 +17,85 @@ import numpy as np
 import pydantic
 import pytest
 
+from hasher_core.design import HASHING_VERSION
 from hasher_core.errors import EmbedderError
 from hasher_resources.embedder import HashingEmbedder, OllamaEmbedder
 
 DIMS = 768
 
 
-def test_hashing_embedder_matches_the_blake2b_oracle() -> None:
-    value = int.from_bytes(hashlib.blake2b(b"hello", digest_size=8).digest())
-    index, sign = (value >> 1) % DIMS, (1.0 if value & 1 else -1.0)
-    expected = np.zeros(DIMS, dtype=np.float32)
-    expected[index] = sign
-    assert np.array_equal(HashingEmbedder().embed(["Hello!"])[0], expected)
+MASK = 2**64 - 1
 
 
-def blake64(word: str) -> int:
-    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest())
-
-
-def splitmix_pair(first: int, second: int) -> int:
-    """The word-pair hash, in Python integers, as an oracle for the vectorised numpy version."""
-    mask = 2**64 - 1
-    x = (first * 0x9E3779B97F4A7C15 + second) & mask
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+def fmix(x: int) -> int:
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK
     return x ^ (x >> 31)
 
 
-def test_word_pairs_add_their_own_signed_feature() -> None:
-    expected = np.zeros(DIMS)
-    for h in (blake64("sha"), blake64("seed"), splitmix_pair(blake64("sha"), blake64("seed"))):
-        expected[(h >> 1) % DIMS] += 1.0 if h & 1 else -1.0
-    expected /= np.linalg.norm(expected)
-    assert np.allclose(HashingEmbedder().embed(["SHA seed"])[0], expected, atol=1e-7)
-    # Pairs do not reach across texts: embedding two texts at once equals embedding each alone.
+def fnv(data: bytes, kind: int) -> int:
+    h = 0xCBF29CE484222325 ^ ((kind * 0x9E3779B97F4A7C15) & MASK)
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & MASK
+    return fmix(h)
+
+
+def oracle(text: str, dims: int = DIMS) -> np.ndarray:
+    """DESIGN §3.3's offline embedding written out plainly: every piece of the text, its pairs, the
+    last four pieces weighted double (the definition in hasher_core.frames.hashing)."""
+    data = text.encode()
+    pieces = re.findall(rb"[A-Za-z0-9_\x80-\xff]+|[ \t\n\r\x0b\x0c]+|.", data, re.DOTALL)
+    vector = np.zeros(dims)
+
+    def add(h: int, weight: float) -> None:
+        vector[(h >> 1) % dims] += weight if h & 1 else -weight
+
+    ids = []
+    for p, piece in enumerate(pieces):
+        weight = 2.0 if p >= len(pieces) - 4 else 1.0
+        word = re.fullmatch(rb"[A-Za-z0-9_\x80-\xff]+", piece) is not None
+        kind = 1 if word else (3 if piece[:1].isspace() else 4)
+        ids.append(fnv(piece, kind))
+        add(ids[-1], weight)
+        if word:
+            add(fnv(piece.lower(), 2), weight)
+        if p:
+            add(fmix((ids[-2] * 0x9E3779B97F4A7C15 + ids[-1]) & MASK), weight)
+    norm = np.linalg.norm(vector)
+    return (vector / norm if norm else vector).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "text", ["Hello!", "SHA seed", "Four score and seven years ago,", "  ...  ", "naïve café\n\tx_1", "a"]
+)
+def test_hashing_embedder_matches_the_plain_python_definition(text: str) -> None:
+    assert np.allclose(HashingEmbedder().embed([text])[0], oracle(text), atol=1e-7)
+
+
+def test_texts_embed_independently_of_their_neighbours() -> None:
     together = HashingEmbedder().embed(["sha", "seed", "SHA seed"])
     assert np.array_equal(together[2], HashingEmbedder().embed(["SHA seed"])[0])
     assert np.array_equal(together[0], HashingEmbedder().embed(["sha"])[0])
 
 
-def test_hashing_embedder_is_unit_length_float32_and_zero_for_empty_text() -> None:
+@pytest.mark.parametrize(
+    "other",
+    ["Four score and seven years ago", "four score and seven years ago,", "Four score and  seven years ago,",
+     "Four score and seven years ago.", "Four score and seven years ago,\n"],
+)  # fmt: skip
+def test_texts_that_differ_by_punctuation_a_space_or_case_embed_differently(other: str) -> None:
+    """DESIGN §3.3: windows must be told apart, or one seed must answer two contexts."""
+    base, changed = HashingEmbedder().embed(["Four score and seven years ago,", other])
+    assert not np.array_equal(base, changed)
+    assert base @ changed > 0.7  # still lexically close
+
+
+def test_hashing_embedder_is_unit_length_float32_and_zero_only_for_empty_text() -> None:
     out = HashingEmbedder().embed(["the quick brown fox jumps", "", "  ...  ", "fox"])
     assert out.shape == (4, DIMS) and out.dtype == np.float32
     assert HashingEmbedder().embed([]).shape == (0, DIMS)
-    assert not HashingEmbedder().embed(["", "--"]).any()
-    assert np.allclose(np.linalg.norm(out[[0, 3]], axis=1), 1.0, atol=1e-6)
-    assert not out[1].any() and not out[2].any()
+    assert np.allclose(np.linalg.norm(out[[0, 2, 3]], axis=1), 1.0, atol=1e-6)
+    assert not out[1].any()
 
 
 def test_hashing_embedder_is_lexical_shared_words_score_higher() -> None:
@@ -71,6 +104,7 @@ def test_hashing_embedder_is_lexical_shared_words_score_higher() -> None:
     )
     assert a @ b > a @ c
     assert "not semantic" in HashingEmbedder().description()
+    assert HashingEmbedder(dims=16).recipe() == {"name": "hashing", "version": HASHING_VERSION, "dims": 16}
 
 
 def test_embedders_are_dagster_resources_with_validated_config() -> None:

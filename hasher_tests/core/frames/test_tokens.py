@@ -9,14 +9,9 @@ from pathlib import Path
 import pytest
 import tiktoken
 
+from hasher_core.design import CL100K_SHA256, VOCABULARY_SIZE
 from hasher_core.errors import TokenizerDataError
-from hasher_core.frames.tokens import (
-    CL100K_SHA256,
-    VOCABULARY_SIZE,
-    bundled_cl100k_path,
-    load_cl100k,
-    load_cl100k_from,
-)
+from hasher_core.frames.tokens import bundled_cl100k_path, load_cl100k, load_cl100k_from
 
 
 def test_bundled_ranks_have_the_pinned_hash() -> None:

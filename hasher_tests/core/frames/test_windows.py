@@ -221,7 +221,7 @@ def test_slot_packing_round_trips(q: np.ndarray) -> None:
 def test_frames_from_batch_follows_windows_and_chunk_embeddings() -> None:
     enc, p = load_cl100k(), projection_matrix()
     batch = kb_batch(TEXTS)
-    frames = frames_from_batch(batch, encoding=enc, window=4, projection=p)
+    frames = frames_from_batch(batch, encoding=enc, window=4, projection=p, embedding_source="chunk")
     assert frames.schema.equals(FRAME_SCHEMA)
     table = frames.to_pydict()
     slots = project_to_slots(batch.column("embedding").flatten().to_numpy().reshape(-1, 768), p).view(
@@ -308,13 +308,17 @@ def test_nan_embedding_names_the_chunk() -> None:
     emb[768 * 1 + 10] = np.nan
     batch = batch.set_column(3, "embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb), 768))
     with pytest.raises(FramesInputError, match=r"'notes.txt'#1: embedding has NaN"):
-        frames_from_batch(batch, encoding=load_cl100k(), projection=projection_matrix())
+        frames_from_batch(
+            batch, encoding=load_cl100k(), projection=projection_matrix(), embedding_source="chunk"
+        )
 
 
 def test_missing_column_is_named() -> None:
     batch = kb_batch(TEXTS).drop_columns(["embedding"])
     with pytest.raises(FramesInputError, match=r"lacks column\(s\) \['embedding'\]"):
-        frames_from_batch(batch, encoding=load_cl100k(), projection=projection_matrix())
+        frames_from_batch(
+            batch, encoding=load_cl100k(), projection=projection_matrix(), embedding_source="chunk"
+        )
 
 
 def test_variable_length_embedding_lists_are_zero_padded() -> None:
@@ -327,8 +331,11 @@ def test_variable_length_embedding_lists_are_zero_padded() -> None:
         fixed.set_column(3, "embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 768)),
         encoding=enc,
         projection=p,
+        embedding_source="chunk",
     )
-    b = frames_from_batch(fixed.set_column(3, "embedding", ragged), encoding=enc, projection=p)
+    b = frames_from_batch(
+        fixed.set_column(3, "embedding", ragged), encoding=enc, projection=p, embedding_source="chunk"
+    )
     assert a.equals(b)
 
 
@@ -361,6 +368,7 @@ def test_write_frames_streams_batches_into_one_parquet_file(tmp_path: Path) -> N
         encoding=enc,
         projection=p,
         window=8,
+        embedding_source="chunk",
         compression="snappy",
         progress=lambda r: seen.append((r.batches, r.chunks)),
     )
@@ -368,7 +376,10 @@ def test_write_frames_streams_batches_into_one_parquet_file(tmp_path: Path) -> N
     table = pq.read_table(out)
     assert table.schema.equals(FRAME_SCHEMA)
     expected = pa.Table.from_batches(
-        [frames_from_batch(b, encoding=enc, projection=p, window=8) for b in batches]
+        [
+            frames_from_batch(b, encoding=enc, projection=p, window=8, embedding_source="chunk")
+            for b in batches
+        ]
     )
     assert table.num_rows > 0 and table.to_pylist() == expected.to_pylist()
     assert isinstance(report, FramesReport) and report.done
@@ -388,14 +399,16 @@ def test_write_frames_streams_batches_into_one_parquet_file(tmp_path: Path) -> N
 
 def test_empty_input_writes_a_valid_empty_file(tmp_path: Path) -> None:
     out = tmp_path / "empty.parquet"
-    report = write_frames([], out, encoding=load_cl100k(), projection=projection_matrix())
+    report = write_frames(
+        [], out, encoding=load_cl100k(), projection=projection_matrix(), embedding_source="chunk"
+    )
     assert report.frames == 0 and pq.read_table(out).schema.equals(FRAME_SCHEMA)
 
 
 def test_failure_mid_stream_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
     out = tmp_path / "part.parquet"
     enc, p = load_cl100k(), projection_matrix()
-    write_frames([kb_batch(TEXTS)], out, encoding=enc, projection=p)
+    write_frames([kb_batch(TEXTS)], out, encoding=enc, projection=p, embedding_source="chunk")
     before = out.read_bytes()
 
     def batches():
@@ -404,7 +417,7 @@ def test_failure_mid_stream_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path
         raise OSError("knowledge base vanished")
 
     with pytest.raises(OSError, match="knowledge base vanished"):
-        write_frames(batches(), out, encoding=enc, projection=p)
+        write_frames(batches(), out, encoding=enc, projection=p, embedding_source="chunk")
     assert out.read_bytes() == before
     assert list(tmp_path.iterdir()) == [out]
 
@@ -412,11 +425,11 @@ def test_failure_mid_stream_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path
 def test_bad_record_mid_stream_keeps_the_old_file(tmp_path: Path) -> None:
     out = tmp_path / "part.parquet"
     enc, p = load_cl100k(), projection_matrix()
-    write_frames([kb_batch(TEXTS)], out, encoding=enc, projection=p)
+    write_frames([kb_batch(TEXTS)], out, encoding=enc, projection=p, embedding_source="chunk")
     before = out.read_bytes()
     bad = kb_batch(TEXTS[:2]).drop_columns(["content"])
     with pytest.raises(FramesInputError, match="content"):
-        write_frames([kb_batch(TEXTS), bad], out, encoding=enc, projection=p)
+        write_frames([kb_batch(TEXTS), bad], out, encoding=enc, projection=p, embedding_source="chunk")
     assert out.read_bytes() == before and list(tmp_path.iterdir()) == [out]
 
 
