@@ -1,12 +1,13 @@
 """The ``hasher`` command line: subcommands over the plain functions and resources, imported when a
 subcommand runs (so ``--help`` is instant).
 
-``hasher predict`` reads a deployed bundle and says which token a frame's seed predicts;
-``hasher deployments`` lists what the deployment store holds; ``hasher partitions sync`` registers
-a ``source_files`` partition per source file in the Dagster instance (``$DAGSTER_HOME``);
-``hasher status`` summarises what every stage has stored under the data directory.
-Exit status of ``predict``: 0 when the frame is solved (a token is predicted), 1 when it is not,
-2 on any error.
+``hasher generate --prompt TEXT`` continues a text with the current deployment (greedy, DESIGN
+§6.1); ``hasher predict --text TEXT`` answers one step, ``--slots``/``--frame-index`` read back a
+stored frame; ``hasher deployments`` lists what the deployment store holds; ``hasher partitions
+sync`` registers a ``source_files`` partition per source file in the Dagster instance
+(``$DAGSTER_HOME``); ``hasher status`` summarises what every stage has stored under the data
+directory. Exit status of ``predict`` and ``generate``: 0 when the model answered (a token is
+predicted), 1 when it could not (not solved, or it abstained), 2 on any error.
 """
 
 from __future__ import annotations
@@ -49,11 +50,38 @@ def _parser() -> argparse.ArgumentParser:
     frame.add_argument(
         "--frame-index", type=int, metavar="N", help="the frame stored in bundle row N (0-based)"
     )
+    frame.add_argument("--text", metavar="TEXT", help="a context: the model's next token for it")
+    p.add_argument(
+        "--max-distance", type=float, default=None, help="with --text: abstain beyond this distance"
+    )
     p.add_argument("--header-time", type=int, default=None, help="override the stored header time")
     p.add_argument("--backend", default="auto", help="kernel backend: auto, reference, cpu, cuda")
     p.add_argument("--json", action="store_true", help="print the prediction as JSON")
     p.add_argument("--show", type=int, default=5, metavar="N", help="candidate rows to list (best first)")
     p.set_defaults(run=_predict)
+
+    g = sub.add_parser(
+        "generate",
+        help="continue a text with the deployed model",
+        description="Greedy generation from the current deployment (DESIGN §6.1): the prompt's last "
+        "window of tokens is embedded as in training, looked up among the deployed frames (the nearest "
+        "one when no frame has it), and the token the seed's golden stands for is appended, again and "
+        "again. Prints the continuation; exit 0, or 1 when the model abstained before producing a token.",
+    )
+    _add_store_arguments(g)
+    g.add_argument("--version", default=None, help="a deployed version (default: the current one)")
+    g.add_argument("--prompt", required=True, help="the text to continue")
+    g.add_argument("--max-tokens", type=int, default=64, help="stop after this many tokens (default 64)")
+    g.add_argument(
+        "--max-distance",
+        type=float,
+        default=None,
+        help="abstain (and stop) when the nearest deployed context is farther than this "
+        "(default 0.5; unrelated contexts lie near 1.0)",
+    )
+    g.add_argument("--backend", default="auto", help="kernel backend: auto, reference, cpu, cuda")
+    g.add_argument("--json", action="store_true", help="print the whole generation as one JSON object")
+    g.set_defaults(run=_generate)
 
     d = sub.add_parser("deployments", help="list deployed versions, the current one and the backups")
     _add_store_arguments(d)
@@ -98,7 +126,48 @@ def _store(args: argparse.Namespace):  # -> DeploymentStore; imported late so `-
     return DeploymentStore(_data_dir(args))
 
 
+def _model(args: argparse.Namespace):  # -> (Model, max_distance)
+    from hasher_core.inference import DEFAULT_MAX_DISTANCE
+    from hasher_resources.model import load_model
+    from hasher_resources.sha256.resource import Sha256Kernel
+
+    bundle = _store(args).open_bundle(args.version, verify=True)
+    max_distance = DEFAULT_MAX_DISTANCE if args.max_distance is None else args.max_distance
+    return load_model(bundle, Sha256Kernel(backend=args.backend)), max_distance
+
+
+def _generate(args: argparse.Namespace) -> int:
+    if args.max_tokens < 1:
+        raise ValueError(f"--max-tokens must be at least 1, got {args.max_tokens}")
+    model, max_distance = _model(args)
+    generation = model.generate(args.prompt, args.max_tokens, max_distance)
+    if args.json:
+        print(json.dumps(generation.as_json(), indent=2, ensure_ascii=False))
+    else:
+        print(generation.continuation)
+        if generation.stopped.startswith("abstained"):
+            print(f"hasher generate: {generation.stopped}", file=sys.stderr)
+    return EXIT_SOLVED if generation.tokens else EXIT_NOT_SOLVED
+
+
+def _predict_text(args: argparse.Namespace) -> int:
+    model, max_distance = _model(args)
+    step = model.step(model.encoding.encode_ordinary(args.text), max_distance)
+    if args.json:
+        print(json.dumps({**step.as_json(), "bundle": model.bundle.version}, indent=2, ensure_ascii=False))
+    elif step.token_id is None:
+        print(f"abstained: the nearest deployed context is at distance {step.distance:.3f} > {max_distance}")
+    else:
+        how = "exact context" if step.exact else f"nearest context, distance {step.distance:.3f}"
+        print(
+            f"{step.text!r} (token {step.token_id}; {how}: {step.source_file} window_end {step.window_end})"
+        )
+    return EXIT_NOT_SOLVED if step.token_id is None else EXIT_SOLVED
+
+
 def _predict(args: argparse.Namespace) -> int:
+    if args.text is not None:
+        return _predict_text(args)
     from hasher_core.predict import predict, predict_row
     from hasher_resources.sha256.resource import Sha256Kernel
 
@@ -136,7 +205,7 @@ def _predict(args: argparse.Namespace) -> int:
             print(
                 f"  row {c.row}: {c.partition} chunk {c.chunk_id} window_end {c.window_end}: "
                 f"target {c.target_token_id & 0xFFFFFFFF}, golden {c.golden} (0x{c.golden:08x}), "
-                f"{c.matched_bits}/32 bits{' -> token ' + str(c.golden) if c.solves else ''}"
+                f"{c.matched_bits} bits -> token {c.token_id}{' (solves)' if c.solves else ''}"
             )
         if len(ranked) > args.show:
             print(f"  … and {len(ranked) - args.show} more row(s) with these slots (--show N, or --json)")

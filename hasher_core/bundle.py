@@ -42,31 +42,19 @@ from hasher_core.errors import (
     BundleInputError,
     NoCheckpointsError,
 )
-from hasher_core.schemas import SEED_TABLE_SCHEMA, SLOT_COLUMNS
+from hasher_core.schemas import SEED_TABLE_SCHEMA
 
-BUNDLE_FORMAT = "hasher-bundle-v1"
+from .bundle_rows import partition_rows
+from .recipe import recipe_from_metadata, recipe_problems
+
+#: v2: token-aligned objective (DESIGN §4.3) and the frame recipe in the manifest (§6).
+BUNDLE_FORMAT = "hasher-bundle-v2"
 SEEDS_FILE = "seeds.parquet"
 FINGERPRINTS_FILE = "fingerprints.txt"
 MANIFEST_FILE = "manifest.json"
 #: Files whose checksums the manifest carries (the manifest cannot carry its own).
 PAYLOAD_FILES = (SEEDS_FILE, FINGERPRINTS_FILE)
 VERSION_HEX_DIGITS = 16
-
-#: Checkpoint columns the bundle needs; anything else in a checkpoint is ignored.
-REQUIRED_COLUMNS = (
-    "source_file",
-    "chunk_id",
-    "window_end",
-    *SLOT_COLUMNS,
-    "target_token_id",
-    "best_seed",
-    "golden",
-    "solved",
-    "matched_bits",
-    "difficulty_bits",
-    "header_time",
-    "fingerprint",
-)
 
 SORT_KEYS = ("partition", "source_file", "chunk_id", "window_end", "target_token_id", "fingerprint")
 
@@ -135,95 +123,6 @@ def _fixed_binary_bytes(arr: pa.FixedSizeBinaryArray) -> np.ndarray:
     return raw[arr.offset * width : (arr.offset + len(arr)) * width].copy()
 
 
-def _int_column(partition: str, table: pa.Table, name: str, lo: int, hi: int) -> np.ndarray:
-    col = table.column(name)
-    if col.null_count:
-        row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-        raise BundleInputError(partition, name, f"null value in row {row}")
-    if not pa.types.is_integer(col.type):
-        raise BundleInputError(partition, name, f"expected an integer column, got {col.type}")
-    values = np.asarray(col.to_numpy(), dtype=np.int64) if len(col) else np.empty(0, np.int64)
-    bad = np.flatnonzero((values < lo) | (values > hi))
-    if bad.size:
-        row = int(bad[0])
-        raise BundleInputError(partition, name, f"row {row}: value {values[row]} outside [{lo}, {hi}]")
-    return values
-
-
-def _partition_rows(partition: str, table: pa.Table, only_solved: bool) -> pa.Table:
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
-    if missing:
-        raise BundleInputError(
-            partition, missing[0], f"missing (also missing: {missing[1:]})" if missing[1:] else "missing"
-        )
-    solved_col = table.column("solved")
-    if not pa.types.is_boolean(solved_col.type) or solved_col.null_count:
-        raise BundleInputError(partition, "solved", f"expected non-null bool, got {solved_col.type}")
-    if only_solved:
-        table = table.filter(solved_col)
-    n = table.num_rows
-
-    seed_col = table.column("best_seed")
-    if seed_col.null_count:
-        row = int(np.flatnonzero(seed_col.is_null().to_numpy(zero_copy_only=False))[0])
-        raise BundleInputError(partition, "best_seed", f"row {row} has no seed (null)")
-    if not (pa.types.is_binary(seed_col.type) or pa.types.is_large_binary(seed_col.type)) and not (
-        pa.types.is_fixed_size_binary(seed_col.type)
-    ):
-        raise BundleInputError(partition, "best_seed", f"expected binary, got {seed_col.type}")
-    if not pa.types.is_fixed_size_binary(seed_col.type) and n:
-        lengths = pc.binary_length(seed_col).to_numpy()
-        bad = np.flatnonzero(lengths != design.SEED_BYTES)
-        if bad.size:
-            row = int(bad[0])
-            raise BundleInputError(
-                partition, "best_seed", f"row {row} is {lengths[row]} bytes, a seed is {design.SEED_BYTES}"
-            )
-    seed_type = pa.binary(design.SEED_BYTES)
-    seeds = seed_col.cast(seed_type) if n else pa.chunked_array([], seed_type)
-
-    # Slots arrive as int32 (the uint32 bit-cast of §3.5); accept uint32/int64 holding the same words.
-    slot_words = np.stack(
-        [_int_column(partition, table, c, -(2**31), 2**32 - 1) for c in SLOT_COLUMNS], axis=1
-    ).astype(np.int64)
-    slot_words = (slot_words & 0xFFFFFFFF).astype(np.uint32).reshape(n, design.SLOT_COUNT)
-
-    for name in ("source_file", "fingerprint"):
-        col = table.column(name)
-        if pa.types.is_dictionary(col.type):
-            col = col.cast(col.type.value_type)
-        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-            raise BundleInputError(partition, name, f"expected utf8, got {col.type}")
-        if col.null_count:
-            raise BundleInputError(partition, name, "null value")
-
-    def strings(name: str) -> pa.ChunkedArray:
-        col = table.column(name)
-        if pa.types.is_dictionary(col.type):
-            col = col.cast(col.type.value_type)
-        return col.cast(pa.string())
-
-    columns = {
-        "partition": pa.array([partition] * n, pa.string()),
-        "source_file": strings("source_file"),
-        "chunk_id": pa.array(_int_column(partition, table, "chunk_id", -(2**31), 2**31 - 1), pa.int32()),
-        "window_end": pa.array(_int_column(partition, table, "window_end", 0, 2**31 - 1), pa.int32()),
-        "slots": pa.FixedSizeListArray.from_arrays(pa.array(slot_words.reshape(-1)), design.SLOT_COUNT),
-        "target_token_id": pa.array(
-            _int_column(partition, table, "target_token_id", -(2**31), 2**31 - 1), pa.int32()
-        ),
-        "best_seed": seeds,
-        "header_time": pa.array(_int_column(partition, table, "header_time", 0, 2**32 - 1), pa.int64()),
-        # golden arrives as int64 or uint32; either way it is one 32-bit word.
-        "golden": pa.array(_int_column(partition, table, "golden", 0, 2**32 - 1), pa.uint32()),
-        "fingerprint": strings("fingerprint"),
-        "solved": table.column("solved"),
-        "matched_bits": pa.array(_int_column(partition, table, "matched_bits", 0, 32), pa.uint8()),
-        "difficulty_bits": pa.array(_int_column(partition, table, "difficulty_bits", 0, 32), pa.uint8()),
-    }
-    return pa.table(columns, schema=SEED_TABLE_SCHEMA)
-
-
 def _canonical_column_bytes(col: pa.ChunkedArray) -> bytes:
     """Bytes that depend only on the values (not on chunking, offsets or the Parquet writer)."""
     arr = col.combine_chunks()
@@ -245,10 +144,18 @@ def _canonical_column_bytes(col: pa.ChunkedArray) -> bytes:
     return np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).tobytes()
 
 
-def content_digest(seeds: pa.Table, pipeline_version: str, constants: Mapping[str, Any]) -> str:
-    """SHA-256 (hex) over the seed table's values and everything that gives them meaning."""
+def content_digest(
+    seeds: pa.Table, pipeline_version: str, constants: Mapping[str, Any], recipe: Mapping[str, Any]
+) -> str:
+    """SHA-256 (hex) over the seed table's values and everything that gives them meaning: the header
+    constants and the frame recipe (the same seeds under another recipe are another model)."""
     h = hashlib.sha256()
-    identity = {"format": BUNDLE_FORMAT, "pipeline_version": pipeline_version, "header_constants": constants}
+    identity = {
+        "format": BUNDLE_FORMAT,
+        "pipeline_version": pipeline_version,
+        "header_constants": constants,
+        "recipe": recipe,
+    }
     h.update(json.dumps(identity, sort_keys=True).encode())
     h.update(seeds.num_rows.to_bytes(8, "little"))
     for name in SEED_TABLE_SCHEMA.names:
@@ -272,6 +179,34 @@ def _fingerprints_text(seeds: pa.Table) -> bytes:
     return "".join(f + "\n" for f in distinct).encode("utf-8")
 
 
+def bundle_recipe(checkpoints: Mapping[str, pa.Table | None], seeds: pa.Table) -> dict[str, Any]:
+    """The frame recipe every partition's checkpoints carry (they must agree), with the seeds'
+    difficulty (``difficulty_bits``: the distinct difficulties of the rows). Raises
+    :class:`BundleInputError` naming the partition whose recipe is missing or differs."""
+    recipe: dict[str, Any] | None = None
+    first = ""
+    for key, table in sorted(checkpoints.items()):
+        if table is None or not table.num_rows:
+            continue
+        found = recipe_from_metadata(table.schema.metadata)
+        if found is None:
+            raise BundleInputError(
+                key, "recipe", "the checkpoints carry no frame recipe (made by an older release)"
+            )
+        if recipe is None:
+            recipe, first = found, key
+        elif found != recipe:
+            field = next(k for k in sorted({*found, *recipe}) if found.get(k) != recipe.get(k))
+            raise BundleInputError(
+                key,
+                "recipe",
+                f"field {field!r} is {found.get(field)!r}, partition {first!r} has {recipe.get(field)!r}",
+            )
+    assert recipe is not None  # build_bundle only asks when a partition has rows
+    difficulties = sorted(set(seeds.column("difficulty_bits").to_pylist()))
+    return {**recipe, "difficulty_bits": difficulties}
+
+
 def build_bundle(
     checkpoints: Mapping[str, pa.Table], *, pipeline_version: str, only_solved: bool = False
 ) -> Bundle:
@@ -283,7 +218,7 @@ def build_bundle(
     """
     looked_at = {key: (t.num_rows if t is not None else 0) for key, t in sorted(checkpoints.items())}
     parts = [
-        _partition_rows(key, table, only_solved)
+        partition_rows(key, table, only_solved)
         for key, table in sorted(checkpoints.items())
         if table is not None
     ]
@@ -297,7 +232,8 @@ def build_bundle(
     seeds = seeds.combine_chunks()
 
     constants = header_constants()
-    digest = content_digest(seeds, pipeline_version, constants)
+    recipe = bundle_recipe(checkpoints, seeds)
+    digest = content_digest(seeds, pipeline_version, constants, recipe)
     files = {SEEDS_FILE: _serialise_seeds(seeds), FINGERPRINTS_FILE: _fingerprints_text(seeds)}
     per_partition: dict[str, dict[str, int]] = {}
     part_col = seeds.column("partition").to_numpy(zero_copy_only=False)
@@ -312,6 +248,7 @@ def build_bundle(
         "pipeline_version": pipeline_version,
         "algorithm_version": design.ALGORITHM_VERSION,
         "header_constants": constants,
+        "recipe": recipe,
         "only_solved": only_solved,
         "partitions": per_partition,
         "total_rows": seeds.num_rows,
@@ -353,8 +290,11 @@ def parse_bundle(files: Mapping[str, bytes], where: Path | str, *, verify: bool 
     except (ValueError, KeyError, TypeError) as e:
         raise BundleFormatError(manifest_path, f"not a valid bundle manifest ({e!r})") from None
     if manifest.get("format") != BUNDLE_FORMAT:
+        old = " (a bundle of the old objective predicts no token: retrain and deploy)" * (
+            manifest.get("format") == "hasher-bundle-v1"
+        )
         raise BundleFormatError(
-            manifest_path, f"format {manifest.get('format')!r}, expected {BUNDLE_FORMAT!r}"
+            manifest_path, f"format {manifest.get('format')!r}, expected {BUNDLE_FORMAT!r}{old}"
         )
     for name in PAYLOAD_FILES:
         path = directory / name
@@ -374,7 +314,9 @@ def parse_bundle(files: Mapping[str, bytes], where: Path | str, *, verify: bool 
         raise BundleFormatError(directory / SEEDS_FILE, f"unexpected schema {seeds.schema}")
     bundle = Bundle(seeds=seeds, manifest=manifest, files=dict(files))
     if verify:
-        actual = content_digest(seeds, manifest["pipeline_version"], manifest["header_constants"])
+        actual = content_digest(
+            seeds, manifest["pipeline_version"], manifest["header_constants"], manifest.get("recipe")
+        )
         if actual != digest:
             raise BundleChecksumError(
                 directory / SEEDS_FILE, digest, actual, what="seed-table content digest"
@@ -384,6 +326,10 @@ def parse_bundle(files: Mapping[str, bytes], where: Path | str, *, verify: bool 
         if files[FINGERPRINTS_FILE] != _fingerprints_text(seeds):
             raise BundleFormatError(
                 directory / FINGERPRINTS_FILE, "does not list the seed table's distinct fingerprints"
+            )
+        if problems := recipe_problems(manifest.get("recipe")):
+            raise BundleFormatError(
+                manifest_path, "this release cannot rebuild its frames from text: " + "; ".join(problems)
             )
         if manifest.get("header_constants") != header_constants():
             raise BundleFormatError(
@@ -398,7 +344,6 @@ __all__ = [
     "BUNDLE_FORMAT",
     "FINGERPRINTS_FILE",
     "MANIFEST_FILE",
-    "REQUIRED_COLUMNS",
     "SEEDS_FILE",
     "Bundle",
     "build_bundle",

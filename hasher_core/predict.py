@@ -1,10 +1,11 @@
-"""Inference readback: given a deployed bundle and a frame's 12 slots, recompute each stored seed's
-golden on the kernel and say which token it predicts.
+"""Readback of a deployed frame: given its 12 slots, recompute each stored seed's golden on the kernel
+and say which token it gives back (the inspection tool behind ``hasher predict --slots``; inference
+from text is ``hasher_core.inference``).
 
-A seed predicts a token only at a 32-bit solve (DESIGN §4.3): the recomputed golden equals the
-stored target word, and the golden itself is the token id. Frames of one chunk share their slots
-(the chunk embedding), so several rows can match one slot vector with different targets; every
-candidate is reported, and the prediction lists the distinct tokens the solving ones give.
+The token a golden stands for is its top 17 bits, ``golden >> 15`` (DESIGN §4.3): a row *solves*
+when that is its target token. Several rows can share one slot vector (a context seen with several
+next tokens, or chunk-embedding frames); every candidate is reported, and the prediction lists the
+distinct tokens the solving ones give.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import numpy as np
 
 from hasher_core import design
 from hasher_core.bundle import Bundle
+from hasher_core.design import TOKEN_BITS
 from hasher_core.errors import PredictInputError
-from hasher_core.header import leading_equal_bits
+from hasher_core.header import golden_token, leading_equal_bits, target_word
 
 #: ``(slots uint32[N, 12], seeds uint8[N, 32], header_times int[N]) -> goldens uint32[N]``: the kernel
 #: resource's ``Sha256Kernel.evaluate_rows``, or anything with its shape.
@@ -39,9 +41,14 @@ class Candidate:
     header_time: int
 
     @property
+    def token_id(self) -> int:
+        """The token the recomputed golden stands for (``golden >> 15``)."""
+        return int(golden_token(self.golden))
+
+    @property
     def solves(self) -> bool:
-        """True when the golden equals the target word: a 32-bit solve that reproduces the token."""
-        return self.matched_bits == 32
+        """True when the golden gives back the row's target token."""
+        return self.token_id == self.target_token_id
 
 
 @dataclass(frozen=True)
@@ -70,14 +77,14 @@ class Prediction:
         if self.solved:
             tokens = ", ".join(str(t) for t in self.token_ids)
             return (
-                f"solved: token {tokens} (golden = target at 32 bits, "
+                f"solved: token {tokens} (golden >> 15 = the target token, "
                 f"{len(self.candidates)} candidate row(s), bundle {self.bundle_version})"
             )
         best = max(self.candidates, key=lambda c: c.matched_bits)
         return (
             f"not solved: best of {len(self.candidates)} candidate row(s) matches "
-            f"{best.matched_bits} of 32 bits (golden {best.golden:08x}, "
-            f"target {best.target_token_id & 0xFFFFFFFF:08x}, bundle {self.bundle_version})"
+            f"{best.matched_bits} of {TOKEN_BITS} token bits (gives token {best.token_id}, "
+            f"target {best.target_token_id}, bundle {self.bundle_version})"
         )
 
 
@@ -118,8 +125,7 @@ def predict(
     seeds = bundle.best_seeds()[rows]
     times = table.column("header_time").to_numpy() if header_time is None else np.full(len(rows), header_time)
     goldens = evaluate_rows(np.repeat(words[None, :], len(rows), axis=0), np.ascontiguousarray(seeds), times)
-    targets = table.column("target_token_id").to_numpy().astype(np.int64) & 0xFFFFFFFF
-    matched = leading_equal_bits(goldens, targets.astype(np.uint32))
+    matched = leading_equal_bits(goldens, target_word(table.column("target_token_id").to_numpy()))
     candidates = tuple(
         Candidate(
             row=int(rows[k]),
@@ -134,7 +140,7 @@ def predict(
         )
         for k in range(len(rows))
     )
-    tokens = tuple(dict.fromkeys(c.golden for c in candidates if c.solves))
+    tokens = tuple(dict.fromkeys(c.token_id for c in candidates if c.solves))
     return Prediction(
         slots=tuple(int(w) for w in words),
         bundle_version=bundle.version,

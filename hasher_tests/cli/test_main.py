@@ -17,7 +17,7 @@ from hasher_tests.core.test_predict import row_of
 
 @pytest.fixture(scope="module")
 def bundle() -> Bundle:
-    # 8 rows, pairs share slots; even rows solved (target = golden), odd rows not.
+    # 8 rows, pairs share slots; even rows solved (target = golden >> 15), odd rows not.
     return build_bundle({"a.txt": make_checkpoints(8, seed=3)}, pipeline_version="0.1.0")
 
 
@@ -36,8 +36,8 @@ def test_cli_predicts_a_solved_frame_with_exit_0(store, bundle, capsys):
     )
     out = capsys.readouterr().out
     assert code == 0
-    token = bundle.seeds.column("golden")[row].as_py()
-    assert out.startswith(f"solved: token {token} ") and f"-> token {token}" in out
+    token = bundle.seeds.column("golden")[row].as_py() >> 15
+    assert out.startswith(f"solved: token {token} ") and f"-> token {token} (solves)" in out
 
 
 def test_cli_not_solved_exits_1(store, bundle, capsys):

@@ -25,11 +25,13 @@ from hasher_cli.search import main as search_main
 from hasher_cli.search import search_config_from
 from hasher_core.bundle import build_bundle
 from hasher_core.errors import ProgressStoreLockedError
+from hasher_core.recipe import recipe_from_metadata, recipe_to_metadata
 from hasher_core.search.config import SearchConfig, knobs
 from hasher_core.search.loop import frame_fingerprint, search_frames
 from hasher_core.search.results import attach_results
 from hasher_resources.search_store import ProgressStore
 from hasher_tests.core.search.test_search import frames_table, make_frames, reference_evaluate
+from hasher_tests.core.test_bundle import RECIPE
 
 FRAMES = 24
 CONFIG = SearchConfig(difficulty_bits=8, population=16, max_generations=400, frames_per_call=4, rng_seed=5)
@@ -118,11 +120,13 @@ def test_seeds_written_by_the_cli_can_be_bundled(tmp_path):
     frames = frames.append_column("source_file", pa.array(["doc.txt"] * 6))
     frames = frames.append_column("chunk_id", pa.array(np.zeros(6, np.int32)))
     frames = frames.append_column("window_end", pa.array(np.arange(1, 7, dtype=np.int32)))
+    frames = frames.replace_schema_metadata(recipe_to_metadata(RECIPE))  # as stage 2 writes them
     path, out = tmp_path / "frames.parquet", tmp_path / "seeds.parquet"
     pq.write_table(frames, path)
     args = cli(path, tmp_path / "store.sqlite", out)[3:]  # the flags, run in this process
     assert search_main(args) == 0
     seeds = pq.read_table(out)
+    assert recipe_from_metadata(seeds.schema.metadata) == RECIPE  # the recipe travels with the seeds
     fingerprints = [frame_fingerprint(slots[i], int(targets[i]), CONFIG) for i in range(6)]
     assert seeds.column("fingerprint").to_pylist() == fingerprints
     bundle = build_bundle({"doc.txt": seeds}, pipeline_version="test")

@@ -25,33 +25,43 @@ from hasher_core.errors import (
     BundleInputError,
     NoCheckpointsError,
 )
-from hasher_core.header import leading_equal_bits
+from hasher_core.header import golden_token, leading_equal_bits, target_word
+from hasher_core.recipe import frame_recipe, recipe_to_metadata
 from hasher_resources.bundle_files import read_bundle, write_bundle
 from hasher_resources.sha256 import evaluate
+
+#: The recipe of the checkpoints below: window frames of the offline hashing embedder.
+RECIPE = frame_recipe(
+    embedder={"name": "hashing", "version": design.HASHING_VERSION, "dims": design.EMBEDDING_DIMS}
+)
 
 
 def make_checkpoints(
     rows: int, *, partition: str = "a.txt", seed: int = 0, solved_every: int = 2, header_time: int = 0
 ) -> pa.Table:
-    """A checkpoint table with real goldens (hashlib reference backend).
+    """A checkpoint table with real goldens (hashlib reference backend) and a frame recipe.
 
-    Every ``solved_every``-th row is made a 32-bit solve by setting its target to its own golden
-    (bit-cast to int32): finding a real 32-bit solve costs ~2^32 hashes, far too slow for a test.
-    Frames come in pairs sharing slots (one chunk, two targets) as chunk embeddings do.
+    Every ``solved_every``-th row is made an exact-token solve (17 bits, DESIGN §4.3) by setting its
+    target to the token its golden stands for (``golden >> 15``, re-drawing the seed until that is a
+    real token id): searching a seed would cost ~2^17 hashes per row. Frames come in pairs sharing
+    slots (one context seen with two next tokens).
     """
     rng = np.random.default_rng(seed)
     slots = rng.integers(0, 2**32, size=((rows + 1) // 2, design.SLOT_COUNT), dtype=np.uint64)
     slots = np.repeat(slots, 2, axis=0)[:rows].astype(np.uint32)
-    seeds = rng.integers(0, 256, size=(rows, design.SEED_BYTES), dtype=np.uint8)
-    seeds[:, 16:28] = 0
-    golden = evaluate(slots, seeds, header_time=header_time, backend="reference")
-    target = rng.integers(0, design.VOCABULARY_SIZE, size=rows).astype(np.uint32)
     solved = np.zeros(rows, bool)
     if solved_every:
         solved[::solved_every] = True
-    target[solved] = golden[solved]
-    matched = leading_equal_bits(golden, target)
-    difficulty = np.full(rows, 32, np.uint8)
+    seeds = rng.integers(0, 256, size=(rows, design.SEED_BYTES), dtype=np.uint8)
+    seeds[:, 16:28] = 0
+    golden = evaluate(slots, seeds, header_time=header_time, backend="reference")
+    while (redraw := solved & (golden_token(golden) >= design.VOCABULARY_SIZE)).any():
+        seeds[redraw, 28:] = rng.integers(0, 256, size=(int(redraw.sum()), 4), dtype=np.uint8)
+        golden[redraw] = evaluate(slots[redraw], seeds[redraw], header_time=header_time, backend="reference")
+    target = rng.integers(0, design.VOCABULARY_SIZE, size=rows).astype(np.uint32)
+    target[solved] = golden_token(golden[solved])
+    matched = leading_equal_bits(golden, target_word(target))
+    difficulty = np.full(rows, design.TOKEN_BITS, np.uint8)
     fingerprints = [
         hashlib.sha256(slots[i].astype(">u4").tobytes() + int(target[i]).to_bytes(4, "big")).hexdigest()[:32]
         for i in range(rows)
@@ -75,7 +85,7 @@ def make_checkpoints(
         "header_time": pa.array(np.full(rows, header_time, np.int64)),
         "fingerprint": pa.array(fingerprints),
     }
-    return pa.table(cols)
+    return pa.table(cols).replace_schema_metadata(recipe_to_metadata(RECIPE))
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,307 @@
+"""Inference from text (DESIGN §6.1): a deployed bundle as an associative memory keyed by contexts.
+
+A context is tokenised, its last ``window_size`` tokens are turned into slots exactly as training
+did (the caller passes the same ``window_slots`` function stage 2 used), and the slots are looked up
+among the deployed frames. Rows sharing the slots (one context seen with several next tokens)
+resolve to the most frequent target (ties: the first in source order); a context no frame has
+goes to the nearest deployed frame by Euclidean distance over the 24 dequantised features, said
+with its distance, and beyond ``max_distance`` the model abstains. The chosen row's seed is run
+through the 21-pass recursion on the kernel and the answer is the token its golden stands for,
+``golden >> 15`` (§4.3): the bundle's stored golden is never trusted for it.
+
+:meth:`Model.recall` measures the honest figure of a deployment: the share of its training contexts
+whose one-step answer is their next token, and how many tokens of each chunk it recites verbatim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import tiktoken
+
+from hasher_core.bundle import Bundle
+from hasher_core.design import TOKEN_BITS
+from hasher_core.errors import InferenceError
+from hasher_core.frames.windows import unpack_slots
+from hasher_core.header import golden_token
+
+#: ``(tokens int[T], begin int[n], end int[n]) -> slots uint32[n, 12]``: stage 2's window slots.
+WindowSlots = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+#: ``(slots uint32[N, 12], seeds uint8[N, 32], header_times int[N]) -> goldens uint32[N]``.
+RowEvaluator = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+#: Beyond this distance over the dequantised features the model abstains; unrelated contexts of
+#: the offline embedder lie near 1.0, a context that differs by a word or two from a trained one
+#: well under 0.5.
+DEFAULT_MAX_DISTANCE = 0.5
+
+
+@dataclass(frozen=True)
+class Step:
+    """One answer: the token (None when the model abstains), its text, how it was found."""
+
+    token_id: int | None
+    text: str
+    exact: bool
+    distance: float | None
+    source_file: str | None
+    window_end: int | None
+    row: int | None
+    candidates: int
+    ambiguous: bool
+
+    def as_json(self) -> dict[str, object]:
+        return {k: v for k, v in asdict(self).items() if k not in ("row", "candidates", "ambiguous")}
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A greedy continuation: every step, the tokens and text it produced, and why it stopped."""
+
+    prompt: str
+    tokens: tuple[int, ...]
+    continuation: str
+    steps: tuple[Step, ...]
+    stopped: str
+    bundle: str
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "prompt": self.prompt,
+            "continuation": self.continuation,
+            "tokens": list(self.tokens),
+            "steps": [s.as_json() for s in self.steps],
+            "stopped": self.stopped,
+            "bundle": self.bundle,
+        }
+
+
+@dataclass(frozen=True)
+class Recall:
+    """One-step inference on training contexts (DESIGN §6.1's honest measure of a deployment)."""
+
+    contexts: int
+    correct: int
+    ambiguous: int
+    correct_unambiguous: int
+    abstained: int
+    chunks: int
+    mean_verbatim: float
+    min_verbatim: int
+
+    @property
+    def recall(self) -> float:
+        """Share of unambiguous contexts answered with their next token (1.0 when there is none)."""
+        unambiguous = self.contexts - self.ambiguous
+        return self.correct_unambiguous / unambiguous if unambiguous else 1.0
+
+    def as_metadata(self) -> dict[str, float | int]:
+        return {
+            "recall": round(self.recall, 6),
+            "contexts": self.contexts,
+            "correct": self.correct,
+            "ambiguous_contexts": self.ambiguous,
+            "abstentions": self.abstained,
+            "chunks": self.chunks,
+            "mean_tokens_recited_verbatim": round(self.mean_verbatim, 2),
+            "min_tokens_recited_verbatim": self.min_verbatim,
+        }
+
+
+class Model:
+    """A deployed bundle, ready to answer contexts. ``window_slots`` must be the recipe's stage-2
+    function (same tokenizer, embedder and projection); ``evaluate_rows`` the kernel's."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        encoding: tiktoken.Encoding,
+        window_size: int,
+        window_slots: WindowSlots,
+        evaluate_rows: RowEvaluator,
+    ) -> None:
+        if bundle.num_rows == 0:
+            raise InferenceError(f"bundle {bundle.version} holds no seed")
+        self.bundle = bundle
+        self.encoding = encoding
+        self.window_size = int(window_size)
+        self.window_slots = window_slots
+        self.evaluate_rows = evaluate_rows
+        slots = bundle.slots()
+        self._seeds = bundle.best_seeds()
+        table = bundle.seeds
+        self._targets = table.column("target_token_id").to_numpy()
+        self._times = table.column("header_time").to_numpy()
+        self._sources = table.column("source_file").to_pylist()
+        self._window_ends = table.column("window_end").to_numpy()
+        solved = table.column("solved").to_numpy(zero_copy_only=False)
+        rows = np.ascontiguousarray(slots).view(np.dtype((np.void, slots.shape[1] * 4))).ravel()
+        unique, first, group = np.unique(rows, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")  # groups in bundle (source) order
+        self._index = {unique[g].tobytes(): i for i, g in enumerate(order)}
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        group = rank[group.reshape(-1)]
+        self._group_slots = slots[first[order]]
+        self._row, self._size, self._ambiguous = self._resolve(group, first[order], solved)
+        self._features = _dequantised(self._group_slots)
+
+    def _resolve(self, group: np.ndarray, first_rows: np.ndarray, solved: np.ndarray):
+        """Per group: the row that answers (most frequent target, ties: first in source order; a
+        solved row of it when there is one), the group's size, and whether its targets differ."""
+        chosen = first_rows.astype(np.int64)
+        size = np.bincount(group, minlength=first_rows.size)
+        ambiguous = np.zeros(first_rows.size, bool)
+        members: dict[int, list[int]] = {}
+        for row in np.flatnonzero(size[group] > 1):
+            members.setdefault(int(group[row]), []).append(int(row))
+        for g, rows in members.items():
+            targets = [int(self._targets[r]) for r in rows]
+            counts: dict[int, int] = {}
+            for t in targets:
+                counts[t] = counts.get(t, 0) + 1
+            best = max(counts.values())
+            winner = next(t for t in targets if counts[t] == best)
+            with_winner = [r for r in rows if self._targets[r] == winner]
+            chosen[g] = next((r for r in with_winner if solved[r]), with_winner[0])
+            ambiguous[g] = len(counts) > 1
+        return chosen, size, ambiguous
+
+    def context_windows(self, tokens: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(tokens, begin, end)`` of the one window a context is answered from: its last
+        ``window_size`` tokens. Raises :class:`InferenceError` for a context without tokens."""
+        array = np.asarray(tokens, dtype=np.int64)
+        if array.size == 0:
+            raise InferenceError("the context has no tokens; give at least one word")
+        return array, np.array([max(0, array.size - self.window_size)]), np.array([array.size])
+
+    def answer(
+        self,
+        tokens: np.ndarray,
+        begin: np.ndarray,
+        end: np.ndarray,
+        max_distance: float = DEFAULT_MAX_DISTANCE,
+    ) -> list[Step]:
+        """One step for each window ``tokens[begin[k]:end[k]]`` (batched: one slots call, one kernel call)."""
+        slots = self.window_slots(np.asarray(tokens), np.asarray(begin), np.asarray(end))
+        groups = np.empty(slots.shape[0], np.int64)
+        distance = np.zeros(slots.shape[0])
+        exact = np.ones(slots.shape[0], bool)
+        for k, words in enumerate(slots):
+            hit = self._index.get(np.ascontiguousarray(words, np.uint32).tobytes())
+            if hit is None:
+                gaps = np.linalg.norm(self._features - _dequantised(words[None, :])[0], axis=1)
+                hit = int(np.argmin(gaps))
+                distance[k], exact[k] = float(gaps[hit]), False
+            groups[k] = hit
+        answering = exact | (distance <= max_distance)
+        rows = self._row[groups[answering]]
+        goldens = self.evaluate_rows(
+            self._group_slots[groups[answering]], self._seeds[rows], self._times[rows]
+        )
+        tokens_out = iter(golden_token(goldens).tolist())
+        steps = []
+        for k in range(slots.shape[0]):
+            g, row = int(groups[k]), int(self._row[groups[k]])
+            token = next(tokens_out) if answering[k] else None
+            steps.append(
+                Step(
+                    token_id=token,
+                    text="" if token is None else self._text([token]),
+                    exact=bool(exact[k]),
+                    distance=round(float(distance[k]), 6),
+                    source_file=self._sources[row],
+                    window_end=int(self._window_ends[row]),
+                    row=row,
+                    candidates=int(self._size[g]) if exact[k] else 0,
+                    ambiguous=bool(self._ambiguous[g]) and bool(exact[k]),
+                )
+            )
+        return steps
+
+    def step(self, context: Sequence[int], max_distance: float = DEFAULT_MAX_DISTANCE) -> Step:
+        """The answer to one context given as token ids."""
+        return self.answer(*self.context_windows(context), max_distance)[0]
+
+    def generate(
+        self, prompt: str, max_tokens: int = 64, max_distance: float = DEFAULT_MAX_DISTANCE
+    ) -> Generation:
+        """Greedy generation: answer the prompt, append the token, repeat (DESIGN §6.1)."""
+        tokens = list(self.encoding.encode_ordinary(prompt))
+        produced: list[int] = []
+        steps: list[Step] = []
+        stopped = f"max_tokens ({max_tokens})"
+        for _ in range(max_tokens):
+            step = self.step(tokens, max_distance)
+            steps.append(step)
+            if step.token_id is None:
+                stopped = (
+                    f"abstained: the nearest deployed context is at distance {step.distance:.3f} "
+                    f"> max_distance {max_distance}"
+                )
+                break
+            tokens.append(step.token_id)
+            produced.append(step.token_id)
+        return Generation(
+            prompt=prompt,
+            tokens=tuple(produced),
+            continuation=self._text(produced),
+            steps=tuple(steps),
+            stopped=stopped,
+            bundle=self.bundle.version,
+        )
+
+    def recall(self, chunks: Sequence[np.ndarray], stride: int = 1) -> Recall:
+        """One-step answers to every training context of ``chunks`` (token arrays, as stage 2 made
+        them) against their next token. A chunk's verbatim recitation from its first window is the
+        number of leading contexts answered right: greedy generation would follow exactly them."""
+        flat, begins, ends, targets, chunk_of = [], [], [], [], []
+        offset = 0
+        for c, tokens in enumerate(chunks):
+            tokens = np.asarray(tokens, np.int64)
+            end = np.arange(1, tokens.size, stride)
+            flat.append(tokens)
+            begins.append(offset + np.maximum(end - self.window_size, 0))
+            ends.append(offset + end)
+            targets.append(tokens[end])
+            chunk_of.append(np.full(end.size, c))
+            offset += tokens.size
+        if not flat or offset == 0:
+            return Recall(0, 0, 0, 0, 0, len(chunks), 0.0, 0)
+        steps = self.answer(
+            np.concatenate(flat), np.concatenate(begins), np.concatenate(ends), max_distance=float("inf")
+        )
+        want = np.concatenate(targets)
+        got = np.array([-1 if s.token_id is None else s.token_id for s in steps])
+        right = got == want
+        ambiguous = np.array([s.ambiguous for s in steps], bool)
+        which = np.concatenate(chunk_of)
+        verbatim = []
+        for c in range(len(chunks)):
+            mine = right[which == c]
+            verbatim.append(int(mine.size if mine.all() else np.argmin(mine)))
+        return Recall(
+            contexts=int(right.size),
+            correct=int(right.sum()),
+            ambiguous=int(ambiguous.sum()),
+            correct_unambiguous=int((right & ~ambiguous).sum()),
+            abstained=int((got < 0).sum()),
+            chunks=len(chunks),
+            mean_verbatim=float(np.mean(verbatim)) if verbatim else 0.0,
+            min_verbatim=min(verbatim) if verbatim else 0,
+        )
+
+    def _text(self, tokens: list[int]) -> str:
+        return self.encoding.decode(tokens)
+
+    @property
+    def exact_difficulty(self) -> bool:
+        """True when every deployed seed was searched at 17 bits or more: answers are exact tokens."""
+        return min(self.bundle.seeds.column("difficulty_bits").to_pylist()) >= TOKEN_BITS
+
+
+def _dequantised(slots: np.ndarray) -> np.ndarray:
+    """The 24 features a frame's slots hold (DESIGN §3.4), back in the sigmoid's [0, 1]: float32[N, 24]."""
+    return (unpack_slots(slots).astype(np.float32) + np.float32(32768.0)) / np.float32(65535.0)
