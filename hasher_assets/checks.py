@@ -1,5 +1,6 @@
-"""Every asset check: the ones a user wants green before trusting a partition (stages 1 and 2), and
-``checkpoints_gate``, the blocking validation gate of DESIGN §5.
+"""Every asset check: the ones a user wants green before trusting a partition (stages 1 and 2),
+``checkpoints_gate``, the blocking validation gate of DESIGN §5, and ``deployment_recall``, the
+deployed model answering its own training text (§6.1).
 
 Each check of stages 1–2 streams the stored partition, so it costs one pass over the file, and
 reports what it counted as metadata; the gate reads the record the ``checkpoints`` asset stored in
@@ -15,11 +16,16 @@ import pyarrow.compute as pc
 
 from hasher_core.design import EMBEDDING_DIMS, STRIDE, VOCABULARY_SIZE, WINDOW_SIZE
 from hasher_core.frames.tokens import load_cl100k
-from hasher_core.frames.windows import expected_window_count
+from hasher_core.frames.windows import batch_texts, expected_window_count, tokenize
 from hasher_core.schemas import FRAME_SCHEMA
+from hasher_resources.deploy_store import DeploymentStore
+from hasher_resources.model import load_model
 from hasher_resources.parquet_io import ParquetPartition
+from hasher_resources.sha256.resource import Sha256Kernel
+from hasher_resources.storage import HasherStorage
 
 from .checkpoints import checkpoints as checkpoints_asset
+from .deployment import deployment as deployment_asset
 from .knowledge_base import knowledge_base as knowledge_base_asset
 from .metadata import latest_metadata
 from .partitions import source_files
@@ -138,5 +144,46 @@ def checkpoints_gate(checkpoints: ParquetPartition) -> dg.AssetCheckResult:
             "rows": gate["rows"],
             "verify_backend": gate["verify_backend"],
             "device": dg.MetadataValue.json(gate["device"]),
+        },
+    )
+
+
+#: One-step answers computed by ``deployment_recall`` at most (chunks are taken in order up to it).
+RECALL_MAX_CONTEXTS = 200_000
+
+
+@dg.asset_check(
+    asset=deployment_asset,
+    additional_ins={"knowledge_base": dg.AssetIn("knowledge_base")},
+    description="The model answers its training contexts (DESIGN §6.1): one-step inference from the text "
+    "of every deployed chunk; passes at ≥ 99 % of unambiguous contexts when seeds reproduce tokens (D ≥ 17).",
+)
+def deployment_recall(
+    knowledge_base: dict[str, ParquetPartition], storage: HasherStorage, kernel: Sha256Kernel
+) -> dg.AssetCheckResult:
+    """Recall of the current deployment on its own training text, and the tokens it recites verbatim."""
+    bundle = DeploymentStore(storage.data_path).open_bundle()
+    model = load_model(bundle, kernel)
+    deployed = [key for key, counts in bundle.manifest["partitions"].items() if counts["rows"]]
+    encoding = load_cl100k()
+    chunks, contexts = [], 0
+    for key in deployed:
+        if key not in knowledge_base or contexts >= RECALL_MAX_CONTEXTS:
+            continue
+        for batch in knowledge_base[key].iter_batches(columns=["content"]):
+            for tokens in tokenize(batch_texts(batch), encoding):
+                if contexts < RECALL_MAX_CONTEXTS:
+                    chunks.append(tokens)
+                    contexts += max(0, tokens.size - 1)
+    recall = model.recall(chunks, stride=int(bundle.manifest["recipe"]["stride"]))
+    exact = model.exact_difficulty
+    return dg.AssetCheckResult(
+        passed=exact and recall.recall >= 0.99,
+        severity=dg.AssetCheckSeverity.ERROR if exact else dg.AssetCheckSeverity.WARN,
+        description=None if exact else "seeds searched below 17 bits do not reproduce tokens (DESIGN §4.3)",
+        metadata={
+            **recall.as_metadata(),
+            "bundle": bundle.version,
+            "partitions": dg.MetadataValue.json(deployed),
         },
     )

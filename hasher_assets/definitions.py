@@ -19,7 +19,12 @@ from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
 from .checkpoints import checkpoints
-from .checks import checkpoints_gate, knowledge_base_is_well_formed, training_frames_are_consistent
+from .checks import (
+    checkpoints_gate,
+    deployment_recall,
+    knowledge_base_is_well_formed,
+    training_frames_are_consistent,
+)
 from .deployment import deployment
 from .jobs import deployment_job, partition_pipeline_job
 from .knowledge_base import knowledge_base
@@ -28,7 +33,12 @@ from .sensors import miner_output_sensor
 from .training_frames import training_frames
 
 ASSETS = [knowledge_base, training_frames, seeds, checkpoints, deployment]
-ASSET_CHECKS = [knowledge_base_is_well_formed, training_frames_are_consistent, checkpoints_gate]
+ASSET_CHECKS = [
+    knowledge_base_is_well_formed,
+    training_frames_are_consistent,
+    checkpoints_gate,
+    deployment_recall,
+]
 
 
 def embedder_from_env() -> Embedder:

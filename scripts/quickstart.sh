@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Set up .venv and run the whole pipeline on the bundled sample data, with the embedded defaults:
+# Set up .venv, train a model on the bundled sample data and use it, with the embedded defaults:
 # a SQLite Dagster instance in .dagster_home, the CPU SHA-256 kernel and the emulated ASIC.
-#   knowledge_base → training_frames → seeds → checkpoints   (one run per source-file partition)
-#   deployment                                              (one run over every partition)
-# Override any of HASHER_MINER_DIR, HASHER_INBOX_DIR, HASHER_DATA_DIR, DAGSTER_HOME or
-# HASHER_DIFFICULTY_BITS (default 12) to run it elsewhere.
+#   knowledge_base → training_frames → seeds → checkpoints   (one run per trained partition)
+#   deployment + its recall check                            (one run over every partition)
+#   hasher generate                                          (the model continues a sample text)
+# Seeds are searched at 17 bits, an exact token (about 2^17 evaluations per frame), so training
+# every sample partition takes about 7 minutes on 2 cores; by default the quickstart trains the
+# Gettysburg Address and the Zen of Python (555 frames, about 2 minutes) and registers the rest.
+# HASHER_QUICKSTART_PARTITIONS=all trains everything. Override any of HASHER_MINER_DIR,
+# HASHER_INBOX_DIR, HASHER_DATA_DIR, DAGSTER_HOME or HASHER_DIFFICULTY_BITS (below 17 the seeds
+# match only a prefix of the token and the model predicts nothing) to run it elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/_env.sh
@@ -17,7 +22,9 @@ export HASHER_INBOX_DIR="${HASHER_INBOX_DIR:-$PWD/sample_data/inbox}"
 export HASHER_DATA_DIR="${HASHER_DATA_DIR:-$PWD/.hasher_data}"
 export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$PWD/.venv/numba-cache}"
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning}"
-difficulty="${HASHER_DIFFICULTY_BITS:-12}"
+difficulty="${HASHER_DIFFICULTY_BITS:-17}"
+train="${HASHER_QUICKSTART_PARTITIONS:-gettysburg_address.txt zen_of_python.txt}"
+prompt="${HASHER_QUICKSTART_PROMPT:-Four score and seven years ago}"
 mkdir -p "$DAGSTER_HOME" "$HASHER_DATA_DIR"
 [ -f "$DAGSTER_HOME/dagster.yaml" ] || cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 
@@ -25,7 +32,12 @@ echo "==> sample data: miner=$HASHER_MINER_DIR inbox=$HASHER_INBOX_DIR"
 echo "==> registering source_files partitions in $DAGSTER_HOME"
 mapfile -t keys < <(hasher partitions sync)
 printf '    %s\n' "${keys[@]}"
-echo "==> ${#keys[@]} partitions; seeds at difficulty_bits=$difficulty (about 2^$difficulty evaluations per frame)"
+if [ "$train" = all ]; then
+    trained=("${keys[@]}")
+else
+    read -r -a trained <<<"$train"
+fi
+echo "==> ${#keys[@]} partitions; training ${#trained[@]} with seeds at difficulty_bits=$difficulty (about 2^$difficulty evaluations per frame)"
 
 config=$(printf '{"ops": {"seeds": {"config": {"difficulty_bits": %d}}}, "execution": {"config": {"in_process": {}}}}' "$difficulty")
 logs="$HASHER_DATA_DIR/logs"
@@ -45,14 +57,17 @@ materialize() {  # materialize LOG ARGS...: run the CLI, keep its log, show the 
     fi
 }
 
-for key in "${keys[@]}"; do
+for key in "${trained[@]}"; do
     echo "==> partition $key: knowledge_base, training_frames, seeds, checkpoints"
     materialize "$logs/$key.log" --select knowledge_base,training_frames,seeds,checkpoints \
         --partition "$key" --config-json "$config"
 done
-echo "==> deployment (all partitions)"
+echo "==> deployment (every trained partition) and its recall check"
 materialize "$logs/deployment.log" --select deployment --config-json '{"execution": {"config": {"in_process": {}}}}'
+grep -o "deployment_recall.*" "$logs/deployment.log" | grep -o "Asset check 'deployment_recall'.*" | head -n 1 | sed 's/^/    /' || true
 
 hasher status
+echo "==> the model at work: hasher generate --prompt \"$prompt\""
+echo "    $prompt$(hasher generate --prompt "$prompt" --max-tokens 48)"
 echo "==> done in $(( $(date +%s) - start )) s. Outputs under $HASHER_DATA_DIR; Dagster instance in $DAGSTER_HOME."
 echo "    Browse it:  DAGSTER_HOME=$DAGSTER_HOME HASHER_MINER_DIR=$HASHER_MINER_DIR HASHER_INBOX_DIR=$HASHER_INBOX_DIR HASHER_DATA_DIR=$HASHER_DATA_DIR .venv/bin/dagster dev -h 127.0.0.1"
