@@ -159,7 +159,10 @@ RECALL_MAX_CONTEXTS = 200_000
     "of every deployed chunk; passes at ≥ 99 % of unambiguous contexts when seeds reproduce tokens (D ≥ 17).",
 )
 def deployment_recall(
-    knowledge_base: dict[str, ParquetPartition], storage: HasherStorage, kernel: Sha256Kernel
+    context: dg.AssetCheckExecutionContext,
+    knowledge_base: dict[str, ParquetPartition],
+    storage: HasherStorage,
+    kernel: Sha256Kernel,
 ) -> dg.AssetCheckResult:
     """Recall of the current deployment on its own training text, and the tokens it recites verbatim."""
     bundle = DeploymentStore(storage.data_path).open_bundle()
@@ -177,10 +180,14 @@ def deployment_recall(
                     contexts += max(0, tokens.size - 1)
     recall = model.recall(chunks, stride=int(bundle.manifest["recipe"]["stride"]))
     exact = model.exact_difficulty
+    summary = f"deployment_recall of {bundle.version}: {recall.summary()}"
+    if not exact:
+        summary += "; seeds searched below 17 bits do not reproduce tokens (DESIGN §4.3)"
+    context.log.info(summary)
     return dg.AssetCheckResult(
         passed=exact and recall.recall >= 0.99,
         severity=dg.AssetCheckSeverity.ERROR if exact else dg.AssetCheckSeverity.WARN,
-        description=None if exact else "seeds searched below 17 bits do not reproduce tokens (DESIGN §4.3)",
+        description=summary,
         metadata={
             **recall.as_metadata(),
             "bundle": bundle.version,

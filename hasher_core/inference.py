@@ -96,6 +96,16 @@ class Recall:
         unambiguous = self.contexts - self.ambiguous
         return self.correct_unambiguous / unambiguous if unambiguous else 1.0
 
+    def summary(self) -> str:
+        """One line for logs and the check's description: recall, counts and verbatim recitation."""
+        unambiguous = self.contexts - self.ambiguous
+        return (
+            f"recall {self.recall:.2%} ({self.correct_unambiguous}/{unambiguous} unambiguous contexts), "
+            f"{self.ambiguous} ambiguous, {self.abstained} abstained; each chunk recited verbatim for "
+            f"{self.mean_verbatim:.1f} tokens on average (min {self.min_verbatim}) "
+            f"over {self.chunks} chunk(s)"
+        )
+
     def as_metadata(self) -> dict[str, float | int]:
         return {
             "recall": round(self.recall, 6),

@@ -64,7 +64,8 @@ for key in "${trained[@]}"; do
 done
 echo "==> deployment (every trained partition) and its recall check"
 materialize "$logs/deployment.log" --select deployment --config-json '{"execution": {"config": {"in_process": {}}}}'
-grep -o "deployment_recall.*" "$logs/deployment.log" | grep -o "Asset check 'deployment_recall'.*" | head -n 1 | sed 's/^/    /' || true
+grep -o "deployment_recall of .*" "$logs/deployment.log" | head -n 1 | sed 's/^/    /' || true
+grep -o "Asset check 'deployment_recall'.*" "$logs/deployment.log" | head -n 1 | sed 's/^/    /' || true
 
 hasher status
 echo "==> the model at work: hasher generate --prompt \"$prompt\""

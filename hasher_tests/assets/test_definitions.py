@@ -32,6 +32,7 @@ def test_definitions_load_with_five_stages_checks_sensor_and_jobs():
         "knowledge_base_is_well_formed",
         "training_frames_are_consistent",
         "checkpoints_gate",
+        "deployment_recall",
     }
     assert defs.resolve_sensor_def("miner_output_sensor")
     assert {defs.resolve_job_def(j).name for j in ("partition_pipeline", "deploy")} == {
