@@ -1,7 +1,9 @@
 """The frames writer of stage 2: knowledge-base batches streamed into one frames Parquet file, atomically.
 
 Tokenising (tiktoken's Rust encoder releases the GIL) runs in a thread pool one batch ahead of
-building and compressing the previous batch's frames; at most two batches are in memory. The
+building and compressing the previous batch's frames; at most two batches are in memory. Window
+frames are embedded and projected on every Numba thread, and 20 bytes of each (slot fingerprint,
+target, context hash) are kept to count ambiguous contexts over the whole file at the end. The
 transforms themselves are ``hasher_core.frames.windows``.
 """
 
@@ -29,6 +31,7 @@ from hasher_core.frames.windows import (
     batch_texts,
     build_frames,
     check_input,
+    slot_fingerprints,
     validate_frame_options,
 )
 from hasher_core.schemas import FRAME_SCHEMA, SLOT_COLUMNS, TARGET_COLUMN
@@ -103,8 +106,10 @@ def _prefetched(
         yield pending[0], [f.result() for f in pending[1]]
 
 
-def _slots_of(frames: pa.RecordBatch) -> np.ndarray:
-    return np.stack([frames.column(c).to_numpy().view(np.uint32) for c in SLOT_COLUMNS], axis=1)
+def _slot_fingerprints_of(frames: pa.RecordBatch) -> np.ndarray:
+    return slot_fingerprints(
+        np.stack([frames.column(c).to_numpy().view(np.uint32) for c in SLOT_COLUMNS], axis=1)
+    )
 
 
 def write_frames(
@@ -173,10 +178,10 @@ def write_frames(
                 )
                 if built.frames.num_rows:
                     writer.write_batch(built.frames)
-                if built.context_hashes is not None:  # window frames: keep what ambiguity needs
+                if built.context_hashes is not None:  # window frames: 20 bytes a frame for ambiguity
                     ambiguity_input.append(
                         (
-                            _slots_of(built.frames),
+                            _slot_fingerprints_of(built.frames),
                             built.frames.column(TARGET_COLUMN).to_numpy(),
                             built.context_hashes,
                         )

@@ -23,12 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import tiktoken
-from numba import njit
+from numba import njit, prange
 
 from hasher_core.design import EMBEDDING_DIMS
 
 RECENT_PIECES = 4
 RECENT_WEIGHT = 2.0
+#: Windows one worker thread embeds at a time (each its own scratch buffers).
+EMBED_BLOCK = 64
 
 _WORD, _WORD_LOWER, _SPACE, _SYMBOL = 1, 2, 3, 4
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
@@ -104,15 +106,15 @@ def _add(vector, h, weight, dims):
 
 
 @njit(cache=True)
-def _embed_spans(data, starts, ends, dims, recent, recent_weight, out):  # pragma: no cover - compiled
-    """``out[k]`` = the embedding of ``data[starts[k]:ends[k]]`` (float32[n, dims])."""
+def _embed_block(data, starts, ends, lo, hi, dims, recent, recent_weight, out):  # pragma: no cover
+    """``out[k]`` = the embedding of ``data[starts[k]:ends[k]]`` for ``lo <= k < hi``."""
     longest = 0
-    for k in range(starts.shape[0]):
+    for k in range(lo, hi):
         longest = max(longest, ends[k] - starts[k])
     ids = np.empty(longest, np.uint64)
     lowers = np.empty(longest, np.uint64)
     vector = np.empty(dims, np.float64)
-    for k in range(starts.shape[0]):
+    for k in range(lo, hi):
         # Cut the span into pieces: their identity hashes (as written) and, for words, lower-cased.
         pieces = 0
         i = starts[k]
@@ -144,6 +146,17 @@ def _embed_spans(data, starts, ends, dims, recent, recent_weight, out):  # pragm
         scale = 1.0 / np.sqrt(norm) if norm > 0 else 0.0
         for d in range(dims):
             out[k, d] = np.float32(vector[d] * scale)
+
+
+@njit(cache=True, parallel=True)
+def _embed_spans(data, starts, ends, dims, recent, recent_weight, out):  # pragma: no cover - compiled
+    """``out[k]`` = the embedding of ``data[starts[k]:ends[k]]`` (float32[n, dims]): blocks of
+    ``EMBED_BLOCK`` windows on every Numba thread; each window's arithmetic is the same sequence
+    whichever thread runs it, so the result does not depend on the thread count."""
+    n = starts.shape[0]
+    for block in prange((n + EMBED_BLOCK - 1) // EMBED_BLOCK):
+        lo = block * EMBED_BLOCK
+        _embed_block(data, starts, ends, lo, min(lo + EMBED_BLOCK, n), dims, recent, recent_weight, out)
 
 
 @njit(cache=True)
@@ -180,12 +193,15 @@ def embed_token_windows(
     ``tokens`` int[T] are token ids of ``table``'s encoding; the windows' bytes are the tokens'
     bytes end to end (what decoding them would give, before UTF-8 decoding).
     """
-    tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+    begin = np.asarray(begin, dtype=np.int64)
+    end = np.asarray(end, dtype=np.int64)
+    # Only the tokens these windows cover: callers pass a whole batch's tokens with a slice of windows.
+    first = int(begin.min()) if begin.size else 0
+    last = max(int(end.max()) if end.size else 0, first)
+    tokens = np.ascontiguousarray(np.asarray(tokens)[first:last], dtype=np.int64)
     lengths = table.offsets[tokens + 1] - table.offsets[tokens]
     offsets = np.zeros(tokens.shape[0] + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     data = np.empty(int(offsets[-1]), np.uint8)
     _gather(table.data, table.offsets, tokens, offsets, data)
-    begin = np.asarray(begin, dtype=np.int64)
-    end = np.asarray(end, dtype=np.int64)
-    return _embed(data, offsets[begin], offsets[end], dims)
+    return _embed(data, offsets[begin - first], offsets[end - first], dims)

@@ -12,7 +12,7 @@ import pytest
 from hasher_core.frames.gorand import projection_matrix
 from hasher_core.frames.hashing import embed_texts, embed_token_windows, token_byte_table
 from hasher_core.frames.tokens import load_cl100k
-from hasher_core.frames.windows import ambiguity, window_hashes, window_slots
+from hasher_core.frames.windows import ambiguity, slot_fingerprints, window_hashes, window_slots
 from hasher_core.knowledge import read_knowledge_base
 from hasher_core.schemas import SLOT_COLUMNS
 from hasher_resources.embedder import HashingEmbedder
@@ -102,3 +102,16 @@ def test_window_hashes_and_ambiguity_tell_repeated_text_from_collisions():
         1,
         3,
     )
+    # The writer keeps only 64-bit fingerprints of the slots: the same counts.
+    assert ambiguity(slot_fingerprints(slots), np.array([7, 8, 7, 9]), np.array([11, 11, 12, 13])) == found
+
+
+def test_slot_fingerprints_are_equal_exactly_for_equal_slots():
+    rng = np.random.default_rng(3)
+    slots = rng.integers(0, 2**32, (5000, 12), dtype=np.uint64).astype(np.uint32)
+    slots[4000:] = slots[:1000]  # 1,000 repeated rows
+    slots[10, 11] ^= 1  # a one-bit change
+    keys = slot_fingerprints(slots)
+    assert keys.dtype == np.uint64 and keys.shape == (5000,)
+    assert np.unique(keys).size == np.unique(slots, axis=0).shape[0] == 4000 + 1
+    assert (keys[4000:] == keys[:1000]).sum() == 999

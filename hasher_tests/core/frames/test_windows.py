@@ -176,6 +176,22 @@ def test_mapper_matches_the_scalar_float32_oracle() -> None:
         assert got[row].tolist() == scalar_slots(emb[row], p)
 
 
+def test_sparse_embeddings_with_signed_zeros_match_the_scalar_oracle_across_thread_blocks() -> None:
+    # The kernel skips zero terms (the offline embeddings are mostly zeros) and splits rows into
+    # blocks per thread: neither may change a bit. 600 rows span three 256-row blocks.
+    rng = np.random.default_rng(8)
+    p = projection_matrix()
+    emb = rng.standard_normal((600, 768)).astype(np.float32) * np.float32(0.05)
+    emb[rng.random(emb.shape) < 0.7] = 0.0
+    emb[rng.random(emb.shape) < 0.05] = -0.0
+    emb[5] = -0.0  # a row of negative zeros gives the all-zero slots
+    got = project_to_slots(emb, p)
+    assert not got[5].any()
+    for row in (0, 255, 256, 511, 599):
+        assert got[row].tolist() == scalar_slots(emb[row], p)
+    np.testing.assert_array_equal(got[300:301], project_to_slots(emb[300:301], p))
+
+
 def test_shorter_embeddings_count_missing_dimensions_as_zero() -> None:
     rng = np.random.default_rng(6)
     p = projection_matrix()
