@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ["bench_kernel", "bench_frames", "bench_seeds", "bench_asic", "bench_deploy"]
+BENCHMARKS = ["bench_kernel", "bench_frames", "bench_seeds", "bench_model", "bench_asic", "bench_deploy"]
 
 
 def main() -> int:

@@ -33,9 +33,11 @@ from hasher_core.bundle import Bundle, build_bundle
 from hasher_core.errors import DeploymentFailedError
 from hasher_core.header import leading_equal_bits
 from hasher_core.predict import predict
+from hasher_core.recipe import frame_recipe, recipe_to_metadata
 from hasher_resources.bundle_files import read_bundle
 from hasher_resources.deploy_store import DeploymentStore
 from hasher_resources.deploy_verify import VerifyReport
+from hasher_resources.embedder import HashingEmbedder
 from hasher_resources.sha256 import evaluate, resolve_backend
 from hasher_resources.sha256.resource import Sha256Kernel
 
@@ -43,17 +45,21 @@ PARTITIONS = 10
 
 
 def synthetic_checkpoints(rows: int, *, seed: int, backend: str) -> dict[str, pa.Table]:
-    """Checkpoint tables of ``rows`` frames in total with real goldens; half marked solved at 16 bits."""
+    """Checkpoint tables of ``rows`` frames in total with real goldens and the default frame recipe;
+    half the rows are exact-token solves at 17 bits (target = golden >> 15, DESIGN §4.3)."""
     rng = np.random.default_rng(seed)
     slots = rng.integers(0, 2**32, size=(rows, design.SLOT_COUNT), dtype=np.uint64).astype(np.uint32)
     seeds = rng.integers(0, 256, size=(rows, design.SEED_BYTES), dtype=np.uint8)
     seeds[:, 16:28] = 0
     golden = evaluate(slots, seeds, backend=backend)
     target = rng.integers(0, design.VOCABULARY_SIZE, size=rows).astype(np.uint32)
-    # Half the rows get a target sharing the golden's top 16 bits, as a 16-bit search would find.
-    half = np.arange(rows) % 2 == 0
-    target[half] = (golden[half] & 0xFFFF0000) | (target[half] & 0xFFFF)
-    matched = leading_equal_bits(golden, target)
+    # Half the rows get the token their golden stands for, as a 17-bit search would find (where that
+    # token exists: golden >> 15 can exceed the vocabulary).
+    token = golden >> design.TOKEN_SHIFT
+    half = (np.arange(rows) % 2 == 0) & (token < design.VOCABULARY_SIZE)
+    target[half] = token[half]
+    matched = leading_equal_bits(golden, target << design.TOKEN_SHIFT)
+    metadata = recipe_to_metadata(frame_recipe(embedder=HashingEmbedder().recipe()))
     fingerprints = np.array(
         [f"{w.tobytes().hex()[:24]}-{t:08x}" for w, t in zip(slots, target, strict=True)], dtype=object
     )
@@ -71,13 +77,13 @@ def synthetic_checkpoints(rows: int, *, seed: int, backend: str) -> dict[str, pa
             "target_token_id": pa.array(target[part].view(np.int32)),
             "best_seed": pa.array([s.tobytes() for s in seeds[part]], pa.binary()),
             "golden": pa.array(golden[part]),
-            "solved": pa.array(matched[part] >= 16),
+            "solved": pa.array(matched[part] >= design.DIFFICULTY_BITS),
             "matched_bits": pa.array(matched[part].astype(np.int32)),
-            "difficulty_bits": pa.array(np.full(n, 16, np.int32)),
+            "difficulty_bits": pa.array(np.full(n, design.DIFFICULTY_BITS, np.int32)),
             "header_time": pa.array(np.zeros(n, np.int64)),
             "fingerprint": pa.array(list(fingerprints[part]), pa.string()),
         }
-        out[f"source-{p}.txt"] = pa.table(cols)
+        out[f"source-{p}.txt"] = pa.table(cols).replace_schema_metadata(metadata)
     return out
 
 
@@ -166,13 +172,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full", action="store_true", help="100,000 seeds")
     parser.add_argument("--backend", default="auto", help="kernel backend for goldens and verification")
     parser.add_argument("--sample-size", type=int, default=64, help="rows re-verified after the swap")
+    parser.add_argument("--no-record", action="store_true", help="print only, do not append to RESULTS.md")
     args = parser.parse_args(argv)
     rows = 100_000 if args.full else args.seeds
     backend = resolve_backend(args.backend)
     table = run(rows, backend, args.sample_size)
+    headers = ["phase", "ms", "seeds/s", "× reference write", "notes"]
+    if args.no_record:
+        from benchmarks.results import table as markdown
+
+        print(markdown(headers, table))
+        return
     record(
         f"Deployment of {rows:,} seeds ({backend} kernel, sample {args.sample_size})",
-        ["phase", "ms", "seeds/s", "× reference write", "notes"],
+        headers,
         table,
         notes="Temporary store on local disk; every file fsynced, pointer swapped with rename(2). "
         "× reference write = phase time ÷ writing the same bundle files with fsync in the same run. "
