@@ -20,7 +20,7 @@ from .partitions import source_files
 
 def sensor_run_config() -> dict:
     """Run config of the sensor's runs: ``HASHER_SENSOR_DIFFICULTY_BITS`` overrides the seeds'
-    difficulty (the default, 20 bits, costs about 2^20 evaluations per frame)."""
+    difficulty (the default, 17 bits = an exact token, costs about 2^17 evaluations per frame)."""
     bits = os.environ.get("HASHER_SENSOR_DIFFICULTY_BITS")
     return {"ops": {"seeds": {"config": {"difficulty_bits": int(bits)}}}} if bits else {}
 
