@@ -18,22 +18,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
-import dagster as dg
-
 from benchmarks.bench_seeds import POPULATION, pick_backend
 from benchmarks.results import record
-from hasher_assets.definitions import ASSET_CHECKS, ASSETS
+from hasher_assets import scratch
 from hasher_core.design import DIFFICULTY_BITS
-from hasher_resources.asic.resource import EmulatedAsicDevice
-from hasher_resources.embedder import HashingEmbedder
-from hasher_resources.parquet_io import ParquetIOManager
-from hasher_resources.sha256.resource import Sha256Kernel
-from hasher_resources.storage import HasherStorage
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_TEXTS = [ROOT / "sample_data" / "inbox" / "zen_of_python.txt"]
@@ -44,45 +36,13 @@ def train_and_deploy(text: Path, strategy: str, difficulty: int, backend: str) -
     """Run the five stages on ``text`` in a fresh temporary data directory; return the seeds' and the
     recall check's metadata and the wall seconds of the whole run."""
     with tempfile.TemporaryDirectory(prefix="bench_model_") as tmp:
-        root = Path(tmp)
-        for sub in ("inbox", "miner"):
-            (root / sub).mkdir()
-        shutil.copy(text, root / "inbox" / text.name)
-        storage = HasherStorage(
-            miner_dir=str(root / "miner"), inbox_dir=str(root / "inbox"), data_dir=str(root / "data")
-        )
-        resources = {
-            "storage": storage,
-            "parquet_io_manager": ParquetIOManager(base_dir=storage.data_dir),
-            "embedder": HashingEmbedder(),
-            "kernel": Sha256Kernel(backend=backend),
-            "asic": EmulatedAsicDevice(backend=backend),
-        }
-        config = {"ops": {"seeds": {"config": {"difficulty_bits": difficulty, "strategy": strategy}}}}
-        stages = dg.AssetSelection.assets("knowledge_base", "training_frames", "seeds", "checkpoints")
         started = time.perf_counter()
-        with dg.instance_for_test() as instance:
-            instance.add_dynamic_partitions("source_files", [text.name])
-            trained = dg.materialize(
-                [*ASSETS, *ASSET_CHECKS],
-                selection=stages,
-                partition_key=text.name,
-                instance=instance,
-                resources=resources,
-                run_config=config,
-            )
-            deployed = dg.materialize(
-                [*ASSETS, *ASSET_CHECKS],
-                selection=dg.AssetSelection.assets("deployment")
-                | dg.AssetSelection.checks_for_assets("deployment"),
-                instance=instance,
-                resources=resources,
-            )
+        run = scratch.train_and_deploy(
+            text, Path(tmp), difficulty_bits=difficulty, strategy=strategy, backend=backend
+        )
         wall = time.perf_counter() - started
-        seeds = {k: v.value for k, v in trained.asset_materializations_for_node("seeds")[0].metadata.items()}
-        (check,) = [c for c in deployed.get_asset_check_evaluations() if c.check_name == "deployment_recall"]
-        recall = {k: v.value for k, v in check.metadata.items()}
-        return {"seeds": seeds, "recall": recall, "passed": check.passed, "wall": wall}
+        check, recall = run.recall_check()
+        return {"seeds": run.seeds_metadata(), "recall": recall, "passed": check.passed, "wall": wall}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,18 +4,16 @@ recited verbatim by ``hasher generate`` from its first words; its recall check p
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from hasher_assets.definitions import ASSET_CHECKS, ASSETS
+from hasher_assets import scratch
+from hasher_assets.scratch import ScratchRun
 from hasher_cli.main import main
 from hasher_core.frames.tokens import load_cl100k
 from hasher_resources.asic.resource import EmulatedAsicDevice
-from hasher_resources.embedder import HashingEmbedder
-from hasher_resources.parquet_io import ParquetIOManager
-from hasher_resources.sha256.resource import Sha256Kernel
-from hasher_resources.storage import HasherStorage
 
 TEXT = (
     "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age "
@@ -24,45 +22,12 @@ TEXT = (
 PROMPT = "It was the best"
 
 
-def train_and_deploy(root, difficulty_bits: int):
+def train_and_deploy(root: Path, difficulty_bits: int) -> ScratchRun:
     """Train ``TEXT`` at ``difficulty_bits`` through the five stages under ``root``; deploy it."""
-    (root / "inbox").mkdir()
-    (root / "miner").mkdir()
-    (root / "inbox" / "dickens.txt").write_text(TEXT)
-    storage = HasherStorage(
-        miner_dir=str(root / "miner"), inbox_dir=str(root / "inbox"), data_dir=str(root / "data")
-    )
-    resources = {
-        "storage": storage,
-        "parquet_io_manager": ParquetIOManager(base_dir=storage.data_dir),
-        "embedder": HashingEmbedder(),
-        "kernel": Sha256Kernel(backend="cpu"),
-        "asic": EmulatedAsicDevice(share_bits=4, nonces_per_work=512, backend="cpu"),
-    }
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("source_files", ["dickens.txt"])
-        trained = dg.materialize(
-            [*ASSETS, *ASSET_CHECKS],
-            selection=dg.AssetSelection.assets("knowledge_base", "training_frames", "seeds", "checkpoints"),
-            partition_key="dickens.txt",
-            instance=instance,
-            resources=resources,
-            run_config={"ops": {"seeds": {"config": {"difficulty_bits": difficulty_bits}}}},
-        )
-        deployment = dg.materialize(
-            [*ASSETS, *ASSET_CHECKS],
-            selection=dg.AssetSelection.assets("deployment")
-            | dg.AssetSelection.checks_for_assets("deployment"),
-            instance=instance,
-            resources=resources,
-        )
-    return storage, trained, deployment
-
-
-def recall_check(deployment: dg.ExecuteInProcessResult):
-    """The ``deployment_recall`` evaluation of a deployment run and its metadata as plain values."""
-    (check,) = [c for c in deployment.get_asset_check_evaluations() if c.check_name == "deployment_recall"]
-    return check, {k: v.value for k, v in check.metadata.items()}
+    text = root / "dickens.txt"
+    text.write_text(TEXT)
+    asic = EmulatedAsicDevice(share_bits=4, nonces_per_work=512, backend="cpu")
+    return scratch.train_and_deploy(text, root / "run", difficulty_bits=difficulty_bits, asic=asic)
 
 
 @pytest.fixture(scope="module")
@@ -72,17 +37,16 @@ def deployed(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.mark.slow
 def test_every_frame_is_solved_at_the_default_17_bits_and_gives_back_its_token(deployed):
-    _, trained, _ = deployed
-    seeds = trained.asset_materializations_for_node("seeds")[0].metadata
-    frames = trained.asset_materializations_for_node("training_frames")[0].metadata
-    assert seeds["difficulty_bits"].value == 17
-    assert seeds["solved"].value == seeds["dagster/row_count"].value == frames["frames"].value > 30
+    seeds = deployed.seeds_metadata()
+    frames = deployed.trained.asset_materializations_for_node("training_frames")[0].metadata
+    assert seeds["difficulty_bits"] == 17
+    assert seeds["solved"] == seeds["dagster/row_count"] == frames["frames"].value > 30
     assert frames["colliding_frames"].value == 0 and frames["embedding_source"].value == "window"
 
 
 @pytest.mark.slow
 def test_generate_recites_the_text_verbatim_from_its_first_words(deployed, capsys):
-    storage, _, _ = deployed
+    storage = deployed.storage
     encoding = load_cl100k()
     rest = encoding.decode(encoding.encode_ordinary(TEXT)[len(encoding.encode_ordinary(PROMPT)) :])
     steps = len(encoding.encode_ordinary(TEXT)) - len(encoding.encode_ordinary(PROMPT))
@@ -98,7 +62,7 @@ def test_generate_recites_the_text_verbatim_from_its_first_words(deployed, capsy
 
 @pytest.mark.slow
 def test_predict_text_answers_one_step_and_an_unseen_prompt_abstains_beyond_max_distance(deployed, capsys):
-    storage, _, _ = deployed
+    storage = deployed.storage
     base = ["predict", "--deployment-root", storage.data_dir, "--backend", "cpu"]
     assert main([*base, "--text", "It was the best of times, it was the worst", "--json"]) == 0
     step = json.loads(capsys.readouterr().out)
@@ -112,8 +76,7 @@ def test_predict_text_answers_one_step_and_an_unseen_prompt_abstains_beyond_max_
 
 @pytest.mark.slow
 def test_the_recall_check_passes_with_every_context_answered(deployed):
-    _, _, deployment = deployed
-    check, meta = recall_check(deployment)
+    check, meta = deployed.recall_check()
     assert check.passed and meta["recall"] == 1.0 and meta["abstentions"] == 0
     assert meta["mean_tokens_recited_verbatim"] == meta["contexts"] > 30
     assert check.description.startswith("deployment_recall of ") and "recall 100.00%" in check.description
@@ -123,9 +86,9 @@ def test_the_recall_check_passes_with_every_context_answered(deployed):
 def test_the_recall_check_fails_for_seeds_that_do_not_reproduce_their_tokens(tmp_path):
     # At 12 bits a solved seed fixes only the top 12 of the 17 token bits (DESIGN §4.3): the pipeline
     # runs and deploys, and the check says the model does not answer.
-    _, trained, deployment = train_and_deploy(tmp_path, 12)
-    assert trained.asset_materializations_for_node("seeds")[0].metadata["difficulty_bits"].value == 12
-    check, meta = recall_check(deployment)
+    run = train_and_deploy(tmp_path, 12)
+    assert run.seeds_metadata()["difficulty_bits"] == 12
+    check, meta = run.recall_check()
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert meta["recall"] < 0.5 and meta["contexts"] > 30
     assert "seeds searched below 17 bits do not reproduce tokens" in check.description
