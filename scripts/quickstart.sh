@@ -4,9 +4,9 @@
 #   knowledge_base → training_frames → seeds → checkpoints   (one run per trained partition)
 #   deployment + its recall check                            (one run over every partition)
 #   hasher generate                                          (the model continues a sample text)
-# Seeds are searched at 17 bits, an exact token (about 2^17 evaluations per frame), so training
-# every sample partition takes about 7 minutes on 2 cores; by default the quickstart trains the
-# Gettysburg Address and the Zen of Python (555 frames, about 2 minutes) and registers the rest.
+# Seeds are searched at 17 bits, an exact token (about 2^17 evaluations per frame, 15-24k frames an
+# hour on 2 cores); by default the quickstart trains the Gettysburg Address and the Zen of Python
+# (555 frames, about 4 minutes) and registers the rest (all 2,544 frames: about 20 minutes).
 # HASHER_QUICKSTART_PARTITIONS=all trains everything. Override any of HASHER_MINER_DIR,
 # HASHER_INBOX_DIR, HASHER_DATA_DIR, DAGSTER_HOME or HASHER_DIFFICULTY_BITS (below 17 the seeds
 # match only a prefix of the token and the model predicts nothing) to run it elsewhere.
