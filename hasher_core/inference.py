@@ -3,11 +3,16 @@
 A context is tokenised, its last ``window_size`` tokens are turned into slots exactly as training
 did (the caller passes the same ``window_slots`` function stage 2 used), and the slots are looked up
 among the deployed frames. Rows sharing the slots (one context seen with several next tokens)
-resolve to the most frequent target (ties: the first in source order); a context no frame has
-goes to the nearest deployed frame by Euclidean distance over the 24 dequantised features, said
-with its distance, and beyond ``max_distance`` the model abstains. The chosen row's seed is run
-through the 21-pass recursion on the kernel and the answer is the token its golden stands for,
-``golden >> 15`` (§4.3): the bundle's stored golden is never trusted for it.
+resolve to the most frequent target (ties: the first in source order). When the last ``window_size``
+tokens match no frame, the context's shorter suffixes that start at a word are tried next, longest
+first: the frames at the start of a chunk have windows shorter than ``window_size``, and chunks
+overlap (DESIGN §2), so this is how a recitation crosses from the end of one chunk into the next.
+A context neither finds goes to the nearest deployed frame by Euclidean distance over the 24
+dequantised features, said with its distance, and beyond ``max_distance`` the model abstains.
+Greedy generation stops at the end of the training text: after the last frame of a chunk answered
+exactly, a context nothing continues is the end of that text, not a question for the nearest frame.
+The chosen row's seed is run through the 21-pass recursion on the kernel and the answer is the token
+its golden stands for, ``golden >> 15`` (§4.3): the bundle's stored golden is never trusted for it.
 
 :meth:`Model.recall` measures the honest figure of a deployment: the share of its training contexts
 whose one-step answer is their next token, and how many tokens of each chunk it recites verbatim.
@@ -31,9 +36,9 @@ from hasher_core.header import golden_token
 WindowSlots = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 #: ``(slots uint32[N, 12], seeds uint8[N, 32], header_times int[N]) -> goldens uint32[N]``.
 RowEvaluator = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-#: Beyond this distance over the dequantised features the model abstains; unrelated contexts of
-#: the offline embedder lie near 1.0, a context that differs by a word or two from a trained one
-#: well under 0.5.
+#: Beyond this distance over the dequantised features the model abstains. With the offline embedder
+#: a context one token past a trained one lies at ~0.02, unrelated prompts at ~0.3–0.6: the
+#: distance says how far an answer is from what was trained, not whether it is right.
 DEFAULT_MAX_DISTANCE = 0.5
 
 
@@ -50,6 +55,8 @@ class Step:
     row: int | None
     candidates: int
     ambiguous: bool
+    #: Tokens of context the answering frame was matched on: the window, or a suffix of it.
+    matched_tokens: int = 0
 
     def as_json(self) -> dict[str, object]:
         return {k: v for k, v in asdict(self).items() if k not in ("row", "candidates", "ambiguous")}
@@ -146,6 +153,8 @@ class Model:
         self._times = table.column("header_time").to_numpy()
         self._sources = table.column("source_file").to_pylist()
         self._window_ends = table.column("window_end").to_numpy()
+        self._chunk_ids = table.column("chunk_id").to_numpy()
+        self._chunk_end = _last_of_chunk(self._sources, self._chunk_ids, self._window_ends)
         solved = table.column("solved").to_numpy(zero_copy_only=False)
         rows = np.ascontiguousarray(slots).view(np.dtype((np.void, slots.shape[1] * 4))).ravel()
         unique, first, group = np.unique(rows, return_index=True, return_inverse=True)
@@ -227,13 +236,50 @@ class Model:
                     row=row,
                     candidates=int(self._size[g]) if exact[k] else 0,
                     ambiguous=bool(self._ambiguous[g]) and bool(exact[k]),
+                    matched_tokens=int(end[k] - begin[k]),
                 )
             )
         return steps
 
     def step(self, context: Sequence[int], max_distance: float = DEFAULT_MAX_DISTANCE) -> Step:
-        """The answer to one context given as token ids."""
-        return self.answer(*self.context_windows(context), max_distance)[0]
+        """The answer to one context given as token ids: its window exactly, else the longest
+        suffix starting at a word that a deployed frame has exactly, else the nearest frame."""
+        tokens, begin, end = self.context_windows(context)
+        found = self._suffix_match(tokens[int(begin[0]) :])
+        if found is not None:
+            return found
+        return self.answer(tokens, begin, end, max_distance)[0]
+
+    def _suffix_match(self, window: np.ndarray) -> Step | None:
+        """The exact answer for ``window`` (its last ``window_size`` tokens) or, failing that, for its
+        longest suffix a deployed frame has exactly: token suffixes, and the text's suffixes from
+        each word on re-tokenised as a chunk starting there was. None when none is deployed."""
+        begin, end = np.array([0]), np.array([window.size])
+        if self._has(self.window_slots(window, begin, end)[0]):
+            return self.answer(window, begin, end)[0]
+        # Every token suffix (a frame further into a chunk whose tokens agree), and every suffix of the
+        # text from a word on, re-tokenised (a chunk's first word has no leading space).
+        candidates = [window[j:] for j in range(1, window.size)]
+        text = self._text(window.tolist())
+        for i in range(1, len(text)):
+            if not text[i].isspace() and text[i - 1].isspace():
+                candidates.append(np.asarray(self.encoding.encode_ordinary(text[i:]), np.int64))
+        candidates = [c for c in candidates if 0 < c.size <= self.window_size]
+        if not candidates:
+            return None
+        candidates.sort(key=len, reverse=True)
+        lengths = np.array([c.size for c in candidates])
+        ends = np.cumsum(lengths)
+        flat = np.concatenate(candidates)
+        slots = self.window_slots(flat, ends - lengths, ends)
+        for k, words in enumerate(slots):  # longest first
+            if self._has(words):
+                return self.answer(flat, ends[k : k + 1] - lengths[k], ends[k : k + 1])[0]
+        return None
+
+    def _has(self, words: np.ndarray) -> bool:
+        """Whether a deployed frame has exactly these slots (uint32[12])."""
+        return np.ascontiguousarray(words, np.uint32).tobytes() in self._index
 
     def generate(
         self, prompt: str, max_tokens: int = 64, max_distance: float = DEFAULT_MAX_DISTANCE
@@ -245,6 +291,13 @@ class Model:
         stopped = f"max_tokens ({max_tokens})"
         for _ in range(max_tokens):
             step = self.step(tokens, max_distance)
+            last = steps[-1] if steps else None
+            if not step.exact and last is not None and last.exact and self._chunk_end[last.row]:
+                stopped = (
+                    f"end of the training text: {last.source_file} chunk {self._chunk_ids[last.row]} "
+                    "ends here and no deployed frame continues it"
+                )
+                break
             steps.append(step)
             if step.token_id is None:
                 stopped = (
@@ -310,6 +363,16 @@ class Model:
     def exact_difficulty(self) -> bool:
         """True when every deployed seed was searched at 17 bits or more: answers are exact tokens."""
         return min(self.bundle.seeds.column("difficulty_bits").to_pylist()) >= TOKEN_BITS
+
+
+def _last_of_chunk(sources: list[str], chunk_ids: np.ndarray, window_ends: np.ndarray) -> np.ndarray:
+    """bool[N]: whether each row is the last frame of its chunk (its ``(source_file, chunk_id)``)."""
+    _, source = np.unique(np.asarray(sources, dtype=str), return_inverse=True)
+    keys = source.astype(np.int64) << 32 | chunk_ids.astype(np.int64) & 0xFFFFFFFF
+    _, chunk = np.unique(keys, return_inverse=True)
+    last = np.full(chunk.max() + 1 if chunk.size else 0, np.iinfo(np.int64).min)
+    np.maximum.at(last, chunk, window_ends.astype(np.int64))
+    return last[chunk] == window_ends
 
 
 def _dequantised(slots: np.ndarray) -> np.ndarray:

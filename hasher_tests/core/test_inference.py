@@ -7,6 +7,8 @@ stands for), so each rule shows without a 2^17 search; the real path is the end-
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -130,3 +132,85 @@ def test_recall_counts_right_answers_ambiguity_and_verbatim_recitation():
     assert recall.correct == 4 and recall.correct_unambiguous == 3 and recall.recall == 0.75
     assert (recall.mean_verbatim, recall.min_verbatim) == (2.0, 1)
     assert recall.as_metadata()["mean_tokens_recited_verbatim"] == 2.0
+
+
+# --- recitation across chunks ---------------------------------------------------------------------
+
+WINDOW = 8
+
+
+def slots_of_window(tokens: np.ndarray, begin: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Stand-in for stage 2 that tells every window apart: slot 0's high half is the last token (so
+    near windows are near), slots 1–11 a hash of the whole token sequence."""
+    tokens = np.asarray(tokens)
+    out = np.zeros((len(end), design.SLOT_COUNT), np.uint32)
+    for k, (b, e) in enumerate(zip(begin, end, strict=True)):
+        digest = np.frombuffer(hashlib.sha256(tokens[b:e].astype("<i8").tobytes()).digest(), np.uint32)
+        out[k, 0] = np.uint32(tokens[e - 1]) << np.uint32(16)
+        out[k, 1:] = np.resize(digest, design.SLOT_COUNT - 1)
+    return out
+
+
+def recitation_model(chunks: list[str]) -> Model:
+    """A model trained on ``chunks`` of doc.txt (stage 2's frames: each chunk's windows of at most
+    ``WINDOW`` tokens and their next token), with seeds that give back every target."""
+    rows = []
+    for chunk_id, text in enumerate(chunks):
+        tokens = np.asarray(ENCODING.encode_ordinary(text), np.int64)
+        for end in range(1, tokens.size):
+            begin = max(0, end - WINDOW)
+            rows.append((chunk_id, end, slots_of_window(tokens, [begin], [end])[0], int(tokens[end])))
+    table = make_checkpoints(len(rows), solved_every=1, partition="doc.txt")
+    chunk_ids, ends, slots, targets = (np.array(c) for c in zip(*rows, strict=True))
+    for k in range(design.SLOT_COUNT):
+        name = f"asic_slot_{k}"
+        table = table.set_column(table.column_names.index(name), name, pa.array(slots[:, k].view(np.int32)))
+    seeds = np.zeros((len(rows), design.SEED_BYTES), np.uint8)
+    seeds[:, :4] = targets.astype("<u4").view(np.uint8).reshape(-1, 4)
+    columns = {
+        "target_token_id": pa.array(targets.astype(np.int32)),
+        "best_seed": pa.array([s.tobytes() for s in seeds], pa.binary()),
+        "chunk_id": pa.array(chunk_ids.astype(np.int32)),
+        "window_end": pa.array(ends.astype(np.int32)),
+        "fingerprint": pa.array([f"fp{i:04d}" for i in range(len(rows))]),
+    }
+    for name, values in columns.items():
+        table = table.set_column(table.column_names.index(name), name, values)
+    bundle = build_bundle({"doc.txt": table}, pipeline_version="test")
+    return Model(
+        bundle,
+        encoding=ENCODING,
+        window_size=WINDOW,
+        window_slots=slots_of_window,
+        evaluate_rows=golden_from_seed,
+    )
+
+
+# Two chunks of one text overlapping by three words, as the inbox chunker makes them (DESIGN §2).
+FIRST = "We hold these truths to be self-evident, that all men are created equal"
+SECOND = "are created equal, that they are endowed by their Creator with certain rights."
+
+
+def test_a_recitation_crosses_into_the_next_overlapping_chunk_and_stops_at_the_end_of_the_text():
+    model = recitation_model([FIRST, SECOND])
+    generation = model.generate("We hold", max_tokens=200)
+    assert "We hold" + generation.continuation == FIRST + SECOND[len("are created equal") :]
+    assert all(step.exact for step in generation.steps)
+    # Past the first chunk's window, its 8-token context is answered by a shorter suffix: the start
+    # of the second chunk ("are created equal", re-tokenised without its leading space).
+    bridge = generation.steps[len(ENCODING.encode_ordinary(FIRST)) - len(ENCODING.encode_ordinary("We hold"))]
+    assert (bridge.text, bridge.window_end, bridge.matched_tokens) == (",", 3, 3)
+    assert generation.stopped == (
+        "end of the training text: doc.txt chunk 1 ends here and no deployed frame continues it"
+    )
+    assert len(generation.steps) == len(generation.tokens)  # nothing was produced past the end
+
+
+def test_without_the_next_chunk_the_recitation_stops_where_its_chunk_ends():
+    model = recitation_model([FIRST])
+    generation = model.generate("We hold", max_tokens=200)
+    assert "We hold" + generation.continuation == FIRST
+    assert generation.stopped.startswith("end of the training text: doc.txt chunk 0 ends here")
+    # One step on, the same context is just an unseen one: the nearest frame answers it.
+    after = model.step(list(ENCODING.encode_ordinary(FIRST)), max_distance=10.0)
+    assert not after.exact and after.distance > 0

@@ -51,8 +51,13 @@ def test_generate_recites_the_text_verbatim_from_its_first_words(deployed, capsy
     rest = encoding.decode(encoding.encode_ordinary(TEXT)[len(encoding.encode_ordinary(PROMPT)) :])
     steps = len(encoding.encode_ordinary(TEXT)) - len(encoding.encode_ordinary(PROMPT))
     args = ["generate", "--deployment-root", storage.data_dir, "--prompt", PROMPT, "--backend", "cpu"]
-    assert main([*args, "--max-tokens", str(steps)]) == 0
-    assert capsys.readouterr().out == rest + "\n"
+    assert main([*args, "--max-tokens", str(steps + 20)]) == 0
+    out, err = capsys.readouterr()
+    assert out == rest + "\n"  # the whole text, and nothing past its end
+    assert err == (
+        "hasher generate: end of the training text: dickens.txt chunk 0 ends here and no deployed "
+        "frame continues it\n"
+    )
     assert main([*args, "--max-tokens", "3", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["prompt"] == PROMPT and answer["continuation"] == " of times,"
