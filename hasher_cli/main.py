@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 EXIT_SOLVED, EXIT_NOT_SOLVED, EXIT_ERROR = 0, 1, 2
+#: ``Sha256Kernel.backend``'s values (not imported from it: ``--help`` stays instant).
+BACKENDS = ("auto", "reference", "cpu", "cuda")
 
 
 def slot_word(text: str) -> int:
@@ -30,6 +32,17 @@ def slot_word(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a decimal or 0x-hex integer") from None
     if not -(2**31) <= value <= 2**32 - 1:
         raise argparse.ArgumentTypeError(f"{text} does not fit in 32 bits")
+    return value
+
+
+def distance(text: str) -> float:
+    """A ``--max-distance``: a finite number >= 0 (a distance over the dequantised features)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a distance (a finite number >= 0)")
     return value
 
 
@@ -52,10 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     frame.add_argument("--text", metavar="TEXT", help="a context: the model's next token for it")
     p.add_argument(
-        "--max-distance", type=float, default=None, help="with --text: abstain beyond this distance"
+        "--max-distance", type=distance, default=None, help="with --text: abstain beyond this distance"
     )
     p.add_argument("--header-time", type=int, default=None, help="override the stored header time")
-    p.add_argument("--backend", default="auto", help="kernel backend: auto, reference, cpu, cuda")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="kernel backend (default auto)")
     p.add_argument("--json", action="store_true", help="print the prediction as JSON")
     p.add_argument("--show", type=int, default=5, metavar="N", help="candidate rows to list (best first)")
     p.set_defaults(run=_predict)
@@ -64,9 +77,12 @@ def _parser() -> argparse.ArgumentParser:
         "generate",
         help="continue a text with the deployed model",
         description="Greedy generation from the current deployment (DESIGN §6.1): the prompt's last "
-        "window of tokens is embedded as in training, looked up among the deployed frames (the nearest "
-        "one when no frame has it), and the token the seed's golden stands for is appended, again and "
-        "again. Prints the continuation; exit 0, or 1 when the model abstained before producing a token.",
+        "window of tokens is embedded as in training and looked up among the deployed frames (then its "
+        "shorter suffixes from a word on, which is how a recitation crosses into the next, overlapping "
+        "chunk; the nearest frame when none is deployed), and the token the seed's golden stands for is "
+        "appended, again and again, until the end of the training text, an abstention or --max-tokens. "
+        "Prints the continuation (why it stopped goes to stderr); exit 0, or 1 when the model abstained "
+        "before producing a token.",
     )
     _add_store_arguments(g)
     g.add_argument("--version", default=None, help="a deployed version (default: the current one)")
@@ -74,12 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--max-tokens", type=int, default=64, help="stop after this many tokens (default 64)")
     g.add_argument(
         "--max-distance",
-        type=float,
+        type=distance,
         default=None,
         help="abstain (and stop) when the nearest deployed context is farther than this "
-        "(default 0.5; unrelated contexts lie near 1.0)",
+        "(default 0.5; a context one token past a trained one lies near 0.02, unrelated prompts at "
+        "0.3-0.6 with the offline embedder)",
     )
-    g.add_argument("--backend", default="auto", help="kernel backend: auto, reference, cpu, cuda")
+    g.add_argument("--backend", default="auto", choices=BACKENDS, help="kernel backend (default auto)")
     g.add_argument("--json", action="store_true", help="print the whole generation as one JSON object")
     g.set_defaults(run=_generate)
 
@@ -145,7 +162,7 @@ def _generate(args: argparse.Namespace) -> int:
         print(json.dumps(generation.as_json(), indent=2, ensure_ascii=False))
     else:
         print(generation.continuation)
-        if generation.stopped.startswith("abstained"):
+        if not generation.stopped.startswith("max_tokens"):
             print(f"hasher generate: {generation.stopped}", file=sys.stderr)
     return EXIT_SOLVED if generation.tokens else EXIT_NOT_SOLVED
 

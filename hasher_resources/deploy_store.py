@@ -108,7 +108,11 @@ class DeploymentStore:
         if version is None:
             version = self.current_version()
             if version is None:
-                raise DeploymentStoreError(f"nothing is deployed under {self.root} (no {POINTER} pointer)")
+                raise DeploymentStoreError(
+                    f"nothing is deployed under {self.root} (no {POINTER} pointer): point "
+                    "--deployment-root or HASHER_DATA_DIR at the data directory the pipeline wrote "
+                    "(the quickstart's is .hasher_data in the checkout)"
+                )
         directory = self.version_dir(version)
         if not directory.is_dir():
             known = ", ".join(self.versions()) or "none"

@@ -71,6 +71,7 @@ def test_cli_errors_exit_2_with_one_clear_line(tmp_path, store, bundle, capsys):
     code = main(["predict", "--deployment-root", str(tmp_path / "empty"), "--slots", *["0"] * 12])
     err = capsys.readouterr().err
     assert code == 2 and "nothing is deployed under" in err and err.count("\n") == 1
+    assert "--deployment-root or HASHER_DATA_DIR" in err  # the way out, in the same line
     path = store.version_dir(bundle.version) / SEEDS_FILE
     path.write_bytes(path.read_bytes()[:-1] + b"\x01")
     code = main(["predict", "--deployment-root", str(store.root), "--frame-index", "0"])
@@ -79,6 +80,30 @@ def test_cli_errors_exit_2_with_one_clear_line(tmp_path, store, bundle, capsys):
     with pytest.raises(SystemExit) as e:
         main(["predict", "--deployment-root", str(store.root), "--slots", "1", "2"])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backend", "gpu"], "argument --backend: invalid choice: 'gpu'"),
+        (["--max-distance", "-1"], "argument --max-distance: -1 is not a distance (a finite number >= 0)"),
+        (["--max-distance", "nan"], "argument --max-distance: nan is not a distance"),
+        (["--max-distance", "far"], "argument --max-distance: 'far' is not a number"),
+    ],
+)
+def test_generate_refuses_a_bad_backend_or_distance_naming_the_option(args, message, store, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--deployment-root", str(store.root), "--prompt", "Hello", *args])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_cli_backends_are_the_kernel_resources():
+    from hasher_cli.main import BACKENDS
+    from hasher_resources.sha256 import api
+    from hasher_resources.sha256.resource import Sha256Kernel
+
+    assert ("auto", *api.BACKENDS) == BACKENDS
+    assert set(Sha256Kernel.model_fields["backend"].annotation.__args__) == set(BACKENDS)
 
 
 def test_cli_lists_deployments(store, bundle, capsys):
