@@ -68,7 +68,10 @@ grep -o "deployment_recall of .*" "$logs/deployment.log" | head -n 1 | sed 's/^/
 grep -o "Asset check 'deployment_recall'.*" "$logs/deployment.log" | head -n 1 | sed 's/^/    /' || true
 
 hasher status
-echo "==> the model at work: hasher generate --prompt \"$prompt\""
-echo "    $prompt$(hasher generate --prompt "$prompt" --max-tokens 48)"
+echo "==> the model at work: hasher generate --prompt \"$prompt\" --max-tokens 400"
+continuation="$(hasher generate --prompt "$prompt" --max-tokens 400 2>"$logs/generate.err")" || { cat "$logs/generate.err" >&2; exit 1; }
+echo "$prompt$continuation" | fold -s -w 100 | sed 's/^/    /'
+sed 's/^/    /' "$logs/generate.err"
 echo "==> done in $(( $(date +%s) - start )) s. Outputs under $HASHER_DATA_DIR; Dagster instance in $DAGSTER_HOME."
+echo "    Use it:     HASHER_DATA_DIR=$HASHER_DATA_DIR .venv/bin/hasher generate --prompt \"The Zen of Python\""
 echo "    Browse it:  DAGSTER_HOME=$DAGSTER_HOME HASHER_MINER_DIR=$HASHER_MINER_DIR HASHER_INBOX_DIR=$HASHER_INBOX_DIR HASHER_DATA_DIR=$HASHER_DATA_DIR .venv/bin/dagster dev -h 127.0.0.1"
