@@ -36,26 +36,32 @@ def golden_from_seed(slots: np.ndarray, seeds: np.ndarray, times: np.ndarray) ->
     return (seeds[:, :4].copy().view("<u4")[:, 0] << np.uint32(15)).astype(np.uint32)
 
 
-def bundle_of(rows: list[tuple[int, int, int]]):
-    """A bundle of rows ``(context's last token, target, token the seed answers)``, in that order."""
-    table = make_checkpoints(len(rows), solved_every=1, partition="doc.txt")
-    last, target, answer = (np.array(c) for c in zip(*rows, strict=True))
-    slots = slots_of_last_token(last, np.arange(len(rows)), np.arange(1, len(rows) + 1))
+def bundle_from(slots: np.ndarray, targets, answers, chunk_ids, window_ends):
+    """A one-partition bundle (doc.txt) of frames with these slots uint32[N, 12], targets, chunk ids
+    and window ends, whose seeds give back ``answers`` (through :func:`golden_from_seed`)."""
+    table = make_checkpoints(len(slots), solved_every=1, partition="doc.txt")
     for k in range(design.SLOT_COUNT):
         name = f"asic_slot_{k}"
         table = table.set_column(table.column_names.index(name), name, pa.array(slots[:, k].view(np.int32)))
-    seeds = np.zeros((len(rows), design.SEED_BYTES), np.uint8)
-    seeds[:, :4] = answer.astype("<u4").view(np.uint8).reshape(-1, 4)
+    seeds = np.zeros((len(slots), design.SEED_BYTES), np.uint8)
+    seeds[:, :4] = np.asarray(answers).astype("<u4").view(np.uint8).reshape(-1, 4)
     columns = {
-        "target_token_id": pa.array(target.astype(np.int32)),
+        "target_token_id": pa.array(np.asarray(targets, np.int32)),
         "best_seed": pa.array([s.tobytes() for s in seeds], pa.binary()),
-        "chunk_id": pa.array(np.zeros(len(rows), np.int32)),
-        "window_end": pa.array(np.arange(1, len(rows) + 1, dtype=np.int32)),
-        "fingerprint": pa.array([f"fp{i:04d}" for i in range(len(rows))]),
+        "chunk_id": pa.array(np.asarray(chunk_ids, np.int32)),
+        "window_end": pa.array(np.asarray(window_ends, np.int32)),
+        "fingerprint": pa.array([f"fp{i:04d}" for i in range(len(slots))]),
     }
     for name, values in columns.items():
         table = table.set_column(table.column_names.index(name), name, values)
     return build_bundle({"doc.txt": table}, pipeline_version="test")
+
+
+def bundle_of(rows: list[tuple[int, int, int]]):
+    """A bundle of rows ``(context's last token, target, token the seed answers)``, in that order."""
+    last, target, answer = (np.array(c) for c in zip(*rows, strict=True))
+    slots = slots_of_last_token(last, np.arange(len(rows)), np.arange(1, len(rows) + 1))
+    return bundle_from(slots, target, answer, np.zeros(len(rows)), np.arange(1, len(rows) + 1))
 
 
 def model_of(rows: list[tuple[int, int, int]]) -> Model:
@@ -160,25 +166,9 @@ def recitation_model(chunks: list[str]) -> Model:
         for end in range(1, tokens.size):
             begin = max(0, end - WINDOW)
             rows.append((chunk_id, end, slots_of_window(tokens, [begin], [end])[0], int(tokens[end])))
-    table = make_checkpoints(len(rows), solved_every=1, partition="doc.txt")
     chunk_ids, ends, slots, targets = (np.array(c) for c in zip(*rows, strict=True))
-    for k in range(design.SLOT_COUNT):
-        name = f"asic_slot_{k}"
-        table = table.set_column(table.column_names.index(name), name, pa.array(slots[:, k].view(np.int32)))
-    seeds = np.zeros((len(rows), design.SEED_BYTES), np.uint8)
-    seeds[:, :4] = targets.astype("<u4").view(np.uint8).reshape(-1, 4)
-    columns = {
-        "target_token_id": pa.array(targets.astype(np.int32)),
-        "best_seed": pa.array([s.tobytes() for s in seeds], pa.binary()),
-        "chunk_id": pa.array(chunk_ids.astype(np.int32)),
-        "window_end": pa.array(ends.astype(np.int32)),
-        "fingerprint": pa.array([f"fp{i:04d}" for i in range(len(rows))]),
-    }
-    for name, values in columns.items():
-        table = table.set_column(table.column_names.index(name), name, values)
-    bundle = build_bundle({"doc.txt": table}, pipeline_version="test")
     return Model(
-        bundle,
+        bundle_from(slots, targets, targets, chunk_ids, ends),
         encoding=ENCODING,
         window_size=WINDOW,
         window_slots=slots_of_window,
