@@ -27,6 +27,7 @@ from hasher_core.embedding import TextEmbedder
 from hasher_core.frames.gorand import projection_matrix
 from hasher_core.frames.tokens import load_cl100k
 from hasher_core.frames.windows import (
+    FrameOptions,
     ambiguity,
     batch_texts,
     build_frames,
@@ -138,14 +139,8 @@ def write_frames(
     Raises :class:`~hasher_core.errors.FramesConfigError` for a bad option and
     :class:`~hasher_core.errors.FramesInputError` for a bad batch, naming it.
     """
-    validate_frame_options(
-        window=window,
-        stride=stride,
-        compression=compression,
-        embedding_source=embedding_source,
-        embedder=embedder,
-        embed_batch_size=embed_batch_size,
-    )
+    validate_frame_options(window=window, stride=stride, compression=compression)
+    options = FrameOptions(window, stride, embedding_source, embedder, embed_batch_size)
     encoding = encoding if encoding is not None else load_cl100k()
     projection = projection if projection is not None else projection_matrix()
     out_path = Path(out_path)
@@ -166,15 +161,7 @@ def write_frames(
         ):
             for batch, token_arrays in _prefetched(batches, encoding, pool):
                 built = build_frames(
-                    batch,
-                    token_arrays,
-                    encoding=encoding,
-                    window=window,
-                    stride=stride,
-                    projection=projection,
-                    embedding_source=embedding_source,
-                    embedder=embedder,
-                    embed_batch_size=embed_batch_size,
+                    batch, token_arrays, encoding=encoding, projection=projection, options=options
                 )
                 if built.frames.num_rows:
                     writer.write_batch(built.frames)

@@ -221,22 +221,40 @@ class BatchFrames:
     context_hashes: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class FrameOptions:
+    """Stage 2's settings (DESIGN §3.2–§3.3), checked when made: :class:`FramesConfigError` names
+    the first unusable one (``embedding_source="window"`` needs an ``embedder``)."""
+
+    window: int = WINDOW_SIZE
+    stride: int = STRIDE
+    embedding_source: str = "window"
+    embedder: TextEmbedder | None = None
+    embed_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        validate_frame_options(
+            window=self.window,
+            stride=self.stride,
+            embedding_source=self.embedding_source,
+            embedder=self.embedder,
+            embed_batch_size=self.embed_batch_size,
+        )
+
+
 def build_frames(
     batch: pa.RecordBatch,
     token_arrays: list[np.ndarray],
     *,
     encoding: tiktoken.Encoding,
-    window: int,
-    stride: int,
     projection: np.ndarray,
-    embedding_source: str,
-    embedder: TextEmbedder | None,
-    embed_batch_size: int,
+    options: FrameOptions,
 ) -> BatchFrames:
     """The frames of one knowledge-base batch whose chunks were already tokenised (``token_arrays``,
     one int array per row): windows (§3.2), slots from the chunk's or each window's embedding (§3.3,
     §3.4), targets; ``FRAME_SCHEMA`` with ``best_seed`` null. Raises :class:`FramesInputError` for a
     null or non-finite embedding, naming the chunk."""
+    window, stride, embedder = options.window, options.stride, options.embedder
     lengths = np.fromiter((a.size for a in token_arrays), dtype=np.int64, count=len(token_arrays))
     flat = (
         np.concatenate(token_arrays).astype(np.int32)
@@ -250,14 +268,14 @@ def build_frames(
     targets = flat[token_offsets[chunk_of_frame] + ends]
 
     context_hashes = None
-    if embedding_source == "chunk":
+    if options.embedding_source == "chunk":
         embeddings = _embedding_matrix(batch.column("embedding"), batch)
         bad = ~np.isfinite(embeddings).all(axis=1)
         if bad.any():
             raise FramesInputError(f"chunk {_record_name(batch, int(np.argmax(bad)))}: embedding has NaN/inf")
         slots_t = project_to_slots(embeddings, projection).T.copy()[:, chunk_of_frame]
     else:
-        assert embedder is not None  # validate_frame_options guarantees it
+        assert embedder is not None  # FrameOptions guarantees it
         begin, end = token_offsets[chunk_of_frame] + starts, token_offsets[chunk_of_frame] + ends
         slots_t = window_slots(
             flat,
@@ -266,7 +284,7 @@ def build_frames(
             encoding=encoding,
             projection=projection,
             embedder=embedder,
-            embed_batch_size=embed_batch_size,
+            embed_batch_size=options.embed_batch_size,
         ).T.copy()
         context_hashes = window_hashes(flat, begin, end)
 
@@ -433,26 +451,10 @@ def frames_from_batch(
 
     Chunks are tokenized with ``encode_ordinary`` semantics; chunks under 2 tokens yield nothing.
     """
-    validate_frame_options(
-        window=window,
-        stride=stride,
-        embedding_source=embedding_source,
-        embedder=embedder,
-        embed_batch_size=embed_batch_size,
-    )
+    options = FrameOptions(window, stride, embedding_source, embedder, embed_batch_size)
     check_input(batch)
     token_arrays = tokenize(batch_texts(batch), encoding)
-    return build_frames(
-        batch,
-        token_arrays,
-        encoding=encoding,
-        window=window,
-        stride=stride,
-        projection=projection,
-        embedding_source=embedding_source,
-        embedder=embedder,
-        embed_batch_size=embed_batch_size,
-    ).frames
+    return build_frames(batch, token_arrays, encoding=encoding, projection=projection, options=options).frames
 
 
 def batch_texts(batch: pa.RecordBatch) -> list[str]:
