@@ -205,6 +205,10 @@ class Model:
     ) -> list[Step]:
         """One step for each window ``tokens[begin[k]:end[k]]`` (batched: one slots call, one kernel call)."""
         slots = self.window_slots(np.asarray(tokens), np.asarray(begin), np.asarray(end))
+        return self._answer_slots(slots, np.asarray(end) - np.asarray(begin), max_distance)
+
+    def _answer_slots(self, slots: np.ndarray, matched: np.ndarray, max_distance: float) -> list[Step]:
+        """One step for each row of window slots uint32[n, 12] made from ``matched[k]`` tokens."""
         groups = np.empty(slots.shape[0], np.int64)
         distance = np.zeros(slots.shape[0])
         exact = np.ones(slots.shape[0], bool)
@@ -236,7 +240,7 @@ class Model:
                     row=row,
                     candidates=int(self._size[g]) if exact[k] else 0,
                     ambiguous=bool(self._ambiguous[g]) and bool(exact[k]),
-                    matched_tokens=int(end[k] - begin[k]),
+                    matched_tokens=int(matched[k]),
                 )
             )
         return steps
@@ -244,21 +248,21 @@ class Model:
     def step(self, context: Sequence[int], max_distance: float = DEFAULT_MAX_DISTANCE) -> Step:
         """The answer to one context given as token ids: its window exactly, else the longest
         suffix starting at a word that a deployed frame has exactly, else the nearest frame."""
-        tokens, begin, end = self.context_windows(context)
-        found = self._suffix_match(tokens[int(begin[0]) :])
-        if found is not None:
-            return found
-        return self.answer(tokens, begin, end, max_distance)[0]
+        tokens, begin, _ = self.context_windows(context)
+        window = tokens[int(begin[0]) :]
+        slots = self.window_slots(window, np.array([0]), np.array([window.size]))
+        matched = window.size
+        if not self._has(slots[0]):
+            found = self._longest_deployed_suffix(window)
+            if found is not None:
+                slots, matched = found
+        return self._answer_slots(slots, np.array([matched]), max_distance)[0]
 
-    def _suffix_match(self, window: np.ndarray) -> Step | None:
-        """The exact answer for ``window`` (its last ``window_size`` tokens) or, failing that, for its
-        longest suffix a deployed frame has exactly: token suffixes, and the text's suffixes from
-        each word on re-tokenised as a chunk starting there was. None when none is deployed."""
-        begin, end = np.array([0]), np.array([window.size])
-        if self._has(self.window_slots(window, begin, end)[0]):
-            return self.answer(window, begin, end)[0]
-        # Every token suffix (a frame further into a chunk whose tokens agree), and every suffix of the
-        # text from a word on, re-tokenised (a chunk's first word has no leading space).
+    def _longest_deployed_suffix(self, window: np.ndarray) -> tuple[np.ndarray, int] | None:
+        """The slots (uint32[1, 12]) and length of the longest suffix of ``window`` that a deployed
+        frame has exactly: token suffixes (a frame further into a chunk whose tokens agree), and the
+        text's suffixes from each word on, re-tokenised as a chunk starting there was (a chunk's
+        first word has no leading space). None when none is deployed."""
         candidates = [window[j:] for j in range(1, window.size)]
         text = self._text(window.tolist())
         for i in range(1, len(text)):
@@ -270,11 +274,10 @@ class Model:
         candidates.sort(key=len, reverse=True)
         lengths = np.array([c.size for c in candidates])
         ends = np.cumsum(lengths)
-        flat = np.concatenate(candidates)
-        slots = self.window_slots(flat, ends - lengths, ends)
+        slots = self.window_slots(np.concatenate(candidates), ends - lengths, ends)
         for k, words in enumerate(slots):  # longest first
             if self._has(words):
-                return self.answer(flat, ends[k : k + 1] - lengths[k], ends[k : k + 1])[0]
+                return slots[k : k + 1], int(lengths[k])
         return None
 
     def _has(self, words: np.ndarray) -> bool:
