@@ -50,14 +50,25 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(out)
 
 
+def command(argv: Sequence[str] | None = None) -> str:
+    """The command line that ran this benchmark, as a user would retype it: a module of this package
+    run with ``-m`` (``sys.argv[0]`` is then its file) reads ``python -m benchmarks.NAME ARGS``."""
+    argv = list(sys.argv if argv is None else argv)
+    if not argv:
+        return "?"
+    script = Path(argv[0])
+    if script.parent == Path(__file__).parent and script.suffix == ".py":
+        argv[0:1] = ["-m", f"benchmarks.{script.stem}"]
+    return " ".join(["python", *argv])
+
+
 def record(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]], notes: str = "") -> None:
     """Print the table and append it to RESULTS.md under a dated heading."""
     body = table(headers, rows)
     print(f"\n{title}\n{body}\n{notes}".rstrip())
-    command = " ".join([Path(sys.executable).name, *sys.argv]) if sys.argv else "?"
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     with RESULTS.open("a", encoding="utf-8") as f:
-        f.write(f"\n## {title}\n\n- date: {stamp}\n- machine: {machine()}\n- command: `{command}`\n\n")
+        f.write(f"\n## {title}\n\n- date: {stamp}\n- machine: {machine()}\n- command: `{command()}`\n\n")
         f.write(body + "\n")
         if notes:
             f.write(f"\n{notes}\n")

@@ -51,3 +51,11 @@ def test_the_model_benchmark_trains_deploys_and_reports_recall(tmp_path):
     assert [row.split(" | ")[1] for row in rows] == ["grpo", "scan"]
     # At 8 bits a seed matches only the token's top 8 bits: the check must say the model fails.
     assert all(row.rstrip(" |").split(" | ")[-2] == "FAIL" for row in rows)
+
+
+def test_results_name_the_command_as_a_user_would_retype_it():
+    from benchmarks.results import command
+
+    script = str(ROOT / "benchmarks" / "bench_frames.py")
+    assert command([script, "--chunks", "5"]) == "python -m benchmarks.bench_frames --chunks 5"
+    assert command(["other.py", "-q"]) == "python other.py -q"
