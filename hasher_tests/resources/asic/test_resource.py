@@ -13,27 +13,20 @@ from pydantic import ValidationError
 
 from hasher_core.asic_codec import Work, wire_midstate
 from hasher_core.errors import AsicError
-from hasher_resources.asic.emulator import Board, Emulator, serve_in_thread
+from hasher_resources.asic.emulator import Emulator, serve_in_thread
 from hasher_resources.asic.resource import (
     AsicDevice,
     AsicResource,
     EmulatedAsicDevice,
     asic_resource_from_env,
 )
-
-SHARE_BITS = 6
-HEADERS = [bytes([i]) * 80 for i in range(3)]
-
+from hasher_tests.resources.asic.emulated import HEADERS, SHARE_BITS, small_board
 
 pytestmark = pytest.mark.timeout(30)  # no test here may hang
 
 
-def _board() -> Board:
-    return Board(chains=1, chips=4, share_bits=SHARE_BITS, nonces_per_work=512)
-
-
 def _expected(header: bytes) -> list[int]:
-    return sorted(_board().search(Work(0, wire_midstate(header), header[64:76]), SHARE_BITS))
+    return sorted(small_board().search(Work(0, wire_midstate(header), header[64:76]), SHARE_BITS))
 
 
 def test_resource_methods_need_an_open_session():
@@ -79,7 +72,7 @@ def test_the_board_path_does_not_import_the_emulator():
 
 
 def test_a_board_resource_talks_to_the_url_it_is_given():
-    with serve_in_thread(Emulator(_board())) as url:
+    with serve_in_thread(Emulator(small_board())) as url:
         device = AsicDevice(url=url, share_bits=SHARE_BITS, timeout_s=0.5, chain_count=1, chip_count=4)
         with dg.build_resources({"asic": device}) as resources:
             asic = resources.asic

@@ -21,23 +21,15 @@ from hasher_core.errors import (
     AsicTimeoutError,
     WrongDeviceError,
 )
-from hasher_resources.asic.emulator import Board, Emulator, FaultRule, serve_in_thread
-from hasher_resources.asic.resource import start_emulator, stop_emulator
+from hasher_resources.asic.emulator import Emulator, FaultRule, serve_in_thread
 from hasher_resources.asic.session import AsicSession
-
-SHARE_BITS = 6
-HEADERS = [bytes([i]) * 80 for i in range(3)]
-
+from hasher_tests.resources.asic.emulated import HEADERS, SHARE_BITS, emulator_process, small_board
 
 pytestmark = pytest.mark.timeout(30)  # no test here may hang
 
 
-def _board() -> Board:
-    return Board(chains=1, chips=4, share_bits=SHARE_BITS, nonces_per_work=512)
-
-
 def _expected(headers=HEADERS) -> list[tuple[int, int]]:
-    board = _board()
+    board = small_board()
     return [
         (i, n)
         for i, h in enumerate(headers)
@@ -52,7 +44,7 @@ def _session(url: str, retries: int = 2, timeout_s: float = 0.3) -> AsicSession:
 
 
 def _emulator(*faults: str, stall_s: float = 0.4) -> Emulator:
-    return Emulator(_board(), [FaultRule.parse(f) for f in faults], stall_s=stall_s)
+    return Emulator(small_board(), [FaultRule.parse(f) for f in faults], stall_s=stall_s)
 
 
 @pytest.mark.parametrize("kind", ["crc", "drop", "stall", "garbage", "truncate", "bad-length"])
@@ -225,34 +217,17 @@ def test_a_device_that_does_not_speak_bitmain_is_the_wrong_device():
 
 @pytest.mark.slow
 def test_emulator_process_fault_flags_reach_the_host():
-    proc, url = start_emulator(
-        share_bits=SHARE_BITS,
-        chains=1,
-        chips=4,
-        nonces_per_work=512,
-        backend="cpu",
-        faults=["crc:status:*"],
-    )
-    try:
-        with _session(url, retries=1, timeout_s=1.0) as dev, pytest.raises(AsicCrcError, match=url):
-            dev.status()
-    finally:
-        stop_emulator(proc)
+    with (
+        emulator_process("crc:status:*") as (_, url),
+        _session(url, retries=1, timeout_s=1.0) as dev,
+        pytest.raises(AsicCrcError, match=url),
+    ):
+        dev.status()
 
 
 @pytest.mark.slow
 def test_emulator_process_disconnect_makes_the_pty_vanish():
-    proc, url = start_emulator(
-        share_bits=SHARE_BITS,
-        chains=1,
-        chips=4,
-        nonces_per_work=512,
-        backend="cpu",
-        faults=["disconnect:nonce:1"],
-    )
-    try:
+    with emulator_process("disconnect:nonce:1") as (proc, url):
         with _session(url, timeout_s=1.0) as dev, pytest.raises(AsicDisconnectedError, match=url):
             dev.submit(HEADERS)
         assert proc.wait(5) == 0
-    finally:
-        stop_emulator(proc)

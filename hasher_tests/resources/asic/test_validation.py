@@ -7,12 +7,12 @@ import pytest
 
 from hasher_core.errors import AsicTimeoutError
 from hasher_core.header import build_header
-from hasher_resources.asic.emulator import Board, Emulator, FaultRule, serve_in_thread
+from hasher_resources.asic.emulator import Emulator, FaultRule, serve_in_thread
 from hasher_resources.asic.resource import AsicDevice
 from hasher_resources.asic.session import AsicSession
 from hasher_resources.asic.validation import CrossValidationReport, cross_validate
+from hasher_tests.resources.asic.emulated import SHARE_BITS, small_board
 
-SHARE_BITS = 6
 HEADERS = [build_header([k * 7 + i for i in range(12)], bytes(range(32))) for k in range(10)]
 
 
@@ -20,8 +20,7 @@ pytestmark = pytest.mark.timeout(30)  # no test here may hang
 
 
 def _emulator(*faults: str) -> Emulator:
-    board = Board(chains=1, chips=4, share_bits=SHARE_BITS, nonces_per_work=512)
-    return Emulator(board, [FaultRule.parse(f) for f in faults])
+    return Emulator(small_board(), [FaultRule.parse(f) for f in faults])
 
 
 def _session(url: str) -> AsicSession:
