@@ -35,6 +35,17 @@ def slot_word(text: str) -> int:
     return value
 
 
+def token_count(text: str) -> int:
+    """A ``--max-tokens``: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a token count (an integer >= 1)")
+    return value
+
+
 def distance(text: str) -> float:
     """A ``--max-distance``: a finite number >= 0 (a distance over the dequantised features)."""
     try:
@@ -87,7 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_store_arguments(g)
     g.add_argument("--version", default=None, help="a deployed version (default: the current one)")
     g.add_argument("--prompt", required=True, help="the text to continue")
-    g.add_argument("--max-tokens", type=int, default=64, help="stop after this many tokens (default 64)")
+    g.add_argument(
+        "--max-tokens", type=token_count, default=64, help="stop after this many tokens (default 64)"
+    )
     g.add_argument(
         "--max-distance",
         type=distance,
@@ -154,16 +167,23 @@ def _model(args: argparse.Namespace):  # -> (Model, max_distance)
 
 
 def _generate(args: argparse.Namespace) -> int:
-    if args.max_tokens < 1:
-        raise ValueError(f"--max-tokens must be at least 1, got {args.max_tokens}")
     model, max_distance = _model(args)
     generation = model.generate(args.prompt, args.max_tokens, max_distance)
     if args.json:
         print(json.dumps(generation.as_json(), indent=2, ensure_ascii=False))
     else:
         print(generation.continuation)
-        if not generation.stopped.startswith("max_tokens"):
-            print(f"hasher generate: {generation.stopped}", file=sys.stderr)
+        guesses = [s.distance for s in generation.steps if not s.exact and s.token_id is not None]
+        if guesses:
+            print(
+                f"hasher generate: {len(guesses)} of {len(generation.tokens)} token(s) are guesses from the "
+                f"nearest deployed frame (distance {min(guesses):.3f}-{max(guesses):.3f}); --json shows "
+                "each step",
+                file=sys.stderr,
+            )
+        reached_max = generation.stopped.startswith("max_tokens")
+        why = f"stopped at --max-tokens {args.max_tokens}" if reached_max else generation.stopped
+        print(f"hasher generate: {why}", file=sys.stderr)
     return EXIT_SOLVED if generation.tokens else EXIT_NOT_SOLVED
 
 

@@ -89,9 +89,10 @@ def test_cli_errors_exit_2_with_one_clear_line(tmp_path, store, bundle, capsys):
         (["--max-distance", "-1"], "argument --max-distance: -1 is not a distance (a finite number >= 0)"),
         (["--max-distance", "nan"], "argument --max-distance: nan is not a distance"),
         (["--max-distance", "far"], "argument --max-distance: 'far' is not a number"),
+        (["--max-tokens", "0"], "argument --max-tokens: 0 is not a token count (an integer >= 1)"),
     ],
 )
-def test_generate_refuses_a_bad_backend_or_distance_naming_the_option(args, message, store, capsys):
+def test_generate_refuses_a_bad_option_value_naming_the_option(args, message, store, capsys):
     with pytest.raises(SystemExit) as e:
         main(["generate", "--deployment-root", str(store.root), "--prompt", "Hello", *args])
     assert e.value.code == 2 and message in capsys.readouterr().err

@@ -58,6 +58,8 @@ def test_generate_recites_the_text_verbatim_from_its_first_words(deployed, capsy
         "hasher generate: end of the training text: dickens.txt chunk 0 ends here and no deployed "
         "frame continues it\n"
     )
+    assert main([*args, "--max-tokens", "3"]) == 0
+    assert capsys.readouterr().err == "hasher generate: stopped at --max-tokens 3\n"
     assert main([*args, "--max-tokens", "3", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["prompt"] == PROMPT and answer["continuation"] == " of times,"
@@ -77,6 +79,11 @@ def test_predict_text_answers_one_step_and_an_unseen_prompt_abstains_beyond_max_
     assert main([*base, "--text", "Quantum chromodynamics", "--max-distance", "5", "--json"]) == 0
     nearest = json.loads(capsys.readouterr().out)
     assert not nearest["exact"] and nearest["distance"] > 0.05
+    generate = ["generate", "--deployment-root", storage.data_dir, "--backend", "cpu", "--max-distance", "5"]
+    assert main([*generate, "--prompt", "Quantum chromodynamics", "--max-tokens", "2"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("hasher generate: 2 of 2 token(s) are guesses from the nearest deployed frame")
+    assert err[1] == "hasher generate: stopped at --max-tokens 2"
 
 
 @pytest.mark.slow
