@@ -147,8 +147,9 @@ class AsicSession:
         self.counters.packets_sent += 1
 
     def _poll(self, deadline: float, during: str) -> list[Packet]:
-        self._port.timeout = max(0.0, min(POLL_S, deadline - time.monotonic()))
         try:
+            # Setting the timeout reconfigures the port (tcsetattr): a pty that vanished fails here.
+            self._port.timeout = max(0.0, min(POLL_S, deadline - time.monotonic()))
             data = self._port.read(max(1, self._port.in_waiting))
         except PORT_ERRORS as exc:
             raise AsicDisconnectedError(self.url, during, str(exc)) from exc

@@ -11,6 +11,7 @@ import socket
 import threading
 
 import pytest
+import serial
 
 from hasher_core.asic_codec import Work, wire_midstate
 from hasher_core.errors import (
@@ -103,6 +104,37 @@ def test_the_pty_disappearing_mid_read_is_a_disconnect():
         pytest.raises(AsicDisconnectedError, match="disconnected during status"),
     ):
         dev.status()
+
+
+class _VanishedPort:
+    """A port whose pty has gone: writes still land in the kernel buffer, but reconfiguring it
+    (pyserial's timeout setter calls tcsetattr) fails with EIO, as seen on CI."""
+
+    in_waiting = 0
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def timeout(self) -> float:
+        return 0.0
+
+    @timeout.setter
+    def timeout(self, value: float) -> None:
+        raise serial.SerialException("Could not configure port: (5, 'Input/output error')")
+
+
+def test_a_port_that_cannot_be_reconfigured_mid_read_is_a_disconnect():
+    with _session("loop://") as dev:
+        dev._port = _VanishedPort()
+        with pytest.raises(AsicDisconnectedError, match=r"disconnected during status.*Input/output error"):
+            dev.status()
 
 
 @pytest.mark.parametrize("kind", ["crc", "drop", "truncate", "bad-length"])
