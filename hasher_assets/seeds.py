@@ -83,9 +83,12 @@ def seeds(
     frames = training_frames.read()
     slots, targets = validate_frames_table(frames)
     backend = kernel.backend_name()
+    kernel_info = kernel.describe()  # backend plus its device, or threads and CPU path (shani / simd)
     context.log.info(
         f"searching {frames.num_rows:,} frames at {search.difficulty_bits} bits "
-        f"(strategy {search.strategy}, population {search.population}, backend {backend})"
+        f"(strategy {search.strategy}, population {search.population}, kernel "
+        + ", ".join(f"{k.removeprefix('kernel_')} {v}" for k, v in kernel_info.items())
+        + ")"
     )
     reporter = RateReporter("seeds", frames.num_rows, context.log.info, unit="frames", every_s=5.0)
 
@@ -131,7 +134,7 @@ def seeds(
         "search_efficiency": round(rate / kernel_rate, 3) if kernel_rate else 0.0,
         "seconds": round(results.wall_seconds, 3),
         "elapsed": format_duration(results.wall_seconds),
-        "kernel_backend": backend,
+        **kernel_info,
         "unique_frames": int(results.unique_frames),
         "frames_resumed_from_store": int(results.from_store.sum()),
         "progress_store": dg.MetadataValue.path(str(store_path)),

@@ -13,15 +13,26 @@ What is computed once per evaluation rather than once per pass (DESIGN §4.2 kee
 Numba types uint32 arithmetic as int64, so every value that is later shifted right or used twice
 is cut back to 32 bits with ``np.uint32(...)``: that keeps rotates correct and lets LLVM narrow the
 vector code to 32-bit lanes (``vprold``, ``vpternlogd`` on AVX-512; twice the lanes of int64 code).
+
+Two CPU paths compute the same results bit for bit: this SIMD kernel, for every CPU, and the SHA-NI
+kernel in ``cpu_shani`` for x86 CPUs with the SHA extensions. ``select_kernel`` chooses between
+them in Python (compiling SHA-NI code for a CPU without it kills the process, so the choice can
+never be made inside compiled code): ``HASHER_CPU_KERNEL=auto|shani|simd``, ``auto`` by default.
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
 
 import numba
 import numpy as np
 from numba import njit, prange
 
 from hasher_core import design
+from hasher_core.errors import BackendUnavailableError, KernelConfigError
 from hasher_core.header import build_headers
 from hasher_core.header import midstate as header_midstate
 
@@ -281,6 +292,56 @@ _scan_windows_blocks = njit(parallel=True, cache=True)(_scan_windows_blocks_py)
 _scan_windows_blocks_serial = njit(cache=True)(_scan_windows_blocks_py)
 
 
+#: The environment variable that forces a CPU path, and its values.
+KERNEL_ENV = "HASHER_CPU_KERNEL"
+CPU_KERNELS = ("auto", "shani", "simd")
+
+_choice = threading.local()  # .requested: a kernel_choice() override for this thread
+
+
+def select_kernel(requested: str | None = None) -> str:
+    """The CPU path that runs: ``'shani'`` or ``'simd'``.
+
+    ``requested`` is ``'auto'``, ``'shani'``, ``'simd'`` or None (then ``kernel_choice``'s value
+    for this thread, else ``$HASHER_CPU_KERNEL``, else ``'auto'``). ``auto`` takes SHA-NI when
+    ``cpu_shani.sha_ni_usable()`` (the CPU has it and Numba's target allows it), else SIMD.
+
+    Raises KernelConfigError for an unknown value (naming HASHER_CPU_KERNEL when it came from
+    there) and BackendUnavailableError when ``shani`` is asked for where it cannot run.
+    """
+    source = "Sha256Kernel.cpu_kernel"
+    if requested is None:
+        requested = getattr(_choice, "requested", None)
+    if requested is None:
+        requested, source = os.environ.get(KERNEL_ENV, "").strip() or "auto", KERNEL_ENV
+    value = requested.strip().lower()
+    if value not in CPU_KERNELS:
+        raise KernelConfigError(f"{source}={requested!r} is not one of {', '.join(CPU_KERNELS)}")
+    if value == "simd":
+        return "simd"
+    from . import cpu_shani
+
+    usable, why = cpu_shani.sha_ni_usable()
+    if value == "shani" and not usable:
+        raise BackendUnavailableError(
+            f"{source}=shani but the SHA-NI path cannot run here: {why}; use auto or simd"
+        )
+    return "shani" if usable else "simd"
+
+
+@contextlib.contextmanager
+def kernel_choice(requested: str | None) -> Iterator[str]:
+    """Use ``requested`` (see ``select_kernel``; None: the environment) for calls from this thread
+    inside the block; yields the path that will run. Raises like ``select_kernel``."""
+    path = select_kernel(requested)
+    before = getattr(_choice, "requested", None)
+    _choice.requested = requested if requested is not None else before
+    try:
+        yield path
+    finally:
+        _choice.requested = before
+
+
 def set_threads(threads: int | None) -> None:
     """Use ``threads`` worker threads for the following calls from this thread (None: all cores)."""
     numba.set_num_threads(threads if threads else numba.config.NUMBA_NUM_THREADS)
@@ -307,6 +368,10 @@ def evaluate_with_keys(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Goldens uint32[N] and keys of passes 18–20 uint32[N, 3] for validated inputs."""
     n = slots.shape[0]
+    if select_kernel() == "shani":
+        from . import cpu_shani
+
+        return cpu_shani.evaluate_words(header_words(slots, seeds, header_time), slots[:, 1:4])
     words = _padded_rows(header_words(slots, seeds, header_time))
     jitter_slots = _padded_rows(slots[:, 1:4])
     golden = np.empty(words.shape[0], dtype=np.uint32)
@@ -347,7 +412,12 @@ def scan_midstate_windows(
         _K,
         _IV,
     )
-    if blocks <= SERIAL_SCAN_BLOCKS:  # a few hundred nonces: the worker pool costs more than they do
+    serial = blocks <= SERIAL_SCAN_BLOCKS  # a few hundred nonces: the worker pool costs more than they do
+    if select_kernel() == "shani":
+        from . import cpu_shani
+
+        cpu_shani.scan_windows(*args[:7], serial=serial)
+    elif serial:
         _scan_windows_blocks_serial(*args)
     else:
         with numba.parallel_chunksize(PARALLEL_CHUNK_BLOCKS):

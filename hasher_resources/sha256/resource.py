@@ -34,6 +34,11 @@ class Sha256Kernel(dg.ConfigurableResource):
     )
     device_id: int = Field(default=0, description="CUDA device index (backend 'cuda' or 'auto' on a GPU).")
     threads: int | None = Field(default=None, description="CPU worker threads; None uses every core.")
+    cpu_kernel: str | None = Field(
+        default=None,
+        description="CPU path: 'shani' (x86 SHA extensions), 'simd' (any CPU) or 'auto' (SHA-NI when the "
+        "CPU has it); None reads HASHER_CPU_KERNEL (default auto).",
+    )
     batch_size: int = Field(default=65536, description="Rows per backend call; larger inputs are chunked.")
 
     _resolved: str | None = PrivateAttr(default=None)
@@ -58,6 +63,10 @@ class Sha256Kernel(dg.ConfigurableResource):
         if self._resolved is None:
             self._check_settings()
             name = api.resolve_backend(self.backend)
+            if name == "cpu":
+                from . import cpu as cpu_backend
+
+                cpu_backend.select_kernel(self.cpu_kernel)  # an impossible choice fails here, at run start
             if name == "cuda":
                 count = cuda_backend.device_count()
                 if self.device_id >= count:
@@ -71,11 +80,16 @@ class Sha256Kernel(dg.ConfigurableResource):
         """The same kernel settings (threads, device, batch size) on another backend: how the
         checkpoints gate gets its independent second opinion."""
         return Sha256Kernel(
-            backend=backend, device_id=self.device_id, threads=self.threads, batch_size=self.batch_size
+            backend=backend,
+            device_id=self.device_id,
+            threads=self.threads,
+            cpu_kernel=self.cpu_kernel,
+            batch_size=self.batch_size,
         )
 
     def describe(self) -> dict[str, str | int]:
-        """What runs, for materialization metadata: backend, and the device or thread count."""
+        """What runs, for materialization metadata: backend, and the device, or the thread count and
+        CPU path ('shani' or 'simd')."""
         name = self.backend_name()
         info: dict[str, str | int] = {"kernel_backend": name}
         if name == "cuda":
@@ -84,7 +98,10 @@ class Sha256Kernel(dg.ConfigurableResource):
         elif name == "cpu":
             import numba
 
+            from . import cpu as cpu_backend
+
             info["kernel_threads"] = self.threads or numba.config.NUMBA_NUM_THREADS
+            info["kernel_cpu_path"] = cpu_backend.select_kernel(self.cpu_kernel)
         return info
 
     @contextlib.contextmanager
@@ -99,7 +116,8 @@ class Sha256Kernel(dg.ConfigurableResource):
             before = numba.get_num_threads()
             cpu_backend.set_threads(self.threads)
             try:
-                yield name
+                with cpu_backend.kernel_choice(self.cpu_kernel):
+                    yield name
             finally:
                 numba.set_num_threads(before)
         elif name == "cuda":

@@ -18,7 +18,7 @@ from hasher_core.header import target_word
 from hasher_resources.asic.resource import AsicDevice, EmulatedAsicDevice, start_emulator, stop_emulator
 from hasher_resources.embedder import HashingEmbedder
 from hasher_resources.parquet_io import ParquetIOManager
-from hasher_resources.sha256 import evaluate
+from hasher_resources.sha256 import cpu, evaluate
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
@@ -76,6 +76,7 @@ def test_four_stages_materialise_and_every_check_passes(trained):
     assert seeds.num_rows == frames.num_rows > 100
     meta = result.asset_materializations_for_node("seeds")[0].metadata
     assert meta["kernel_backend"].value == "cpu"
+    assert meta["kernel_cpu_path"].value == cpu.select_kernel()  # which CPU path searched: shani or simd
     assert 0 < meta["solved"].value <= seeds.num_rows
 
 

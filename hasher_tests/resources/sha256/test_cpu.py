@@ -1,4 +1,5 @@
-"""The Numba CPU backend against the hashlib reference (DESIGN §4.2), bit for bit.
+"""The Numba CPU backend, on its SIMD and its SHA-NI path, against the hashlib reference (DESIGN §4.2), bit
+for bit.
 
 Marked slow: a cold run JIT-compiles the kernels (tens of seconds on 2 cores; cached afterwards).
 """
@@ -13,7 +14,7 @@ from hasher_resources import sha256
 from hasher_resources.sha256 import cpu, reference
 from hasher_tests.resources.sha256.cases import VECTOR_SEED, VECTOR_SLOTS, VECTOR_TOKEN, random_rows
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("cpu_path")]  # every test on both CPU paths
 
 
 def test_design_vector_on_cpu():

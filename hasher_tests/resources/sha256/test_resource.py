@@ -8,7 +8,7 @@ import pytest
 
 from hasher_core.errors import BackendUnavailableError, KernelConfigError, KernelInputError
 from hasher_resources import sha256
-from hasher_resources.sha256 import reference
+from hasher_resources.sha256 import cpu, reference
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_tests.resources.sha256.cases import VECTOR_SEED, VECTOR_SLOTS, VECTOR_TOKEN, random_rows
 
@@ -84,7 +84,8 @@ def test_cpu_threads_setting_is_applied_and_restored():
     kernel = Sha256Kernel(backend="cpu", threads=1, batch_size=64)
     slots, seeds = random_rows(130, seed=5)
     assert np.array_equal(kernel.evaluate(slots, seeds), reference.evaluate_with_keys(slots, seeds)[0])
-    assert kernel.describe() == {"kernel_backend": "cpu", "kernel_threads": 1}
+    path = cpu.select_kernel()
+    assert kernel.describe() == {"kernel_backend": "cpu", "kernel_threads": 1, "kernel_cpu_path": path}
     assert numba.get_num_threads() == before
 
 

@@ -7,7 +7,7 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hasher_core.errors import KernelInputError
@@ -53,6 +53,7 @@ def test_windows_scan_equals_the_per_window_scans(backend, size):
     assert result.scanned == len(EDGE_STARTS) * size and (size < 16 or len(expect[0]) > 0)
 
 
+@pytest.mark.usefixtures("cpu_path")
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "reference"])
 def test_compiled_windows_match_the_reference_oracle_like_the_emulator_uses_them(backend):
     # 64 chips of 16 nonces, as the emulator lays them out (16 blocks: the parallel compilation); the
@@ -65,7 +66,8 @@ def test_compiled_windows_match_the_reference_oracle_like_the_emulator_uses_them
     assert _fields(compiled) == _fields(oracle) and compiled.scanned == 1024 and len(oracle.nonces) > 30
 
 
-@settings(max_examples=12, deadline=None)
+@pytest.mark.usefixtures("cpu_path")
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.lists(st.integers(0, 2**32 - 1) | st.integers(2**32 - 40, 2**32 - 1), min_size=0, max_size=5),
     st.integers(0, 90),
@@ -109,6 +111,7 @@ def test_all_windows_of_a_work_item_are_one_backend_call(monkeypatch):
     assert calls == [256] and result.scanned == 4096
 
 
+@pytest.mark.usefixtures("cpu_path")
 def test_windows_find_the_bitcoin_genesis_share_in_the_right_window():
     genesis = bytes.fromhex(
         "0100000000000000000000000000000000000000000000000000000000000000000000003ba3edfd7a7b12b27ac72c3e"
