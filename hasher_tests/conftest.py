@@ -1,14 +1,19 @@
-"""Shared fixtures: a scratch miner directory with the sample knowledge base, storage, instance."""
+"""Shared fixtures: a scratch miner directory with the sample knowledge base, storage, instance.
+
+Dagster is imported inside the fixtures that need it: ``scripts/gpu_check.sh`` runs the kernel tests
+on GPU machines that have no Dagster.
+"""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import dagster as dg
 import pytest
 
-from hasher_resources.storage import HasherStorage
+if TYPE_CHECKING:
+    from hasher_resources.storage import HasherStorage
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 
@@ -23,6 +28,8 @@ def miner_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def storage(tmp_path: Path, miner_dir: Path) -> HasherStorage:
+    from hasher_resources.storage import HasherStorage
+
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     return HasherStorage(miner_dir=str(miner_dir), inbox_dir=str(inbox), data_dir=str(tmp_path / "data"))
@@ -30,5 +37,7 @@ def storage(tmp_path: Path, miner_dir: Path) -> HasherStorage:
 
 @pytest.fixture
 def instance():
+    import dagster as dg
+
     with dg.instance_for_test() as inst:
         yield inst

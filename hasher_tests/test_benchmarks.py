@@ -53,6 +53,32 @@ def test_the_model_benchmark_trains_deploys_and_reports_recall(tmp_path):
     assert all(row.rstrip(" |").split(" | ")[-2] == "FAIL" for row in rows)
 
 
+@pytest.mark.slow
+def test_the_kernel_benchmark_compares_both_cpu_paths_with_hashlib():
+    from hasher_resources.sha256 import cpu_shani
+
+    out = run_benchmark("bench_kernel", "--threads", "1", "--rows", "300")
+    paths = ["simd", "shani"] if cpu_shani.sha_ni_usable()[0] else ["simd"]
+    for path in paths:
+        assert (
+            f"| cpu {path}: 21-pass evaluate | 1 |" in out and f"| cpu {path}: header nonce scan | 1 |" in out
+        )
+    assert "| hashlib streaming SHA-256 | 1 |" in out and "frames solved/hour at D = 17" in out
+    assert " per compression; " in out or "CUDA SASS not counted" in out
+
+
+def test_the_gpu_check_says_when_there_is_no_gpu(tmp_path):
+    from hasher_resources import sha256
+
+    if sha256.cuda_available():
+        pytest.skip("a GPU is here: scripts/gpu_check.sh runs for real on it")
+    done = subprocess.run(
+        ["bash", "scripts/gpu_check.sh", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 1
+    assert "gpu_check: CuPy cannot see a CUDA device" in done.stderr
+
+
 def test_results_name_the_command_as_a_user_would_retype_it():
     from benchmarks.results import command
 
