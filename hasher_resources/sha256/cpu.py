@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 
 import numba
@@ -299,16 +300,9 @@ CPU_KERNELS = ("auto", "shani", "simd")
 _choice = threading.local()  # .requested: a kernel_choice() override for this thread
 
 
-def select_kernel(requested: str | None = None) -> str:
-    """The CPU path that runs: ``'shani'`` or ``'simd'``.
-
-    ``requested`` is ``'auto'``, ``'shani'``, ``'simd'`` or None (then ``kernel_choice``'s value
-    for this thread, else ``$HASHER_CPU_KERNEL``, else ``'auto'``). ``auto`` takes SHA-NI when
-    ``cpu_shani.sha_ni_usable()`` (the CPU has it and Numba's target allows it), else SIMD.
-
-    Raises KernelConfigError for an unknown value (naming HASHER_CPU_KERNEL when it came from
-    there) and BackendUnavailableError when ``shani`` is asked for where it cannot run.
-    """
+def _requested(requested: str | None) -> tuple[str, str]:
+    """The request in force (argument, this thread's ``kernel_choice``, the environment, ``auto``)
+    and where it came from; raises KernelConfigError for a value outside CPU_KERNELS."""
     source = "Sha256Kernel.cpu_kernel"
     if requested is None:
         requested = getattr(_choice, "requested", None)
@@ -317,6 +311,42 @@ def select_kernel(requested: str | None = None) -> str:
     value = requested.strip().lower()
     if value not in CPU_KERNELS:
         raise KernelConfigError(f"{source}={requested!r} is not one of {', '.join(CPU_KERNELS)}")
+    return value, source
+
+
+def explain_kernel(requested: str | None = None) -> str:
+    """Why ``select_kernel(requested)`` runs the path it does, in one line for run metadata."""
+    path = select_kernel(requested)
+    value, source = _requested(requested)
+    if value != "auto":
+        return f"{path}: {source}={value}"
+    from . import cpu_shani
+
+    usable, why = cpu_shani.sha_ni_usable()
+    if not usable:
+        return f"simd: auto, and {why}"
+    rates = auto_choice()[1]
+    return (
+        f"{path}: auto, the faster here (one-thread evaluations/s: "
+        + ", ".join(f"{name} {rate:,.0f}" for name, rate in rates.items())
+        + ")"
+    )
+
+
+def select_kernel(requested: str | None = None) -> str:
+    """The CPU path that runs: ``'shani'`` or ``'simd'``.
+
+    ``requested`` is ``'auto'``, ``'shani'``, ``'simd'`` or None (then ``kernel_choice``'s value
+    for this thread, else ``$HASHER_CPU_KERNEL``, else ``'auto'``). ``auto`` is SIMD where SHA-NI
+    cannot run (``cpu_shani.sha_ni_usable()``: the CPU lacks it or Numba's target excludes it);
+    where both can, it is the faster of the two on this CPU, timed once per process
+    (``auto_choice``): SHA-NI is 2.4× SIMD per core on AMD Zen, but no faster than AVX-512 SIMD on
+    Intel's Golden Cove cores, whose ``sha256rnds2`` issues at a third of Zen's rate.
+
+    Raises KernelConfigError for an unknown value (naming HASHER_CPU_KERNEL when it came from
+    there) and BackendUnavailableError when ``shani`` is asked for where it cannot run.
+    """
+    value, source = _requested(requested)
     if value == "simd":
         return "simd"
     from . import cpu_shani
@@ -326,7 +356,61 @@ def select_kernel(requested: str | None = None) -> str:
         raise BackendUnavailableError(
             f"{source}=shani but the SHA-NI path cannot run here: {why}; use auto or simd"
         )
-    return "shani" if usable else "simd"
+    if value == "shani":
+        return "shani"
+    return auto_choice()[0] if usable else "simd"
+
+
+#: Rows per timing of the auto choice (six SIMD blocks, 128 SHA-NI groups), best of AUTO_ROUNDS.
+AUTO_ROWS = 6 * LANES
+AUTO_ROUNDS = 5
+_auto: tuple[str, dict[str, float]] | None = None
+_auto_lock = threading.Lock()
+
+
+def measure_paths() -> dict[str, float]:
+    """Evaluations/s of each CPU path on one thread (best of AUTO_ROUNDS calls of AUTO_ROWS rows,
+    timed in turns). Compiles both paths on first use (Numba's cache makes that ~0.5 s later).
+    Raises BackendUnavailableError where SHA-NI cannot run (compiling it there would abort)."""
+    from . import cpu_shani
+
+    usable, why = cpu_shani.sha_ni_usable()
+    if not usable:
+        raise BackendUnavailableError(f"cannot time the SHA-NI path: {why}")
+
+    rng = np.random.default_rng(0)
+    slots = rng.integers(0, 2**32, (AUTO_ROWS, design.SLOT_COUNT), dtype=np.uint32)
+    seeds = rng.integers(0, 256, (AUTO_ROWS, design.SEED_BYTES), dtype=np.uint8)
+    words, jitter = header_words(slots, seeds, 0), np.ascontiguousarray(slots[:, 1:4])
+    calls = {
+        "simd": lambda: _evaluate_simd(words, jitter),
+        "shani": lambda: cpu_shani.evaluate_words(words, jitter),
+    }
+    best = dict.fromkeys(calls, 0.0)
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        for call in calls.values():
+            call()  # compile or load from the cache
+        for _ in range(AUTO_ROUNDS):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call()
+                best[name] = max(best[name], AUTO_ROWS / max(time.perf_counter() - start, 1e-9))
+    finally:
+        numba.set_num_threads(before)
+    return best
+
+
+def auto_choice() -> tuple[str, dict[str, float]]:
+    """The path ``auto`` takes where both can run, and the one-thread evaluations/s it was chosen
+    by: measured once per process (``measure_paths``), SHA-NI unless SIMD was faster."""
+    global _auto
+    with _auto_lock:
+        if _auto is None:
+            rates = measure_paths()
+            _auto = ("simd" if rates["simd"] > rates["shani"] else "shani", rates)
+        return _auto
 
 
 @contextlib.contextmanager
@@ -367,13 +451,19 @@ def evaluate_with_keys(
     slots: np.ndarray, seeds: np.ndarray, header_time: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Goldens uint32[N] and keys of passes 18–20 uint32[N, 3] for validated inputs."""
-    n = slots.shape[0]
+    words, jitter = header_words(slots, seeds, header_time), slots[:, 1:4]
     if select_kernel() == "shani":
         from . import cpu_shani
 
-        return cpu_shani.evaluate_words(header_words(slots, seeds, header_time), slots[:, 1:4])
-    words = _padded_rows(header_words(slots, seeds, header_time))
-    jitter_slots = _padded_rows(slots[:, 1:4])
+        return cpu_shani.evaluate_words(words, jitter)
+    return _evaluate_simd(words, jitter)
+
+
+def _evaluate_simd(words: np.ndarray, jitter: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The SIMD path of ``evaluate_with_keys`` on header words uint32[N, 20] and slots 1–3 uint32[N, 3]."""
+    n = words.shape[0]
+    words = _padded_rows(words)
+    jitter_slots = _padded_rows(jitter)
     golden = np.empty(words.shape[0], dtype=np.uint32)
     keys = np.empty((words.shape[0], len(design.STABILITY_PASSES)), dtype=np.uint32)
     with numba.parallel_chunksize(PARALLEL_CHUNK_BLOCKS):

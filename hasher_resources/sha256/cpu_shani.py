@@ -36,7 +36,6 @@ from .cpu import (  # the DESIGN §4.2 constants as the SIMD kernel derives them
     _K,
     _LOW_CLZ_LIMIT,
     _LOW_CLZ_XOR,
-    _MUTATED,
     _PASSES,
     _PHASE2,
     _PHASE3,
@@ -61,8 +60,6 @@ _V4 = ir.VectorType(_I32, 4)
 _DIGEST_WORDS = 8
 _HEADER_WORDS = design.HEADER_BYTES // 4
 _WK_WORDS = 68  # 64 W+K words and 4 of padding: the two-round loads read lanes 0–1 of 4i+2
-_HEADER_OFFSETS = (0, _HEADER_WORDS, 2 * _HEADER_WORDS)  # one per stream (STREAMS = 3)
-_WK_OFFSETS = (0, _WK_WORDS, 2 * _WK_WORDS)
 
 
 def sha_ni_usable() -> tuple[bool, str]:
@@ -113,6 +110,40 @@ class _Emitter:
         self.iv = (_v4([iv[5], iv[4], iv[1], iv[0]]), _v4([iv[7], iv[6], iv[3], iv[2]]))
         self.undef = ir.Constant(_V4, ir.Undefined)
 
+    def i64(self, value: int) -> ir.Constant:
+        return ir.Constant(ir.IntType(64), value)
+
+    def rotr(self, x, n: int):
+        """32-bit rotate right by a constant (LLVM folds the pair into one rotate)."""
+        return self.b.or_(self.b.lshr(x, ir.Constant(_I32, n)), self.b.shl(x, ir.Constant(_I32, 32 - n)))
+
+    def jitter(self, p, key, slots):
+        """DESIGN §4.2's jitter word j of pass ``p`` (i64) from the pass key (i32) and slots 1–3."""
+        b = self.b
+        d = b.xor(key, slots[2])
+        late = b.select(
+            b.icmp_unsigned(">=", d, ir.Constant(_I32, _LOW_CLZ_LIMIT)),
+            b.xor(key, ir.Constant(_I32, _LOW_CLZ_XOR)),
+            b.xor(d, ir.Constant(_I32, _HIGH_CLZ_XOR)),
+        )
+        middle = b.xor(self.rotr(key, 16), slots[1])
+        early = b.xor(key, slots[0])
+        phase2 = b.icmp_signed(">=", p, self.i64(_PHASE2))
+        phase3 = b.icmp_signed(">=", p, self.i64(_PHASE3))
+        return b.select(phase3, late, b.select(phase2, middle, early))
+
+    def mutation(self, j):
+        """The XOR masks of message vectors 2 and 3 for jitter word ``j``: word 9+i ^= rotr(j, 32 - 8i),
+        words 9–11 are lanes 1–3 of vector 2 and word 12 is lane 0 of vector 3."""
+        zero = ir.Constant(_I32, 0)
+        masks = []
+        for lanes in ((zero, j, self.rotr(j, 24), self.rotr(j, 16)), (self.rotr(j, 8), zero, zero, zero)):
+            vector = ir.Constant(_V4, ir.Undefined)
+            for lane, value in enumerate(lanes):
+                vector = self.b.insert_element(vector, value, ir.Constant(_I32, lane))
+            masks.append(vector)
+        return masks
+
     def load(self, data, offset):
         ptr = self.b.bitcast(self.b.gep(data, [offset]), _V4.as_pointer())
         return self.b.load(ptr, align=4)
@@ -136,17 +167,19 @@ class _Emitter:
             self.b.shuffle_vector(abef, cdgh, _mask(1, 0, 5, 4)),
         )
 
-    def compress(self, states, messages):
-        """One 64-round compression of every stream, interleaved round group by round group.
+    def rounds(self, states, messages, first: int = 0, last: int = 16):
+        """Round groups ``first … last-1`` (four rounds each) of every stream, interleaved group by
+        group, without the feed-forward. Intel's sequence: W+K for four rounds, two ``rnds2``, the
+        schedule advanced with ``msg1``/``msg2`` a few groups ahead.
 
-        ``states``: per stream (ABEF, CDGH); ``messages``: per stream four message vectors (words
-        0–3, 4–7, 8–11, 12–15). Intel's sequence: W+K for four rounds, two ``rnds2``, the schedule
-        advanced with ``msg1``/``msg2`` a few groups ahead. Returns the new states (input added)."""
+        ``states``: per stream (ABEF, CDGH); ``messages``: per stream the four message vectors
+        (words 0–3, 4–7, 8–11, 12–15) as they stand before group ``first``. Returns the states and
+        the message vectors after group ``last-1`` (a later call can go on from there)."""
         b = self.b
         s0 = [s[0] for s in states]
         s1 = [s[1] for s in states]
         m = [list(msg) for msg in messages]
-        for i in range(16):
+        for i in range(first, last):
             for k in range(len(states)):
                 wk = b.add(m[k][i & 3], self.k[i])
                 s1[k] = b.call(self.rnds2, [s1[k], s0[k], wk])
@@ -159,7 +192,17 @@ class _Emitter:
                 if 1 <= i <= 12:
                     prev = (i - 1) & 3
                     m[k][prev] = b.call(self.msg1, [m[k][prev], m[k][i & 3]])
-        return [(b.add(s0[k], states[k][0]), b.add(s1[k], states[k][1])) for k in range(len(states))]
+        return [(s0[k], s1[k]) for k in range(len(states))], m
+
+    def feed_forward(self, states, initial):
+        """The end of a compression: each stream's state plus the state its block started from."""
+        b = self.b
+        return [(b.add(s[0], i[0]), b.add(s[1], i[1])) for s, i in zip(states, initial, strict=True)]
+
+    def compress(self, states, messages):
+        """One 64-round compression of every stream (``rounds`` over all 16 groups, then the
+        feed-forward). Returns the new states."""
+        return self.feed_forward(self.rounds(states, messages)[0], states)
 
     def compress_scheduled(self, states, data, offsets):
         """A compression whose W+K words (64, plus 4 of padding) are already in memory at
@@ -193,26 +236,43 @@ def _pointer(context, builder, array_type, value):
 
 
 @intrinsic
-def _double_sha_80(typingctx, words, offsets, block2_wk, wk_offsets, out, out_offsets):
-    """Double SHA-256 of STREAMS 80-byte headers: ``words`` uint32[*] flat big-endian header words
-    (20 per header, starting at ``offsets``); ``block2_wk`` uint32[*] holds each header's block-2
-    W+K (68 words, see ``_block2_wk``) at ``wk_offsets``; digest words a–d of the second hash are
-    stored at ``out_offsets`` in ``out`` uint32[*]. No bounds checks: callers clamp the offsets."""
-    sig = types.none(words, offsets, block2_wk, wk_offsets, out, out_offsets)
+def _evaluate_streams(typingctx, words, block2_wk, jitter_slots, keys):
+    """The whole DESIGN §4.2 recursion of STREAMS evaluations, interleaved, in registers.
+
+    Flat uint32 buffers, stream k's part at a fixed place: ``words`` its header's 20 big-endian
+    words at 20k, ``block2_wk`` its block-2 W+K at 68k (``_block2_wk``), ``jitter_slots`` its slots
+    1–3 at 3k; it writes its 22 per-pass keys to ``keys`` at 22k (pass 21's key is the golden).
+
+    Rounds 0–7 of block 1 read only words 0–7, which no pass changes: they run once, before the
+    pass loop. Passes change only words 9–12 (lanes 1–3 of message vector 2, lane 0 of vector 3),
+    so inside the loop nothing goes through memory but the key stores."""
+    sig = types.none(words, block2_wk, jitter_slots, keys)
 
     def codegen(context, builder, signature, args):
         e = _Emitter(builder)
-        data = _pointer(context, builder, signature.args[0], args[0])
-        wk = _pointer(context, builder, signature.args[2], args[2])
-        result = _pointer(context, builder, signature.args[4], args[4])
-        offs = [builder.extract_value(args[1], k) for k in range(STREAMS)]
-        first = [[e.load(data, builder.add(offs[k], ir.Constant(offs[k].type, 4 * j))) for j in range(4)]
-                 for k in range(STREAMS)]  # fmt: skip
-        states = e.compress([e.iv] * STREAMS, first)
-        states = e.compress_scheduled(states, wk, [builder.extract_value(args[3], k) for k in range(STREAMS)])
-        states = e.rehash(states)
-        for k in range(STREAMS):
-            e.store(e.to_words(states[k])[0], result, builder.extract_value(args[5], k))
+        data, wk, js, out = (
+            _pointer(context, builder, t, a) for t, a in zip(signature.args, args, strict=True)
+        )
+        msgs = [[e.load(data, e.i64(_HEADER_WORDS * k + 4 * j)) for j in range(4)] for k in range(STREAMS)]
+        slots = [
+            [builder.load(builder.gep(js, [e.i64(3 * k + j)])) for j in range(3)] for k in range(STREAMS)
+        ]
+        early, early_msgs = e.rounds([e.iv] * STREAMS, msgs, 0, 2)  # with its msg1 of vectors 0 and 1
+        changing = [[cgutils.alloca_once_value(builder, m[2]), cgutils.alloca_once_value(builder, m[3])]
+                    for m in msgs]  # fmt: skip
+        with cgutils.for_range(builder, e.i64(_PASSES + 1)) as loop:
+            current = [
+                [*early_msgs[k][:2], *(builder.load(cell) for cell in changing[k])] for k in range(STREAMS)
+            ]
+            states = e.feed_forward(e.rounds(early, current, 2, 16)[0], [e.iv] * STREAMS)
+            states = e.compress_scheduled(states, wk, [e.i64(_WK_WORDS * k) for k in range(STREAMS)])
+            states = e.rehash(states)
+            for k in range(STREAMS):
+                key = builder.extract_element(e.to_words(states[k])[0], ir.Constant(_I32, 0))
+                builder.store(key, builder.gep(out, [builder.add(e.i64((_PASSES + 1) * k), loop.index)]))
+                j = e.jitter(loop.index, key, slots[k])
+                for cell, value, mask in zip(changing[k], current[k][2:], e.mutation(j), strict=True):
+                    builder.store(builder.xor(value, mask), cell)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -274,37 +334,24 @@ def _evaluate_groups_py(words, jitter_slots, golden, keys):  # pragma: no cover 
     last group repeats row N-1 to fill its streams (same result written twice)."""
     n = words.shape[0]
     for group in prange((n + STREAMS - 1) // STREAMS):
-        scratch = np.empty(STREAMS * _HEADER_WORDS, dtype=np.uint32)
-        out = np.empty(STREAMS * 4, dtype=np.uint32)
+        header = np.empty(STREAMS * _HEADER_WORDS, dtype=np.uint32)
         wk = np.empty(STREAMS * _WK_WORDS, dtype=np.uint32)
+        slots = np.empty(STREAMS * 3, dtype=np.uint32)
+        out = np.empty(STREAMS * (_PASSES + 1), dtype=np.uint32)
         rows = np.empty(STREAMS, dtype=np.int64)
         for k in range(STREAMS):
             rows[k] = min(group * STREAMS + k, n - 1)
             for t in range(_HEADER_WORDS):
-                scratch[k * _HEADER_WORDS + t] = words[rows[k], t]
+                header[k * _HEADER_WORDS + t] = words[rows[k], t]
+            for t in range(3):
+                slots[3 * k + t] = jitter_slots[rows[k], t]
             _block2_wk(words, rows[k], wk, k * _WK_WORDS)
-        for p in range(_PASSES + 1):
-            _double_sha_80(scratch, _HEADER_OFFSETS, wk, _WK_OFFSETS, out, (0, 4, 8))
-            for k in range(STREAMS):
-                key = out[4 * k]
-                row = rows[k]
-                if p == _PASSES:
-                    golden[row] = key
-                    continue
-                if p >= _STAB0:
-                    keys[row, p - _STAB0] = key
-                if p < _PHASE2:
-                    j = np.uint32(key ^ jitter_slots[row, 0])
-                elif p < _PHASE3:
-                    j = np.uint32(np.uint32((key >> 16) | (key << 16)) ^ jitter_slots[row, 1])
-                else:
-                    d = np.uint32(key ^ jitter_slots[row, 2])
-                    j = np.uint32(key ^ _LOW_CLZ_XOR) if d >= _LOW_CLZ_LIMIT else np.uint32(d ^ _HIGH_CLZ_XOR)
-                at = k * _HEADER_WORDS + _MUTATED
-                scratch[at] = np.uint32(scratch[at] ^ j)
-                scratch[at + 1] = np.uint32(scratch[at + 1] ^ np.uint32((j >> 24) | (j << 8)))
-                scratch[at + 2] = np.uint32(scratch[at + 2] ^ np.uint32((j >> 16) | (j << 16)))
-                scratch[at + 3] = np.uint32(scratch[at + 3] ^ np.uint32((j >> 8) | (j << 24)))
+        _evaluate_streams(header, wk, slots, out)
+        for k in range(STREAMS):
+            base = k * (_PASSES + 1)
+            golden[rows[k]] = out[base + _PASSES]
+            for t in range(_PASSES - _STAB0):
+                keys[rows[k], t] = out[base + _STAB0 + t]
 
 
 def _scan_windows_py(midstate, tail, starts, window_size, skip, count, zero_bits):  # pragma: no cover

@@ -102,6 +102,7 @@ class Sha256Kernel(dg.ConfigurableResource):
 
             info["kernel_threads"] = self.threads or numba.config.NUMBA_NUM_THREADS
             info["kernel_cpu_path"] = cpu_backend.select_kernel(self.cpu_kernel)
+            info["kernel_cpu_path_reason"] = cpu_backend.explain_kernel(self.cpu_kernel)
         return info
 
     @contextlib.contextmanager

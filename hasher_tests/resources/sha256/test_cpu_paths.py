@@ -100,17 +100,37 @@ def test_any_rows_and_header_time_give_the_reference_bits(n, header_time, seed):
     assert np.array_equal(golden, ref_golden) and np.array_equal(keys, ref_keys)
 
 
-def test_auto_takes_sha_ni_exactly_when_it_can_run(monkeypatch):
+def test_auto_takes_the_faster_path_where_both_can_run(monkeypatch):
     monkeypatch.delenv(cpu.KERNEL_ENV, raising=False)
-    usable, _ = cpu_shani.sha_ni_usable()
-    assert cpu.select_kernel() == cpu.select_kernel("auto") == ("shani" if usable else "simd")
-    assert cpu.select_kernel("simd") == "simd"
+    monkeypatch.setattr(cpu_shani, "sha_ni_usable", lambda: (True, "test"))
+    for rates, expect in (({"simd": 1.0, "shani": 2.4}, "shani"), ({"simd": 4.1, "shani": 3.6}, "simd")):
+        monkeypatch.setattr(cpu, "_auto", None)  # measured once per process: forget it
+        monkeypatch.setattr(cpu, "measure_paths", lambda rates=rates: rates)
+        assert cpu.select_kernel() == cpu.select_kernel("auto") == expect
+        assert Sha256Kernel(backend="cpu").describe()["kernel_cpu_path"] == expect
+        assert cpu.explain_kernel().startswith(f"{expect}: auto, the faster here")
+    assert cpu.select_kernel("simd") == "simd" and cpu.select_kernel("shani") == "shani"
+
+
+def test_auto_is_simd_without_measuring_where_sha_ni_cannot_run(monkeypatch):
+    monkeypatch.delenv(cpu.KERNEL_ENV, raising=False)
+    monkeypatch.setattr(cpu_shani, "sha_ni_usable", lambda: (False, "this CPU has no SHA extensions"))
+    monkeypatch.setattr(cpu, "_auto", None)
+    monkeypatch.setattr(cpu, "measure_paths", lambda: pytest.fail("measured although SHA-NI cannot run"))
+    assert cpu.select_kernel() == "simd"
+    assert cpu.explain_kernel() == "simd: auto, and this CPU has no SHA extensions"
+
+
+def test_the_environment_forces_a_path(monkeypatch):
     monkeypatch.setenv(cpu.KERNEL_ENV, "simd")
     assert cpu.select_kernel() == "simd"
-    assert Sha256Kernel(backend="cpu").describe()["kernel_cpu_path"] == "simd"
-    assert Sha256Kernel(backend="cpu", cpu_kernel="auto").describe()["kernel_cpu_path"] == (
-        "shani" if usable else "simd"
-    )
+    assert Sha256Kernel(backend="cpu").describe()["kernel_cpu_path_reason"] == "simd: HASHER_CPU_KERNEL=simd"
+
+
+def test_measured_rates_are_real_evaluations_per_second(cpu_path):
+    # cpu_path: the shani run skips, saying why, where SHA-NI cannot run (measuring would refuse).
+    rates = cpu.measure_paths()
+    assert set(rates) == {"simd", "shani"} and all(rate > 1000 for rate in rates.values())
 
 
 @pytest.mark.parametrize(
