@@ -314,9 +314,44 @@ def _requested(requested: str | None) -> tuple[str, str]:
     return value, source
 
 
-def explain_kernel(requested: str | None = None) -> str:
-    """Why ``select_kernel(requested)`` runs the path it does, in one line for run metadata."""
-    path = select_kernel(requested)
+def check_request(requested: str | None = None) -> tuple[str, bool]:
+    """The request in force (``'auto'``, ``'shani'`` or ``'simd'``) and whether SHA-NI can run,
+    without timing anything: what a run checks at start. Raises like ``select_kernel``."""
+    value, source = _requested(requested)
+    if value == "simd":
+        return value, False
+    from . import cpu_shani
+
+    usable, why = cpu_shani.sha_ni_usable()
+    if value == "shani" and not usable:
+        raise BackendUnavailableError(
+            f"{source}=shani but the SHA-NI path cannot run here: {why}; use auto or simd"
+        )
+    return value, usable
+
+
+def select_kernel(requested: str | None = None, operation: str = "evaluate") -> str:
+    """The CPU path that runs ``operation`` (``'evaluate'`` or ``'scan'``): ``'shani'`` or ``'simd'``.
+
+    ``requested`` is ``'auto'``, ``'shani'``, ``'simd'`` or None (then ``kernel_choice``'s value
+    for this thread, else ``$HASHER_CPU_KERNEL``, else ``'auto'``). ``auto`` is SIMD where SHA-NI
+    cannot run (``cpu_shani.sha_ni_usable()``: the CPU lacks it or Numba's target excludes it);
+    where both can, it is the faster of the two for that operation on this CPU, timed once per
+    process (``auto_choice``): SHA-NI is 2.4× SIMD per core on AMD Zen, but no faster than
+    AVX-512 SIMD on Intel's Golden Cove cores, whose ``sha256rnds2`` issues at a third of Zen's rate.
+
+    Raises KernelConfigError for an unknown value (naming HASHER_CPU_KERNEL when it came from
+    there) and BackendUnavailableError when ``shani`` is asked for where it cannot run.
+    """
+    value, usable = check_request(requested)
+    if value != "auto":
+        return value
+    return auto_choice(operation)[0] if usable else "simd"
+
+
+def explain_kernel(requested: str | None = None, operation: str = "evaluate") -> str:
+    """Why ``select_kernel(requested, operation)`` runs the path it does, in one line for metadata."""
+    path = select_kernel(requested, operation)
     value, source = _requested(requested)
     if value != "auto":
         return f"{path}: {source}={value}"
@@ -325,67 +360,50 @@ def explain_kernel(requested: str | None = None) -> str:
     usable, why = cpu_shani.sha_ni_usable()
     if not usable:
         return f"simd: auto, and {why}"
-    rates = auto_choice()[1]
-    return (
-        f"{path}: auto, the faster here (one-thread evaluations/s: "
-        + ", ".join(f"{name} {rate:,.0f}" for name, rate in rates.items())
-        + ")"
-    )
+    rates = ", ".join(f"{name} {rate:,.0f}" for name, rate in auto_choice(operation)[1].items())
+    unit = "evaluations/s" if operation == "evaluate" else "nonces/s"
+    return f"{path}: auto, the faster here (one-thread {unit}: {rates})"
 
 
-def select_kernel(requested: str | None = None) -> str:
-    """The CPU path that runs: ``'shani'`` or ``'simd'``.
-
-    ``requested`` is ``'auto'``, ``'shani'``, ``'simd'`` or None (then ``kernel_choice``'s value
-    for this thread, else ``$HASHER_CPU_KERNEL``, else ``'auto'``). ``auto`` is SIMD where SHA-NI
-    cannot run (``cpu_shani.sha_ni_usable()``: the CPU lacks it or Numba's target excludes it);
-    where both can, it is the faster of the two on this CPU, timed once per process
-    (``auto_choice``): SHA-NI is 2.4× SIMD per core on AMD Zen, but no faster than AVX-512 SIMD on
-    Intel's Golden Cove cores, whose ``sha256rnds2`` issues at a third of Zen's rate.
-
-    Raises KernelConfigError for an unknown value (naming HASHER_CPU_KERNEL when it came from
-    there) and BackendUnavailableError when ``shani`` is asked for where it cannot run.
-    """
-    value, source = _requested(requested)
-    if value == "simd":
-        return "simd"
-    from . import cpu_shani
-
-    usable, why = cpu_shani.sha_ni_usable()
-    if value == "shani" and not usable:
-        raise BackendUnavailableError(
-            f"{source}=shani but the SHA-NI path cannot run here: {why}; use auto or simd"
-        )
-    if value == "shani":
-        return "shani"
-    return auto_choice()[0] if usable else "simd"
-
-
-#: Rows per timing of the auto choice (six SIMD blocks, 128 SHA-NI groups), best of AUTO_ROUNDS.
+#: Evaluations per timing of the auto choice (six SIMD blocks, 128 SHA-NI groups), nonces per timing
+#: of a scan, and the best of how many rounds counts.
 AUTO_ROWS = 6 * LANES
+AUTO_NONCES = 64 * LANES
 AUTO_ROUNDS = 5
-_auto: tuple[str, dict[str, float]] | None = None
+_auto: dict[str, tuple[str, dict[str, float]]] = {}
 _auto_lock = threading.Lock()
 
 
-def measure_paths() -> dict[str, float]:
-    """Evaluations/s of each CPU path on one thread (best of AUTO_ROUNDS calls of AUTO_ROWS rows,
-    timed in turns). Compiles both paths on first use (Numba's cache makes that ~0.5 s later).
-    Raises BackendUnavailableError where SHA-NI cannot run (compiling it there would abort)."""
+def measure_paths(operation: str = "evaluate") -> dict[str, float]:
+    """One-thread evaluations/s (``'evaluate'``) or nonces/s (``'scan'``) of each CPU path: best of
+    AUTO_ROUNDS calls, timed in turns. Compiles that operation's two kernels on first use (Numba's
+    cache makes that ~0.5 s later). Raises BackendUnavailableError where SHA-NI cannot run
+    (compiling it there would abort) and KernelConfigError for another operation."""
     from . import cpu_shani
 
     usable, why = cpu_shani.sha_ni_usable()
     if not usable:
         raise BackendUnavailableError(f"cannot time the SHA-NI path: {why}")
-
-    rng = np.random.default_rng(0)
-    slots = rng.integers(0, 2**32, (AUTO_ROWS, design.SLOT_COUNT), dtype=np.uint32)
-    seeds = rng.integers(0, 256, (AUTO_ROWS, design.SEED_BYTES), dtype=np.uint8)
-    words, jitter = header_words(slots, seeds, 0), np.ascontiguousarray(slots[:, 1:4])
-    calls = {
-        "simd": lambda: _evaluate_simd(words, jitter),
-        "shani": lambda: cpu_shani.evaluate_words(words, jitter),
-    }
+    if operation == "evaluate":
+        rng = np.random.default_rng(0)
+        slots = rng.integers(0, 2**32, (AUTO_ROWS, design.SLOT_COUNT), dtype=np.uint32)
+        seeds = rng.integers(0, 256, (AUTO_ROWS, design.SEED_BYTES), dtype=np.uint8)
+        words, jitter = header_words(slots, seeds, 0), np.ascontiguousarray(slots[:, 1:4])
+        count = AUTO_ROWS
+        calls = {
+            "simd": lambda: _evaluate_simd(words, jitter),
+            "shani": lambda: cpu_shani.evaluate_words(words, jitter),
+        }
+    elif operation == "scan":
+        count = AUTO_NONCES
+        args = (_IV.copy(), np.zeros(3, np.uint32), np.zeros(1, np.int64), count, 0, count)
+        bits = np.empty(count, dtype=np.uint8)
+        calls = {
+            "simd": lambda: _scan_windows_blocks_serial(*args, bits, _K, _IV),
+            "shani": lambda: cpu_shani.scan_windows(*args, bits, serial=True),
+        }
+    else:
+        raise KernelConfigError(f"operation must be 'evaluate' or 'scan', got {operation!r}")
     best = dict.fromkeys(calls, 0.0)
     before = numba.get_num_threads()
     numba.set_num_threads(1)
@@ -396,28 +414,29 @@ def measure_paths() -> dict[str, float]:
             for name, call in calls.items():
                 start = time.perf_counter()
                 call()
-                best[name] = max(best[name], AUTO_ROWS / max(time.perf_counter() - start, 1e-9))
+                best[name] = max(best[name], count / max(time.perf_counter() - start, 1e-9))
     finally:
         numba.set_num_threads(before)
     return best
 
 
-def auto_choice() -> tuple[str, dict[str, float]]:
-    """The path ``auto`` takes where both can run, and the one-thread evaluations/s it was chosen
-    by: measured once per process (``measure_paths``), SHA-NI unless SIMD was faster."""
-    global _auto
+def auto_choice(operation: str = "evaluate") -> tuple[str, dict[str, float]]:
+    """The path ``auto`` takes for ``operation`` where both can run, and the one-thread rates it was
+    chosen by: measured once per process and operation (``measure_paths``), SHA-NI unless SIMD was
+    faster."""
     with _auto_lock:
-        if _auto is None:
-            rates = measure_paths()
-            _auto = ("simd" if rates["simd"] > rates["shani"] else "shani", rates)
-        return _auto
+        if operation not in _auto:
+            rates = measure_paths(operation)
+            _auto[operation] = ("simd" if rates["simd"] > rates["shani"] else "shani", rates)
+        return _auto[operation]
 
 
 @contextlib.contextmanager
 def kernel_choice(requested: str | None) -> Iterator[str]:
     """Use ``requested`` (see ``select_kernel``; None: the environment) for calls from this thread
-    inside the block; yields the path that will run. Raises like ``select_kernel``."""
-    path = select_kernel(requested)
+    inside the block; yields the request in force (``'auto'``, ``'shani'`` or ``'simd'``). Raises
+    like ``select_kernel``, before the block runs."""
+    path, _ = check_request(requested)
     before = getattr(_choice, "requested", None)
     _choice.requested = requested if requested is not None else before
     try:
@@ -503,7 +522,7 @@ def scan_midstate_windows(
         _IV,
     )
     serial = blocks <= SERIAL_SCAN_BLOCKS  # a few hundred nonces: the worker pool costs more than they do
-    if select_kernel() == "shani":
+    if select_kernel(operation="scan") == "shani":
         from . import cpu_shani
 
         cpu_shani.scan_windows(*args[:7], serial=serial)

@@ -66,7 +66,7 @@ class Sha256Kernel(dg.ConfigurableResource):
             if name == "cpu":
                 from . import cpu as cpu_backend
 
-                cpu_backend.select_kernel(self.cpu_kernel)  # an impossible choice fails here, at run start
+                cpu_backend.check_request(self.cpu_kernel)  # an impossible choice fails here, at run start
             if name == "cuda":
                 count = cuda_backend.device_count()
                 if self.device_id >= count:

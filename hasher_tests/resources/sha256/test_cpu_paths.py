@@ -104,19 +104,44 @@ def test_auto_takes_the_faster_path_where_both_can_run(monkeypatch):
     monkeypatch.delenv(cpu.KERNEL_ENV, raising=False)
     monkeypatch.setattr(cpu_shani, "sha_ni_usable", lambda: (True, "test"))
     for rates, expect in (({"simd": 1.0, "shani": 2.4}, "shani"), ({"simd": 4.1, "shani": 3.6}, "simd")):
-        monkeypatch.setattr(cpu, "_auto", None)  # measured once per process: forget it
-        monkeypatch.setattr(cpu, "measure_paths", lambda rates=rates: rates)
+        monkeypatch.setattr(cpu, "_auto", {})  # measured once per process: forget it
+        monkeypatch.setattr(cpu, "measure_paths", lambda operation, rates=rates: rates)
         assert cpu.select_kernel() == cpu.select_kernel("auto") == expect
         assert Sha256Kernel(backend="cpu").describe()["kernel_cpu_path"] == expect
-        assert cpu.explain_kernel().startswith(f"{expect}: auto, the faster here")
+        assert cpu.explain_kernel().startswith(f"{expect}: auto, the faster here (one-thread evaluations/s")
     assert cpu.select_kernel("simd") == "simd" and cpu.select_kernel("shani") == "shani"
+
+
+def test_auto_times_each_operation_on_its_own_kernels(monkeypatch):
+    monkeypatch.delenv(cpu.KERNEL_ENV, raising=False)
+    monkeypatch.setattr(cpu_shani, "sha_ni_usable", lambda: (True, "test"))
+    monkeypatch.setattr(cpu, "_auto", {})
+    measured = []
+
+    def rates(operation):
+        measured.append(operation)
+        return {"simd": 2.0, "shani": 1.0} if operation == "evaluate" else {"simd": 1.0, "shani": 2.0}
+
+    monkeypatch.setattr(cpu, "measure_paths", rates)
+    assert cpu.select_kernel(operation="scan") == "shani" and cpu.select_kernel() == "simd"
+    assert cpu.select_kernel(operation="scan") == "shani" and measured == ["scan", "evaluate"]
+    assert cpu.explain_kernel(operation="scan").startswith(
+        "shani: auto, the faster here (one-thread nonces/s"
+    )
+
+
+def test_a_run_checks_its_cpu_path_at_start_without_timing_anything(monkeypatch):
+    monkeypatch.delenv(cpu.KERNEL_ENV, raising=False)
+    monkeypatch.setattr(cpu, "_auto", {})
+    monkeypatch.setattr(cpu, "measure_paths", lambda operation: pytest.fail("timed at run start"))
+    assert Sha256Kernel(backend="cpu").backend_name() == "cpu"
 
 
 def test_auto_is_simd_without_measuring_where_sha_ni_cannot_run(monkeypatch):
     monkeypatch.delenv(cpu.KERNEL_ENV, raising=False)
     monkeypatch.setattr(cpu_shani, "sha_ni_usable", lambda: (False, "this CPU has no SHA extensions"))
-    monkeypatch.setattr(cpu, "_auto", None)
-    monkeypatch.setattr(cpu, "measure_paths", lambda: pytest.fail("measured although SHA-NI cannot run"))
+    monkeypatch.setattr(cpu, "_auto", {})
+    monkeypatch.setattr(cpu, "measure_paths", lambda operation: pytest.fail("measured without SHA-NI"))
     assert cpu.select_kernel() == "simd"
     assert cpu.explain_kernel() == "simd: auto, and this CPU has no SHA extensions"
 
@@ -127,9 +152,14 @@ def test_the_environment_forces_a_path(monkeypatch):
     assert Sha256Kernel(backend="cpu").describe()["kernel_cpu_path_reason"] == "simd: HASHER_CPU_KERNEL=simd"
 
 
-def test_measured_rates_are_real_evaluations_per_second(cpu_path):
-    # cpu_path: the shani run skips, saying why, where SHA-NI cannot run (measuring would refuse).
-    rates = cpu.measure_paths()
+@pytest.mark.parametrize("operation", ["evaluate", "scan"])
+def test_measured_rates_are_real_rates(operation):
+    usable, why = cpu_shani.sha_ni_usable()
+    if not usable:
+        with pytest.raises(BackendUnavailableError, match="cannot time the SHA-NI path"):
+            cpu.measure_paths(operation)
+        return
+    rates = cpu.measure_paths(operation)
     assert set(rates) == {"simd", "shani"} and all(rate > 1000 for rate in rates.values())
 
 
