@@ -122,10 +122,40 @@ def resolve_columns(names: list[str], path: Path) -> dict[str, str]:
     return resolved
 
 
+def plain_layout(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The same values in the layout the validator reads: one chunk, no dictionary, no views.
+
+    Common writers differ only in layout: polars (``write_ipc``, ``write_parquet``) writes
+    ``string_view`` / ``large_string`` text and ``large_list<double>`` embeddings, pandas and Spark
+    dictionary-encode strings, NumPy-minded writers use ``fixed_size_list``, and any of them may split a
+    column into chunks. Views become large strings/binaries, dictionaries are decoded, every list kind
+    becomes ``list<value>``; value types (float64, float16, integers) are left for validation to check.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        # polars categoricals are dictionaries of string_view, which Arrow cannot decode directly.
+        column = pa.DictionaryArray.from_arrays(column.indices, plain_layout(column.dictionary))
+        column = column.dictionary_decode()
+        kind = column.type
+    if pa.types.is_string_view(kind):
+        return column.cast(pa.large_string())
+    if pa.types.is_binary_view(kind):
+        return column.cast(pa.large_binary())
+    if (
+        pa.types.is_large_list(kind)
+        or pa.types.is_fixed_size_list(kind)
+        or pa.types.is_list_view(kind)
+        or pa.types.is_large_list_view(kind)
+    ):
+        return column.cast(pa.list_(kind.value_type))
+    return column
+
+
 def partition_mask(file_names: pa.Array | pa.ChunkedArray, partition_key: str) -> pa.Array:
     """True where ``safe_partition_key(file_name) == partition_key``; one key per distinct name."""
-    if isinstance(file_names, pa.ChunkedArray):
-        file_names = file_names.combine_chunks()
+    file_names = plain_layout(file_names)
     encoded = file_names if pa.types.is_dictionary(file_names.type) else pc.dictionary_encode(file_names)
     matches = [
         isinstance(n, str) and safe_partition_key(n) == partition_key for n in encoded.dictionary.to_pylist()

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from hasher_core.errors import KnowledgeBaseFormatError
 from hasher_core.schemas import EXTRA_COLUMNS, canonical_batch
 
-from .formats import FIELD_ALIASES, partition_mask
+from .formats import FIELD_ALIASES, partition_mask, plain_layout
 from .keys import safe_partition_key
 from .report import (
     CHUNK_ID_NOT_INTEGER,
@@ -214,6 +214,9 @@ class Validator:
         """Validate a record batch column-wise (one pass of Arrow compute / numpy per check)."""
         report = self.report
         self.records_in_file += batch.num_rows
+        batch = pa.RecordBatch.from_arrays(
+            [plain_layout(batch.column(name)) for name in batch.schema.names], names=batch.schema.names
+        )
         positions = np.arange(first_position, first_position + batch.num_rows)
         names = _string_column(batch.column(columns["file_name"]), self.path, "file_name")
         if self.partition_key is not None:
@@ -296,8 +299,6 @@ class Validator:
 
 
 def _string_column(column: pa.Array, path: Path, field: str) -> pa.Array:
-    if pa.types.is_dictionary(column.type):
-        column = column.dictionary_decode()
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         return column
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
@@ -338,10 +339,12 @@ def _chunk_ids(column: pa.Array) -> tuple[np.ndarray, list[tuple[str, np.ndarray
     n = len(column)
     missing = column.is_null().to_numpy(zero_copy_only=False)
     if pa.types.is_integer(column.type):
-        values = pc.fill_null(column.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
-        out_of_range = ~missing & ((values < 0) | (values > _INT32_MAX))
+        # Compared in the column's own type: a uint64 beyond int64 would make a cast to int64 fail.
+        raw = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
+        out_of_range = ~missing & ((raw < 0) | (raw > _INT32_MAX))
+        values = np.where(out_of_range, 0, raw).astype(np.int64)
         problems = [(MISSING_CHUNK_ID, missing), (CHUNK_ID_OUT_OF_RANGE, out_of_range)]
-    elif pa.types.is_floating(column.type):
+    elif pa.types.is_floating(column.type) or pa.types.is_decimal(column.type):
         floats = pc.fill_null(column.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False)
         not_integer = ~missing & ~(np.isfinite(floats) & (floats == np.trunc(floats)))
         with np.errstate(invalid="ignore"):
