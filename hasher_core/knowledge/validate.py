@@ -7,6 +7,7 @@ in the :class:`ReadReport` and keeping the first ``(source_file, chunk_id)`` of 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,22 @@ def _has_surrogates(text: str) -> bool:
     return False
 
 
+def integral_chunk_id(value: Any) -> int | None:
+    """A chunk id as an int, or None when it is not integral.
+
+    One rule for every format (the Arrow path applies it column-wise in :func:`_chunk_ids`): an integer,
+    or a float with no fractional part (pandas writes ``1.0`` for an integer column that had a null);
+    ``1.5``, NaN, infinities, booleans and strings are not chunk ids.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _lookup(record: dict[str, Any], field: str) -> Any:
     for alias in FIELD_ALIASES[field]:
         if alias in record:
@@ -110,11 +127,12 @@ class Validator:
         name = _lookup(record, "file_name")
         if not isinstance(name, str) or not name:
             return MISSING_FILE_NAME, f"file_name is {type(name).__name__}"
-        chunk_id = _lookup(record, "chunk_id")
-        if chunk_id is None:
+        raw_id = _lookup(record, "chunk_id")
+        if raw_id is None:
             return MISSING_CHUNK_ID, ""
-        if isinstance(chunk_id, bool) or not isinstance(chunk_id, int):
-            return CHUNK_ID_NOT_INTEGER, f"chunk_id is {chunk_id!r:.40}"
+        chunk_id = integral_chunk_id(raw_id)
+        if chunk_id is None:
+            return CHUNK_ID_NOT_INTEGER, f"chunk_id is {raw_id!r:.40}"
         if not 0 <= chunk_id <= _INT32_MAX:
             return CHUNK_ID_OUT_OF_RANGE, f"chunk_id {chunk_id}"
         content = _lookup(record, "content")
@@ -161,14 +179,18 @@ class Validator:
             with np.errstate(over="ignore", invalid="ignore"):
                 embeddings = np.array(rows, dtype=np.float64).astype(np.float32)
             numeric = np.ones(len(rows), dtype=bool)
-        except (TypeError, ValueError):
-            # Some row holds a non-number; find which, row by row (the rare path).
+        except (TypeError, ValueError, OverflowError):
+            # Some row holds a non-number, or an integer beyond float64 (a 388-digit value raises
+            # OverflowError); find which, row by row (the rare path).
             embeddings = np.zeros((len(rows), self.dims), dtype=np.float32)
             numeric = np.zeros(len(rows), dtype=bool)
             for i, row in enumerate(rows):
                 try:
                     with np.errstate(over="ignore", invalid="ignore"):
                         embeddings[i] = np.array(row, dtype=np.float64)
+                    numeric[i] = True
+                except OverflowError:
+                    embeddings[i] = np.inf  # a number, but not a finite float: embedding_not_finite
                     numeric[i] = True
                 except (TypeError, ValueError):
                     pass
@@ -178,7 +200,7 @@ class Validator:
             report.skip(reason, self._where(label, kept[i][1]), "")
         good = np.flatnonzero(numeric & finite)
         names = pa.array([_lookup(kept[i][0], "file_name") for i in good], pa.string())
-        ids = np.array([_lookup(kept[i][0], "chunk_id") for i in good], dtype=np.int32)
+        ids = np.array([integral_chunk_id(_lookup(kept[i][0], "chunk_id")) for i in good], dtype=np.int32)
         keep = self._drop_duplicates(names, ids, [f"{label} {kept[i][1]}" for i in good])
         good = good[keep]
         if len(good) == 0:
