@@ -189,7 +189,9 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _predict_text(args: argparse.Namespace) -> int:
     model, max_distance = _model(args)
-    step = model.step(model.encoding.encode_ordinary(args.text), max_distance)
+    from hasher_core.frames.tokens import encode_ordinary
+
+    step = model.step(encode_ordinary(model.encoding, args.text).tolist(), max_distance)
     if args.json:
         print(json.dumps({**step.as_json(), "bundle": model.bundle.version}, indent=2, ensure_ascii=False))
     elif step.token_id is None:
