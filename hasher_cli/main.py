@@ -327,6 +327,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hasher`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
+        from hasher_resources.settings import load_settings
+
+        load_settings()  # a bad HASHER_* variable stops every command, named in one line
         return int(args.run(args))
     except Exception as e:  # every failure is reported once, as one line, with exit status 2
         print(f"hasher {args.command}: error: {type(e).__name__}: {e}", file=sys.stderr)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import json
-import os
 import time
 import urllib.error
 import urllib.parse
@@ -29,6 +28,8 @@ from pydantic import Field
 from hasher_core.design import EMBEDDING_DIMS, HASHING_VERSION
 from hasher_core.errors import EmbedderError, InferenceError
 from hasher_core.frames.hashing import embed_texts, embed_token_windows, token_byte_table
+
+from .settings import load_settings
 
 
 class Embedder(dg.ConfigurableResource):
@@ -237,6 +238,6 @@ def embedder_for_recipe(recipe: dict[str, object], ollama_url: str | None = None
     if name == "hashing":
         return HashingEmbedder(dims=dims)
     if name == "ollama":
-        url = ollama_url or os.environ.get("HASHER_OLLAMA_URL") or "http://127.0.0.1:11434"
+        url = ollama_url or load_settings().ollama_url
         return OllamaEmbedder(model=str(recipe.get("model")), dims=dims, url=url)
     raise InferenceError(f"the recipe's embedder {name!r} is not one this release has (hashing, ollama)")
