@@ -14,9 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hasher_core.design import EMBEDDING_DIMS, STRIDE, VOCABULARY_SIZE, WINDOW_SIZE
+from hasher_core.design import EMBEDDING_DIMS, VOCABULARY_SIZE
 from hasher_core.frames.tokens import load_cl100k
 from hasher_core.frames.windows import batch_texts, expected_window_count, tokenize
+from hasher_core.recipe import recipe_from_metadata
 from hasher_core.schemas import FRAME_SCHEMA
 from hasher_resources.deploy_store import DeploymentStore
 from hasher_resources.model import load_model
@@ -90,10 +91,26 @@ def training_frames_are_consistent(
     knowledge_base: ParquetPartition,
 ) -> dg.AssetCheckResult:
     """Schema is DESIGN §3.5, token ids < vocabulary, context_length = end − start ≤ W, and the row
-    count equals the windows of a fresh tokenisation of the knowledge base."""
-    meta = latest_metadata(context, training_frames_asset)
-    window = int(meta.get("window_size", WINDOW_SIZE))
-    stride = int(meta.get("stride", STRIDE))
+    count equals the windows of a fresh tokenisation of the knowledge base, with the W and S the
+    frames were built with (the file's own recipe, else the materialisation's metadata)."""
+    recipe = recipe_from_metadata(training_frames.schema().metadata) or latest_metadata(
+        context, training_frames_asset
+    )
+    if "window_size" not in recipe or "stride" not in recipe:
+        return dg.AssetCheckResult(
+            passed=False,
+            metadata={"problem": "the frames carry no recipe: window_size and stride are unknown"},
+        )
+    return training_frames_check(
+        training_frames, knowledge_base, int(recipe["window_size"]), int(recipe["stride"])
+    )
+
+
+def training_frames_check(
+    training_frames: ParquetPartition, knowledge_base: ParquetPartition, window: int, stride: int
+) -> dg.AssetCheckResult:
+    """:func:`training_frames_are_consistent` for stored frames built with window ``window`` and
+    stride ``stride`` from ``knowledge_base``: one pass over each file, each problem counted."""
     schema = training_frames.schema()
     schema_ok = schema.remove_metadata().equals(FRAME_SCHEMA.remove_metadata())
     rows = bad_tokens = bad_context = 0
