@@ -87,7 +87,7 @@ def deployment(
             device_sample=config.device_sample,
             tolerance=config.tolerance,
         ),
-        health_check=asic.health_check,
+        health_check=lambda: asic.health_check(config.tolerance),
         retries=config.retries,
         deadline_s=config.deadline_s,
         dry_run=config.dry_run,

@@ -193,9 +193,10 @@ class AsicResource(dg.ConfigurableResource, ABC):
         """Send TxConfig and confirm with a status request (see :meth:`AsicSession.configure`)."""
         return self.active.configure()
 
-    def health_check(self) -> dict:
-        """Status plus session counters as plain values (see :meth:`AsicSession.health_check`)."""
-        return self.active.health_check()
+    def health_check(self, tolerance: float = 0.01) -> dict:
+        """Status plus session counters as plain values, ``ok`` False for a device unfit to deploy to
+        (see :meth:`AsicSession.health_check`)."""
+        return self.active.health_check(tolerance)
 
     def submit(self, headers: Sequence[bytes]) -> list[NonceReport]:
         """Every verified nonce for 80-byte headers (see :meth:`AsicSession.submit`)."""
