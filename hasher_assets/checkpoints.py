@@ -61,6 +61,26 @@ def recheck(table: pa.Table, kernel: Sha256Kernel) -> tuple[np.ndarray, np.ndarr
     return consistent, golden
 
 
+def recheck_independently(
+    table: pa.Table, kernel: Sha256Kernel
+) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """:func:`recheck` with every row on a backend other than the one that searched it (the row's
+    ``kernel_backend``; unknown counts as the kernel resource's): reference-searched rows on the CPU
+    kernel, all others on the reference. Returns ``(consistent, recomputed, search → verify backend)``.
+    """
+    consistent = np.zeros(table.num_rows, dtype=bool)
+    recomputed = np.zeros(table.num_rows, dtype=np.uint32)
+    searched = [b or kernel.backend_name() for b in table.column("kernel_backend").to_pylist()]
+    verified_on: dict[str, str] = {}
+    for search_backend in sorted(set(searched)):
+        rows = np.flatnonzero(np.array(searched, dtype=object) == search_backend)
+        verified_on[search_backend] = independent_backend(search_backend)
+        # The gate's second opinion runs on the kernel resource's threads/device, on another backend.
+        ok, golden = recheck(table.take(pa.array(rows)), kernel.on_backend(verified_on[search_backend]))
+        consistent[rows], recomputed[rows] = ok, golden
+    return consistent, recomputed, verified_on
+
+
 def sample_headers(table: pa.Table, count: int) -> list[bytes]:
     """Headers of up to ``count`` checkpointed frames (solved ones first) for the device."""
     sample = table.sort_by([("solved", "descending"), ("chunk_id", "ascending")]).slice(0, count)
@@ -88,12 +108,9 @@ def checkpoints(
 ) -> dg.MaterializeResult:
     key = context.partition_key
     table = seeds.read()
-    search_backends = set(table.column("kernel_backend").to_pylist()) or {kernel.backend_name()}
-    backend = independent_backend(search_backends.pop() if len(search_backends) == 1 else "mixed")
     started = time.monotonic()
-    # The gate's second opinion runs on the kernel resource's threads/device, on another backend.
-    verifier = kernel.on_backend(backend)
-    consistent, recomputed = recheck(table, verifier)
+    consistent, recomputed, verified_on = recheck_independently(table, kernel)
+    backend = "+".join(sorted(set(verified_on.values()))) or independent_backend(kernel.backend_name())
     seconds = time.monotonic() - started
     rows = table.num_rows
     mismatches = int(rows - consistent.sum())
@@ -126,7 +143,8 @@ def checkpoints(
         "mismatch_rate": rate,
         "tolerance": config.tolerance,
         "verify_backend": backend,
-        "search_backend": sorted(set(table.column("kernel_backend").to_pylist())),
+        "search_backend": sorted(verified_on),
+        "verified_on": verified_on,
         "device": device,
         "passed": rate <= config.tolerance and device_ok,
     }

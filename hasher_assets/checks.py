@@ -145,15 +145,19 @@ def training_frames_check(
 
 @dg.asset_check(asset=checkpoints_asset, partitions_def=source_files, blocking=True)
 def checkpoints_gate(checkpoints: ParquetPartition) -> dg.AssetCheckResult:
-    """Fails when more seeds disagree with the independent implementation than the tolerance, or
+    """Fails when more seeds disagree with the independent implementation than the tolerance, when
+    any seeds were not re-checked on an implementation other than the one that searched them, or
     when the device cross-check (a check of the device, not of the seeds) failed."""
     gate = checkpoints.hasher_metadata()
     if not gate:
         return dg.AssetCheckResult(
             passed=False, metadata={"problem": "checkpoint file carries no gate record"}
         )
+    # The second opinion must come from another implementation than the one that searched.
+    verified_on = gate.get("verified_on", {})
+    independent = bool(verified_on) and all(search != verify for search, verify in verified_on.items())
     return dg.AssetCheckResult(
-        passed=bool(gate["passed"]),
+        passed=bool(gate["passed"]) and independent,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "mismatch_rate": gate["mismatch_rate"],
@@ -161,6 +165,8 @@ def checkpoints_gate(checkpoints: ParquetPartition) -> dg.AssetCheckResult:
             "mismatches": gate["mismatches"],
             "rows": gate["rows"],
             "verify_backend": gate["verify_backend"],
+            "verified_on": dg.MetadataValue.json(verified_on),
+            "independent": independent,
             "device": dg.MetadataValue.json(gate["device"]),
         },
     )
