@@ -12,11 +12,9 @@ import pytest
 from hasher_assets.checkpoints import checkpoints
 from hasher_assets.checks import checkpoints_gate
 from hasher_assets.definitions import ASSETS
-from hasher_resources.asic.resource import EmulatedAsicDevice
-from hasher_resources.embedder import HashingEmbedder
-from hasher_resources.parquet_io import ParquetIOManager
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
+from hasher_tests.assets.local import local_resources
 from hasher_tests.core.test_bundle import make_checkpoints
 
 KEY = "a.txt"
@@ -37,13 +35,7 @@ def run_gate(instance, storage: HasherStorage, kernel_backend: str = "cpu"):
         selection=dg.AssetSelection.assets(checkpoints) | dg.AssetSelection.checks(checkpoints_gate),
         partition_key=KEY,
         instance=instance,
-        resources={
-            "storage": storage,
-            "parquet_io_manager": ParquetIOManager(base_dir=storage.data_dir),
-            "embedder": HashingEmbedder(),
-            "kernel": Sha256Kernel(backend=kernel_backend),
-            "asic": EmulatedAsicDevice(),
-        },
+        resources=local_resources(storage, kernel_backend),
         run_config={"ops": {"checkpoints": {"config": {"device_sample": 0}}}},
         raise_on_error=False,
     )

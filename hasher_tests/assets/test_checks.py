@@ -18,24 +18,17 @@ from hasher_core.frames.gorand import projection_matrix
 from hasher_core.recipe import frame_recipe, recipe_to_metadata
 from hasher_resources.embedder import HashingEmbedder
 from hasher_resources.frames_writer import write_frames
-from hasher_resources.parquet_io import ParquetIOManager, ParquetPartition
+from hasher_resources.parquet_io import ParquetPartition
 from hasher_resources.storage import HasherStorage
+from hasher_tests.assets.local import local_resources
 
 KEY = "gettysburg_address.txt"
-
-
-def resources(storage: HasherStorage) -> dict[str, object]:
-    return {
-        "storage": storage,
-        "parquet_io_manager": ParquetIOManager(base_dir=storage.data_dir),
-        "embedder": HashingEmbedder(),
-    }
 
 
 @pytest.fixture
 def stored_kb(instance, storage: HasherStorage) -> ParquetPartition:
     instance.add_dynamic_partitions("source_files", [KEY])
-    dg.materialize([knowledge_base], partition_key=KEY, instance=instance, resources=resources(storage))
+    dg.materialize([knowledge_base], partition_key=KEY, instance=instance, resources=local_resources(storage))
     return ParquetPartition(storage.data_path / "knowledge_base" / f"{KEY}.parquet", KEY)
 
 
@@ -143,7 +136,7 @@ def test_the_asset_check_reads_w_and_s_from_the_frames_not_the_defaults(
         assets=[knowledge_base, training_frames],
         asset_checks=[training_frames_are_consistent],
         jobs=[check_only],
-        resources=resources(storage),
+        resources=local_resources(storage),
     )
     # The partition goes in as a run tag: a checks-only job has no asset to validate a key against.
     job = defs.resolve_job_def("check_only")
@@ -162,7 +155,7 @@ def test_a_materialised_partition_with_non_default_w_and_s_passes_its_check(inst
         [knowledge_base, training_frames, training_frames_are_consistent],
         partition_key=KEY,
         instance=instance,
-        resources=resources(storage),
+        resources=local_resources(storage),
         run_config={"ops": {"training_frames": {"config": {"window_size": 16, "stride": 5}}}},
     )
     (check,) = result.get_asset_check_evaluations()

@@ -13,6 +13,7 @@ from hasher_resources.embedder import HashingEmbedder
 from hasher_resources.parquet_io import ParquetIOManager, ParquetPartition
 from hasher_resources.sample_writer import write_sample_knowledge_base
 from hasher_resources.storage import HasherStorage
+from hasher_tests.assets.local import local_resources
 
 KEYS = ["gettysburg_address.txt", "python_reference_exceptions.txt"]
 
@@ -22,11 +23,7 @@ def _run(instance, storage: HasherStorage, key: str, raise_on_error: bool = True
         [knowledge_base],
         partition_key=key,
         instance=instance,
-        resources={
-            "storage": storage,
-            "parquet_io_manager": ParquetIOManager(base_dir=storage.data_dir),
-            "embedder": HashingEmbedder(),
-        },
+        resources=local_resources(storage),
         raise_on_error=raise_on_error,
     )
 
