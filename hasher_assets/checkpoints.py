@@ -2,7 +2,8 @@
 
 Every seed is re-evaluated on an independent path: the hashlib reference when the search ran on a
 compiled backend (and the CPU backend when it ran on the reference), plus the ASIC device's own
-nonce search on a sample of headers when a device is configured. Seeds whose golden reproduces form
+nonce search on a sample of headers when a device is configured (a check of the device's own hashing,
+not of the seeds: DESIGN §5). Seeds whose golden reproduces form
 the partition's checkpoint; the mismatch rate goes into the file and the blocking asset check
 ``checkpoints_gate`` fails when it exceeds the tolerance.
 """
@@ -34,7 +35,10 @@ class CheckpointsConfig(dg.Config):
 
     tolerance: float = Field(default=0.01, ge=0, le=1, description="Largest mismatch rate that passes")
     device_sample: int = Field(
-        default=16, ge=0, description="Checkpointed headers sent to the ASIC device (0 = skip the device)"
+        default=16,
+        ge=0,
+        description="Checkpointed headers sent to the ASIC device to check the device's own hashing "
+        "(its nonces must verify on the kernel); this checks the device, not the seeds (0 = skip)",
     )
 
 
@@ -131,7 +135,7 @@ def checkpoints(
         device_ok = report.passed(config.tolerance)
         device = {"checked": True, "passed": device_ok, **report.as_metadata()}
         context.log.info(
-            f"device cross-check on {report.headers} headers: "
+            f"device hashing check (the device, not the seeds) on {report.headers} headers: "
             f"{report.nonces_verified}/{report.nonces_returned} nonces verify on the kernel, "
             f"hardware-error rate {report.hardware_error_rate:.4f}"
         )
@@ -163,7 +167,7 @@ def checkpoints(
         "verify_backend": backend,
         "verify_seconds": round(seconds, 3),
         "verify_evaluations_per_s": round(rows / max(seconds, 1e-9), 1),
-        "device": dg.MetadataValue.json(device),
+        "device_hashing_check": dg.MetadataValue.json(device),
     }
     if mismatches:
         metadata["mismatch_preview"] = dg.MetadataValue.md(

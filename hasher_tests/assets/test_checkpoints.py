@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hasher_assets.checkpoints import checkpoints
+from hasher_assets.checkpoints import CheckpointsConfig, checkpoints
 from hasher_assets.checks import checkpoints_gate
 from hasher_assets.definitions import ASSETS
 from hasher_resources.sha256.resource import Sha256Kernel
@@ -91,3 +91,13 @@ def test_seeds_of_unknown_backend_are_checked_against_the_kernel_resources_backe
     assert evaluated_on == [("cpu", 2)]
     (check,) = result.get_asset_check_evaluations()
     assert check.metadata["verified_on"].value == {"reference": "cpu"}
+
+
+def test_the_device_check_is_labelled_as_a_check_of_the_device_not_the_seeds(instance, storage):
+    stored_seeds(storage, ["cpu", "cpu"])
+    (check,) = run_gate(instance, storage).get_asset_check_evaluations()
+    assert check.metadata["device_hashing_check"].value == {"checked": False}
+    assert "device" not in check.metadata  # the old label said "device" and nothing about what was checked
+    assert "the device, not the seeds" in checkpoints_gate.check_specs_by_output_name["result"].description
+    config = CheckpointsConfig.model_fields["device_sample"].description
+    assert "device's own hashing" in config and "not the seeds" in config

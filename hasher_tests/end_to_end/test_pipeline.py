@@ -242,6 +242,6 @@ def test_the_gate_fails_when_the_device_returns_nonces_that_do_not_verify(traine
         stop_emulator(proc)
     gate = next(c for c in result.get_asset_check_evaluations() if c.check_name == "checkpoints_gate")
     assert not gate.passed
-    device = gate.metadata["device"].value
+    device = gate.metadata["device_hashing_check"].value
     assert device["checked"] and not device["passed"]
     assert device["asic_nonces_verified"] < device["asic_nonces_returned"]
