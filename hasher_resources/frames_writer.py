@@ -24,7 +24,7 @@ import tiktoken
 
 from hasher_core.design import STRIDE, WINDOW_SIZE
 from hasher_core.embedding import TextEmbedder
-from hasher_core.errors import TokenizeError
+from hasher_core.errors import EmbedderError, TokenizeError
 from hasher_core.frames.gorand import projection_matrix
 from hasher_core.frames.tokens import encode_ordinary, load_cl100k
 from hasher_core.frames.windows import (
@@ -187,9 +187,13 @@ def write_frames(
                     if len(report.problems) < MAX_PROBLEMS:
                         where = f"chunk {chunk_name(batch, row)}"
                         report.problems.append(f"{where}: skipped, tokenizer_failed: {error}")
-                built = build_frames(
-                    batch, token_arrays, encoding=encoding, projection=projection, options=options
-                )
+                try:
+                    built = build_frames(
+                        batch, token_arrays, encoding=encoding, projection=projection, options=options
+                    )
+                except EmbedderError as exc:  # a server or library failing mid-stream: say on which chunks
+                    chunks = f"chunks {chunk_name(batch, 0)} to {chunk_name(batch, batch.num_rows - 1)}"
+                    raise EmbedderError(f"embedding the windows of {chunks}: {exc}") from exc
                 if built.frames.num_rows:
                     writer.write_batch(built.frames)
                 if built.context_hashes is not None:  # window frames: 20 bytes a frame for ambiguity

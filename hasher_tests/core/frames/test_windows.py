@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from hasher_core.errors import FramesConfigError, FramesInputError
+from hasher_core.errors import EmbedderError, FramesConfigError, FramesInputError
 from hasher_core.frames.gorand import projection_matrix
 from hasher_core.frames.tokens import load_cl100k
 from hasher_core.frames.windows import (
@@ -520,3 +520,22 @@ def test_a_chunk_no_tokenizer_takes_is_skipped_counted_and_named(
         frames.drop(["best_seed"]).to_pylist()
         == pq.read_table(tmp_path / "clean.parquet").drop(["best_seed"]).to_pylist()
     )
+
+
+def test_an_embedder_failing_mid_stream_names_the_chunks_it_was_embedding(tmp_path: Path) -> None:
+    class GoneEmbedder:
+        def embed(self, texts: list[str]) -> np.ndarray:
+            raise EmbedderError("http://127.0.0.1:11434/api/embed failed after 3 attempts")
+
+    with pytest.raises(EmbedderError) as caught:
+        write_frames(
+            [kb_batch(TEXTS[:2], "notes.txt")],
+            tmp_path / "f.parquet",
+            projection=projection_matrix(),
+            embedder=GoneEmbedder(),
+        )
+    assert str(caught.value) == (
+        "embedding the windows of chunks 'notes.txt'#0 to 'notes.txt'#1: "
+        "http://127.0.0.1:11434/api/embed failed after 3 attempts"
+    )
+    assert not (tmp_path / "f.parquet").exists()
