@@ -14,9 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hasher_core.design import EMBEDDING_DIMS, STRIDE, VOCABULARY_SIZE, WINDOW_SIZE
+from hasher_core.design import EMBEDDING_DIMS, VOCABULARY_SIZE
 from hasher_core.frames.tokens import load_cl100k
 from hasher_core.frames.windows import batch_texts, expected_window_count, tokenize
+from hasher_core.recipe import recipe_from_metadata
 from hasher_core.schemas import FRAME_SCHEMA
 from hasher_resources.deploy_store import DeploymentStore
 from hasher_resources.model import load_model
@@ -90,10 +91,26 @@ def training_frames_are_consistent(
     knowledge_base: ParquetPartition,
 ) -> dg.AssetCheckResult:
     """Schema is DESIGN §3.5, token ids < vocabulary, context_length = end − start ≤ W, and the row
-    count equals the windows of a fresh tokenisation of the knowledge base."""
-    meta = latest_metadata(context, training_frames_asset)
-    window = int(meta.get("window_size", WINDOW_SIZE))
-    stride = int(meta.get("stride", STRIDE))
+    count equals the windows of a fresh tokenisation of the knowledge base, with the W and S the
+    frames were built with (the file's own recipe, else the materialisation's metadata)."""
+    recipe = recipe_from_metadata(training_frames.schema().metadata) or latest_metadata(
+        context, training_frames_asset
+    )
+    if "window_size" not in recipe or "stride" not in recipe:
+        return dg.AssetCheckResult(
+            passed=False,
+            metadata={"problem": "the frames carry no recipe: window_size and stride are unknown"},
+        )
+    return training_frames_check(
+        training_frames, knowledge_base, int(recipe["window_size"]), int(recipe["stride"])
+    )
+
+
+def training_frames_check(
+    training_frames: ParquetPartition, knowledge_base: ParquetPartition, window: int, stride: int
+) -> dg.AssetCheckResult:
+    """:func:`training_frames_are_consistent` for stored frames built with window ``window`` and
+    stride ``stride`` from ``knowledge_base``: one pass over each file, each problem counted."""
     schema = training_frames.schema()
     schema_ok = schema.remove_metadata().equals(FRAME_SCHEMA.remove_metadata())
     rows = bad_tokens = bad_context = 0
@@ -106,7 +123,8 @@ def training_frames_are_consistent(
     encoding = load_cl100k()
     expected = 0
     for batch in knowledge_base.iter_batches(columns=["content"]):
-        for tokens in encoding.encode_ordinary_batch(batch.column("content").to_pylist()):
+        # The writer's tokenizer, failures included: a chunk it could not tokenise has no frames.
+        for tokens in tokenize(batch_texts(batch), encoding, failures=[]):
             expected += expected_window_count(len(tokens), stride)
     passed = schema_ok and bad_tokens == 0 and bad_context == 0 and rows == expected
     return dg.AssetCheckResult(
@@ -125,17 +143,28 @@ def training_frames_are_consistent(
     )
 
 
-@dg.asset_check(asset=checkpoints_asset, partitions_def=source_files, blocking=True)
+@dg.asset_check(
+    asset=checkpoints_asset,
+    partitions_def=source_files,
+    blocking=True,
+    description="Seeds re-checked on an implementation other than the search's stay within the "
+    "tolerance; with a device, its own hashing is checked too (its nonces verify on the kernel): "
+    "the device, not the seeds.",
+)
 def checkpoints_gate(checkpoints: ParquetPartition) -> dg.AssetCheckResult:
-    """Fails when more seeds disagree with the independent implementation than the tolerance, or
+    """Fails when more seeds disagree with the independent implementation than the tolerance, when
+    any seeds were not re-checked on an implementation other than the one that searched them, or
     when the device cross-check (a check of the device, not of the seeds) failed."""
     gate = checkpoints.hasher_metadata()
     if not gate:
         return dg.AssetCheckResult(
             passed=False, metadata={"problem": "checkpoint file carries no gate record"}
         )
+    # The second opinion must come from another implementation than the one that searched.
+    verified_on = gate.get("verified_on", {})
+    independent = bool(verified_on) and all(search != verify for search, verify in verified_on.items())
     return dg.AssetCheckResult(
-        passed=bool(gate["passed"]),
+        passed=bool(gate["passed"]) and independent,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "mismatch_rate": gate["mismatch_rate"],
@@ -143,7 +172,9 @@ def checkpoints_gate(checkpoints: ParquetPartition) -> dg.AssetCheckResult:
             "mismatches": gate["mismatches"],
             "rows": gate["rows"],
             "verify_backend": gate["verify_backend"],
-            "device": dg.MetadataValue.json(gate["device"]),
+            "verified_on": dg.MetadataValue.json(verified_on),
+            "independent": independent,
+            "device_hashing_check": dg.MetadataValue.json(gate["device"]),
         },
     )
 
@@ -174,7 +205,7 @@ def deployment_recall(
         if key not in knowledge_base or contexts >= RECALL_MAX_CONTEXTS:
             continue
         for batch in knowledge_base[key].iter_batches(columns=["content"]):
-            for tokens in tokenize(batch_texts(batch), encoding):
+            for tokens in tokenize(batch_texts(batch), encoding, failures=[]):
                 if contexts < RECALL_MAX_CONTEXTS:
                     chunks.append(tokens)
                     contexts += max(0, tokens.size - 1)

@@ -1,6 +1,7 @@
 """The code location: five stages, their checks, the sensor, the jobs and the resources.
 
-Resources are chosen here, once, from the environment:
+Resources are chosen here, once, from the environment, validated by
+``hasher_resources.settings`` (a bad or unknown ``HASHER_*`` variable fails the load, naming it):
 
 - ``HASHER_MINER_DIR`` / ``HASHER_INBOX_DIR`` / ``HASHER_DATA_DIR``: inputs and outputs;
 - ``HASHER_KERNEL_BACKEND``: ``auto`` (CUDA when CuPy sees a GPU, else CPU), ``cpu``, ``cuda``, ``reference``;
@@ -8,13 +9,12 @@ Resources are chosen here, once, from the environment:
 - ``HASHER_ASIC_URL``: a serial device, ``socket://host:port`` or a pty; unset = the bundled emulator.
 """
 
-import os
-
 import dagster as dg
 
 from hasher_resources.asic.resource import asic_resource_from_env
 from hasher_resources.embedder import Embedder, HashingEmbedder, OllamaEmbedder
 from hasher_resources.parquet_io import ParquetIOManager
+from hasher_resources.settings import HasherSettings, load_settings
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
@@ -41,20 +41,26 @@ ASSET_CHECKS = [
 ]
 
 
-def embedder_from_env() -> Embedder:
-    """``HASHER_EMBEDDER=ollama`` selects Ollama; anything else the offline hashing embedder."""
-    if os.environ.get("HASHER_EMBEDDER", "hashing").lower() == "ollama":
-        return OllamaEmbedder(url=os.environ.get("HASHER_OLLAMA_URL", "http://127.0.0.1:11434"))
+def embedder_from_env(settings: HasherSettings | None = None) -> Embedder:
+    """``HASHER_EMBEDDER=ollama`` selects Ollama (at ``HASHER_OLLAMA_URL``), ``hashing`` (the default)
+    the offline hashing embedder; any other value is a :class:`~hasher_resources.settings.SettingsError`."""
+    settings = settings or load_settings()
+    if settings.embedder == "ollama":
+        return OllamaEmbedder(url=settings.ollama_url)
     return HashingEmbedder()
 
 
 def resources_from_env() -> dict[str, object]:
-    """The default resources: local directories, CPU/GPU kernel, hashing embedder, emulated ASIC."""
+    """The default resources: local directories, CPU/GPU kernel, hashing embedder, emulated ASIC.
+
+    Raises :class:`~hasher_resources.settings.SettingsError` for any bad ``HASHER_*`` variable.
+    """
+    settings = load_settings()
     return {
         "storage": HasherStorage(),
         "parquet_io_manager": ParquetIOManager(),
-        "embedder": embedder_from_env(),
-        "kernel": Sha256Kernel(backend=os.environ.get("HASHER_KERNEL_BACKEND", "auto")),
+        "embedder": embedder_from_env(settings),
+        "kernel": Sha256Kernel(backend=settings.kernel_backend),
         "asic": asic_resource_from_env(),
     }
 

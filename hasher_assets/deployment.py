@@ -30,7 +30,12 @@ class DeploymentConfig(dg.Config):
     deadline_s: float = Field(default=300.0, gt=0)
     keep_backups: int = Field(default=3, ge=1)
     sample_size: int = Field(default=64, ge=1, description="Rows re-verified on the kernel after the swap")
-    device_sample: int = Field(default=8, ge=0, description="Headers re-mined on the device after the swap")
+    device_sample: int = Field(
+        default=8,
+        ge=0,
+        description="Headers re-mined on the device after the swap: checks the device's hashing, "
+        "not the seeds",
+    )
     tolerance: float = Field(
         default=0.01, ge=0, le=1, description="Largest device hardware-error rate that passes (as the gate)"
     )
@@ -87,7 +92,7 @@ def deployment(
             device_sample=config.device_sample,
             tolerance=config.tolerance,
         ),
-        health_check=asic.health_check,
+        health_check=lambda: asic.health_check(config.tolerance),
         retries=config.retries,
         deadline_s=config.deadline_s,
         dry_run=config.dry_run,

@@ -8,10 +8,10 @@ the next tick.
 """
 
 import json
-import os
 
 import dagster as dg
 
+from hasher_resources.settings import load_settings
 from hasher_resources.storage import CURSOR_VERSION, HasherStorage, scan_sources
 
 from .jobs import partition_pipeline_job
@@ -21,8 +21,8 @@ from .partitions import source_files
 def sensor_run_config() -> dict:
     """Run config of the sensor's runs: ``HASHER_SENSOR_DIFFICULTY_BITS`` overrides the seeds'
     difficulty (the default, 17 bits = an exact token, costs about 2^17 evaluations per frame)."""
-    bits = os.environ.get("HASHER_SENSOR_DIFFICULTY_BITS")
-    return {"ops": {"seeds": {"config": {"difficulty_bits": int(bits)}}}} if bits else {}
+    bits = load_settings().sensor_difficulty_bits
+    return {"ops": {"seeds": {"config": {"difficulty_bits": bits}}}} if bits is not None else {}
 
 
 @dg.sensor(
@@ -35,7 +35,7 @@ def miner_output_sensor(context: dg.SensorEvaluationContext, storage: HasherStor
     cursor = json.loads(context.cursor) if context.cursor else {}
     if cursor.get("version", CURSOR_VERSION) != CURSOR_VERSION:
         cursor = {}
-    max_files = int(os.environ.get("HASHER_SENSOR_MAX_FILES", "8"))
+    max_files = load_settings().sensor_max_files
     changed, new_cursor, notes = scan_sources(storage, cursor, max_files)
     for note in notes:
         context.log.info(note)

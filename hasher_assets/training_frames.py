@@ -83,6 +83,8 @@ def training_frames(
             f"{report.ambiguous_frames} frames in {report.ambiguous_contexts} contexts seen with more than "
             "one next token (repeated text): inference answers the most frequent one"
         )
+    for problem in report.problems:
+        context.log.warning(problem)
     if report.colliding_frames:
         context.log.warning(f"{report.colliding_frames} frames share their slots with a different text")
     progress.finish(report.chunks, f"{report.frames:,} frames")
@@ -90,6 +92,7 @@ def training_frames(
     preview = next(frames.iter_batches(batch_rows=5), None)
     metadata = {
         **report.as_metadata(),
+        "problems": dg.MetadataValue.json(report.problems),
         "dagster/row_count": report.frames,
         "window_size": config.window_size,
         "stride": config.stride,

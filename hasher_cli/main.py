@@ -189,7 +189,9 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _predict_text(args: argparse.Namespace) -> int:
     model, max_distance = _model(args)
-    step = model.step(model.encoding.encode_ordinary(args.text), max_distance)
+    from hasher_core.frames.tokens import encode_ordinary
+
+    step = model.step(encode_ordinary(model.encoding, args.text).tolist(), max_distance)
     if args.json:
         print(json.dumps({**step.as_json(), "bundle": model.bundle.version}, indent=2, ensure_ascii=False))
     elif step.token_id is None:
@@ -325,6 +327,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hasher`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
+        from hasher_resources.settings import load_settings
+
+        load_settings()  # a bad HASHER_* variable stops every command, named in one line
         return int(args.run(args))
     except Exception as e:  # every failure is reported once, as one line, with exit status 2
         print(f"hasher {args.command}: error: {type(e).__name__}: {e}", file=sys.stderr)

@@ -130,6 +130,11 @@ class FramesInputError(FramesError, ValueError):
     """Frames (or the chunks they come from) are malformed; the message names the column or row."""
 
 
+class TokenizeError(FramesError):
+    """tiktoken (or the exact fallback for its regex limit) failed on one text; the frames writer
+    skips that chunk, counts it under ``tokenizer_failed`` and names it."""
+
+
 # --- stage 3: seed search -----------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ import tiktoken
 from hasher_core.bundle import Bundle
 from hasher_core.design import TOKEN_BITS
 from hasher_core.errors import InferenceError
+from hasher_core.frames.tokens import encode_ordinary
 from hasher_core.frames.windows import unpack_slots
 from hasher_core.header import golden_token
 
@@ -267,7 +268,7 @@ class Model:
         text = self._text(window.tolist())
         for i in range(1, len(text)):
             if not text[i].isspace() and text[i - 1].isspace():
-                candidates.append(np.asarray(self.encoding.encode_ordinary(text[i:]), np.int64))
+                candidates.append(encode_ordinary(self.encoding, text[i:]).astype(np.int64))
         candidates = [c for c in candidates if 0 < c.size <= self.window_size]
         if not candidates:
             return None
@@ -288,7 +289,7 @@ class Model:
         self, prompt: str, max_tokens: int = 64, max_distance: float = DEFAULT_MAX_DISTANCE
     ) -> Generation:
         """Greedy generation: answer the prompt, append the token, repeat (DESIGN §6.1)."""
-        tokens = list(self.encoding.encode_ordinary(prompt))
+        tokens = encode_ordinary(self.encoding, prompt).tolist()
         produced: list[int] = []
         steps: list[Step] = []
         stopped = f"max_tokens ({max_tokens})"

@@ -4,16 +4,19 @@ Two implementations behind one ``Embedder`` base: ``HashingEmbedder``, the offli
 default (feature hashing of every piece of the text; lexical, not semantic), and ``OllamaEmbedder``,
 a client for a local Ollama server's ``POST /api/embed`` that batches, times out, retries transient
 failures with exponential backoff and checks every answer's count, dimension and finiteness.
+Requests to a loopback server never go through ``http_proxy`` (as Ollama's own Go client does), and
+an error on a proxied request names the proxy.
 Both are Dagster ``ConfigurableResource``s and also work as plain objects.
 """
 
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
-import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from abc import abstractmethod
 
@@ -25,6 +28,8 @@ from pydantic import Field
 from hasher_core.design import EMBEDDING_DIMS, HASHING_VERSION
 from hasher_core.errors import EmbedderError, InferenceError
 from hasher_core.frames.hashing import embed_texts, embed_token_windows, token_byte_table
+
+from .settings import load_settings
 
 
 class Embedder(dg.ConfigurableResource):
@@ -125,6 +130,9 @@ class OllamaEmbedder(Embedder):
     def _post(self, body: dict[str, object]) -> object:
         """POST to /api/embed, retrying connection failures, timeouts and 5xx with exponential backoff."""
         endpoint = self.url.rstrip("/") + "/api/embed"
+        proxy = proxy_for(endpoint)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({} if proxy is None else proxy))
+        via = "" if proxy is None else f" through proxy {next(iter(proxy.values()))} (from the environment)"
         data = json.dumps(body).encode("utf-8")
         last: str = ""
         for attempt in range(self.retries + 1):
@@ -134,19 +142,28 @@ class OllamaEmbedder(Embedder):
                 endpoint, data=data, headers={"Content-Type": "application/json"}, method="POST"
             )
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                with opener.open(request, timeout=self.timeout_s) as response:
                     payload = response.read()
             except urllib.error.HTTPError as exc:
-                detail = _error_text(exc)
+                detail, is_json = _error_text(exc)
                 if exc.code >= 500:
                     last = f"HTTP {exc.code}: {detail}"
                     continue
+                if exc.code == 404 and not is_json and proxy is None:
+                    # Go's mux answers an unknown path with plain "404 page not found": this server
+                    # predates /api/embed (Ollama 0.3.4); a missing model is a JSON error instead.
+                    raise EmbedderError(
+                        f"{endpoint}: the server has no /api/embed ({detail!r}){self._server_version()}; "
+                        "Ollama added it in 0.3.4: upgrade the Ollama server"
+                    ) from exc
                 if exc.code == 404 and "not found" in detail.lower():
                     hint = f"run `ollama pull {self.model}`"
                     raise EmbedderError(
                         f"model {self.model!r} not found at {self.url} ({detail}); {hint}"
                     ) from exc
-                raise EmbedderError(f"{endpoint} refused the request: HTTP {exc.code}: {detail}") from exc
+                raise EmbedderError(
+                    f"{endpoint} refused the request{via}: HTTP {exc.code}: {detail}"
+                ) from exc
             except (TimeoutError, urllib.error.URLError, http.client.HTTPException, ConnectionError) as exc:
                 reason = getattr(exc, "reason", exc)
                 last = f"{type(reason).__name__}: {reason}"
@@ -154,23 +171,63 @@ class OllamaEmbedder(Embedder):
             try:
                 return json.loads(payload)
             except json.JSONDecodeError as exc:
-                raise EmbedderError(f"{endpoint} answered with invalid JSON: {payload[:200]!r}") from exc
+                raise EmbedderError(f"{endpoint} answered with invalid JSON{via}: {payload[:200]!r}") from exc
         attempts = self.retries + 1
+        hint = "" if proxy is None else "; if the proxy cannot reach the server, add its host to no_proxy"
         raise EmbedderError(
-            f"{endpoint} failed after {attempts} attempts (timeout {self.timeout_s} s): {last}"
+            f"{endpoint} failed after {attempts} attempts{via} (timeout {self.timeout_s} s): {last}{hint}"
         )
 
+    def _server_version(self) -> str:
+        """`` (Ollama X.Y.Z)`` from ``GET /api/version``, or nothing when the server does not say."""
+        request = urllib.request.Request(self.url.rstrip("/") + "/api/version", method="GET")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=self.timeout_s) as response:
+                version = json.loads(response.read()).get("version")
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            return ""
+        return f" (Ollama {version})" if isinstance(version, str) else ""
 
-def _error_text(exc: urllib.error.HTTPError) -> str:
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and any loopback address (127.0.0.0/8, ::1)."""
+    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain") or host.lower().endswith(
+        ".localhost"
+    ):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def proxy_for(url: str) -> dict[str, str] | None:
+    """``{scheme: proxy URL}`` when urllib would send ``url`` through an environment proxy, else None.
+
+    A loopback host never goes through a proxy, ``no_proxy`` or not: that is what Ollama's own Go
+    client does (Go's ``httpproxy`` always bypasses localhost), and a proxy cannot reach the user's
+    loopback anyway.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if is_loopback(host) or urllib.request.proxy_bypass(parts.netloc):
+        return None
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    return {parts.scheme: proxy} if proxy else None
+
+
+def _error_text(exc: urllib.error.HTTPError) -> tuple[str, bool]:
+    """The error's message and whether the body was JSON (Ollama's own errors are; Go's 404 is not)."""
     try:
         body = exc.read().decode("utf-8", "replace")
     except OSError:
-        return exc.reason or ""
+        return exc.reason or "", False
     try:
         message = json.loads(body).get("error")
     except (json.JSONDecodeError, AttributeError):
-        message = None
-    return str(message or body or exc.reason)[:300]
+        return str(body.strip() or exc.reason)[:300], False
+    return str(message or body or exc.reason)[:300], True
 
 
 def embedder_for_recipe(recipe: dict[str, object], ollama_url: str | None = None) -> Embedder:
@@ -181,6 +238,6 @@ def embedder_for_recipe(recipe: dict[str, object], ollama_url: str | None = None
     if name == "hashing":
         return HashingEmbedder(dims=dims)
     if name == "ollama":
-        url = ollama_url or os.environ.get("HASHER_OLLAMA_URL") or "http://127.0.0.1:11434"
+        url = ollama_url or load_settings().ollama_url
         return OllamaEmbedder(model=str(recipe.get("model")), dims=dims, url=url)
     raise InferenceError(f"the recipe's embedder {name!r} is not one this release has (hashing, ollama)")

@@ -25,6 +25,8 @@ from typing import Any
 
 from hasher_core.errors import FileChangedError
 
+from .settings import load_settings
+
 #: Defaults of the three directories (DESIGN §2): overridden by the environment variables below.
 DEFAULT_MINER_DIR = "~/.local/share/dataminer"
 DEFAULT_DATA_DIR = "~/.local/share/hasher"
@@ -42,18 +44,18 @@ def _now_ns() -> int:
 
 def default_miner_dir() -> Path:
     """``$HASHER_MINER_DIR``, default ``~/.local/share/dataminer`` (the Data Miner's output)."""
-    return Path(os.environ.get("HASHER_MINER_DIR") or DEFAULT_MINER_DIR).expanduser()
+    return Path(load_settings().miner_dir or DEFAULT_MINER_DIR).expanduser()
 
 
 def default_inbox_dir() -> Path:
     """``$HASHER_INBOX_DIR``, default ``<miner dir>/inbox`` (raw ``.txt``/``.md`` files)."""
-    env = os.environ.get("HASHER_INBOX_DIR")
+    env = load_settings().inbox_dir
     return Path(env).expanduser() if env else default_miner_dir() / "inbox"
 
 
 def default_data_dir() -> Path:
     """``$HASHER_DATA_DIR``, default ``~/.local/share/hasher`` (every output of every stage)."""
-    return Path(os.environ.get("HASHER_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
+    return Path(load_settings().data_dir or DEFAULT_DATA_DIR).expanduser()
 
 
 def fsync_dir(directory: Path, *, strict: bool = True) -> None:

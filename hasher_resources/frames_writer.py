@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +24,25 @@ import tiktoken
 
 from hasher_core.design import STRIDE, WINDOW_SIZE
 from hasher_core.embedding import TextEmbedder
+from hasher_core.errors import EmbedderError, TokenizeError
 from hasher_core.frames.gorand import projection_matrix
-from hasher_core.frames.tokens import load_cl100k
+from hasher_core.frames.tokens import encode_ordinary, load_cl100k
 from hasher_core.frames.windows import (
     FrameOptions,
     ambiguity,
     batch_texts,
     build_frames,
     check_input,
+    chunk_name,
     slot_fingerprints,
     validate_frame_options,
 )
 from hasher_core.schemas import FRAME_SCHEMA, SLOT_COLUMNS, TARGET_COLUMN
 
 from .files import atomic_write
+
+#: Descriptions of skipped chunks kept in the report (the counts cover all of them).
+MAX_PROBLEMS = 20
 
 
 @dataclass
@@ -49,7 +54,11 @@ class FramesReport:
     frames: int = 0
     tokens: int = 0
     content_bytes: int = 0
+    #: Chunks that gave no frames: under 2 tokens, or (counted again below) no tokenizer could take them.
     skipped_chunks: int = 0
+    #: Chunks skipped because no tokenizer path could take their text; named in ``problems``.
+    tokenizer_failed: int = 0
+    problems: list[str] = field(default_factory=list)
     batches: int = 0
     seconds: float = 0.0
     file_bytes: int = 0
@@ -86,25 +95,38 @@ class FramesReport:
 
 def _prefetched(
     batches: Iterable[pa.RecordBatch], encoding: tiktoken.Encoding, pool: ThreadPoolExecutor
-) -> Iterator[tuple[pa.RecordBatch, list[np.ndarray]]]:
-    """Yield each batch with its tokens while the next batch is already being tokenized.
+) -> Iterator[tuple[pa.RecordBatch, list[np.ndarray], list[tuple[int, TokenizeError]]]]:
+    """Yield each batch with its tokens, and the rows no tokenizer path could take (those get no
+    tokens), while the next batch is already being tokenized.
 
     Tokenizing (Rust, GIL released) overlaps with building and compressing the previous batch's
     frames; at most two batches are in memory at once.
     """
+
+    def collect(
+        pending: tuple[pa.RecordBatch, list[Future[np.ndarray]]],
+    ) -> tuple[pa.RecordBatch, list[np.ndarray], list[tuple[int, TokenizeError]]]:
+        batch, futures = pending
+        arrays: list[np.ndarray] = []
+        failures: list[tuple[int, TokenizeError]] = []
+        for row, future in enumerate(futures):
+            error = future.exception()
+            if isinstance(error, TokenizeError):
+                failures.append((row, error))
+                arrays.append(np.zeros(0, dtype=np.uint32))
+            else:
+                arrays.append(future.result())
+        return batch, arrays, failures
+
     pending: tuple[pa.RecordBatch, list[Future[np.ndarray]]] | None = None
     for batch in batches:
         check_input(batch)
-        texts = batch_texts(batch)
-        submitted = [
-            pool.submit(encoding.encode_to_numpy, text, allowed_special=set(), disallowed_special=())
-            for text in texts
-        ]
+        submitted = [pool.submit(encode_ordinary, encoding, text) for text in batch_texts(batch)]
         if pending is not None:
-            yield pending[0], [f.result() for f in pending[1]]
+            yield collect(pending)
         pending = (batch, submitted)
     if pending is not None:
-        yield pending[0], [f.result() for f in pending[1]]
+        yield collect(pending)
 
 
 def _slot_fingerprints_of(frames: pa.RecordBatch) -> np.ndarray:
@@ -159,10 +181,19 @@ def write_frames(
             ) as writer,
             ThreadPoolExecutor(num_threads or os.cpu_count() or 1) as pool,
         ):
-            for batch, token_arrays in _prefetched(batches, encoding, pool):
-                built = build_frames(
-                    batch, token_arrays, encoding=encoding, projection=projection, options=options
-                )
+            for batch, token_arrays, failures in _prefetched(batches, encoding, pool):
+                for row, error in failures:
+                    report.tokenizer_failed += 1
+                    if len(report.problems) < MAX_PROBLEMS:
+                        where = f"chunk {chunk_name(batch, row)}"
+                        report.problems.append(f"{where}: skipped, tokenizer_failed: {error}")
+                try:
+                    built = build_frames(
+                        batch, token_arrays, encoding=encoding, projection=projection, options=options
+                    )
+                except EmbedderError as exc:  # a server or library failing mid-stream: say on which chunks
+                    chunks = f"chunks {chunk_name(batch, 0)} to {chunk_name(batch, batch.num_rows - 1)}"
+                    raise EmbedderError(f"embedding the windows of {chunks}: {exc}") from exc
                 if built.frames.num_rows:
                     writer.write_batch(built.frames)
                 if built.context_hashes is not None:  # window frames: 20 bytes a frame for ambiguity

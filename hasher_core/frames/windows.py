@@ -26,8 +26,10 @@ from hasher_core.design import (
     WINDOW_SIZE,
 )
 from hasher_core.embedding import TextEmbedder, check_embeddings
-from hasher_core.errors import FramesConfigError, FramesInputError
+from hasher_core.errors import FramesConfigError, FramesInputError, TokenizeError
 from hasher_core.schemas import FRAME_SCHEMA
+
+from .tokens import encode_ordinary
 
 COMPRESSIONS = ("zstd", "snappy")
 #: Windows embedded per call on the token path (bounds the embeddings held at once: 12 MB at 768 dims).
@@ -173,7 +175,7 @@ def _embedding_matrix(column: pa.Array, batch: pa.RecordBatch) -> np.ndarray:
     n = len(column)
     if column.null_count:
         first = column.is_null().to_numpy(zero_copy_only=False).argmax()
-        raise FramesInputError(f"chunk {_record_name(batch, int(first))}: embedding is null")
+        raise FramesInputError(f"chunk {chunk_name(batch, int(first))}: embedding is null")
     if pa.types.is_fixed_size_list(column.type):
         values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
         return values.reshape(n, column.type.list_size)
@@ -190,7 +192,8 @@ def _embedding_matrix(column: pa.Array, batch: pa.RecordBatch) -> np.ndarray:
     raise FramesInputError(f"column 'embedding' must be a list of float32, got {column.type}")
 
 
-def _record_name(batch: pa.RecordBatch, row: int) -> str:
+def chunk_name(batch: pa.RecordBatch, row: int) -> str:
+    """How a message names one chunk of a knowledge-base batch: ``'source_file'#chunk_id``."""
     return f"{batch.column('source_file')[row].as_py()!r}#{batch.column('chunk_id')[row].as_py()}"
 
 
@@ -201,11 +204,28 @@ def check_input(batch: pa.RecordBatch) -> None:
         raise FramesInputError(f"knowledge-base batch lacks column(s) {missing}; it has {batch.schema.names}")
 
 
-def tokenize(texts: Sequence[str], encoding: tiktoken.Encoding) -> list[np.ndarray]:
+def tokenize(
+    texts: Sequence[str],
+    encoding: tiktoken.Encoding,
+    failures: list[tuple[int, TokenizeError]] | None = None,
+) -> list[np.ndarray]:
     """Token ids of each text with ``encode_ordinary`` semantics (special-token text is ordinary
-    text, DESIGN §3.1), as arrays: ``encode_to_numpy`` with no special tokens allowed or disallowed
-    hands back tiktoken's buffer instead of a Python list of ints."""
-    return [encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=()) for text in texts]
+    text, DESIGN §3.1), as uint32 arrays (:func:`hasher_core.frames.tokens.encode_ordinary`, safe on
+    the long whitespace runs tiktoken's regex gives up on).
+
+    A text no tokenizer path can take raises :class:`TokenizeError`; with a ``failures`` list it is
+    appended there as ``(index, error)`` instead and gets no tokens (so no frames), like the writer.
+    """
+    arrays: list[np.ndarray] = []
+    for i, text in enumerate(texts):
+        try:
+            arrays.append(encode_ordinary(encoding, text))
+        except TokenizeError as exc:
+            if failures is None:
+                raise
+            failures.append((i, exc))
+            arrays.append(np.zeros(0, dtype=np.uint32))
+    return arrays
 
 
 @dataclass
@@ -272,7 +292,7 @@ def build_frames(
         embeddings = _embedding_matrix(batch.column("embedding"), batch)
         bad = ~np.isfinite(embeddings).all(axis=1)
         if bad.any():
-            raise FramesInputError(f"chunk {_record_name(batch, int(np.argmax(bad)))}: embedding has NaN/inf")
+            raise FramesInputError(f"chunk {chunk_name(batch, int(np.argmax(bad)))}: embedding has NaN/inf")
         slots_t = project_to_slots(embeddings, projection).T.copy()[:, chunk_of_frame]
     else:
         assert embedder is not None  # FrameOptions guarantees it

@@ -2,13 +2,14 @@
 
 Discovery order, content-based format detection, and one streaming reader per format. Readers yield
 raw material in bounded pieces: Arrow record batches (Parquet, Arrow IPC file and stream) or lists
-of decoded JSON values (JSON array, JSONL). Turning those into canonical records is
-``hasher_core.knowledge.validate``'s job; here only structural damage (a truncated tail, a line that is not
-JSON) is counted, in the ReadReport.
+of decoded JSON values (JSON array, JSON lines, concatenated JSON objects). Turning those into
+canonical records is ``hasher_core.knowledge.validate``'s job; here only structural damage (a
+truncated tail, a line that is not JSON) is counted, in the ReadReport.
 
-JSON arrays are parsed incrementally with ``json.JSONDecoder.raw_decode`` over a sliding text
-buffer: one record is decoded at a time, and the buffer grows geometrically only while a single
-record is larger than it, so memory is bounded by the largest record plus one read chunk.
+JSON arrays and concatenated objects are parsed incrementally with ``json.JSONDecoder.raw_decode``
+over a sliding text buffer: one record is decoded at a time, and the buffer grows geometrically only
+while a single record is larger than it, so memory is bounded by the largest record plus one read
+chunk.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ from hasher_core.errors import KnowledgeBaseFormatError
 from .keys import safe_partition_key
 from .report import MALFORMED_JSON, TRUNCATED, ReadReport
 
-Format = Literal["parquet", "arrow_file", "arrow_stream", "json_array", "jsonl"]
+Format = Literal["parquet", "arrow_file", "arrow_stream", "json_array", "jsonl", "json_stream"]
+
+# Everything the stdlib JSON parser raises on one bad value: syntax (JSONDecodeError), an integer longer
+# than Python's 4,300-digit conversion limit (ValueError), nesting deeper than the interpreter's stack
+# (RecursionError). Each is one bad record, never a reason to abandon the file.
+JSON_VALUE_ERRORS = (ValueError, RecursionError)
 
 # DESIGN §2 priority; the last two are what the Go miner actually writes.
 DISCOVERY_ORDER = (
@@ -60,6 +66,8 @@ MAX_RECORD_CHARS = 512 << 20
 _HEAD_BYTES = 4096
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _NEXT_OBJECT = re.compile(r",[ \t\n\r]*(?=\{)")
+# Between concatenated objects (what ``jq '.[]'`` writes) a new object starts a line.
+_NEXT_STREAM_OBJECT = re.compile(r"\n(?=\{)")
 _RESYNC_TRIES = 1000
 
 
@@ -93,7 +101,7 @@ def detect_format(path: Path) -> Format:
     if text.startswith(b"["):
         return "json_array"
     if text.startswith(b"{"):
-        return "jsonl"
+        return "jsonl" if _first_line_is_one_object(path) else "json_stream"
     hint = " (JSON null: the Go writer's output for an empty run)" if text.startswith(b"null") else ""
     raise KnowledgeBaseFormatError(
         path,
@@ -101,6 +109,17 @@ def detect_format(path: Path) -> Format:
         f"unrecognised content{hint}, first bytes {head[:8].hex(' ')}; expected Parquet (PAR1), Arrow IPC "
         "file (ARROW1) or stream (0xFFFFFFFF), a JSON array ([) or JSON lines ({)",
     )
+
+
+def _first_line_is_one_object(path: Path) -> bool:
+    """True when the first non-blank line holds a whole object (JSON lines), False when an object spans
+    lines (pretty-printed objects one after another, as ``jq '.[]'`` writes)."""
+    with open(path, "rb") as f:
+        for raw in f:
+            line = raw.strip().removeprefix(b"\xef\xbb\xbf").strip()
+            if line:
+                return line.endswith(b"}")
+    return False
 
 
 def resolve_columns(names: list[str], path: Path) -> dict[str, str]:
@@ -122,10 +141,40 @@ def resolve_columns(names: list[str], path: Path) -> dict[str, str]:
     return resolved
 
 
+def plain_layout(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The same values in the layout the validator reads: one chunk, no dictionary, no views.
+
+    Common writers differ only in layout: polars (``write_ipc``, ``write_parquet``) writes
+    ``string_view`` / ``large_string`` text and ``large_list<double>`` embeddings, pandas and Spark
+    dictionary-encode strings, NumPy-minded writers use ``fixed_size_list``, and any of them may split a
+    column into chunks. Views become large strings/binaries, dictionaries are decoded, every list kind
+    becomes ``list<value>``; value types (float64, float16, integers) are left for validation to check.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        # polars categoricals are dictionaries of string_view, which Arrow cannot decode directly.
+        column = pa.DictionaryArray.from_arrays(column.indices, plain_layout(column.dictionary))
+        column = column.dictionary_decode()
+        kind = column.type
+    if pa.types.is_string_view(kind):
+        return column.cast(pa.large_string())
+    if pa.types.is_binary_view(kind):
+        return column.cast(pa.large_binary())
+    if (
+        pa.types.is_large_list(kind)
+        or pa.types.is_fixed_size_list(kind)
+        or pa.types.is_list_view(kind)
+        or pa.types.is_large_list_view(kind)
+    ):
+        return column.cast(pa.list_(kind.value_type))
+    return column
+
+
 def partition_mask(file_names: pa.Array | pa.ChunkedArray, partition_key: str) -> pa.Array:
     """True where ``safe_partition_key(file_name) == partition_key``; one key per distinct name."""
-    if isinstance(file_names, pa.ChunkedArray):
-        file_names = file_names.combine_chunks()
+    file_names = plain_layout(file_names)
     encoded = file_names if pa.types.is_dictionary(file_names.type) else pc.dictionary_encode(file_names)
     matches = [
         isinstance(n, str) and safe_partition_key(n) == partition_key for n in encoded.dictionary.to_pylist()
@@ -222,11 +271,11 @@ def iter_jsonl(path: Path, batch_rows: int, report: ReadReport) -> Iterator[tupl
                 text = text.removeprefix("\ufeff")
             try:
                 value = json.loads(text)
-            except json.JSONDecodeError as exc:
+            except JSON_VALUE_ERRORS as exc:
                 report.records_seen += 1
                 # Only the last line can be a cut-off write; a bad line with a newline after it is malformed.
                 reason = TRUNCATED if not raw.endswith(b"\n") else MALFORMED_JSON
-                report.skip(reason, f"{path}: line {line_number}", exc.msg)
+                report.skip(reason, f"{path}: line {line_number}", _json_error(exc))
                 continue
             values.append(value)
             lines.append(line_number)
@@ -280,7 +329,23 @@ def iter_json_array(path: Path, batch_rows: int, report: ReadReport) -> Iterator
     to resume from; a file that ends inside a record (a cut-off write) counts the tail as one
     ``truncated`` record and keeps everything before it.
     """
+    return _iter_json_values(path, batch_rows, report, in_array=True)
+
+
+def iter_json_stream(
+    path: Path, batch_rows: int, report: ReadReport
+) -> Iterator[tuple[list[Any], list[int]]]:
+    """Objects of a concatenated JSON stream (pretty-printed objects one after another, what
+    ``jq '.[]'`` writes) with their 0-based index; bad and cut-off records as in :func:`iter_json_array`.
+    """
+    return _iter_json_values(path, batch_rows, report, in_array=False)
+
+
+def _iter_json_values(
+    path: Path, batch_rows: int, report: ReadReport, in_array: bool
+) -> Iterator[tuple[list[Any], list[int]]]:
     decoder = json.JSONDecoder()
+    resume_at = _NEXT_OBJECT if in_array else _NEXT_STREAM_OBJECT
     values: list[Any] = []
     indexes: list[int] = []
     pending_chars = 0
@@ -288,15 +353,17 @@ def iter_json_array(path: Path, batch_rows: int, report: ReadReport) -> Iterator
         window = _TextWindow(f)
         window.fill()
         window.text = window.text.removeprefix("\ufeff")
-        if not window.skip_whitespace() or window.text[window.pos] != "[":
-            raise KnowledgeBaseFormatError(path, None, "not a JSON array")
-        window.pos += 1
+        if in_array:
+            if not window.skip_whitespace() or window.text[window.pos] != "[":
+                raise KnowledgeBaseFormatError(path, None, "not a JSON array")
+            window.pos += 1
         index = 0
         expect_value = True
         while True:
             if not window.skip_whitespace():
-                report.records_seen += 1
-                report.skip(TRUNCATED, f"{path}: record {index}", "file ends before the closing ]")
+                if in_array:
+                    report.records_seen += 1
+                    report.skip(TRUNCATED, f"{path}: record {index}", "file ends before the closing ]")
                 break
             char = window.text[window.pos]
             if not expect_value:
@@ -308,38 +375,41 @@ def iter_json_array(path: Path, batch_rows: int, report: ReadReport) -> Iterator
                     break
                 report.records_seen += 1
                 report.skip(MALFORMED_JSON, f"{path}: record {index}", f"expected , or ] but found {char!r}")
-                if not _resync(window, decoder):
+                if not _resync(window, decoder, resume_at):
                     break
                 index += 1
                 expect_value = True
                 continue
-            if char == "]" and index == 0:
+            if char == "]" and index == 0 and in_array:
                 break
             try:
                 value, end = decoder.raw_decode(window.text, window.pos)
-            except json.JSONDecodeError as exc:
+            except JSON_VALUE_ERRORS as exc:
                 pending = len(window.text) - window.pos
                 if not window.eof and pending < MAX_RECORD_CHARS:
                     window.fill(at_least=pending)  # doubles the window: linear total work for big records
                     continue
                 report.records_seen += 1
                 where = f"{path}: record {index} (character {window.offset + window.pos})"
-                if _resync(window, decoder):
-                    report.skip(MALFORMED_JSON, where, exc.msg)
+                if _resync(window, decoder, resume_at):
+                    report.skip(MALFORMED_JSON, where, _json_error(exc))
                     index += 1
                     continue
                 if not window.eof:
                     raise KnowledgeBaseFormatError(
-                        path, index, f"no valid JSON within {MAX_RECORD_CHARS} characters: {exc.msg}"
+                        path, index, f"no valid JSON within {MAX_RECORD_CHARS} characters: {_json_error(exc)}"
                     ) from exc
-                report.skip(TRUNCATED, where, f"file ends inside the record: {exc.msg}")
+                if isinstance(exc, json.JSONDecodeError):
+                    report.skip(TRUNCATED, where, f"file ends inside the record: {exc.msg}")
+                else:
+                    report.skip(MALFORMED_JSON, where, _json_error(exc))
                 break
             values.append(value)
             indexes.append(index)
             pending_chars += end - window.pos
             window.pos = end
             index += 1
-            expect_value = False
+            expect_value = not in_array  # an array needs a comma first; a stream's next value may follow
             if len(values) >= batch_rows or pending_chars >= PIECE_BYTES:
                 yield values, indexes
                 values, indexes, pending_chars = [], [], 0
@@ -347,15 +417,24 @@ def iter_json_array(path: Path, batch_rows: int, report: ReadReport) -> Iterator
         yield values, indexes
 
 
-def _resync(window: _TextWindow, decoder: json.JSONDecoder) -> bool:
-    """Move to the next ``{`` after a comma that starts a decodable object; False when there is none."""
-    for tries, match in enumerate(_NEXT_OBJECT.finditer(window.text, window.pos + 1)):
+def _json_error(exc: BaseException) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.msg
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to parse"
+    return str(exc).splitlines()[0][:200]
+
+
+def _resync(window: _TextWindow, decoder: json.JSONDecoder, resume_at: re.Pattern[str]) -> bool:
+    """Move to the next ``{`` where ``resume_at`` says an object may start (after a comma in an array,
+    at a line start in a stream) that starts a decodable object; False when there is none."""
+    for tries, match in enumerate(resume_at.finditer(window.text, window.pos + 1)):
         if tries >= _RESYNC_TRIES:
             break
         start = match.end()
         try:
             decoder.raw_decode(window.text, start)
-        except json.JSONDecodeError:
+        except JSON_VALUE_ERRORS:
             if window.eof:
                 continue
         window.pos = start

@@ -82,9 +82,12 @@ def read_inbox_file(
     report.records_seen += len(chunks)
     for start in range(0, len(chunks), batch_rows):
         texts = chunks[start : start + batch_rows]
-        embeddings = check_embeddings(
-            embedder.embed(texts), len(texts), dims, where=str(path), error=KnowledgeBaseError
-        )
+        try:
+            vectors = embedder.embed(texts)
+        except Exception as exc:  # the embedder is outside code (a server, a library): say what it had
+            which = f"{path}: embedding chunks {start}..{start + len(texts) - 1}"
+            raise KnowledgeBaseError(f"{which} failed: {type(exc).__name__}: {exc}") from exc
+        embeddings = check_embeddings(vectors, len(texts), dims, where=str(path), error=KnowledgeBaseError)
         ids = np.arange(start, start + len(texts), dtype=np.int32)
         batch = canonical_batch([path.name] * len(texts), ids, texts, embeddings, dims)
         report.records_kept += batch.num_rows

@@ -11,6 +11,9 @@ import re
 
 _INVALID_SUBSTRINGS = ("..", "/", "\\")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Characters Dagster parses in lists of keys: `dagster job backfill --partitions` splits on commas, the
+# UI's partition selection writes ranges as [a...b], and multi-partition keys join dimensions with |.
+_SELECTION_SYNTAX = re.compile(r"[,\[\]|]")
 # A name that already looks like a sanitized key is hashed too, so no raw name can collide with one.
 _SANITIZED_SHAPE = re.compile(r"~[0-9a-f]{10}$")
 _MAX_KEY = 100
@@ -24,6 +27,7 @@ def _is_safe_key(name: str) -> bool:
         and name == name.strip()
         and not any(s in name for s in _INVALID_SUBSTRINGS)
         and not _CONTROL.search(name)
+        and not _SELECTION_SYNTAX.search(name)
         and not _SANITIZED_SHAPE.search(name)
     )
 
@@ -33,7 +37,8 @@ def safe_partition_key(name: str) -> str:
     """The Dagster partition key for a source file name: the name itself when safe, else a stable key.
 
     A safe name has no path separator, no ``..`` (Dagster also forbids ``...``), no control character,
-    does not start with ``.``, has no surrounding spaces and is at most 100 characters. Anything else
+    none of ``, [ ] |`` (Dagster's CLI and UI parse them in lists and ranges of keys), does not start
+    with ``.``, has no surrounding spaces and is at most 100 characters. Anything else
     maps to ``<basename, cleaned>~<10 hex of blake2b(full name)>``: readable, stable across runs and
     machines, and distinct for distinct names (the hash covers the whole original name).
     """
@@ -41,6 +46,6 @@ def safe_partition_key(name: str) -> str:
         return name
     digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=5).hexdigest()
     base = re.split(r"[/\\]", name.rstrip("/\\"))[-1]
-    readable = _CONTROL.sub("_", base)
+    readable = _SELECTION_SYNTAX.sub("_", _CONTROL.sub("_", base))
     readable = re.sub(r"\.{2,}", ".", readable).strip().lstrip(".")[:_READABLE_MAX].strip()
     return f"{readable or 'source'}~{digest}"

@@ -35,6 +35,7 @@ from .formats import (
     iter_arrow_file,
     iter_arrow_stream,
     iter_json_array,
+    iter_json_stream,
     iter_jsonl,
     iter_parquet,
 )
@@ -43,6 +44,7 @@ from .report import ReadReport
 from .validate import Validator, groups
 
 JSON_PIECE_RECORDS = 1024
+JSON_READERS = {"json_array": iter_json_array, "jsonl": iter_jsonl, "json_stream": iter_json_stream}
 
 
 @dataclass(frozen=True)
@@ -59,16 +61,11 @@ class SourceFileInfo:
 def _read_file(
     path: Path, fmt: Format, validator: Validator, batch_rows: int, report: ReadReport
 ) -> Iterator[pa.RecordBatch]:
-    if fmt in ("json_array", "jsonl"):
+    if fmt in JSON_READERS:
         # Decoded JSON costs ~32 bytes per float, so records are validated in small pieces and the
         # compact canonical batches gathered up to batch_rows.
-        piece_rows = min(batch_rows, JSON_PIECE_RECORDS)
-        pieces = (
-            iter_json_array(path, piece_rows, report)
-            if fmt == "json_array"
-            else iter_jsonl(path, piece_rows, report)
-        )
-        label = "record" if fmt == "json_array" else "line"
+        pieces = JSON_READERS[fmt](path, min(batch_rows, JSON_PIECE_RECORDS), report)
+        label = "line" if fmt == "jsonl" else "record"
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
         for records, positions in pieces:

@@ -7,6 +7,7 @@ in the :class:`ReadReport` and keeping the first ``(source_file, chunk_id)`` of 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pyarrow.compute as pc
 from hasher_core.errors import KnowledgeBaseFormatError
 from hasher_core.schemas import EXTRA_COLUMNS, canonical_batch
 
-from .formats import FIELD_ALIASES, partition_mask
+from .formats import FIELD_ALIASES, partition_mask, plain_layout
 from .keys import safe_partition_key
 from .report import (
     CHUNK_ID_NOT_INTEGER,
@@ -85,6 +86,22 @@ def _has_surrogates(text: str) -> bool:
     return False
 
 
+def integral_chunk_id(value: Any) -> int | None:
+    """A chunk id as an int, or None when it is not integral.
+
+    One rule for every format (the Arrow path applies it column-wise in :func:`_chunk_ids`): an integer,
+    or a float with no fractional part (pandas writes ``1.0`` for an integer column that had a null);
+    ``1.5``, NaN, infinities, booleans and strings are not chunk ids.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _lookup(record: dict[str, Any], field: str) -> Any:
     for alias in FIELD_ALIASES[field]:
         if alias in record:
@@ -110,11 +127,12 @@ class Validator:
         name = _lookup(record, "file_name")
         if not isinstance(name, str) or not name:
             return MISSING_FILE_NAME, f"file_name is {type(name).__name__}"
-        chunk_id = _lookup(record, "chunk_id")
-        if chunk_id is None:
+        raw_id = _lookup(record, "chunk_id")
+        if raw_id is None:
             return MISSING_CHUNK_ID, ""
-        if isinstance(chunk_id, bool) or not isinstance(chunk_id, int):
-            return CHUNK_ID_NOT_INTEGER, f"chunk_id is {chunk_id!r:.40}"
+        chunk_id = integral_chunk_id(raw_id)
+        if chunk_id is None:
+            return CHUNK_ID_NOT_INTEGER, f"chunk_id is {raw_id!r:.40}"
         if not 0 <= chunk_id <= _INT32_MAX:
             return CHUNK_ID_OUT_OF_RANGE, f"chunk_id {chunk_id}"
         content = _lookup(record, "content")
@@ -161,14 +179,18 @@ class Validator:
             with np.errstate(over="ignore", invalid="ignore"):
                 embeddings = np.array(rows, dtype=np.float64).astype(np.float32)
             numeric = np.ones(len(rows), dtype=bool)
-        except (TypeError, ValueError):
-            # Some row holds a non-number; find which, row by row (the rare path).
+        except (TypeError, ValueError, OverflowError):
+            # Some row holds a non-number, or an integer beyond float64 (a 388-digit value raises
+            # OverflowError); find which, row by row (the rare path).
             embeddings = np.zeros((len(rows), self.dims), dtype=np.float32)
             numeric = np.zeros(len(rows), dtype=bool)
             for i, row in enumerate(rows):
                 try:
                     with np.errstate(over="ignore", invalid="ignore"):
                         embeddings[i] = np.array(row, dtype=np.float64)
+                    numeric[i] = True
+                except OverflowError:
+                    embeddings[i] = np.inf  # a number, but not a finite float: embedding_not_finite
                     numeric[i] = True
                 except (TypeError, ValueError):
                     pass
@@ -178,7 +200,7 @@ class Validator:
             report.skip(reason, self._where(label, kept[i][1]), "")
         good = np.flatnonzero(numeric & finite)
         names = pa.array([_lookup(kept[i][0], "file_name") for i in good], pa.string())
-        ids = np.array([_lookup(kept[i][0], "chunk_id") for i in good], dtype=np.int32)
+        ids = np.array([integral_chunk_id(_lookup(kept[i][0], "chunk_id")) for i in good], dtype=np.int32)
         keep = self._drop_duplicates(names, ids, [f"{label} {kept[i][1]}" for i in good])
         good = good[keep]
         if len(good) == 0:
@@ -214,6 +236,9 @@ class Validator:
         """Validate a record batch column-wise (one pass of Arrow compute / numpy per check)."""
         report = self.report
         self.records_in_file += batch.num_rows
+        batch = pa.RecordBatch.from_arrays(
+            [plain_layout(batch.column(name)) for name in batch.schema.names], names=batch.schema.names
+        )
         positions = np.arange(first_position, first_position + batch.num_rows)
         names = _string_column(batch.column(columns["file_name"]), self.path, "file_name")
         if self.partition_key is not None:
@@ -296,8 +321,6 @@ class Validator:
 
 
 def _string_column(column: pa.Array, path: Path, field: str) -> pa.Array:
-    if pa.types.is_dictionary(column.type):
-        column = column.dictionary_decode()
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         return column
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
@@ -338,10 +361,12 @@ def _chunk_ids(column: pa.Array) -> tuple[np.ndarray, list[tuple[str, np.ndarray
     n = len(column)
     missing = column.is_null().to_numpy(zero_copy_only=False)
     if pa.types.is_integer(column.type):
-        values = pc.fill_null(column.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
-        out_of_range = ~missing & ((values < 0) | (values > _INT32_MAX))
+        # Compared in the column's own type: a uint64 beyond int64 would make a cast to int64 fail.
+        raw = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
+        out_of_range = ~missing & ((raw < 0) | (raw > _INT32_MAX))
+        values = np.where(out_of_range, 0, raw).astype(np.int64)
         problems = [(MISSING_CHUNK_ID, missing), (CHUNK_ID_OUT_OF_RANGE, out_of_range)]
-    elif pa.types.is_floating(column.type):
+    elif pa.types.is_floating(column.type) or pa.types.is_decimal(column.type):
         floats = pc.fill_null(column.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False)
         not_integer = ~missing & ~(np.isfinite(floats) & (floats == np.trunc(floats)))
         with np.errstate(invalid="ignore"):

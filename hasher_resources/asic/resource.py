@@ -17,7 +17,6 @@ This module owns configuration and lifetime, not I/O (that is :class:`~.session.
 from __future__ import annotations
 
 import contextlib
-import os
 import select
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pydantic import Field, PrivateAttr
 
 from hasher_core.errors import AsicError, AsicNotFoundError
 
+from ..settings import load_settings
 from .session import AsicSession
 from .status import AsicCounters, DeviceStatus, NonceReport
 
@@ -193,9 +193,10 @@ class AsicResource(dg.ConfigurableResource, ABC):
         """Send TxConfig and confirm with a status request (see :meth:`AsicSession.configure`)."""
         return self.active.configure()
 
-    def health_check(self) -> dict:
-        """Status plus session counters as plain values (see :meth:`AsicSession.health_check`)."""
-        return self.active.health_check()
+    def health_check(self, tolerance: float = 0.01) -> dict:
+        """Status plus session counters as plain values, ``ok`` False for a device unfit to deploy to
+        (see :meth:`AsicSession.health_check`)."""
+        return self.active.health_check(tolerance)
 
     def submit(self, headers: Sequence[bytes]) -> list[NonceReport]:
         """Every verified nonce for 80-byte headers (see :meth:`AsicSession.submit`)."""
@@ -255,7 +256,7 @@ class EmulatedAsicDevice(AsicResource):
 def asic_resource_from_env(**settings: object) -> AsicResource:
     """``AsicDevice(url=$HASHER_ASIC_URL)`` when the variable is set and not empty, else
     ``EmulatedAsicDevice()``; ``settings`` go to either (shared fields only, to be safe)."""
-    url = os.environ.get(ENV_URL)
+    url = load_settings().asic_url
     if url:
         return AsicDevice(url=url, **settings)
     return EmulatedAsicDevice(**settings)

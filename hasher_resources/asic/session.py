@@ -52,7 +52,7 @@ from hasher_core.errors import (
 from hasher_core.header import header_hash_zero_bits
 
 from .framing import PacketReader
-from .status import EMULATOR_HW_VERSION, AsicCounters, DeviceStatus, NonceReport
+from .status import EMULATOR_HW_VERSION, AsicCounters, DeviceStatus, NonceReport, health_problems
 
 POLL_S = 0.02
 #: A chip reports shares of difficulty ≥ 1 (32 zero bits); the TxTask diff byte adds log2 of more.
@@ -351,10 +351,16 @@ class AsicSession:
         finally:
             self.timeout_s = saved
 
-    def health_check(self) -> dict:
-        """Status plus session counters, as plain values for metadata and logs."""
+    def health_check(self, tolerance: float = 0.01) -> dict:
+        """Status plus session counters, as plain values for metadata and logs, with ``ok`` (False
+        when :func:`~hasher_resources.asic.status.health_problems` finds any: no chip alive, or
+        hardware errors above ``tolerance``) and the ``problems`` in words. A deployment stops on
+        ``ok`` False."""
         status = self.status()
+        problems = health_problems(status, self.counters, self._last_total, tolerance)
         return {
+            "ok": not problems,
+            "problems": problems,
             "url": self.url,
             "share_bits": self.share_bits,
             "verify_bits": self.verify_bits,

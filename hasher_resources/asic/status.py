@@ -55,6 +55,35 @@ class DeviceStatus:
         )
 
 
+def health_problems(
+    status: DeviceStatus, counters: AsicCounters, device_nonces: int | None, tolerance: float
+) -> list[str]:
+    """What makes a device unfit to deploy to, in words (empty when healthy).
+
+    No chip alive; a device-reported hardware-error count (``nonce_errors``) above ``tolerance`` of
+    the nonces it says it found (``device_nonces``, from its running ``total_nonce_num``; unknown
+    counts every error against it); or nonces this session returned that failed verification above
+    ``tolerance`` -- the same rate the checkpoints gate and deployment verification allow.
+    """
+    problems = []
+    chips = sum(status.chips_per_chain)
+    if status.chips_alive == 0:
+        problems.append(f"no chip alive (0 of {chips})")
+    if status.nonce_errors:
+        found = max(device_nonces or 0, status.nonce_errors)
+        if status.nonce_errors / found > tolerance:
+            problems.append(
+                f"the device reports {status.nonce_errors} hardware error(s) in {device_nonces or 0} "
+                f"nonce(s) (tolerance {tolerance})"
+            )
+    if counters.hardware_errors and counters.hardware_errors / max(counters.nonces_returned, 1) > tolerance:
+        problems.append(
+            f"{counters.hardware_errors} of {counters.nonces_returned} nonce(s) this session failed "
+            f"verification (tolerance {tolerance})"
+        )
+    return problems
+
+
 @dataclass
 class AsicCounters:
     """Running counts for one session; they feed health checks and validation metadata."""

@@ -5,6 +5,7 @@ import hashlib
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pyarrow.parquet as pq
 
 from hasher_assets.checks import knowledge_base_check, knowledge_base_is_well_formed
@@ -13,6 +14,7 @@ from hasher_resources.embedder import HashingEmbedder
 from hasher_resources.parquet_io import ParquetIOManager, ParquetPartition
 from hasher_resources.sample_writer import write_sample_knowledge_base
 from hasher_resources.storage import HasherStorage
+from hasher_tests.assets.local import local_resources
 
 KEYS = ["gettysburg_address.txt", "python_reference_exceptions.txt"]
 
@@ -22,11 +24,7 @@ def _run(instance, storage: HasherStorage, key: str, raise_on_error: bool = True
         [knowledge_base],
         partition_key=key,
         instance=instance,
-        resources={
-            "storage": storage,
-            "parquet_io_manager": ParquetIOManager(base_dir=storage.data_dir),
-            "embedder": HashingEmbedder(),
-        },
+        resources=local_resources(storage),
         raise_on_error=raise_on_error,
     )
 
@@ -115,3 +113,48 @@ def test_the_check_fails_when_the_stored_embeddings_do_not_have_the_configured_l
     assert knowledge_base_check(stored, 768).passed
     wrong = knowledge_base_check(stored, 16)
     assert not wrong.passed and wrong.metadata["wrong_dimension"].value == stored.num_rows()
+
+
+def test_an_inbox_file_is_chunked_and_embedded_by_the_asset(instance, storage):
+    words = [f"word{i}" for i in range(300)]
+    (storage.inbox_path / "notes.md").write_text(" ".join(words))
+    instance.add_dynamic_partitions("source_files", ["notes.md"])
+    meta = _run(instance, storage, "notes.md").asset_materializations_for_node("knowledge_base")[0].metadata
+    assert meta["source"].value == f"inbox file {storage.inbox_path / 'notes.md'}"
+    table = pq.read_table(storage.data_path / "knowledge_base" / "notes.md.parquet")
+    # DESIGN §2: 150-word chunks overlapping by 25 words; the 50-word tail is kept (>= 10 words).
+    assert table.column("content").to_pylist() == [
+        " ".join(words[a:b]) for a, b in ((0, 150), (125, 275), (250, 300))
+    ]
+    assert set(table.column("source_file").to_pylist()) == {"notes.md"}
+    expected = HashingEmbedder().embed(table.column("content").to_pylist())
+    assert np.array_equal(
+        table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, 768), expected
+    )
+
+
+def test_an_inbox_file_wins_over_the_miner_output_of_the_same_name(instance, storage):
+    key = KEYS[0]  # also a source file of the sample miner output
+    text = " ".join(f"inbox{i}" for i in range(40))
+    (storage.inbox_path / key).write_text(text)
+    instance.add_dynamic_partitions("source_files", [key])
+    meta = _run(instance, storage, key).asset_materializations_for_node("knowledge_base")[0].metadata
+    assert meta["source"].value.startswith("inbox file ")
+    table = pq.read_table(storage.data_path / "knowledge_base" / f"{key}.parquet")
+    assert table.column("content").to_pylist() == [text]
+    # Told to read a miner file explicitly, the asset reads the miner output instead.
+    explicit = dg.materialize(
+        [knowledge_base],
+        partition_key=key,
+        instance=instance,
+        resources=local_resources(storage),
+        run_config={"ops": {"knowledge_base": {"config": {"input_path": "ai_knowledge_base.parquet"}}}},
+    )
+    assert (
+        explicit.asset_materializations_for_node("knowledge_base")[0]
+        .metadata["source"]
+        .value.startswith("miner directory")
+    )
+    assert "inbox0" not in " ".join(
+        pq.read_table(storage.data_path / "knowledge_base" / f"{key}.parquet").column("content").to_pylist()
+    )

@@ -1,13 +1,19 @@
-"""The seeds asset's config is generated from SearchConfig: the same fields, defaults, bounds and words."""
+"""The seeds asset: its config is generated from SearchConfig (the same fields, defaults, bounds and
+words), and a rerun resumes finished frames from the progress store."""
 
 from __future__ import annotations
 
+import dagster as dg
+import pyarrow.parquet as pq
 import pydantic
 import pytest
 
-from hasher_assets.seeds import SeedsConfig, search_config
+from hasher_assets.knowledge_base import knowledge_base
+from hasher_assets.seeds import SeedsConfig, search_config, seeds
+from hasher_assets.training_frames import training_frames
 from hasher_core.errors import SearchConfigError
 from hasher_core.search.config import SearchConfig, knobs
+from hasher_tests.assets.local import local_resources
 
 
 def test_every_search_setting_is_a_config_field_with_the_same_default_and_description():
@@ -42,3 +48,40 @@ def test_lists_in_the_config_become_the_tuples_of_the_search():
 def test_dagster_builds_a_config_schema_for_it():
     schema = SeedsConfig.to_config_schema().as_field().config_type
     assert {"difficulty_bits", "reward_weights", "strategy"} <= set(schema.fields)
+
+
+SMALL_SEARCH = {"difficulty_bits": 4, "population": 16, "max_generations": 8}
+
+
+def _materialize_seeds(instance, storage, search: dict):
+    return dg.materialize(
+        [knowledge_base, training_frames, seeds],
+        partition_key="notes.txt",
+        instance=instance,
+        resources=local_resources(storage, "cpu"),
+        run_config={
+            "ops": {"seeds": {"config": search}, "training_frames": {"config": {"embedding_source": "chunk"}}}
+        },
+    )
+
+
+def _seeds_metadata(result) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node("seeds")[0].metadata.items()}
+
+
+def test_a_rerun_resumes_every_frame_from_the_progress_store_and_a_new_search_none(instance, storage):
+    (storage.inbox_path / "notes.txt").write_text(" ".join(f"w{i}" for i in range(14)))
+    instance.add_dynamic_partitions("source_files", ["notes.txt"])
+    first = _seeds_metadata(_materialize_seeds(instance, storage, SMALL_SEARCH))
+    stored = pq.read_table(storage.data_path / "seeds" / "notes.txt.parquet")
+    frames = stored.num_rows
+    assert frames > 10 and first["frames_resumed_from_store"] == 0 and first["evaluations_this_run"] > 0
+
+    again = _seeds_metadata(_materialize_seeds(instance, storage, SMALL_SEARCH))
+    assert again["frames_resumed_from_store"] == frames and again["evaluations_this_run"] == 0
+    resumed = pq.read_table(storage.data_path / "seeds" / "notes.txt.parquet")
+    for column in ("best_seed", "golden", "matched_bits", "solved"):
+        assert resumed.column(column).to_pylist() == stored.column(column).to_pylist(), column
+
+    other = _seeds_metadata(_materialize_seeds(instance, storage, {**SMALL_SEARCH, "rng_seed": 7}))
+    assert other["frames_resumed_from_store"] == 0 and other["evaluations_this_run"] > 0

@@ -2,14 +2,19 @@
 
 import json
 import os
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 
 from hasher_assets.partitions import register_partitions
 from hasher_assets.sensors import miner_output_sensor
-from hasher_resources.storage import HasherStorage
+from hasher_resources.storage import HasherStorage, scan_sources
 
 SAMPLE_KEYS = [
     "gettysburg_address.txt",
@@ -113,3 +118,43 @@ def test_runs_carry_the_difficulty_from_the_environment(instance, storage, monke
     monkeypatch.setenv("HASHER_SENSOR_DIFFICULTY_BITS", "14")
     result = _tick(instance, storage, None)
     assert {r.run_config["ops"]["seeds"]["config"]["difficulty_bits"] for r in result.run_requests} == {14}
+
+
+def _empty_miner_outputs(miner_dir: Path) -> dict[str, Callable[[], Path]]:
+    """What the Go miner and other writers leave after a run that found nothing."""
+
+    def json_file(text: str) -> Callable[[], Path]:
+        def write() -> Path:
+            path = miner_dir / "json" / "ai_knowledge_base.json"
+            path.write_text(text)
+            return path
+
+        return write
+
+    def empty_parquet() -> Path:
+        path = miner_dir / "ai_knowledge_base.parquet"
+        pq.write_table(pa.table({"file_name": pa.array([], pa.string())}).slice(0, 0), path)
+        return path
+
+    return {
+        "null": json_file("null\n"),
+        "[]": json_file("[]"),
+        "0-byte": json_file(""),
+        "0-row Parquet": empty_parquet,
+    }
+
+
+@pytest.mark.parametrize("kind", ["null", "[]", "0-byte", "0-row Parquet"])
+def test_an_empty_miner_output_is_a_note_and_the_inbox_is_still_scanned(
+    instance, storage, miner_dir: Path, kind: str
+):
+    shutil.rmtree(miner_dir)
+    (miner_dir / "json").mkdir(parents=True)
+    empty = _empty_miner_outputs(miner_dir)[kind]()
+    (storage.inbox_path / "notes.txt").write_text("one two three four five six seven eight nine ten eleven")
+    changed, _cursor, notes = scan_sources(storage, {}, max_files=8)
+    assert list(changed) == ["notes.txt"]
+    assert any(n.startswith(f"{empty}: no source files in the miner output") for n in notes), notes
+    result = _tick(instance, storage, None)
+    assert [r.partition_key for r in result.run_requests] == ["notes.txt"]
+    assert register_partitions(instance, storage) == ["notes.txt"]

@@ -19,12 +19,15 @@ import hasher_resources.bundle_files as bundle_files_module
 import hasher_resources.deploy_store as store_module
 from hasher_core.bundle import SEEDS_FILE, Bundle, build_bundle
 from hasher_core.errors import DeploymentFailedError, DeploymentLockedError
+from hasher_resources.asic.emulator import Emulator, serve_in_thread
+from hasher_resources.asic.session import AsicSession
 from hasher_resources.bundle_files import write_bundle
 from hasher_resources.deploy_store import DeploymentStore
 from hasher_resources.deploy_verify import SampleMismatch, VerifyReport, verify_sample_on_kernel
 from hasher_resources.files import file_sha256
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_tests.core.test_bundle import make_checkpoints
+from hasher_tests.resources.asic.emulated import SHARE_BITS, small_board
 
 REFERENCE = Sha256Kernel(backend="reference")
 
@@ -357,3 +360,21 @@ def test_a_damaged_leftover_version_directory_is_rewritten(deployed, v1, v2):
     deployed.deploy(v1, **FAST)
     assert leftover.read_bytes() == v1.files[SEEDS_FILE]
     assert no_temporaries(deployed)
+
+
+@pytest.mark.parametrize(
+    ("state", "text"),
+    [({"chips_alive": 0}, "no chip alive"), ({"hardware_errors": 3}, "3 hardware error(s)")],
+)
+def test_a_device_with_dead_chips_or_hardware_errors_stops_the_deploy(deployed, v2, state, text):
+    board = small_board()
+    for name, value in state.items():
+        setattr(board, name, value)
+    before = snapshot(deployed)
+    with (
+        serve_in_thread(Emulator(board, [])) as url,
+        AsicSession(url, share_bits=SHARE_BITS, timeout_s=0.5, chain_count=1, chip_count=4) as device,
+    ):
+        assert_failed_deploy_left_previous_intact(
+            deployed, v2, before, "health_before", text, health_check=device.health_check, retries=0
+        )

@@ -8,6 +8,7 @@ import re
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -129,6 +130,11 @@ class FakeOllama:
     extra_embeddings: int = 0
     nan: bool = False
     known_models: tuple[str, ...] = ("nomic-embed-text",)
+    #: The path that embeds; an older Ollama has none of /api/embed (its mux answers plain text).
+    embed_path: str = "/api/embed"
+    version: str = "0.12.0"
+    #: Answer every request with this status (a broken proxy: 502).
+    always_status: int = 0
     requests: list[dict[str, object]] = field(default_factory=list)
 
 
@@ -147,12 +153,27 @@ def make_handler(state: FakeOllama) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 self.wfile.write(data)
 
+        def plain(self, status: int, text: str) -> None:
+            data = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path == "/api/version":
+                return self.reply(200, {"version": state.version})
+            return self.plain(404, "404 page not found")
+
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            state.requests.append(body)
+            state.requests.append({**body, "path": self.path})
             n = len(state.requests)
-            if self.path != "/api/embed":
-                return self.reply(404, {"error": "404 page not found"})
+            if state.always_status:
+                return self.plain(state.always_status, "Bad Gateway")
+            if self.path != state.embed_path:
+                return self.plain(404, "404 page not found")
             if n <= state.slow_first:
                 time.sleep(state.delay_s)
             if n <= state.fail_first:
@@ -169,9 +190,9 @@ def make_handler(state: FakeOllama) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def ollama() -> Iterator[FakeOllama]:
-    state = FakeOllama()
+@contextlib.contextmanager
+def serving(state: FakeOllama) -> Iterator[FakeOllama]:
+    """Serve ``state`` on 127.0.0.1 (a free port, in ``state.url``) until the block ends."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -183,6 +204,12 @@ def ollama() -> Iterator[FakeOllama]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def ollama() -> Iterator[FakeOllama]:
+    with serving(FakeOllama()) as state:
+        yield state
 
 
 def client(state: FakeOllama, **kwargs: object) -> OllamaEmbedder:
@@ -273,3 +300,61 @@ def test_an_unreachable_server_is_an_error_after_the_retries() -> None:
 def test_an_empty_list_needs_no_request(ollama: FakeOllama) -> None:
     assert client(ollama).embed([]).shape == (0, DIMS)
     assert ollama.requests == []
+
+
+def test_an_ollama_older_than_0_3_4_says_to_upgrade_the_server_not_to_pull(ollama: FakeOllama) -> None:
+    # Before 0.3.4 there is no /api/embed: Go's mux answers plain text, not Ollama's JSON error.
+    ollama.version = "0.3.0"
+    ollama.embed_path = "/api/embeddings-only"
+    with pytest.raises(EmbedderError) as caught:
+        client(ollama).embed(["a"])
+    message = str(caught.value)
+    assert "has no /api/embed ('404 page not found') (Ollama 0.3.0)" in message
+    assert "upgrade the Ollama server" in message and "ollama pull" not in message
+    assert [r["path"] for r in ollama.requests] == ["/api/embed"]  # not retried
+
+
+def test_a_missing_model_on_a_current_server_still_says_to_pull_it(ollama: FakeOllama) -> None:
+    with pytest.raises(EmbedderError, match="run `ollama pull other`") as caught:
+        client(ollama, model="other").embed(["a"])
+    assert "upgrade" not in str(caught.value)
+
+
+@pytest.fixture
+def bad_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOllama]:
+    """An HTTP proxy on 127.0.0.1 that answers every request 502, recording what it was asked.
+
+    urlopen's global opener reads the proxy variables once, when first built: forget it, so the
+    environment set by a test is the one a fresh process would see.
+    """
+    monkeypatch.setattr(urllib.request, "_opener", None)
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with serving(FakeOllama(always_status=502)) as state:
+        yield state
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_loopback_server_bypasses_http_proxy_without_no_proxy(
+    ollama: FakeOllama, bad_proxy: FakeOllama, monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    monkeypatch.setenv("http_proxy", bad_proxy.url)
+    url = ollama.url.replace("127.0.0.1", host)
+    out = OllamaEmbedder(url=url, retries=0, timeout_s=2).embed(["abc"])
+    assert out[0, 0] == 3.0
+    assert bad_proxy.requests == [] and len(ollama.requests) == 1
+
+
+def test_an_error_through_a_proxy_names_the_proxy(
+    bad_proxy: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("http_proxy", bad_proxy.url)
+    embedder = OllamaEmbedder(
+        url="http://ollama.example.invalid:11434", retries=1, backoff_s=0.01, timeout_s=2
+    )
+    with pytest.raises(EmbedderError) as caught:
+        embedder.embed(["a"])
+    message = str(caught.value)
+    assert f"through proxy {bad_proxy.url} (from the environment)" in message
+    assert "HTTP 502" in message and "no_proxy" in message
+    assert len(bad_proxy.requests) == 2  # the proxy was asked, and retried once

@@ -57,6 +57,15 @@ KERNEL_MAX_SHARE_BITS = 255
 FIFO_DEPTH = 1024  # BITMAIN_MAX_WORK_QUEUE_NUM on the S3
 
 
+def _chip_words(chips: int, set_bits: int) -> tuple[int, ...]:
+    """A chain's status bitmap: one bit per chip in 32-bit words, the first ``set_bits`` set."""
+    words = []
+    for first in range(0, chips, 32):
+        bits = max(0, min(32, set_bits - first))
+        words.append((1 << bits) - 1)
+    return tuple(words)
+
+
 @dataclass
 class Board:
     """The S3's state and behaviour, without I/O: packets in, (target, packet bytes) out."""
@@ -69,6 +78,9 @@ class Board:
     voltage: bytes = b"\x00\x00"
     total_nonces: int = 0
     hardware_errors: int = 0
+    #: Chips whose status bit is set, counted from the first; None = every configured chip (a board
+    #: with dead chips, for the health check).
+    chips_alive: int | None = None
     works_done: int = 0
     hashes_done: int = 0
     hw_version: bytes = EMULATOR_HW_VERSION
@@ -137,13 +149,16 @@ class Board:
         return next((n for n in range(first, first + 64) if n not in hits), first)
 
     def status(self) -> RxStatusReply:
-        """The status reply: every configured chip present and alive, made-up temperatures and fans,
-        the hardware-error count and the frequency in ``reg_value``."""
-        full = (1 << 32) - 1
+        """The status reply: every configured chip present, ``chips_alive`` of them (default all)
+        alive, made-up temperatures and fans, the hardware-error count and the frequency in
+        ``reg_value``."""
+        alive_left = self.chains * self.chips if self.chips_alive is None else self.chips_alive
         chains = []
         for _ in range(self.chains):
-            words = [full] * (self.chips // 32) + ([(1 << (self.chips % 32)) - 1] if self.chips % 32 else [])
-            chains.append(ChainStatus(self.chips, tuple(words), tuple(words)))
+            alive = min(alive_left, self.chips)
+            alive_left -= alive
+            present = _chip_words(self.chips, self.chips)
+            chains.append(ChainStatus(self.chips, present, _chip_words(self.chips, alive)))
         return RxStatusReply(
             chains=tuple(chains),
             fifo_space=FIFO_DEPTH,

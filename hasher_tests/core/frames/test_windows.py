@@ -9,11 +9,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import tiktoken
+import tiktoken.core as tiktoken_core
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from hasher_core.errors import FramesConfigError, FramesInputError
+from hasher_core.errors import EmbedderError, FramesConfigError, FramesInputError
 from hasher_core.frames.gorand import projection_matrix
 from hasher_core.frames.tokens import load_cl100k
 from hasher_core.frames.windows import (
@@ -454,3 +456,86 @@ def test_bad_config_creates_no_file(tmp_path: Path) -> None:
     with pytest.raises(FramesConfigError, match="compression"):
         write_frames([kb_batch(TEXTS)], out, compression="lz4")
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_padded_page_tiktoken_cannot_take_still_gives_its_frames(tmp_path: Path) -> None:
+    enc, p = load_cl100k(), projection_matrix()
+    padded = " " * 1_000_000 + "the text after the padding"
+    batch = kb_batch([TEXTS[0], padded])
+    report = write_frames(
+        [batch], tmp_path / "f.parquet", encoding=enc, projection=p, window=8, embedding_source="chunk"
+    )
+    tokens = [len(enc.encode_ordinary(TEXTS[0])), len(enc._encode_only_native_bpe(padded))]
+    assert report.frames == sum(expected_window_count(n) for n in tokens) > tokens[1] - 1
+    assert report.tokenizer_failed == 0 and not report.problems
+    assert pq.read_table(tmp_path / "f.parquet").column("chunk_id").to_pylist().count(1) == tokens[1] - 1
+
+
+def test_a_chunk_no_tokenizer_takes_is_skipped_counted_and_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enc, p = load_cl100k(), projection_matrix()
+    texts = [TEXTS[0], "POISON " + TEXTS[1], TEXTS[4]]
+    clean = write_frames(
+        [kb_batch([texts[0], "", texts[2]])],
+        tmp_path / "clean.parquet",
+        encoding=enc,
+        projection=p,
+        window=8,
+        embedding_source="chunk",
+    )
+    real_encode, real_piece = (
+        tiktoken_core.Encoding.encode_to_numpy,
+        tiktoken_core.Encoding._encode_single_piece,
+    )
+
+    def encode(self: tiktoken.Encoding, text: str, **kwargs: object) -> np.ndarray:
+        if "POISON" in text:
+            raise ValueError("Regex error while tokenizing")
+        return real_encode(self, text, **kwargs)
+
+    def piece(self: tiktoken.Encoding, piece: bytes) -> list[int]:
+        if b"POISON" in piece:
+            raise RuntimeError("library bug on this text")
+        return real_piece(self, piece)
+
+    monkeypatch.setattr(tiktoken_core.Encoding, "encode_to_numpy", encode)
+    monkeypatch.setattr(tiktoken_core.Encoding, "_encode_single_piece", piece)
+    report = write_frames(
+        [kb_batch(texts)],
+        tmp_path / "f.parquet",
+        encoding=enc,
+        projection=p,
+        window=8,
+        embedding_source="chunk",
+    )
+    assert report.tokenizer_failed == 1
+    assert report.problems == [
+        "chunk 'notes.txt'#1: skipped, tokenizer_failed: tiktoken failed (ValueError: Regex error while "
+        "tokenizing) and so did splitting by pieces (RuntimeError: library bug on this text)"
+    ]
+    assert report.frames == clean.frames
+    frames = pq.read_table(tmp_path / "f.parquet")
+    assert (
+        frames.drop(["best_seed"]).to_pylist()
+        == pq.read_table(tmp_path / "clean.parquet").drop(["best_seed"]).to_pylist()
+    )
+
+
+def test_an_embedder_failing_mid_stream_names_the_chunks_it_was_embedding(tmp_path: Path) -> None:
+    class GoneEmbedder:
+        def embed(self, texts: list[str]) -> np.ndarray:
+            raise EmbedderError("http://127.0.0.1:11434/api/embed failed after 3 attempts")
+
+    with pytest.raises(EmbedderError) as caught:
+        write_frames(
+            [kb_batch(TEXTS[:2], "notes.txt")],
+            tmp_path / "f.parquet",
+            projection=projection_matrix(),
+            embedder=GoneEmbedder(),
+        )
+    assert str(caught.value) == (
+        "embedding the windows of chunks 'notes.txt'#0 to 'notes.txt'#1: "
+        "http://127.0.0.1:11434/api/embed failed after 3 attempts"
+    )
+    assert not (tmp_path / "f.parquet").exists()

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import PrivateAttr
 
 from hasher_core.errors import KnowledgeBaseError, KnowledgeBaseFormatError
 from hasher_core.knowledge import (
@@ -156,3 +157,23 @@ def test_reading_never_modifies_the_miner_directory(tmp_path: Path) -> None:
     list(read_knowledge_base(tmp_path))
     list(read_knowledge_base(tmp_path, explicit_path=tmp_path / "json/ai_knowledge_base.json"))
     assert snapshot() == before and len(before) == 2
+
+
+class FailingEmbedder(HashingEmbedder):
+    """An embedder whose server goes away after the first call."""
+
+    _calls: int = PrivateAttr(default=0)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self._calls += 1
+        if self._calls > 1:
+            raise ConnectionError("connection refused")
+        return super().embed(texts)
+
+
+def test_an_embedder_failing_mid_file_names_the_file_and_the_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_text(words(1000))
+    with pytest.raises(KnowledgeBaseError) as caught:
+        list(read_inbox_file(path, FailingEmbedder(), batch_rows=3))
+    assert str(caught.value) == f"{path}: embedding chunks 3..5 failed: ConnectionError: connection refused"

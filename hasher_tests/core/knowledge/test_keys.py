@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from dagster._cli.job import gen_partition_names_from_args
 from dagster._core.definitions.partitions.utils.base import INVALID_PARTITION_SUBSTRINGS
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ def assert_safe(key: str) -> None:
     assert not key.startswith(".")
     assert not any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F for c in key)
     assert not any(s in key for s in INVALID_PARTITION_SUBSTRINGS)
+    assert not any(c in key for c in ",[]|")
 
 
 @pytest.mark.parametrize("name", ["a.txt", "report 2024.pdf", "hf:stallone-goat-17", "Ünïcode.md"])
@@ -70,3 +72,15 @@ def test_every_key_is_safe_and_stable(name: str) -> None:
 def test_distinct_names_get_distinct_keys(a: str, b: str) -> None:
     if a != b:
         assert safe_partition_key(a) != safe_partition_key(b)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Quarterly report, Q3 [draft].txt", "a,b.txt", "notes [v2].md", "left]right[.txt", "x|y.txt"],
+)
+def test_names_with_dagster_selection_syntax_get_a_key_the_cli_selects(name: str) -> None:
+    key = safe_partition_key(name)
+    assert key != name
+    assert_safe(key)
+    # Dagster's own parser of `dagster job backfill --partitions KEY`: it splits on commas.
+    assert list(gen_partition_names_from_args([key, "other.txt"], False, key, None, None)) == [key]

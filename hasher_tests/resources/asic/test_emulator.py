@@ -120,12 +120,26 @@ def test_share_targets_beyond_the_kernels_255_bits_report_nothing():
     assert board.works_done == 1 and board.hashes_done == 64
 
 
-def test_share_bits_default_to_difficulty_one_plus_the_task_diff():
-    board = Board(chains=1, chips=1, share_bits=None, nonces_per_work=256)
-    packet = Packet.unpack(TxTask((_work(),), diff=0).pack())
-    replies = list(board.handle(packet))
-    # 256 nonces essentially never reach 32 leading zero bits: nothing reported.
-    assert replies == []
+@pytest.mark.parametrize(
+    ("share_bits", "diff", "target"), [(None, 0, 32), (None, 3, 35), (None, 200, 232), (5, 3, 5)]
+)
+def test_share_bits_default_to_difficulty_one_plus_the_task_diff(share_bits, diff, target, monkeypatch):
+    # Difficulty 1 is 32 leading zero bits and the TxTask diff byte is log2 of the share difficulty,
+    # so a board that is not told otherwise reports nonces with >= 32 + diff zero bits.
+    board = Board(chains=1, chips=1, share_bits=share_bits, nonces_per_work=256, backend="reference")
+    asked: list[int] = []
+    search = board.search
+    monkeypatch.setattr(board, "search", lambda work, bits: asked.append(bits) or search(work, bits))
+    replies = list(board.handle(Packet.unpack(TxTask((_work(), _work(work_id=6)), diff=diff).pack())))
+    assert asked == [target, target]
+    windows = board.chip_windows().tolist()
+    bits = [header_hash_zero_bits(HEADER[:76] + struct.pack("<I", n)) for n in windows]  # hashlib oracle
+    assert max(bits) < 32  # none of these 256 nonces is a difficulty-1 share
+    if share_bits is None:
+        assert replies == []
+    else:  # the 5-bit override reports exactly the nonces that reach 5 bits, in each work's reply
+        reported = [e.nonce for _, raw in replies for e in RxNonce.unpack(raw).nonces if e.work_id == 5]
+        assert reported == [n for n, b in zip(windows, bits, strict=True) if b >= 5] != []
 
 
 def test_status_reply_reports_the_configured_chains_and_chips():

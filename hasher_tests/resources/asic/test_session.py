@@ -193,13 +193,11 @@ def test_a_board_is_held_to_difficulty_one_whatever_share_bits_says():
 
 
 def test_bad_headers_are_rejected_before_anything_is_sent():
-    with (
-        serve_in_thread(_emulator()) as url,
-        _session(url) as dev,
-        pytest.raises(ValueError, match="header 1 is 79 bytes"),
-    ):
-        dev.submit([bytes(80), bytes(79)])
-        assert dev.counters.packets_sent == 0
+    with serve_in_thread(_emulator()) as url, _session(url) as dev:
+        sent = dev.counters.packets_sent
+        with pytest.raises(ValueError, match="header 1 is 79 bytes"):
+            dev.submit([bytes(80), bytes(79)])
+        assert dev.counters.packets_sent == sent  # the good header 0 was not sent either
 
 
 def test_a_missing_device_path_is_not_found(tmp_path):
@@ -263,3 +261,51 @@ def test_emulator_process_disconnect_makes_the_pty_vanish():
         with _session(url, timeout_s=1.0) as dev, pytest.raises(AsicDisconnectedError, match=url):
             dev.submit(HEADERS)
         assert proc.wait(5) == 0
+
+
+def _board(**state: int) -> Emulator:
+    board = small_board()
+    for name, value in state.items():
+        setattr(board, name, value)
+    return Emulator(board, [])
+
+
+def test_a_healthy_board_passes_the_health_check():
+    with serve_in_thread(_board()) as url, _session(url) as dev:
+        dev.submit(HEADERS)
+        health = dev.health_check()
+    assert health["ok"] is True and health["problems"] == []
+    assert health["chips_alive"] == 4 and health["nonces_verified"] == health["nonces_returned"] > 0
+
+
+@pytest.mark.parametrize(
+    ("state", "problem"),
+    [
+        ({"chips_alive": 0}, "no chip alive (0 of 4)"),
+        ({"hardware_errors": 5}, "the device reports 5 hardware error(s) in 0 nonce(s) (tolerance 0.01)"),
+        (
+            {"hardware_errors": 20, "total_nonces": 1000},
+            "the device reports 20 hardware error(s) in 1000 nonce(s) (tolerance 0.01)",
+        ),
+    ],
+    ids=["0 chips alive", "hardware errors, no nonces", "2% hardware errors"],
+)
+def test_device_state_fails_the_health_check(state, problem):
+    with serve_in_thread(_board(**state)) as url, _session(url) as dev:
+        health = dev.health_check()
+    assert health["ok"] is False and health["problems"] == [problem]
+
+
+def test_hardware_errors_within_the_tolerance_pass():
+    with serve_in_thread(_board(hardware_errors=5, total_nonces=1000)) as url, _session(url) as dev:
+        assert dev.health_check(tolerance=0.01)["ok"] is True
+        assert dev.health_check(tolerance=0.001)["ok"] is False
+
+
+def test_nonces_that_fail_verification_this_session_fail_the_health_check():
+    with serve_in_thread(_emulator("wrong-nonce:nonce:*")) as url, _session(url) as dev:
+        dev.submit(HEADERS)
+        health = dev.health_check()
+    assert health["ok"] is False
+    assert health["problems"][0].endswith("nonce(s) this session failed verification (tolerance 0.01)")
+    assert health["hardware_errors"] >= 1

@@ -1,0 +1,140 @@
+"""Every ``HASHER_*`` environment variable, validated once, in one place.
+
+:class:`HasherSettings` is the registry: one field per variable, its type, default and allowed
+values. :func:`load_settings` reads the environment and returns it, or raises :class:`SettingsError`
+with a one-line message naming each bad variable, its value and what is allowed. A ``HASHER_*`` name
+that is not in the registry (``HASHER_EMBEDER``) is an error too: a typo in a name is as silent as a
+typo in a value. ``hasher_assets.definitions`` calls it at load, so ``dagster definitions validate``
+and every run fail on a bad setting before anything starts; the ``hasher`` CLI reports it in one line.
+
+An empty value means unset, as in the shell idiom ``HASHER_ASIC_URL= dagster dev``. Choices are
+matched case-insensitively. The variables read only by ``scripts/*.sh`` are listed too, so the
+registry knows every name the project uses.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import urllib.parse
+from collections.abc import Mapping
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from hasher_core.errors import HasherError
+
+PREFIX = "HASHER_"
+
+
+class SettingsError(HasherError, ValueError):
+    """One or more ``HASHER_*`` variables are invalid; the one-line message names each and what is allowed."""
+
+
+def _choice(value: object) -> object:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+Choice = BeforeValidator(_choice)
+
+
+class HasherSettings(BaseModel):
+    """The ``HASHER_*`` environment variables (aliases) and their defaults; ``None`` means unset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+    # Where things are (DESIGN §2; hasher_resources.files turns them into paths with defaults).
+    miner_dir: str | None = Field(None, alias="HASHER_MINER_DIR", description="Data Miner output directory")
+    inbox_dir: str | None = Field(None, alias="HASHER_INBOX_DIR", description="raw-text inbox (*.txt, *.md)")
+    data_dir: str | None = Field(None, alias="HASHER_DATA_DIR", description="every output of every stage")
+    progress_dir: str | None = Field(
+        None, alias="HASHER_PROGRESS_DIR", description="search progress stores (default under the data dir)"
+    )
+    # What runs where.
+    kernel_backend: Annotated[Literal["auto", "cpu", "cuda", "reference"], Choice] = Field(
+        "auto", alias="HASHER_KERNEL_BACKEND", description="SHA-256 kernel backend"
+    )
+    cpu_kernel: Annotated[Literal["auto", "shani", "simd"], Choice] = Field(
+        "auto", alias="HASHER_CPU_KERNEL", description="CPU kernel variant (SHA-NI instructions or SIMD)"
+    )
+    executor: Annotated[Literal["multiprocess", "ray", "k8s"], Choice] = Field(
+        "multiprocess", alias="HASHER_EXECUTOR", description="Dagster executor of the jobs"
+    )
+    embedder: Annotated[Literal["hashing", "ollama"], Choice] = Field(
+        "hashing", alias="HASHER_EMBEDDER", description="offline lexical hashing, or Ollama (semantic)"
+    )
+    ollama_url: str = Field(
+        "http://127.0.0.1:11434", alias="HASHER_OLLAMA_URL", description="base URL of the Ollama server"
+    )
+    asic_url: str | None = Field(
+        None,
+        alias="HASHER_ASIC_URL",
+        description="serial device, socket://host:port or pty; unset = emulator",
+    )
+    # The sensor.
+    sensor_max_files: int = Field(
+        8, ge=1, alias="HASHER_SENSOR_MAX_FILES", description="changed files the sensor reads per tick"
+    )
+    sensor_difficulty_bits: int | None = Field(
+        None,
+        ge=1,
+        le=32,
+        alias="HASHER_SENSOR_DIFFICULTY_BITS",
+        description="seeds difficulty of sensor runs",
+    )
+    # Read only by scripts/*.sh; listed so the registry knows every name.
+    python: str | None = Field(None, alias="HASHER_PYTHON", description="Python 3.12 the scripts use")
+    difficulty_bits: int | None = Field(
+        None, ge=1, le=32, alias="HASHER_DIFFICULTY_BITS", description="quickstart seeds difficulty"
+    )
+    quickstart_partitions: str | None = Field(
+        None, alias="HASHER_QUICKSTART_PARTITIONS", description="quickstart partitions, or 'all'"
+    )
+    quickstart_prompt: str | None = Field(
+        None, alias="HASHER_QUICKSTART_PROMPT", description="quickstart's generation prompt"
+    )
+
+    @field_validator("ollama_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:11434")
+        return value
+
+
+def known_variables() -> dict[str, str]:
+    """Every ``HASHER_*`` variable → its description, in registry order."""
+    return {f.alias: f.description or "" for f in HasherSettings.model_fields.values() if f.alias}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> HasherSettings:
+    """The validated ``HASHER_*`` settings of ``environ`` (default ``os.environ``).
+
+    Raises :class:`SettingsError` naming every invalid or unknown variable, in one line.
+    """
+    environ = os.environ if environ is None else environ
+    values = {k: v for k, v in environ.items() if k.startswith(PREFIX) and v.strip() != ""}
+    known = known_variables()
+    problems = [_unknown(name, known) for name in sorted(values) if name not in known]
+    if not problems:
+        try:
+            return HasherSettings.model_validate(values)
+        except ValidationError as exc:
+            problems = [_describe(error, values) for error in exc.errors()]
+    raise SettingsError("; ".join(problems))
+
+
+def _unknown(name: str, known: Mapping[str, str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
+    return f"{name} is not a hasher setting ({hint})"
+
+
+def _describe(error: Mapping[str, object], values: Mapping[str, str]) -> str:
+    name = str(error["loc"][0]) if error.get("loc") else "HASHER_*"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error.get("type") == "literal_error":
+        expected = str(error.get("ctx", {}).get("expected", "")).replace(" or ", ", ").replace("'", "")
+        message = f"allowed values: {expected}"
+    return f"{name}={values.get(name, '')!r} is invalid: {message}"
