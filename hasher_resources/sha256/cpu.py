@@ -23,7 +23,6 @@ never be made inside compiled code): ``HASHER_CPU_KERNEL=auto|shani|simd``, ``au
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -307,7 +306,9 @@ def _requested(requested: str | None) -> tuple[str, str]:
     if requested is None:
         requested = getattr(_choice, "requested", None)
     if requested is None:
-        requested, source = os.environ.get(KERNEL_ENV, "").strip() or "auto", KERNEL_ENV
+        from hasher_resources.settings import load_settings  # validates it: a bad value names the variable
+
+        return load_settings().cpu_kernel, KERNEL_ENV
     value = requested.strip().lower()
     if value not in CPU_KERNELS:
         raise KernelConfigError(f"{source}={requested!r} is not one of {', '.join(CPU_KERNELS)}")

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from hasher_core.errors import BackendUnavailableError, KernelConfigError
 from hasher_resources import sha256
+from hasher_resources.settings import SettingsError
 from hasher_resources.sha256 import cpu, cpu_shani, reference
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_tests.resources.sha256.cases import random_rows
@@ -163,16 +164,21 @@ def test_measured_rates_are_real_rates(operation):
 
 
 @pytest.mark.parametrize(
-    ("env", "field", "message"),
+    ("env", "field", "error", "message"),
     [
-        ("sse4", None, "HASHER_CPU_KERNEL='sse4' is not one of auto, shani, simd"),
-        (None, "avx", "Sha256Kernel.cpu_kernel='avx' is not one of auto, shani, simd"),
+        (
+            "sse4",
+            None,
+            SettingsError,
+            "HASHER_CPU_KERNEL='sse4' is invalid: allowed values: auto, shani, simd",
+        ),
+        (None, "avx", KernelConfigError, "Sha256Kernel.cpu_kernel='avx' is not one of auto, shani, simd"),
     ],
 )
-def test_an_unknown_cpu_path_is_refused_naming_where_it_came_from(monkeypatch, env, field, message):
+def test_an_unknown_cpu_path_is_refused_naming_where_it_came_from(monkeypatch, env, field, error, message):
     if env:
         monkeypatch.setenv(cpu.KERNEL_ENV, env)
-    with pytest.raises(KernelConfigError, match=message):
+    with pytest.raises(error, match=message):
         Sha256Kernel(backend="cpu", cpu_kernel=field).backend_name()
 
 
