@@ -138,6 +138,11 @@ def dagster_dev_argv(port: int) -> list[str]:
     return [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
 
 
+def dagster_daemon_argv() -> list[str]:
+    """``dagster-daemon run`` with the repository's workspace (sensors, the run queue)."""
+    return [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]
+
+
 def graphql(port: int, query: str, variables: dict | None = None) -> dict:
     """POST a GraphQL query to the webserver on ``port``; returns ``data`` (raises on ``errors``)."""
     request = urllib.request.Request(
