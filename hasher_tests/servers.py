@@ -71,24 +71,55 @@ def start_server(argv: list[str], *, env: dict[str, str], log: Path, cwd: Path =
         )
 
 
-def stop_server(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
-    """SIGTERM the process group of ``proc`` (it leads it), then SIGKILL after ``grace_s`` seconds.
+def group_alive(pgid: int) -> bool:
+    """Whether any process is left in process group ``pgid``."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member we may not signal is still a member
+        return True
+    return True
 
-    Dagster's children (webserver, daemon, code server, run workers) are in that group too, so
-    they go with it. Also reaps the leader. Safe to call on a process that has already exited.
+
+@dataclass(frozen=True)
+class Stopped:
+    """How :func:`stop_server` ended a server: the signal its leader needed, and whether processes
+    it left behind in its group had to be killed."""
+
+    signal: signal.Signals
+    stragglers_killed: bool
+
+
+def stop_server(proc: subprocess.Popen, grace_s: float = 30.0) -> Stopped:
+    """SIGTERM the process group of ``proc`` (it leads it), SIGKILL it after ``grace_s`` seconds.
+
+    Dagster's children (webserver, daemon, code server, run workers) are in that group too, so they
+    get the signal as well; any still there 10 s after the leader exited are SIGKILLed. Reaps the
+    leader. Safe on a server that has already exited. Raises AssertionError if the leader survives
+    SIGKILL for 10 s.
     """
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-        # the leader is gone; children it left behind in the group get the same treatment
+    used = signal.SIGTERM
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        used = signal.SIGKILL
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        return
-    raise AssertionError(f"process group {proc.pid} ({proc.args!r}) survived SIGKILL")
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"process {proc.pid} ({proc.args!r}) survived SIGKILL") from None
+    deadline = time.monotonic() + 10
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stragglers = group_alive(proc.pid)
+    if stragglers:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return Stopped(used, stragglers)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """The code location loads, wires every stage and serves in ``dagster dev``."""
 
 import os
+import signal
 import tomllib
 from pathlib import Path
 
@@ -8,7 +9,15 @@ import dagster as dg
 import pytest
 
 from hasher_assets.definitions import defs
-from hasher_tests.servers import dagster_dev_argv, dagster_home, free_port, running, wait_for_location
+from hasher_tests.servers import (
+    Stopped,
+    dagster_dev_argv,
+    dagster_home,
+    free_port,
+    start_server,
+    stop_server,
+    wait_for_location,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["knowledge_base", "training_frames", "seeds", "checkpoints", "deployment"]
@@ -49,7 +58,12 @@ def test_dagster_dev_serves_the_location_with_partitioned_assets(tmp_path):
         "DAGSTER_HOME": str(dagster_home(tmp_path)),
         "HASHER_DATA_DIR": str(tmp_path / "data"),
     }
-    with running(dagster_dev_argv(port), env=env, log=tmp_path / "dagster_dev.log"):
+    server = start_server(dagster_dev_argv(port), env=env, log=tmp_path / "dagster_dev.log")
+    try:
         nodes = wait_for_location(port)
+    finally:
+        stopped = stop_server(server)
     found = {n["assetKey"]["path"][0]: (n["partitionDefinition"] or {}).get("name") for n in nodes}
     assert found == {**{s: "source_files" for s in STAGES[:4]}, "deployment": None}
+    # in its own process group, dagster dev honours SIGTERM and takes webserver, daemon and code server along
+    assert stopped == Stopped(signal.SIGTERM, stragglers_killed=False)
