@@ -110,6 +110,7 @@ class UserSession:
         self.driver.save_screenshot(str(self.shots / f"{stem}.png"))
 
     def open(self, path: str) -> None:
+        """Go to ``path`` on the webserver, as typing the address would."""
         self.driver.get(self.base_url + path)
 
     def find(
@@ -136,9 +137,11 @@ class UserSession:
         return self.find(f".//*[normalize-space(text())={text!r}]", what, root, timeout_s)
 
     def body(self) -> str:
+        """The text the page shows now."""
         return self.driver.find_element(By.TAG_NAME, "body").text
 
     def click(self, element: WebElement) -> None:
+        """Scroll ``element`` into view and click it like a mouse would."""
         self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
         element.click()
 
