@@ -3,8 +3,9 @@
 A tick stats the candidate files (cheap); only a file whose size or mtime moved is read, and then
 each source file inside it gets a content fingerprint, so a touched-but-unchanged file requests
 nothing and an edited document re-runs only its own partition. The cursor (JSON) survives
-restarts; a tick handles at most ``HASHER_SENSOR_MAX_FILES`` changed files and leaves the rest for
-the next tick.
+restarts and counts each partition's changes, which makes every run key unique per change (a
+file edited back to an earlier content runs again); a tick handles at most
+``HASHER_SENSOR_MAX_FILES`` changed files and leaves the rest for the next tick.
 """
 
 import json
@@ -39,6 +40,7 @@ def miner_output_sensor(context: dg.SensorEvaluationContext, storage: HasherStor
     changed, new_cursor, notes = scan_sources(storage, cursor, max_files)
     for note in notes:
         context.log.info(note)
+    new_cursor["changes"] = cursor.get("changes", {})
     if not changed:
         if new_cursor != cursor:
             return dg.SensorResult(
@@ -49,9 +51,17 @@ def miner_output_sensor(context: dg.SensorEvaluationContext, storage: HasherStor
         )
     existing = set(context.instance.get_dynamic_partitions(source_files.name))
     new_keys = sorted(k for k in changed if k not in existing)
+    # Dagster drops a request whose run_key was used before, forever: a file edited back to an
+    # earlier content must still run, so the key counts the partition's changes, not its content.
+    changes = dict(cursor.get("changes", {}))
+    for key in changed:
+        changes[key] = changes.get(key, 0) + 1
+    new_cursor["changes"] = changes
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(partition_key=k, run_key=f"{k}:{fp[:16]}", run_config=sensor_run_config())
+            dg.RunRequest(
+                partition_key=k, run_key=f"{k}:{changes[k]}:{fp[:16]}", run_config=sensor_run_config()
+            )
             for k, fp in sorted(changed.items())
         ],
         dynamic_partitions_requests=[source_files.build_add_request(new_keys)] if new_keys else [],

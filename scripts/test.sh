@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/_env.sh
 source scripts/_env.sh
 hasher_venv dev || exit 1
+# Chromium, chromedriver and PostgreSQL for the browser/daemon/postgres tests (apt-get, only when missing)
+bash scripts/system_deps.sh || { echo "scripts/system_deps.sh failed: the browser and postgres tests need its packages" >&2; exit 1; }
 export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$PWD/.venv/numba-cache}"
 echo "==> ruff check"
 ruff check . || exit 1

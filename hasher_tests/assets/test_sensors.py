@@ -80,6 +80,23 @@ def test_changed_inbox_file_reruns_only_its_partition(instance, storage):
     )
 
 
+def test_a_file_edited_back_to_an_earlier_content_runs_again_under_a_new_run_key(instance, storage):
+    note = storage.inbox_path / "notes.txt"
+    original, edited = "one two three four five six", "one two three four five six seven"
+    keys = []
+    cursor = None
+    for text in (original, edited, original):
+        note.write_text(text)
+        result = _tick(instance, storage, cursor)
+        _apply(instance, result)
+        assert [r.partition_key for r in result.run_requests if r.partition_key == "notes.txt"] == [
+            "notes.txt"
+        ]
+        keys.append(next(r.run_key for r in result.run_requests if r.partition_key == "notes.txt"))
+        cursor = result.cursor
+    assert len(set(keys)) == 3, keys  # Dagster would drop a repeated run_key: the revert would never run
+
+
 def test_cursor_survives_a_restart(instance, storage):
     first = _tick(instance, storage, None)
     _apply(instance, first)
