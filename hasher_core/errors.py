@@ -6,7 +6,7 @@ the file, record, variable or device and the problem. Classes that were ``ValueE
 ``RuntimeError`` before the root existed still are, so existing ``except ValueError`` keeps working.
 
 Families: knowledge base (stage 1), frames (stage 2), search (stage 3), kernel, embedder, ASIC
-device, bundle and inference, deployment (stage 5).
+device, bundle and inference, deployment (stage 5), executor (where steps run).
 """
 
 from __future__ import annotations
@@ -181,6 +181,32 @@ class KernelConfigError(KernelError, ValueError):
 
 class BackendUnavailableError(KernelError, RuntimeError):
     """The requested backend cannot run here (no GPU, CuPy missing, ...)."""
+
+
+# --- where steps run (HASHER_EXECUTOR) ------------------------------------------------------------
+
+
+class ExecutorError(HasherError):
+    """Family: the executor or a step's cluster resources cannot be set up as configured."""
+
+
+class ExecutorConfigError(ExecutorError, ValueError):
+    """A scale-out environment variable has a value hasher does not accept."""
+
+    def __init__(self, variable: str, value: str, expected: str) -> None:
+        self.variable, self.value = variable, value
+        super().__init__(f"{variable}={value!r}: expected {expected}")
+
+
+class ExecutorUnavailableError(ExecutorError, RuntimeError):
+    """``HASHER_EXECUTOR`` names an engine whose optional extra is not installed."""
+
+    def __init__(self, executor: str, extra: str | None, cause: BaseException) -> None:
+        self.executor, self.extra = executor, extra
+        super().__init__(
+            f"HASHER_EXECUTOR={executor} needs the {extra!r} extra, which is not installed ({cause}): "
+            f"pip install 'hasher[{extra}]'"
+        )
 
 
 # --- the embedder -------------------------------------------------------------------------------
