@@ -94,7 +94,7 @@ def seeds(
     def progress(p) -> None:
         reporter.update(p.frames_done, f"{p.solved:,} solved, {p.evaluations_per_s:,.0f} evaluations/s")
 
-    store_path = storage.stage_dir("seeds_progress") / f"{key}.sqlite"
+    store_path = storage.progress_path() / f"{key}.sqlite"
     with ProgressStore.open(store_path, partition=key, wait_s=30.0) as store:
         if stale := store.other_versions():
             versions = ", ".join(sorted(stale))

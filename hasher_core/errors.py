@@ -150,6 +150,20 @@ class ProgressStoreError(SearchError, RuntimeError):
         self.reason = reason
 
 
+class ProgressDirOnNetworkError(ProgressStoreError):
+    """The progress stores' directory is on a network filesystem, where SQLite's WAL is unsafe."""
+
+    def __init__(self, path: Path, filesystem: str) -> None:
+        SearchError.__init__(
+            self,
+            f"HASHER_PROGRESS_DIR: {path} is on a network filesystem ({filesystem}), and the seeds "
+            "progress stores (SQLite WAL) need a local disk: set HASHER_PROGRESS_DIR (or the storage "
+            "resource's progress_dir) to a local directory; HASHER_DATA_DIR may stay shared",
+        )
+        self.path = path
+        self.reason = f"on a network filesystem ({filesystem})"
+
+
 class ProgressStoreLockedError(ProgressStoreError):
     """Another run of the same partition holds the store."""
 
