@@ -28,7 +28,7 @@ from .checks import (
     training_frames_are_consistent,
 )
 from .deployment import deployment
-from .executors import executor_from_env
+from .executors import executor_from_env, scale_out_settings
 from .jobs import deployment_job, partition_pipeline_job
 from .knowledge_base import knowledge_base
 from .seeds import seeds
@@ -57,7 +57,10 @@ def resources_from_env() -> dict[str, object]:
         "storage": HasherStorage(),
         "parquet_io_manager": ParquetIOManager(),
         "embedder": embedder_from_env(),
-        "kernel": Sha256Kernel(backend=os.environ.get("HASHER_KERNEL_BACKEND", "auto")),
+        # HASHER_SEEDS_CPUS: the cores the seeds step asks a cluster for are the threads it hashes on
+        "kernel": Sha256Kernel(
+            backend=os.environ.get("HASHER_KERNEL_BACKEND", "auto"), threads=scale_out_settings().seeds_cpus
+        ),
         "asic": asic_resource_from_env(),
     }
 
