@@ -77,7 +77,8 @@ def ray_head() -> Iterator[str]:
          "--port", str(_free_port()), "--ray-client-server-port", str(_free_port()),
          "--dashboard-agent-listen-port", str(_free_port()), "--include-dashboard", "true",
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-         "--temp-dir", str(temp_dir), "--num-cpus", "2", "--num-gpus", "0", "--disable-usage-stats"],
+         "--temp-dir", str(temp_dir), "--num-cpus", "2", "--num-gpus", "0",
+         "--object-store-memory", str(100 * 2**20), "--disable-usage-stats"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     address = f"http://127.0.0.1:{dashboard}"
