@@ -62,8 +62,8 @@ class ScaleOutSettings:
     ray_runtime_env: dict[str, Any] | None = None
 
     @property
-    def seeds_gpu(self) -> bool:
-        """The seeds step needs a GPU: the kernel is asked to run on CUDA."""
+    def kernel_on_gpu(self) -> bool:
+        """The kernel is asked to run on CUDA: the steps that hash on it need a GPU where they run."""
         return self.kernel_backend == "cuda"
 
 
@@ -121,7 +121,7 @@ def step_op_tags(step: str, settings: ScaleOutSettings | None = None) -> dict[st
     ray: dict[str, Any] = {"num_cpus": cpus}
     requests: dict[str, Any] = {"cpu": str(cpus)}
     limits: dict[str, Any] = {}
-    if step in KERNEL_STEPS and settings.seeds_gpu:
+    if step in KERNEL_STEPS and settings.kernel_on_gpu:
         ray = {"num_cpus": 1, "num_gpus": 1}
         requests = {"cpu": "1"}
         limits = {K8S_GPU_RESOURCE: "1"}  # Kubernetes quantities are strings
