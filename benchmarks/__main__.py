@@ -5,7 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ["bench_kernel", "bench_frames", "bench_seeds", "bench_model", "bench_asic", "bench_deploy"]
+BENCHMARKS = [
+    "bench_kernel",
+    "bench_frames",
+    "bench_seeds",
+    "bench_model",
+    "bench_asic",
+    "bench_deploy",
+    "bench_partitions",
+]
 
 
 def main() -> int:

@@ -27,6 +27,7 @@ from hasher_resources.storage import HasherStorage
 
 from .checkpoints import checkpoints as checkpoints_asset
 from .deployment import deployment as deployment_asset
+from .executors import step_op_tags
 from .knowledge_base import knowledge_base as knowledge_base_asset
 from .metadata import latest_metadata
 from .partitions import source_files
@@ -186,6 +187,7 @@ RECALL_MAX_CONTEXTS = 200_000
 @dg.asset_check(
     asset=deployment_asset,
     additional_ins={"knowledge_base": dg.AssetIn("knowledge_base")},
+    op_tags=step_op_tags("deployment_recall"),
     description="The model answers its training contexts (DESIGN §6.1): one-step inference from the text "
     "of every deployed chunk; passes at ≥ 99 % of unambiguous contexts when seeds reproduce tokens (D ≥ 17).",
 )

@@ -6,7 +6,9 @@ Resources are chosen here, once, from the environment, validated by
 - ``HASHER_MINER_DIR`` / ``HASHER_INBOX_DIR`` / ``HASHER_DATA_DIR``: inputs and outputs;
 - ``HASHER_KERNEL_BACKEND``: ``auto`` (CUDA when CuPy sees a GPU, else CPU), ``cpu``, ``cuda``, ``reference``;
 - ``HASHER_EMBEDDER``: ``hashing`` (offline, lexical) or ``ollama`` (with ``HASHER_OLLAMA_URL``);
-- ``HASHER_ASIC_URL``: a serial device, ``socket://host:port`` or a pty; unset = the bundled emulator.
+- ``HASHER_ASIC_URL``: a serial device, ``socket://host:port`` or a pty; unset = the bundled emulator;
+- ``HASHER_EXECUTOR``: where steps run, ``multiprocess`` (default), ``ray`` or ``k8s``
+  (``hasher_assets.executors``).
 """
 
 import dagster as dg
@@ -26,6 +28,7 @@ from .checks import (
     training_frames_are_consistent,
 )
 from .deployment import deployment
+from .executors import executor_from_env, scale_out_settings
 from .jobs import deployment_job, partition_pipeline_job
 from .knowledge_base import knowledge_base
 from .seeds import seeds
@@ -60,7 +63,8 @@ def resources_from_env() -> dict[str, object]:
         "storage": HasherStorage(),
         "parquet_io_manager": ParquetIOManager(),
         "embedder": embedder_from_env(settings),
-        "kernel": Sha256Kernel(backend=settings.kernel_backend),
+        # HASHER_SEEDS_CPUS: the cores the seeds step asks a cluster for are the threads it hashes on
+        "kernel": Sha256Kernel(backend=settings.kernel_backend, threads=scale_out_settings().seeds_cpus),
         "asic": asic_resource_from_env(),
     }
 
@@ -71,4 +75,5 @@ defs = dg.Definitions(
     jobs=[partition_pipeline_job, deployment_job],
     sensors=[miner_output_sensor],
     resources=resources_from_env(),
+    executor=executor_from_env(),
 )

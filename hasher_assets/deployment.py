@@ -20,6 +20,8 @@ from hasher_resources.parquet_io import ParquetPartition
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
+from .executors import step_op_tags
+
 
 class DeploymentConfig(dg.Config):
     """How to flash: dry run, retries, deadline, backups and the verification sample."""
@@ -53,6 +55,7 @@ def pipeline_version() -> str:
     group_name="deploy",
     kinds={"parquet"},
     pool="asic",
+    op_tags=step_op_tags("deployment"),
     description="The versioned seed bundle on the target, with backup and rollback (DESIGN §6).",
 )
 def deployment(

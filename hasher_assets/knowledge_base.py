@@ -24,6 +24,7 @@ from hasher_resources.knowledge_split import ensure_split
 from hasher_resources.parquet_io import StagedParquet
 from hasher_resources.storage import HasherStorage
 
+from .executors import step_op_tags
 from .metadata import preview_markdown
 from .partitions import source_files
 
@@ -43,6 +44,7 @@ class KnowledgeBaseConfig(dg.Config):
     group_name="ingest",
     kinds={"parquet", "pyarrow"},
     io_manager_key="parquet_io_manager",
+    op_tags=step_op_tags("knowledge_base"),
     description="Canonical chunks of one source file: source_file, chunk_id, content, embedding[dims].",
 )
 def knowledge_base(

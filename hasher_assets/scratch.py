@@ -63,8 +63,11 @@ def train_and_deploy(
     for sub in ("inbox", "miner"):
         (root / sub).mkdir(parents=True)
     shutil.copy(text, root / "inbox" / text.name)
-    storage = HasherStorage(
-        miner_dir=str(root / "miner"), inbox_dir=str(root / "inbox"), data_dir=str(root / "data")
+    storage = HasherStorage(  # every path in the scratch directory, whatever the environment says
+        miner_dir=str(root / "miner"),
+        inbox_dir=str(root / "inbox"),
+        data_dir=str(root / "data"),
+        progress_dir=str(root / "data" / "seeds_progress"),
     )
     resources = {
         "storage": storage,

@@ -26,6 +26,7 @@ from hasher_resources.search_store import ProgressStore
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
+from .executors import step_op_tags
 from .metadata import png_markdown, preview_markdown
 from .partitions import source_files
 
@@ -69,6 +70,7 @@ def search_config(config: dg.Config) -> SearchConfig:
     kinds={"sha256", "numba"},
     io_manager_key="parquet_io_manager",
     pool="sha256",
+    op_tags=step_op_tags("seeds"),
     description="Per-frame seed search: best_seed, golden, matched_bits, solved … (DESIGN §4).",
 )
 def seeds(
@@ -95,7 +97,7 @@ def seeds(
     def progress(p) -> None:
         reporter.update(p.frames_done, f"{p.solved:,} solved, {p.evaluations_per_s:,.0f} evaluations/s")
 
-    store_path = storage.stage_dir("seeds_progress") / f"{key}.sqlite"
+    store_path = storage.progress_path() / f"{key}.sqlite"
     with ProgressStore.open(store_path, partition=key, wait_s=30.0) as store:
         if stale := store.other_versions():
             versions = ", ".join(sorted(stale))

@@ -20,6 +20,7 @@ from hasher_resources.frames_writer import write_frames
 from hasher_resources.parquet_io import ParquetPartition, StagedParquet
 from hasher_resources.storage import HasherStorage
 
+from .executors import step_op_tags
 from .metadata import preview_markdown
 from .partitions import source_files
 
@@ -44,6 +45,7 @@ class TrainingFramesConfig(dg.Config):
     group_name="ingest",
     kinds={"parquet", "tiktoken"},
     io_manager_key="parquet_io_manager",
+    op_tags=step_op_tags("training_frames"),
     description="Neural frames: context windows → 12 uint32 slots + the next token (DESIGN §3).",
 )
 def training_frames(

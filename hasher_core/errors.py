@@ -6,7 +6,7 @@ the file, record, variable or device and the problem. Classes that were ``ValueE
 ``RuntimeError`` before the root existed still are, so existing ``except ValueError`` keeps working.
 
 Families: knowledge base (stage 1), frames (stage 2), search (stage 3), kernel, embedder, ASIC
-device, bundle and inference, deployment (stage 5).
+device, bundle and inference, deployment (stage 5), executor (where steps run).
 """
 
 from __future__ import annotations
@@ -155,6 +155,20 @@ class ProgressStoreError(SearchError, RuntimeError):
         self.reason = reason
 
 
+class ProgressDirOnNetworkError(ProgressStoreError):
+    """The progress stores' directory is on a network filesystem, where SQLite's WAL is unsafe."""
+
+    def __init__(self, path: Path, filesystem: str) -> None:
+        SearchError.__init__(
+            self,
+            f"HASHER_PROGRESS_DIR: {path} is on a network filesystem ({filesystem}), and the seeds "
+            "progress stores (SQLite WAL) need a local disk: set HASHER_PROGRESS_DIR (or the storage "
+            "resource's progress_dir) to a local directory; HASHER_DATA_DIR may stay shared",
+        )
+        self.path = path
+        self.reason = f"on a network filesystem ({filesystem})"
+
+
 class ProgressStoreLockedError(ProgressStoreError):
     """Another run of the same partition holds the store."""
 
@@ -186,6 +200,24 @@ class KernelConfigError(KernelError, ValueError):
 
 class BackendUnavailableError(KernelError, RuntimeError):
     """The requested backend cannot run here (no GPU, CuPy missing, ...)."""
+
+
+# --- where steps run (HASHER_EXECUTOR) ------------------------------------------------------------
+
+
+class ExecutorError(HasherError):
+    """Family: the executor or a step's cluster resources cannot be set up as configured."""
+
+
+class ExecutorUnavailableError(ExecutorError, RuntimeError):
+    """``HASHER_EXECUTOR`` names an engine whose optional extra is not installed."""
+
+    def __init__(self, executor: str, extra: str | None, cause: BaseException) -> None:
+        self.executor, self.extra = executor, extra
+        super().__init__(
+            f"HASHER_EXECUTOR={executor} needs the {extra!r} extra, which is not installed ({cause}): "
+            f"pip install 'hasher[{extra}]'"
+        )
 
 
 # --- the embedder -------------------------------------------------------------------------------

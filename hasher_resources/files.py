@@ -58,6 +58,48 @@ def default_data_dir() -> Path:
     return Path(load_settings().data_dir or DEFAULT_DATA_DIR).expanduser()
 
 
+def default_progress_dir() -> Path | None:
+    """``$HASHER_PROGRESS_DIR``: where the seeds progress stores live; unset means
+    ``<data dir>/seeds_progress``. SQLite's WAL needs a local disk (see :func:`network_filesystem`)."""
+    env = load_settings().progress_dir
+    return Path(env).expanduser() if env else None
+
+
+#: Filesystem types (``/proc/self/mounts``) on which SQLite's WAL mode is unsafe: its shared-memory
+#: index needs every writer on one host (https://www.sqlite.org/wal.html, "WAL does not work over a
+#: network filesystem").
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "gpfs", "beegfs",
+     "fuse.sshfs", "fuse.glusterfs", "fuse.cephfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.juicefs", "afs"}
+)  # fmt: skip
+
+
+def filesystem_type(path: Path, mounts: str | None = None) -> str:
+    """The type of the filesystem ``path`` lives on: the longest mount point above it in ``mounts``
+    (the text of ``/proc/self/mounts``, read when None); ``"unknown"`` where there is no such file."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/self/mounts").read_text()
+        except OSError:
+            return "unknown"
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    best, kind = -1, "unknown"
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = Path(fields[1].replace("\\040", " "))
+        if (path == point or point in path.parents) and len(point.parts) > best:
+            best, kind = len(point.parts), fields[2]
+    return kind
+
+
+def network_filesystem(path: Path, mounts: str | None = None) -> str | None:
+    """The network filesystem type ``path`` is on (``nfs4``, ``cifs``, ...), or None on a local one."""
+    kind = filesystem_type(path, mounts)
+    return kind if kind in NETWORK_FILESYSTEMS else None
+
+
 def fsync_dir(directory: Path, *, strict: bool = True) -> None:
     """Make the renames inside ``directory`` durable.
 

@@ -15,6 +15,7 @@ registry knows every name the project uses.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import urllib.parse
 from collections.abc import Mapping
@@ -60,6 +61,12 @@ class HasherSettings(BaseModel):
     executor: Annotated[Literal["multiprocess", "ray", "k8s"], Choice] = Field(
         "multiprocess", alias="HASHER_EXECUTOR", description="Dagster executor of the jobs"
     )
+    seeds_cpus: int | None = Field(
+        None, ge=1, alias="HASHER_SEEDS_CPUS", description="cores the seeds step asks for and hashes on"
+    )
+    ray_runtime_env: str | None = Field(
+        None, alias="HASHER_RAY_RUNTIME_ENV", description="Ray runtime environment of the jobs (JSON object)"
+    )
     embedder: Annotated[Literal["hashing", "ollama"], Choice] = Field(
         "hashing", alias="HASHER_EMBEDDER", description="offline lexical hashing, or Ollama (semantic)"
     )
@@ -93,6 +100,18 @@ class HasherSettings(BaseModel):
     quickstart_prompt: str | None = Field(
         None, alias="HASHER_QUICKSTART_PROMPT", description="quickstart's generation prompt"
     )
+
+    @field_validator("ray_runtime_env")
+    @classmethod
+    def _json_object(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"must be a JSON object ({exc})") from None
+            if not isinstance(parsed, dict):
+                raise ValueError('must be a JSON object, e.g. {"pip": ["numpy"]}')
+        return value
 
     @field_validator("ollama_url")
     @classmethod

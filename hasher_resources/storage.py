@@ -2,21 +2,31 @@
 directory, and the scan that tells the sensor which source files are new or changed.
 
 One resource owns the three paths so every asset, the sensor and the CLI agree on them. Defaults
-come from the environment (``HASHER_MINER_DIR``, ``HASHER_INBOX_DIR``, ``HASHER_DATA_DIR``, read in
-``hasher_resources.files``) and can be overridden per run in the launchpad.
+come from the environment (``HASHER_MINER_DIR``, ``HASHER_INBOX_DIR``, ``HASHER_DATA_DIR``,
+``HASHER_PROGRESS_DIR``, read in ``hasher_resources.files``) and can be overridden per run in the
+launchpad. The data directory may be shared by many machines; the progress stores may not.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from hasher_core.errors import FileChangedError, KnowledgeBaseError
+from hasher_core.errors import FileChangedError, KnowledgeBaseError, ProgressDirOnNetworkError
 from hasher_core.knowledge import discovery_candidates, list_source_files, safe_partition_key
 
-from .files import DigestMemo, default_data_dir, default_inbox_dir, default_miner_dir, stat_key
+from .files import (
+    DigestMemo,
+    default_data_dir,
+    default_inbox_dir,
+    default_miner_dir,
+    default_progress_dir,
+    network_filesystem,
+    stat_key,
+)
 
 #: Raw-text files the inbox takes (DESIGN §2).
 INBOX_SUFFIXES = (".txt", ".md")
@@ -38,6 +48,10 @@ class HasherStorage(dg.ConfigurableResource):
     data_dir: str = Field(
         default_factory=lambda: str(default_data_dir()), description="Every output of every asset"
     )
+    progress_dir: str = Field(
+        default_factory=lambda: str(default_progress_dir() or ""),
+        description="Seeds progress stores (SQLite WAL: a local disk); empty = <data dir>/seeds_progress",
+    )
 
     @property
     def miner_path(self) -> Path:
@@ -57,6 +71,20 @@ class HasherStorage(dg.ConfigurableResource):
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def progress_path(self) -> Path:
+        """The directory of the seeds progress stores, created on first use.
+
+        Raises :class:`ProgressDirOnNetworkError` when it is on a network filesystem, where SQLite's
+        WAL would let two hosts corrupt a store: ``HASHER_PROGRESS_DIR`` must then name a local disk.
+        """
+        path = (
+            Path(self.progress_dir).expanduser() if self.progress_dir else self.data_path / "seeds_progress"
+        )
+        if kind := network_filesystem(path):
+            raise ProgressDirOnNetworkError(path, kind)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def inbox_files(self) -> dict[str, Path]:
         """Partition key → path of each inbox file (see :func:`inbox_files`)."""
         return inbox_files(self.inbox_path)
@@ -70,12 +98,16 @@ def inbox_files(inbox_dir: Path) -> dict[str, Path]:
     inbox_dir = Path(inbox_dir).expanduser()
     if not inbox_dir.is_dir():
         return {}
-    found: dict[str, Path] = {}
-    for path in sorted(inbox_dir.iterdir()):
-        if path.name.startswith(".") or path.suffix.lower() not in INBOX_SUFFIXES or not path.is_file():
-            continue
-        found[safe_partition_key(path.name)] = path
-    return found
+    # One listing; scandir's entries know their type without a stat per file.
+    with os.scandir(inbox_dir) as listing:
+        names = sorted(
+            entry.name
+            for entry in listing
+            if not entry.name.startswith(".")
+            and os.path.splitext(entry.name)[1].lower() in INBOX_SUFFIXES
+            and entry.is_file()
+        )
+    return {safe_partition_key(name): inbox_dir / name for name in names}
 
 
 def scan_sources(
@@ -100,7 +132,8 @@ def scan_sources(
         existing = [p for p in discovery_candidates(miner) if p.is_file()]
         if existing:  # only the file discovery would use; later candidates are fallbacks
             candidates.append(("miner", existing[0]))
-    candidates += [("inbox", p) for p in storage.inbox_files().values()]
+    inbox_keys = {path: key for key, path in storage.inbox_files().items()}  # listed once per scan
+    candidates += [("inbox", p) for p in inbox_keys]
     # Files whose stat moved come first; after them, files re-read only because they changed too
     # recently for their memoised digest to be trusted (those are almost always unchanged).
     pending = [(kind, path) for kind, path in candidates if memo.cached(path) is None]
@@ -122,7 +155,7 @@ def scan_sources(
             notes.append(f"{path}: touched but content unchanged")
             continue
         if kind == "inbox":
-            per_key = {k: digest for k, p in storage.inbox_files().items() if p == path}
+            per_key = {inbox_keys[path]: digest}
         else:
             try:
                 per_key = {k: info.fingerprint for k, info in list_source_files(miner).items()}

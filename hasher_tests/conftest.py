@@ -32,7 +32,13 @@ def storage(tmp_path: Path, miner_dir: Path) -> HasherStorage:
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    return HasherStorage(miner_dir=str(miner_dir), inbox_dir=str(inbox), data_dir=str(tmp_path / "data"))
+    data = tmp_path / "data"  # the progress stores too: never a HASHER_PROGRESS_DIR shared by tests
+    return HasherStorage(
+        miner_dir=str(miner_dir),
+        inbox_dir=str(inbox),
+        data_dir=str(data),
+        progress_dir=str(data / "seeds_progress"),
+    )
 
 
 @pytest.fixture

@@ -79,6 +79,19 @@ def test_the_gpu_check_says_when_there_is_no_gpu(tmp_path):
     assert "gpu_check: CuPy cannot see a CUDA device" in done.stderr
 
 
+@pytest.mark.slow
+def test_the_partitions_benchmark_syncs_ticks_and_queries_the_partitions_page():
+    out = run_benchmark("bench_partitions", "--files", "30")
+    rows = [line for line in out.splitlines() if line.startswith("| 30 |")]
+    assert [row.split(" | ")[1] for row in rows] == [
+        "`hasher partitions sync` (new process)",
+        "first sensor tick (every file new)",
+        "sensor tick, nothing changed",
+        "sensor tick, 15 files changed",
+        "GraphQL: seeds partitions page",
+    ]
+
+
 def test_results_name_the_command_as_a_user_would_retype_it():
     from benchmarks.results import command
 
