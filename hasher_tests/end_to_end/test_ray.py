@@ -156,7 +156,7 @@ def runs(ray_head: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
             assert p.returncode == 0, out[-4000:]
 
     ray_env = {**base, "HASHER_EXECUTOR": "ray", "HASHER_DATA_DIR": str(root / "data_ray")}
-    mark = json.dumps({"env_vars": {"HASHER_RUNTIME_MARK": "env"}})
+    mark = json.dumps({"env_vars": {"RAY_RUNTIME_MARK_OF_THE_TEST": "env"}})
     finish([
         # the cluster from Ray's own variable, the runtime environment from hasher's
         materialize(KEYS[0], {**ray_env, "RAY_ADDRESS": ray_head, "HASHER_RAY_RUNTIME_ENV": mark}, None),
@@ -224,7 +224,7 @@ def test_the_ray_jobs_got_the_instance_and_the_runtime_environment(runs):
     marked = {
         j.metadata["dagster/run-id"]
         for j in runs["jobs"]
-        if "HASHER_RUNTIME_MARK" in j.runtime_env["env_vars"]
+        if "RAY_RUNTIME_MARK_OF_THE_TEST" in j.runtime_env["env_vars"]
     }
     assert len(marked) == 1  # the run launched with HASHER_RAY_RUNTIME_ENV, and only that one
 
