@@ -15,6 +15,7 @@ registry knows every name the project uses.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import urllib.parse
@@ -142,6 +143,24 @@ def load_settings(environ: Mapping[str, str] | None = None) -> HasherSettings:
         except ValidationError as exc:
             problems = [_describe(error, values) for error in exc.errors()]
     raise SettingsError("; ".join(problems))
+
+
+def setting(name: str) -> object:
+    """The validated value of the one ``HASHER_*`` variable ``name`` (its default when unset), cheap
+    enough for a hot path: each distinct raw value is validated once (``load_settings`` checks all
+    of them, ~30 µs). Raises :class:`SettingsError` for a bad value, in ``load_settings``' words,
+    and KeyError for a name not in the registry."""
+    return _validated(name, os.environ.get(name, ""))
+
+
+@functools.lru_cache(maxsize=256)
+def _validated(name: str, raw: str) -> object:
+    field = next(key for key, f in HasherSettings.model_fields.items() if f.alias == name)
+    values = {name: raw} if raw.strip() else {}
+    try:
+        return getattr(HasherSettings.model_validate(values), field)
+    except ValidationError as exc:
+        raise SettingsError("; ".join(_describe(error, values) for error in exc.errors())) from None
 
 
 def _unknown(name: str, known: Mapping[str, str]) -> str:

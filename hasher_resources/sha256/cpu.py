@@ -306,9 +306,9 @@ def _requested(requested: str | None) -> tuple[str, str]:
     if requested is None:
         requested = getattr(_choice, "requested", None)
     if requested is None:
-        from hasher_resources.settings import load_settings  # validates it: a bad value names the variable
+        from hasher_resources.settings import setting  # validated there: a bad value names the variable
 
-        return load_settings().cpu_kernel, KERNEL_ENV
+        return str(setting(KERNEL_ENV)), KERNEL_ENV
     value = requested.strip().lower()
     if value not in CPU_KERNELS:
         raise KernelConfigError(f"{source}={requested!r} is not one of {', '.join(CPU_KERNELS)}")

@@ -20,6 +20,7 @@ and CDGH = [h, g, d, c]; message vectors hold four big-endian words, lane 0 firs
 
 from __future__ import annotations
 
+import functools
 import platform
 
 import numba
@@ -62,8 +63,10 @@ _HEADER_WORDS = design.HEADER_BYTES // 4
 _WK_WORDS = 68  # 64 W+K words and 4 of padding: the two-round loads read lanes 0–1 of 4i+2
 
 
+@functools.cache
 def sha_ni_usable() -> tuple[bool, str]:
-    """Whether SHA-NI code can be compiled *and* run here, and why not.
+    """Whether SHA-NI code can be compiled *and* run here, and why not; asked on every kernel call,
+    answered once per process (the CPU and Numba's target settings do not change while it runs).
 
     Both must hold: the CPU has the SHA extensions (CPUID, read by LLVM), and Numba's own target
     allows them: when ``NUMBA_CPU_FEATURES`` is set it replaces the host's features and must contain

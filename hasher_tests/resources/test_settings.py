@@ -154,3 +154,22 @@ def test_the_cli_reports_a_bad_variable_in_one_line_with_exit_status_2(tmp_path:
         "hasher status: error: SettingsError: HASHER_EMBEDER is not a hasher setting "
         "(did you mean HASHER_EMBEDDER?)"
     ]
+
+
+def test_one_setting_is_validated_like_all_of_them_and_follows_the_environment(monkeypatch) -> None:
+    from hasher_resources.settings import setting
+
+    monkeypatch.delenv("HASHER_CPU_KERNEL", raising=False)
+    assert setting("HASHER_CPU_KERNEL") == "auto"
+    monkeypatch.setenv("HASHER_CPU_KERNEL", " SIMD ")
+    assert setting("HASHER_CPU_KERNEL") == "simd"
+    monkeypatch.setenv("HASHER_CPU_KERNEL", "sse4")
+    with pytest.raises(SettingsError) as info:
+        setting("HASHER_CPU_KERNEL")
+    with pytest.raises(SettingsError) as whole:
+        load_settings()
+    assert (
+        str(info.value)
+        == str(whole.value)
+        == ("HASHER_CPU_KERNEL='sse4' is invalid: allowed values: auto, shani, simd")
+    )
