@@ -5,7 +5,7 @@
 #
 # The same image serves the code location (gRPC, the default command), the run workers the
 # K8sRunLauncher starts and the step pods of the k8s_job_executor: all of them run `dagster` from
-# /opt/venv/bin, which is on PATH. hasher_tests/test_dockerfile.py checks this file without docker.
+# /opt/venv/bin, which is on PATH. hasher_tests/test_dockerfile_and_helm.py checks this file without docker.
 ARG VARIANT=cpu
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 ARG CUDA_IMAGE=nvidia/cuda:12.6.3-runtime-ubuntu24.04

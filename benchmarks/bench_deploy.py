@@ -31,12 +31,12 @@ from benchmarks.results import record
 from hasher_core import design
 from hasher_core.bundle import Bundle, build_bundle
 from hasher_core.errors import DeploymentFailedError
+from hasher_core.frames.recipe import frame_recipe, recipe_to_metadata
 from hasher_core.header import leading_equal_bits
-from hasher_core.predict import predict
-from hasher_core.recipe import frame_recipe, recipe_to_metadata
-from hasher_resources.bundle_files import read_bundle
-from hasher_resources.deploy_store import DeploymentStore
-from hasher_resources.deploy_verify import VerifyReport
+from hasher_core.inference.readback import predict
+from hasher_resources.deploy.bundle_files import read_bundle
+from hasher_resources.deploy.store import DeploymentStore
+from hasher_resources.deploy.verify import VerifyReport
 from hasher_resources.embedder import HashingEmbedder
 from hasher_resources.sha256 import evaluate, resolve_backend
 from hasher_resources.sha256.resource import Sha256Kernel

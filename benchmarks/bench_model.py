@@ -24,7 +24,7 @@ from pathlib import Path
 
 from benchmarks.bench_seeds import POPULATION, pick_backend
 from benchmarks.results import record
-from hasher_assets import scratch
+from hasher_cli import scratch
 from hasher_core.design import DIFFICULTY_BITS
 
 ROOT = Path(__file__).resolve().parents[1]

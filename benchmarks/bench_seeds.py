@@ -27,7 +27,7 @@ from benchmarks.results import record
 from hasher_core.design import VOCABULARY_SIZE
 from hasher_core.search.config import SearchConfig
 from hasher_core.search.loop import search_frames
-from hasher_resources.search_store import ProgressStore
+from hasher_resources.progress_store import ProgressStore
 from hasher_resources.sha256 import cuda_available, evaluate_with_keys
 
 POPULATION = 256

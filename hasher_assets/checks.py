@@ -15,11 +15,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hasher_core.design import EMBEDDING_DIMS, VOCABULARY_SIZE
+from hasher_core.frames.recipe import recipe_from_metadata
 from hasher_core.frames.tokens import load_cl100k
 from hasher_core.frames.windows import batch_texts, expected_window_count, tokenize
-from hasher_core.recipe import recipe_from_metadata
 from hasher_core.schemas import FRAME_SCHEMA
-from hasher_resources.deploy_store import DeploymentStore
+from hasher_resources.deploy.store import DeploymentStore
 from hasher_resources.model import load_model
 from hasher_resources.parquet_io import ParquetPartition
 from hasher_resources.sha256.resource import Sha256Kernel

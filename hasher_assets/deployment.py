@@ -14,8 +14,8 @@ from pydantic import Field
 from hasher_core.bundle import build_bundle
 from hasher_core.errors import NoCheckpointsError
 from hasher_resources.asic.resource import AsicResource
-from hasher_resources.deploy_store import DeploymentStore
-from hasher_resources.deploy_verify import verify_on_kernel_and_device
+from hasher_resources.deploy.store import DeploymentStore
+from hasher_resources.deploy.verify import verify_on_kernel_and_device
 from hasher_resources.parquet_io import ParquetPartition
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage

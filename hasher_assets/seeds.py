@@ -22,7 +22,7 @@ from hasher_core.search import (
 from hasher_core.search.config import Knob, knobs
 from hasher_resources.files import atomic_write_bytes
 from hasher_resources.parquet_io import ParquetPartition
-from hasher_resources.search_store import ProgressStore
+from hasher_resources.progress_store import ProgressStore
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 

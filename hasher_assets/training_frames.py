@@ -12,9 +12,9 @@ from pydantic import Field
 
 from hasher_core.design import PROJECTION_SEED, STRIDE, WINDOW_SIZE
 from hasher_core.frames.gorand import projection_matrix
+from hasher_core.frames.recipe import frame_recipe, recipe_to_metadata
 from hasher_core.frames.tokens import load_cl100k
 from hasher_core.rate_log import RateReporter
-from hasher_core.recipe import frame_recipe, recipe_to_metadata
 from hasher_resources.embedder import Embedder
 from hasher_resources.frames_writer import write_frames
 from hasher_resources.parquet_io import ParquetPartition, StagedParquet

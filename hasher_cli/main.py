@@ -151,7 +151,7 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 def _store(args: argparse.Namespace):  # -> DeploymentStore; imported late so `--help` stays instant
-    from hasher_resources.deploy_store import DeploymentStore
+    from hasher_resources.deploy.store import DeploymentStore
 
     return DeploymentStore(_data_dir(args))
 
@@ -207,7 +207,7 @@ def _predict_text(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     if args.text is not None:
         return _predict_text(args)
-    from hasher_core.predict import predict, predict_row
+    from hasher_core.inference.readback import predict, predict_row
     from hasher_resources.sha256.resource import Sha256Kernel
 
     bundle = _store(args).open_bundle(args.version, verify=True)

@@ -23,7 +23,7 @@ from hasher_core.errors import HasherError
 from hasher_core.search import SearchConfig, attach_results, search_frames, validate_frames_table
 from hasher_core.search.config import knobs
 from hasher_resources.parquet_io import write_table_atomic
-from hasher_resources.search_store import ProgressStore
+from hasher_resources.progress_store import ProgressStore
 from hasher_resources.sha256 import BACKENDS
 from hasher_resources.sha256.resource import Sha256Kernel
 

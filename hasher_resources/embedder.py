@@ -26,8 +26,8 @@ import tiktoken
 from pydantic import Field
 
 from hasher_core.design import EMBEDDING_DIMS, HASHING_VERSION
+from hasher_core.embedding.lexical import embed_texts, embed_token_windows, token_byte_table
 from hasher_core.errors import EmbedderError, InferenceError
-from hasher_core.frames.hashing import embed_texts, embed_token_windows, token_byte_table
 
 from .settings import load_settings
 
@@ -54,7 +54,7 @@ class Embedder(dg.ConfigurableResource):
 
 
 class HashingEmbedder(Embedder):
-    """Offline, deterministic feature hashing of every piece of a text (``hasher_core.frames.hashing``).
+    """Offline, deterministic feature hashing of every piece of a text (``hasher_core.embedding.lexical``).
 
     Words as written and lower-cased, punctuation and symbols, whitespace runs and adjacent pairs of
     these, the last few pieces weighted double; L2-normalised. Texts sharing words get similar

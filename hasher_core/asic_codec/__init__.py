@@ -30,8 +30,7 @@ import struct
 
 from hasher_core.header import midstate
 
-from .device import ChainStatus, NonceEntry, RxNonce, RxStatusReply
-from .host import ConfigFlags, ControlFlags, RxStatusRequest, TxConfig, TxTask, Work
+from .commands import ConfigFlags, ControlFlags, RxStatusRequest, TxConfig, TxTask, Work
 from .packet import (
     CGMINER_SIZES,
     CRC_BYTES,
@@ -59,6 +58,7 @@ from .packet import (
     crc16_modbus,
     total_size_allowed,
 )
+from .replies import ChainStatus, NonceEntry, RxNonce, RxStatusReply
 
 Record = TxConfig | TxTask | RxStatusRequest | RxStatusReply | RxNonce
 _RECORDS: dict[int, type[PacketRecord]] = {

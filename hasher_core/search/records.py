@@ -35,7 +35,7 @@ class FinishedFrame:
 class FrameStore(Protocol):
     """Where finished frames are committed as they finish, keyed by fingerprint (DESIGN §4.6).
 
-    The embedded implementation is the SQLite progress store, ``hasher_resources.search_store``.
+    The embedded implementation is the SQLite progress store, ``hasher_resources.progress_store``.
     """
 
     def get_many(self, fingerprints: list[str]) -> dict[str, FinishedFrame]:

@@ -15,7 +15,7 @@ from hasher_assets.definitions import ASSETS
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 from hasher_tests.assets.local import local_resources
-from hasher_tests.core.test_bundle import make_checkpoints
+from hasher_tests.core.bundle.test_bundle import make_checkpoints
 
 KEY = "a.txt"
 

@@ -15,7 +15,7 @@ from hasher_assets.knowledge_base import knowledge_base
 from hasher_assets.training_frames import training_frames
 from hasher_core.design import VOCABULARY_SIZE
 from hasher_core.frames.gorand import projection_matrix
-from hasher_core.recipe import frame_recipe, recipe_to_metadata
+from hasher_core.frames.recipe import frame_recipe, recipe_to_metadata
 from hasher_resources.embedder import HashingEmbedder
 from hasher_resources.frames_writer import write_frames
 from hasher_resources.parquet_io import ParquetPartition

@@ -15,11 +15,11 @@ from pydantic import PrivateAttr
 from hasher_assets.definitions import ASSETS
 from hasher_resources.asic.emulator import Board, Emulator, serve_in_thread
 from hasher_resources.asic.resource import AsicResource
-from hasher_resources.deploy_store import DeploymentStore
+from hasher_resources.deploy.store import DeploymentStore
 from hasher_resources.parquet_io import HASHER_METADATA_KEY
 from hasher_resources.storage import HasherStorage
 from hasher_tests.assets.local import local_resources
-from hasher_tests.core.test_bundle import make_checkpoints
+from hasher_tests.core.bundle.test_bundle import make_checkpoints
 
 KEYS = ["a.txt", "b.txt"]
 

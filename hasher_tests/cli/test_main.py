@@ -10,9 +10,9 @@ import pytest
 
 from hasher_cli.main import main
 from hasher_core.bundle import SEEDS_FILE, Bundle, build_bundle
-from hasher_resources.deploy_store import DeploymentStore
-from hasher_tests.core.test_bundle import make_checkpoints
-from hasher_tests.core.test_predict import row_of
+from hasher_resources.deploy.store import DeploymentStore
+from hasher_tests.core.bundle.test_bundle import make_checkpoints
+from hasher_tests.core.inference.test_readback import row_of
 
 
 @pytest.fixture(scope="module")

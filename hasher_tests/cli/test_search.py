@@ -25,13 +25,13 @@ from hasher_cli.search import main as search_main
 from hasher_cli.search import search_config_from
 from hasher_core.bundle import build_bundle
 from hasher_core.errors import ProgressStoreLockedError
-from hasher_core.recipe import recipe_from_metadata, recipe_to_metadata
+from hasher_core.frames.recipe import recipe_from_metadata, recipe_to_metadata
 from hasher_core.search.config import SearchConfig, knobs
 from hasher_core.search.loop import frame_fingerprint, search_frames
 from hasher_core.search.results import attach_results
-from hasher_resources.search_store import ProgressStore
+from hasher_resources.progress_store import ProgressStore
+from hasher_tests.core.bundle.test_bundle import RECIPE
 from hasher_tests.core.search.test_search import frames_table, make_frames, reference_evaluate
-from hasher_tests.core.test_bundle import RECIPE
 
 FRAMES = 24
 CONFIG = SearchConfig(difficulty_bits=8, population=16, max_generations=400, frames_per_call=4, rng_seed=5)

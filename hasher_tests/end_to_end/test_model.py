@@ -9,9 +9,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from hasher_assets import scratch
-from hasher_assets.scratch import ScratchRun
+from hasher_cli import scratch
 from hasher_cli.main import main
+from hasher_cli.scratch import ScratchRun
 from hasher_core.frames.tokens import load_cl100k
 from hasher_resources.asic.resource import EmulatedAsicDevice
 

@@ -16,7 +16,7 @@ from hasher_assets.definitions import ASSET_CHECKS, ASSETS
 from hasher_cli.main import main
 from hasher_core.header import target_word
 from hasher_resources.asic.resource import AsicDevice, EmulatedAsicDevice, start_emulator, stop_emulator
-from hasher_resources.deploy_store import DeploymentStore
+from hasher_resources.deploy.store import DeploymentStore
 from hasher_resources.embedder import HashingEmbedder
 from hasher_resources.parquet_io import ParquetIOManager
 from hasher_resources.sha256 import cpu, evaluate

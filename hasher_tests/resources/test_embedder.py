@@ -43,7 +43,7 @@ def fnv(data: bytes, kind: int) -> int:
 
 def oracle(text: str, dims: int = DIMS) -> np.ndarray:
     """DESIGN §3.3's offline embedding written out plainly: every piece of the text, its pairs, the
-    last four pieces weighted double (the definition in hasher_core.frames.hashing)."""
+    last four pieces weighted double (the definition in hasher_core.embedding.lexical)."""
     data = text.encode()
     pieces = re.findall(rb"[A-Za-z0-9_\x80-\xff]+|[ \t\n\r\x0b\x0c]+|.", data, re.DOTALL)
     vector = np.zeros(dims)

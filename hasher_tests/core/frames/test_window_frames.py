@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from hasher_core.embedding.lexical import embed_texts, embed_token_windows, token_byte_table
 from hasher_core.frames.gorand import projection_matrix
-from hasher_core.frames.hashing import embed_texts, embed_token_windows, token_byte_table
 from hasher_core.frames.tokens import load_cl100k
 from hasher_core.frames.windows import ambiguity, slot_fingerprints, window_hashes, window_slots
 from hasher_core.knowledge import read_knowledge_base

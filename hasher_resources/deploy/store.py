@@ -13,9 +13,9 @@ a mix, and needs no parser to follow it (``ls -l current`` says what is deployed
 directories are written under a temporary name and renamed into place, so a directory named after
 a version is always complete; the directory of the previous deployment is never written to.
 
-The device side (health check, device-based verification, ``deploy_verify``) is injected as plain
+The device side (health check, device-based verification, ``verify``) is injected as plain
 callables so this module does not depend on a device. Injected callables run in a worker thread so a
-hung device cannot outlive the deadline (``deploy_steps``).
+hung device cannot outlive the deadline (``steps``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hasher_core.bundle import Bundle, bundle_version
-from hasher_core.bundle_diff import diff_bundles
+from hasher_core.bundle.diff import diff_bundles
 from hasher_core.errors import (
     BundleError,
     DeploymentFailedError,
@@ -40,11 +40,11 @@ from hasher_core.errors import (
     DeploymentStoreError,
 )
 
+from ..files import file_sha256, fsync_dir, locked
+from ..sha256.resource import Sha256Kernel
 from .bundle_files import read_bundle, write_bundle
-from .deploy_steps import AttemptState, Deadline, DeployReport, StepFailed, check_health
-from .deploy_verify import VerifyReport, verify_sample_on_kernel
-from .files import file_sha256, fsync_dir, locked
-from .sha256.resource import Sha256Kernel
+from .steps import AttemptState, Deadline, DeployReport, StepFailed, check_health
+from .verify import VerifyReport, verify_sample_on_kernel
 
 DEPLOYMENTS_DIR = "deployments"
 BACKUPS_DIR = "backups"

@@ -23,9 +23,11 @@ from hasher_core.errors import (
 )
 from hasher_core.knowledge import ReadReport, read_knowledge_base, safe_partition_key
 from hasher_core.schemas import KNOWLEDGE_BASE_SCHEMA, knowledge_base_schema
-from hasher_resources import files, knowledge_split, split_cache
+from hasher_resources import files
+from hasher_resources.knowledge_split import build as knowledge_split
 from hasher_resources.knowledge_split import ensure_split
-from hasher_resources.split_cache import SplitCache, ordered_tables
+from hasher_resources.knowledge_split import read as split_cache
+from hasher_resources.knowledge_split.read import SplitCache, ordered_tables
 
 PARQUET = "ai_knowledge_base.parquet"
 GO_JSON = "json/ai_knowledge_base.json"

@@ -15,18 +15,18 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-import hasher_resources.bundle_files as bundle_files_module
-import hasher_resources.deploy_store as store_module
+import hasher_resources.deploy.bundle_files as bundle_files_module
+import hasher_resources.deploy.store as store_module
 from hasher_core.bundle import SEEDS_FILE, Bundle, build_bundle
 from hasher_core.errors import DeploymentFailedError, DeploymentLockedError
 from hasher_resources.asic.emulator import Emulator, serve_in_thread
 from hasher_resources.asic.session import AsicSession
-from hasher_resources.bundle_files import write_bundle
-from hasher_resources.deploy_store import DeploymentStore
-from hasher_resources.deploy_verify import SampleMismatch, VerifyReport, verify_sample_on_kernel
+from hasher_resources.deploy.bundle_files import write_bundle
+from hasher_resources.deploy.store import DeploymentStore
+from hasher_resources.deploy.verify import SampleMismatch, VerifyReport, verify_sample_on_kernel
 from hasher_resources.files import file_sha256
 from hasher_resources.sha256.resource import Sha256Kernel
-from hasher_tests.core.test_bundle import make_checkpoints
+from hasher_tests.core.bundle.test_bundle import make_checkpoints
 from hasher_tests.resources.asic.emulated import SHARE_BITS, small_board
 
 REFERENCE = Sha256Kernel(backend="reference")

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from hasher_assets.definitions import ASSET_CHECKS, ASSETS
 from hasher_resources.asic.resource import EmulatedAsicDevice
 from hasher_resources.embedder import HashingEmbedder
 from hasher_resources.parquet_io import ParquetIOManager
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
-
-from .definitions import ASSET_CHECKS, ASSETS
 
 TRAINING_STAGES = ("knowledge_base", "training_frames", "seeds", "checkpoints")
 DEPLOYMENT_WITH_CHECKS = dg.AssetSelection.assets("deployment") | dg.AssetSelection.checks_for_assets(

@@ -12,12 +12,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hasher_core.bundle_diff import BundleDiff
+from hasher_core.bundle.diff import BundleDiff
 
-from .deploy_verify import VerifyReport
+from .verify import VerifyReport
 
 if TYPE_CHECKING:
-    from .deploy_store import Backup
+    from .store import Backup
 
 
 @dataclass

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hasher_core.bundle import Bundle
+from .format import Bundle
 
 
 @dataclass(frozen=True)

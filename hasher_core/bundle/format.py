@@ -3,7 +3,7 @@ its frame fingerprints and a manifest, serialised to three files with SHA-256 ch
 
 A bundle is built in memory with its file payloads already serialised, so the checksums in the
 manifest are the checksums of the exact bytes the deployment store writes; :func:`parse_bundle` is
-the way back from those bytes. Nothing here touches a disk (``hasher_resources.bundle_files`` does).
+the way back from those bytes. Nothing here touches a disk (``hasher_resources.deploy.bundle_files`` does).
 
 The bundle's **version is content-addressed**: the first 16 hex digits of a SHA-256 over a
 canonical encoding of the seed table plus the pipeline version and header constants (never the
@@ -42,10 +42,10 @@ from hasher_core.errors import (
     BundleInputError,
     NoCheckpointsError,
 )
+from hasher_core.frames.recipe import recipe_from_metadata, recipe_problems
 from hasher_core.schemas import SEED_TABLE_SCHEMA
 
-from .bundle_rows import partition_rows
-from .recipe import recipe_from_metadata, recipe_problems
+from .rows import partition_rows
 
 #: v2: token-aligned objective (DESIGN §4.3) and the frame recipe in the manifest (§6).
 BUNDLE_FORMAT = "hasher-bundle-v2"

@@ -12,8 +12,8 @@ from hasher_core.errors import ProgressStoreError, ProgressStoreLockedError
 from hasher_core.search.config import SearchConfig
 from hasher_core.search.loop import search_frames
 from hasher_core.search.records import FinishedFrame
-from hasher_resources import search_store
-from hasher_resources.search_store import ProgressStore, ProgressStoreVersionWarning
+from hasher_resources import progress_store
+from hasher_resources.progress_store import ProgressStore, ProgressStoreVersionWarning
 from hasher_tests.core.search.test_search import fast_oracle, make_frames
 
 
@@ -109,7 +109,7 @@ def test_a_store_from_another_algorithm_version_warns_is_kept_and_is_not_reused(
     path = tmp_path / "seeds.sqlite"
     slots, targets = make_frames(3)
     config = SearchConfig(difficulty_bits=6, population=16)
-    monkeypatch.setattr(search_store, "ALGORITHM_VERSION", "hasher-recursion-v0")
+    monkeypatch.setattr(progress_store, "ALGORITHM_VERSION", "hasher-recursion-v0")
     from hasher_core.search import config as search_config
 
     monkeypatch.setattr(search_config, "ALGORITHM_VERSION", "hasher-recursion-v0")

@@ -9,9 +9,9 @@ import pytest
 from hasher_core import design
 from hasher_core.bundle import MANIFEST_FILE, build_bundle
 from hasher_core.errors import BundleFormatError, BundleInputError
-from hasher_core.recipe import frame_recipe, recipe_problems, recipe_to_metadata
-from hasher_resources.bundle_files import read_bundle, write_bundle
-from hasher_tests.core.test_bundle import RECIPE, make_checkpoints
+from hasher_core.frames.recipe import frame_recipe, recipe_problems, recipe_to_metadata
+from hasher_resources.deploy.bundle_files import read_bundle, write_bundle
+from hasher_tests.core.bundle.test_bundle import RECIPE, make_checkpoints
 
 
 def test_a_recipe_of_this_release_has_no_problem():

@@ -8,10 +8,10 @@ import pytest
 from hasher_core.bundle import Bundle, build_bundle
 from hasher_core.errors import PredictInputError
 from hasher_core.header import seed_with_nonce
-from hasher_core.predict import predict, predict_row
+from hasher_core.inference.readback import predict, predict_row
 from hasher_resources.sha256 import evaluate
 from hasher_resources.sha256.resource import Sha256Kernel
-from hasher_tests.core.test_bundle import make_checkpoints
+from hasher_tests.core.bundle.test_bundle import make_checkpoints
 
 REFERENCE = Sha256Kernel(backend="reference")
 

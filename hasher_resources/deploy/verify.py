@@ -16,10 +16,10 @@ from hasher_core.bundle import Bundle
 from hasher_core.design import TOKEN_BITS
 from hasher_core.header import build_header, golden_token, leading_equal_bits, target_word
 
-from .asic.resource import AsicResource
-from .asic.session import AsicSession
-from .asic.validation import cross_validate
-from .sha256.resource import Sha256Kernel
+from ..asic.resource import AsicResource
+from ..asic.session import AsicSession
+from ..asic.validation import cross_validate
+from ..sha256.resource import Sha256Kernel
 
 
 @dataclass(frozen=True)

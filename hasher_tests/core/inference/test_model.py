@@ -18,7 +18,7 @@ from hasher_core.bundle import build_bundle
 from hasher_core.errors import InferenceError
 from hasher_core.frames.tokens import load_cl100k
 from hasher_core.inference import Model
-from hasher_tests.core.test_bundle import make_checkpoints
+from hasher_tests.core.bundle.test_bundle import make_checkpoints
 
 ENCODING = load_cl100k()
 

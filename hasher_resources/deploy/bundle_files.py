@@ -11,7 +11,7 @@ from pathlib import Path
 from hasher_core.bundle import MANIFEST_FILE, PAYLOAD_FILES, Bundle, parse_bundle
 from hasher_core.errors import BundleFormatError
 
-from .files import atomic_write_bytes, file_sha256
+from ..files import atomic_write_bytes, file_sha256
 
 
 def write_bundle(bundle: Bundle, directory: Path | str) -> dict[str, str]:

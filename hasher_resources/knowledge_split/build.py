@@ -4,7 +4,7 @@
 records, so materialising P partitions would cost P full passes (a 1 GB Go JSON array parses at
 ~3k records/s). :func:`ensure_split` instead streams the file once through the canonical reader and
 lets ``pyarrow.dataset.write_dataset`` fan the records out into one Parquet directory per partition
-key; :meth:`~hasher_resources.split_cache.SplitCache.read_partition` then reads only that directory.
+key; :meth:`~hasher_resources.knowledge_split.read.SplitCache.read_partition` then reads only that directory.
 
 Layout under ``cache_root`` (never inside the miner directory)::
 
@@ -48,8 +48,8 @@ from hasher_core.errors import (
 from hasher_core.knowledge import ReadReport, discovery_candidates, read_knowledge_base, safe_partition_key
 from hasher_core.schemas import knowledge_base_schema
 
-from .files import DigestMemo, atomic_write_text, fsync_dir, fsync_tree, locked, stat_key
-from .split_cache import DATA_NAME, SEQ_COLUMN, SplitCache
+from ..files import DigestMemo, atomic_write_text, fsync_dir, fsync_tree, locked, stat_key
+from .read import DATA_NAME, SEQ_COLUMN, SplitCache
 
 __all__ = ["CACHE_FORMAT_VERSION", "ensure_split"]
 

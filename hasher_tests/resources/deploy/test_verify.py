@@ -6,9 +6,9 @@ import pytest
 
 from hasher_core.bundle import build_bundle
 from hasher_resources.asic.resource import AsicDevice, EmulatedAsicDevice, start_emulator, stop_emulator
-from hasher_resources.deploy_verify import verify_on_kernel_and_device
+from hasher_resources.deploy.verify import verify_on_kernel_and_device
 from hasher_resources.sha256.resource import Sha256Kernel
-from hasher_tests.core.test_bundle import make_checkpoints
+from hasher_tests.core.bundle.test_bundle import make_checkpoints
 
 REFERENCE = Sha256Kernel(backend="reference")
 

@@ -25,9 +25,9 @@ from hasher_core.errors import (
     BundleInputError,
     NoCheckpointsError,
 )
+from hasher_core.frames.recipe import frame_recipe, recipe_to_metadata
 from hasher_core.header import golden_token, leading_equal_bits, target_word
-from hasher_core.recipe import frame_recipe, recipe_to_metadata
-from hasher_resources.bundle_files import read_bundle, write_bundle
+from hasher_resources.deploy.bundle_files import read_bundle, write_bundle
 from hasher_resources.sha256 import evaluate
 
 #: The recipe of the checkpoints below: window frames of the offline hashing embedder.
