@@ -88,7 +88,7 @@ def cpu_rows(args: argparse.Namespace) -> tuple[list[list[object]], dict[str, fl
     slots, seeds = random_rows(n)
     header = bytes(range(80))
     usable, why = cpu_shani.sha_ni_usable()
-    paths = ["simd", *(["shani"] if usable else [])]
+    paths = cpu.runnable_paths()
     rows: list[list[object]] = []
     figures: dict[str, float] = {}
     for threads in [int(t) for t in args.threads.split(",")]:

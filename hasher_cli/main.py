@@ -19,9 +19,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from hasher_core.names import AUTO, KERNEL_BACKENDS
+
 EXIT_SOLVED, EXIT_NOT_SOLVED, EXIT_ERROR = 0, 1, 2
-#: ``Sha256Kernel.backend``'s values (not imported from it: ``--help`` stays instant).
-BACKENDS = ("auto", "reference", "cpu", "cuda")
+#: ``Sha256Kernel.backend``'s values.
+BACKENDS = (AUTO, *KERNEL_BACKENDS)
 
 
 def slot_word(text: str) -> int:

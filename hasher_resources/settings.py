@@ -25,6 +25,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from hasher_core.errors import HasherError
+from hasher_core.names import AUTO, CPU_PATHS, KERNEL_BACKENDS
 
 PREFIX = "HASHER_"
 
@@ -53,10 +54,10 @@ class HasherSettings(BaseModel):
         None, alias="HASHER_PROGRESS_DIR", description="search progress stores (default under the data dir)"
     )
     # What runs where.
-    kernel_backend: Annotated[Literal["auto", "cpu", "cuda", "reference"], Choice] = Field(
+    kernel_backend: Annotated[Literal[(AUTO, *sorted(KERNEL_BACKENDS))], Choice] = Field(  # type: ignore[valid-type]
         "auto", alias="HASHER_KERNEL_BACKEND", description="SHA-256 kernel backend"
     )
-    cpu_kernel: Annotated[Literal["auto", "shani", "simd"], Choice] = Field(
+    cpu_kernel: Annotated[Literal[(AUTO, *CPU_PATHS)], Choice] = Field(  # type: ignore[valid-type]
         "auto", alias="HASHER_CPU_KERNEL", description="CPU kernel variant (SHA-NI instructions or SIMD)"
     )
     executor: Annotated[Literal["multiprocess", "ray", "k8s"], Choice] = Field(

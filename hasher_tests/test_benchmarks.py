@@ -55,11 +55,10 @@ def test_the_model_benchmark_trains_deploys_and_reports_recall(tmp_path):
 
 @pytest.mark.slow
 def test_the_kernel_benchmark_compares_both_cpu_paths_with_hashlib():
-    from hasher_resources.sha256 import cpu_shani
+    from hasher_resources.sha256 import cpu
 
     out = run_benchmark("bench_kernel", "--threads", "1", "--rows", "300")
-    paths = ["simd", "shani"] if cpu_shani.sha_ni_usable()[0] else ["simd"]
-    for path in paths:
+    for path in cpu.runnable_paths():
         assert (
             f"| cpu {path}: 21-pass evaluate | 1 |" in out and f"| cpu {path}: header nonce scan | 1 |" in out
         )

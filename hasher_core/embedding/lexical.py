@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import tiktoken
-from numba import njit, prange
+from numba import prange
 
 from hasher_core.design import EMBEDDING_DIMS
+from hasher_core.jit import njit
 
 RECENT_PIECES = 4
 RECENT_WEIGHT = 2.0

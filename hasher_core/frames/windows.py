@@ -27,6 +27,7 @@ from hasher_core.design import (
 )
 from hasher_core.embedding import TextEmbedder, check_embeddings
 from hasher_core.errors import FramesConfigError, FramesInputError, TokenizeError
+from hasher_core.jit import njit
 from hasher_core.schemas import FRAME_SCHEMA
 
 from .tokens import encode_ordinary
@@ -101,7 +102,7 @@ def window_indices(
 _FEATURES_BLOCK = 256
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _features_kernel(embeddings: np.ndarray, projection_t: np.ndarray, out: np.ndarray) -> None:
     # One float32 accumulator per feature, j ascending: Go's `sum += emb[j]*P[i][j]` rounding order.
     # Vectorising across the 24 features (not across j) keeps every accumulator's sequence intact;
@@ -378,7 +379,7 @@ def window_slots(
     return slots
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _window_hashes(tokens, begin, end):  # pragma: no cover - compiled
     out = np.empty(begin.shape[0], np.uint64)
     for k in range(begin.shape[0]):

@@ -10,9 +10,9 @@ fraction of a kernel evaluation per population member.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from hasher_core.design import EXTRANONCE_BYTES, SEED_BYTES, SEED_NONCE_OFFSET, TOKEN_SHIFT, VOCABULARY_SIZE
+from hasher_core.jit import njit
 
 from .fused_math import BYTE_MASK, leading_equal, pairwise_sum, popcount32, put_le, stream_base, stream_word
 from .reward import (

@@ -6,7 +6,8 @@ float32 summation (so the fused means equal ``ndarray.mean`` bit for bit). Numba
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from hasher_core.jit import njit
 
 from .reward import SPLITMIX_GAMMA, SPLITMIX_MUL1, SPLITMIX_MUL2
 

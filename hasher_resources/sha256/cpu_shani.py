@@ -3,7 +3,7 @@ x86 SHA extensions (``sha256rnds2``, ``sha256msg1``, ``sha256msg2``), emitted fr
 intrinsics (``../shared/reference/sha-ni-numba.md``).
 
 Why a second path: on CPUs with SHA-NI, OpenSSL's single-stream SHA-NI hashlib is as fast as the
-portable SIMD kernel in ``cpu``. One SHA-NI stream is bound by the latency of ``sha256rnds2``;
+portable SIMD kernel in ``cpu_simd``. One SHA-NI stream is bound by the latency of ``sha256rnds2``;
 ``STREAMS`` independent hashes interleaved in the IR keep its pipeline full, which is about 2.4×
 hashlib per core. The interleave must be written into the IR: neither LLVM nor the CPU overlaps
 separate calls.
@@ -11,8 +11,8 @@ separate calls.
 Safety: compiling any function that contains these intrinsics for a target without ``+sha`` aborts
 the process inside LLVM (not a Python exception). So nothing here has an eager signature and
 nothing compiles at import; ``cpu.select_kernel`` calls in here only after ``sha_ni_usable()``
-said yes. The intrinsic factory and its ``@njit`` callers stay in this one file, because Numba's
-cache is stamped with the caller's source file only.
+said yes. The intrinsic factory and its ``@njit`` callers stay in this one file; the word helpers
+come from ``cpu_words``, which the kernels' cache stamp covers (``hasher_core.jit``).
 
 State layout (Intel's): a SHA-256 state lives in two vectors, lanes low to high ABEF = [f, e, b, a]
 and CDGH = [h, g, d, c]; message vectors hold four big-endian words, lane 0 first.
@@ -26,24 +26,25 @@ import platform
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from hasher_core import design
+from hasher_core.jit import njit
 
-from .cpu import (  # the DESIGN §4.2 constants as the SIMD kernel derives them, and its scalar helpers
-    _HIGH_CLZ_XOR,
-    _K,
-    _LOW_CLZ_LIMIT,
-    _LOW_CLZ_XOR,
-    _PASSES,
-    _PHASE2,
-    _PHASE3,
-    _STAB0,
-    _bswap32,
-    _clz32,
-    _rotr,
+from .cpu_words import (
+    HIGH_CLZ_XOR,
+    LOW_CLZ_LIMIT,
+    LOW_CLZ_XOR,
+    PASSES,
+    PHASE2,
+    PHASE3,
+    STABILITY_FIRST,
+    K,
+    bswap32,
+    clz32,
+    rotr,
 )
 
 #: Hashes interleaved in one call (the reference measured 3 and 4 as equal; 3 does not spill).
@@ -125,14 +126,14 @@ class _Emitter:
         b = self.b
         d = b.xor(key, slots[2])
         late = b.select(
-            b.icmp_unsigned(">=", d, ir.Constant(_I32, _LOW_CLZ_LIMIT)),
-            b.xor(key, ir.Constant(_I32, _LOW_CLZ_XOR)),
-            b.xor(d, ir.Constant(_I32, _HIGH_CLZ_XOR)),
+            b.icmp_unsigned(">=", d, ir.Constant(_I32, LOW_CLZ_LIMIT)),
+            b.xor(key, ir.Constant(_I32, LOW_CLZ_XOR)),
+            b.xor(d, ir.Constant(_I32, HIGH_CLZ_XOR)),
         )
         middle = b.xor(self.rotr(key, 16), slots[1])
         early = b.xor(key, slots[0])
-        phase2 = b.icmp_signed(">=", p, self.i64(_PHASE2))
-        phase3 = b.icmp_signed(">=", p, self.i64(_PHASE3))
+        phase2 = b.icmp_signed(">=", p, self.i64(PHASE2))
+        phase3 = b.icmp_signed(">=", p, self.i64(PHASE3))
         return b.select(phase3, late, b.select(phase2, middle, early))
 
     def mutation(self, j):
@@ -263,7 +264,7 @@ def _evaluate_streams(typingctx, words, block2_wk, jitter_slots, keys):
         early, early_msgs = e.rounds([e.iv] * STREAMS, msgs, 0, 2)  # with its msg1 of vectors 0 and 1
         changing = [[cgutils.alloca_once_value(builder, m[2]), cgutils.alloca_once_value(builder, m[3])]
                     for m in msgs]  # fmt: skip
-        with cgutils.for_range(builder, e.i64(_PASSES + 1)) as loop:
+        with cgutils.for_range(builder, e.i64(PASSES + 1)) as loop:
             current = [
                 [*early_msgs[k][:2], *(builder.load(cell) for cell in changing[k])] for k in range(STREAMS)
             ]
@@ -272,7 +273,7 @@ def _evaluate_streams(typingctx, words, block2_wk, jitter_slots, keys):
             states = e.rehash(states)
             for k in range(STREAMS):
                 key = builder.extract_element(e.to_words(states[k])[0], ir.Constant(_I32, 0))
-                builder.store(key, builder.gep(out, [builder.add(e.i64((_PASSES + 1) * k), loop.index)]))
+                builder.store(key, builder.gep(out, [builder.add(e.i64((PASSES + 1) * k), loop.index)]))
                 j = e.jitter(loop.index, key, slots[k])
                 for cell, value, mask in zip(changing[k], current[k][2:], e.mutation(j), strict=True):
                     builder.store(builder.xor(value, mask), cell)
@@ -322,11 +323,11 @@ def _block2_wk(words, row, wk, at):  # pragma: no cover - compiled
     for t in range(16, 64):
         x = w[t - 15]
         y = w[t - 2]
-        s0 = _rotr(x, 7) ^ _rotr(x, 18) ^ np.uint32(x >> 3)
-        s1 = _rotr(y, 17) ^ _rotr(y, 19) ^ np.uint32(y >> 10)
+        s0 = rotr(x, 7) ^ rotr(x, 18) ^ np.uint32(x >> 3)
+        s1 = rotr(y, 17) ^ rotr(y, 19) ^ np.uint32(y >> 10)
         w[t] = np.uint32(w[t - 16] + s0 + w[t - 7] + s1)
     for t in range(64):
-        wk[at + t] = np.uint32(w[t] + _K[t])
+        wk[at + t] = np.uint32(w[t] + K[t])
     for t in range(64, _WK_WORDS):
         wk[at + t] = np.uint32(0)
 
@@ -340,7 +341,7 @@ def _evaluate_groups_py(words, jitter_slots, golden, keys):  # pragma: no cover 
         header = np.empty(STREAMS * _HEADER_WORDS, dtype=np.uint32)
         wk = np.empty(STREAMS * _WK_WORDS, dtype=np.uint32)
         slots = np.empty(STREAMS * 3, dtype=np.uint32)
-        out = np.empty(STREAMS * (_PASSES + 1), dtype=np.uint32)
+        out = np.empty(STREAMS * (PASSES + 1), dtype=np.uint32)
         rows = np.empty(STREAMS, dtype=np.int64)
         for k in range(STREAMS):
             rows[k] = min(group * STREAMS + k, n - 1)
@@ -351,14 +352,14 @@ def _evaluate_groups_py(words, jitter_slots, golden, keys):  # pragma: no cover 
             _block2_wk(words, rows[k], wk, k * _WK_WORDS)
         _evaluate_streams(header, wk, slots, out)
         for k in range(STREAMS):
-            base = k * (_PASSES + 1)
-            golden[rows[k]] = out[base + _PASSES]
-            for t in range(_PASSES - _STAB0):
-                keys[rows[k], t] = out[base + _STAB0 + t]
+            base = k * (PASSES + 1)
+            golden[rows[k]] = out[base + PASSES]
+            for t in range(PASSES - STABILITY_FIRST):
+                keys[rows[k], t] = out[base + STABILITY_FIRST + t]
 
 
 def _scan_windows_py(midstate, tail, starts, window_size, skip, count, zero_bits):  # pragma: no cover
-    """The SHA-NI twin of ``cpu._scan_windows_blocks_py`` (same arguments, same ``zero_bits``
+    """The SHA-NI twin of ``cpu_simd._scan_windows_blocks_py`` (same arguments, same ``zero_bits``
     uint8[≥count] output): leading zero bits of the byte-reversed mining hash per position."""
     groups = (count + STREAMS - 1) // STREAMS
     for item in prange((groups + SCAN_GROUPS_PER_ITEM - 1) // SCAN_GROUPS_PER_ITEM):
@@ -378,13 +379,13 @@ def _scan_windows_py(midstate, tail, starts, window_size, skip, count, zero_bits
                 window = position // window_size
                 nonce = (starts[window] + position - window * window_size) & 0xFFFFFFFF
                 # The nonce sits little-endian in bytes 76–79, so the big-endian message word is swapped.
-                blocks[4 * k + 3] = _bswap32(np.uint32(nonce))
+                blocks[4 * k + 3] = bswap32(np.uint32(nonce))
             _double_sha_midstate(midstate, blocks, (0, 4, 8), out, (0, 8, 16))
             for k in range(STREAMS):
                 # A Bitcoin hash is read byte-reversed: digest word 7, byte-swapped, holds its top bits.
                 bits = 0
                 for t in range(7, -1, -1):
-                    z = _clz32(_bswap32(out[_DIGEST_WORDS * k + t]))
+                    z = clz32(bswap32(out[_DIGEST_WORDS * k + t]))
                     bits += z
                     if z < 32:
                         break
@@ -416,12 +417,13 @@ def scan_windows(
     window_size: int,
     skip: int,
     count: int,
-    zero_bits: np.ndarray,
     serial: bool,
-) -> None:
-    """Fill ``zero_bits[:count]`` like ``cpu.scan_midstate_windows`` does (``midstate`` uint32[8],
-    ``tail`` uint32[3], ``starts`` int64). Call only when ``sha_ni_usable()``."""
+) -> np.ndarray:
+    """The SHA-NI twin of ``cpu_simd.scan_windows`` (same arguments, same uint8[count] result).
+    Call only when ``sha_ni_usable()``."""
+    zero_bits = np.empty(count, dtype=np.uint8)
     if count:
         (_scan_windows_serial if serial else _scan_windows)(
             midstate, tail, starts, window_size, skip, count, zero_bits
         )
+    return zero_bits

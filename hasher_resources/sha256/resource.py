@@ -19,6 +19,7 @@ from pydantic import Field, PrivateAttr
 
 from hasher_core.design import STABILITY_PASSES
 from hasher_core.errors import BackendUnavailableError, KernelConfigError
+from hasher_core.names import AUTO, KERNEL_BACKENDS
 
 from . import api, inputs
 from . import cuda as cuda_backend
@@ -28,7 +29,7 @@ from .api import NonceScanResult
 class Sha256Kernel(dg.ConfigurableResource):
     """Runs DESIGN §4.2 evaluations and nonce scans on the configured backend."""
 
-    backend: Literal["auto", "reference", "cpu", "cuda"] = Field(
+    backend: Literal[(AUTO, *KERNEL_BACKENDS)] = Field(  # type: ignore[valid-type]
         default="auto",
         description="'auto' uses CUDA when CuPy sees a GPU, else the CPU; 'reference' is hashlib (slow).",
     )

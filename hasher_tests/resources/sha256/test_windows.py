@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hasher_core.errors import KernelInputError
 from hasher_core.header import midstate
 from hasher_resources import sha256
-from hasher_resources.sha256 import cpu, reference
+from hasher_resources.sha256 import cpu, cpu_simd, reference
 
 HEADER = bytes(range(21, 101))
 MID, TAIL = midstate(HEADER), HEADER[64:76]
@@ -42,7 +42,7 @@ def per_window(starts: list[int], size: int, share_bits: int, backend: str) -> t
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("size", [1, 16, cpu.LANES + 6])
+@pytest.mark.parametrize("size", [1, 16, cpu_simd.LANES + 6])
 def test_windows_scan_equals_the_per_window_scans(backend, size):
     result = sha256.scan_midstate_windows(
         MID, TAIL, share_bits=3, window_starts=EDGE_STARTS, window_size=size, backend=backend
