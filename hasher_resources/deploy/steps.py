@@ -10,14 +10,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hasher_core.bundle.diff import BundleDiff
 
 from .verify import VerifyReport
-
-if TYPE_CHECKING:
-    from .store import Backup
 
 
 @dataclass
@@ -105,17 +102,6 @@ def check_health(result: Any, step: str) -> dict[str, Any]:
         if key in result and not result[key]:
             raise StepFailed(step, f"device reports unhealthy: {dict(result)}")
     return dict(result)
-
-
-@dataclass
-class AttemptState:
-    """What survives between attempts of one deploy: the backup is taken once."""
-
-    previous: str | None
-    backup: Backup | None = None
-    created: bool = False
-    restored: bool = False
-    errors: list[str] = field(default_factory=list)
 
 
 class Deadline:

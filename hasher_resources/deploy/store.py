@@ -27,7 +27,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from hasher_core.errors import (
 from ..files import file_sha256, fsync_dir, locked
 from ..sha256.resource import Sha256Kernel
 from .bundle_files import read_bundle, write_bundle
-from .steps import AttemptState, Deadline, DeployReport, StepFailed, check_health
+from .steps import Deadline, DeployReport, StepFailed, check_health
 from .verify import VerifyReport, verify_sample_on_kernel
 
 DEPLOYMENTS_DIR = "deployments"
@@ -59,6 +59,17 @@ class Backup:
     path: Path
     version: str
     file_hashes: dict[str, str]
+
+
+@dataclass
+class AttemptState:
+    """What survives between attempts of one deploy: the backup is taken once."""
+
+    previous: str | None
+    backup: Backup | None = None
+    created: bool = False
+    restored: bool = False
+    errors: list[str] = field(default_factory=list)
 
 
 def _tree_hashes(directory: Path) -> dict[str, str]:
