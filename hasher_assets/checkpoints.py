@@ -17,9 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from hasher_core.design import SEED_BYTES, TOKEN_BITS
-from hasher_core.header import build_header, golden_token, leading_equal_bits, target_word
+from hasher_core.design import SEED_BYTES
+from hasher_core.header import build_header
 from hasher_core.search import validate_frames_table
+from hasher_core.search.reproduce import check_reproduction
 from hasher_resources.asic.resource import AsicResource
 from hasher_resources.asic.validation import cross_validate
 from hasher_resources.parquet_io import HASHER_METADATA_KEY, ParquetPartition, write_table_atomic
@@ -50,20 +51,12 @@ def independent_backend(search_backend: str) -> str:
 
 def recheck(table: pa.Table, kernel: Sha256Kernel) -> tuple[np.ndarray, np.ndarray]:
     """Recompute every row's golden on ``kernel``; returns ``(consistent mask bool[N], recomputed
-    goldens uint32[N])``. A row is consistent when its golden, its matched bits (against the target
-    word, DESIGN §4.3) and its solved flag all reproduce, and a row solved at 17 bits or more gives
-    back its token: ``golden >> 15 == target_token_id`` (DESIGN §5)."""
-    slots, targets = validate_frames_table(table)
+    goldens uint32[N])``. A row is consistent when it reproduces by the one rule of
+    :func:`hasher_core.search.reproduce.check_reproduction` (DESIGN §5)."""
+    slots, _ = validate_frames_table(table)
     seeds = np.frombuffer(b"".join(table.column("best_seed").to_pylist()), np.uint8).reshape(-1, SEED_BYTES)
     golden = kernel.evaluate_rows(slots, seeds, table.column("header_time").to_numpy())
-    stored = table.column("golden").to_numpy().astype(np.uint32)
-    matched = leading_equal_bits(golden, target_word(targets))
-    claims_solved = table.column("solved").to_numpy(zero_copy_only=False)
-    difficulty = table.column("difficulty_bits").to_numpy().astype(np.int32)
-    reproduces_token = (difficulty < TOKEN_BITS) | (golden_token(golden) == targets)
-    consistent = (golden == stored) & (~claims_solved | ((matched >= difficulty) & reproduces_token))
-    consistent &= table.column("matched_bits").to_numpy().astype(np.int32) == matched
-    return consistent, golden
+    return check_reproduction(table, golden).consistent, golden
 
 
 def recheck_independently(
