@@ -30,11 +30,12 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.results import record, table
+from hasher_core import design
 from hasher_core.design import DIFFICULTY_BITS, VOCABULARY_SIZE
 from hasher_resources import sha256
 from hasher_resources.sha256 import cpu, cpu_shani, cuda
 
-COMPRESSIONS_PER_EVALUATION = 66  # (21 passes + golden) × (2 header blocks + 1 re-hash)
+COMPRESSIONS_PER_EVALUATION = design.HASHES_PER_EVALUATION * design.COMPRESSIONS_PER_HASH
 COMPRESSIONS_PER_SCAN_NONCE = 2  # midstate path: header block 2 + the re-hash
 #: Physical limits of an H100 SXM / H200 (performance-anchors §1.2, 16 SM-clocks per compression).
 HOPPER_EVALUATIONS_PER_S = 245e6

@@ -118,27 +118,13 @@ def seeds(
     table = attach_results(frames, results, search, backend)
     plot = search_plot_png(results.history)
     plot_path = atomic_write_bytes(storage.stage_dir("seeds_plots") / f"{key}.png", plot)
-    rate = results.run_evaluations / results.wall_seconds if results.wall_seconds > 0 else 0.0
-    kernel_rate = results.run_evaluations / results.kernel_seconds if results.kernel_seconds > 0 else 0.0
     columns = ["chunk_id", "window_end", "target_token_id", "golden", "matched_bits", "solved"]
     metadata = {
         "dagster/row_count": frames.num_rows,
-        "solved": solved,
-        "solved_pct": round(100 * solved / max(frames.num_rows, 1), 2),
-        "difficulty_bits": search.difficulty_bits,
+        **results.summary(),
         "strategy": search.strategy,
-        "evaluations": int(results.evaluations.sum()),
-        "evaluations_this_run": int(results.run_evaluations),
-        "mean_generations": round(float(results.generations.mean()) if frames.num_rows else 0.0, 2),
-        "evaluations_per_s": round(rate, 1),
-        "double_sha256_per_s": round(22 * rate, 1),
-        "kernel_evaluations_per_s": round(kernel_rate, 1),
-        "search_efficiency": round(rate / kernel_rate, 3) if kernel_rate else 0.0,
-        "seconds": round(results.wall_seconds, 3),
         "elapsed": format_duration(results.wall_seconds),
         **kernel_info,
-        "unique_frames": int(results.unique_frames),
-        "frames_resumed_from_store": int(results.from_store.sum()),
         "progress_store": dg.MetadataValue.path(str(store_path)),
         "plot": png_markdown(plot, "search progress"),
         "plot_path": dg.MetadataValue.path(str(plot_path)),

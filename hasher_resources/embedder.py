@@ -38,7 +38,7 @@ class Embedder(dg.ConfigurableResource):
     Abstract (Dagster's resource metaclass is an ``ABCMeta``): only the concrete embedders exist.
     """
 
-    dims: int = Field(default=768, gt=0, description="Length of each embedding vector.")
+    dims: int = Field(default=EMBEDDING_DIMS, gt=0, description="Length of each embedding vector.")
 
     @abstractmethod
     def embed(self, texts: list[str]) -> np.ndarray:

@@ -18,10 +18,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from hasher_core import design
+
 from . import cuda
 
 #: Compressions one pass of ``hasher_evaluate`` nominally does (header blocks 1 and 2, the re-hash).
-COMPRESSIONS_PER_PASS = 3
+COMPRESSIONS_PER_PASS = design.COMPRESSIONS_PER_HASH
 
 _PROPS = re.compile(
     r"Function properties for (\w+)\n\s*(\d+) bytes stack frame, "

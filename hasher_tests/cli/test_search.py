@@ -91,7 +91,7 @@ def test_a_search_killed_with_sigkill_resumes_to_the_uninterrupted_output(tmp_pa
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads(rerun.stdout)
     assert summary["frames_from_store"] == len(before)
-    assert summary["frames_searched"] == FRAMES - len(before)
+    assert summary["unique_frames_searched"] == FRAMES - len(before)
     after = stored_rows(store)
     assert len(after) == FRAMES
     assert all(after[fp] == t for fp, t in before.items()), "finished frames were recomputed"

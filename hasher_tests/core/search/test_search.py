@@ -20,6 +20,7 @@ from hasher_core.header import golden_token, leading_equal_bits, target_word
 from hasher_core.search import reward
 from hasher_core.search.config import SearchConfig
 from hasher_core.search.loop import frame_fingerprint, search_frames
+from hasher_core.search.records import FinishedFrame
 from hasher_core.search.results import attach_results, search_plot_png, validate_frames_table
 from hasher_resources.sha256 import evaluate_with_keys
 
@@ -327,8 +328,37 @@ def test_summary_reports_what_the_asset_shows():
     slots, targets = make_frames(5)
     r = search_frames(slots, targets, SearchConfig(difficulty_bits=6, population=16), fast_oracle)
     s = r.summary()
-    assert s["frames"] == 5 and s["solved_pct"] == 100.0 and s["evaluations"] == r.run_evaluations
+    assert s["frames"] == 5 and s["solved_pct"] == 100.0 and s["evaluations_this_run"] == r.run_evaluations
     assert 0 < s["search_efficiency"] <= 1 and s["mean_generations"] >= 1
+
+
+class DictStore:
+    """The progress-store protocol over a dict (what the SQLite store does, without a file)."""
+
+    def __init__(self) -> None:
+        self.frames: dict[str, FinishedFrame] = {}
+
+    def get_many(self, fingerprints: list[str]) -> dict[str, FinishedFrame]:
+        return {f: self.frames[f] for f in fingerprints if f in self.frames}
+
+    def put_many(self, results: list[FinishedFrame]) -> None:
+        self.frames.update((r.fingerprint, r) for r in results)
+
+
+def test_the_summary_says_which_evaluations_this_run_ran_and_which_all_frames_cost():
+    slots, targets = make_frames(4)
+    slots, targets = (
+        np.concatenate([slots, slots[:1]]),
+        np.concatenate([targets, targets[:1]]),
+    )  # a duplicate row
+    config, store = SearchConfig(difficulty_bits=6, population=16), DictStore()
+    first = search_frames(slots, targets, config, fast_oracle, store=store).summary()
+    assert (first["frames"], first["unique_frames"]) == (5, 4)
+    assert first["evaluations_all_frames"] == first["evaluations_this_run"] > 0  # the duplicate counted once
+    again = search_frames(slots, targets, config, fast_oracle, store=store).summary()
+    assert again["evaluations_this_run"] == 0 and again["unique_frames_searched"] == 0
+    assert (again["frames_from_store"], again["unique_frames_from_store"]) == (5, 4)
+    assert again["evaluations_all_frames"] == first["evaluations_all_frames"]
 
 
 def test_an_evaluator_returning_the_wrong_shape_is_named():
