@@ -23,7 +23,12 @@ from hasher_core.search import validate_frames_table
 from hasher_core.search.reproduce import check_reproduction
 from hasher_resources.asic.resource import AsicResource
 from hasher_resources.asic.validation import cross_validate
-from hasher_resources.parquet_io import HASHER_METADATA_KEY, ParquetPartition, write_table_atomic
+from hasher_resources.parquet_io import (
+    HASHER_METADATA_KEY,
+    ParquetPartition,
+    partition_path,
+    write_table_atomic,
+)
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
@@ -120,8 +125,7 @@ def checkpoints(
     )
     if mismatches:
         context.log.warning(f"{mismatches} of {rows} seeds do not reproduce on the {backend} backend")
-        bad_path = storage.stage_dir("checkpoint_mismatches") / f"{key}.parquet"
-        write_table_atomic(bad, bad_path)
+        write_table_atomic(bad, partition_path(storage.data_path, "checkpoint_mismatches", key))
 
     device: dict = {"checked": False}
     device_ok = True

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hasher_core.names import AUTO, KERNEL_BACKENDS
+from hasher_core.names import AUTO, KERNEL_BACKENDS, PARTITION_STAGES
 
 EXIT_SOLVED, EXIT_NOT_SOLVED, EXIT_ERROR = 0, 1, 2
 #: ``Sha256Kernel.backend``'s values.
@@ -294,9 +294,11 @@ def _status(args: argparse.Namespace) -> int:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from hasher_resources.parquet_io import partition_path
+
     root = _data_dir(args)
     print(f"data directory: {root}")
-    stages = ["knowledge_base", "training_frames", "seeds", "checkpoints"]
+    stages = PARTITION_STAGES
     keys = sorted({p.stem for stage in stages for p in (root / stage).glob("*.parquet")})
     if not keys:
         print("  nothing materialised yet")
@@ -306,10 +308,10 @@ def _status(args: argparse.Namespace) -> int:
     for key in keys:
         cells = []
         for stage in stages:
-            path = root / stage / f"{key}.parquet"
+            path = partition_path(root, stage, key)
             cells.append(pq.ParquetFile(path).metadata.num_rows if path.exists() else None)
         solved = ""
-        seeds = root / "seeds" / f"{key}.parquet"
+        seeds = partition_path(root, "seeds", key)
         if seeds.exists():
             table = pq.read_table(seeds, columns=["solved", "difficulty_bits"])
             bits = table.column("difficulty_bits")[0].as_py() if table.num_rows else "?"

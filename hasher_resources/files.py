@@ -3,7 +3,9 @@ and the directories the environment names.
 
 Every writer in hasher goes through :func:`atomic_write` (a temporary file beside the target,
 fsynced, renamed over it, the directory fsynced), so a reader sees the old file or the complete
-new one, never half of one, and a failed write leaves the old file untouched. Every lock is an
+new one, never half of one, and a failed write leaves the old file untouched; every finished
+directory (a knowledge split, a deployment, a backup) and the deployment pointer appear through
+:func:`publish` (fsync, one rename, fsync of the parent). Every lock is an
 exclusive ``flock`` on a sidecar file taken by :func:`acquire_lock`; every content fingerprint of an
 input file is :func:`file_digest`, memoised by :class:`DigestMemo`.
 """
@@ -131,6 +133,26 @@ def fsync_tree(root: Path) -> None:
             finally:
                 os.close(fd)
         fsync_dir(Path(directory))
+
+
+def publish(staged: Path, final: Path) -> Path:
+    """Make ``staged`` — a finished directory tree, file or symlink beside ``final`` — appear as
+    ``final`` at once: everything in it fsynced, one rename over ``final`` (which may be a file or
+    symlink; a directory there must be empty or absent), then the parent fsynced. A reader sees the
+    old ``final`` or the whole new one, never a part; after a crash, one of the two. Raises OSError
+    (``staged`` is then left where it was). Returns ``final``."""
+    staged, final = Path(staged), Path(final)
+    if staged.is_dir() and not staged.is_symlink():
+        fsync_tree(staged)
+    elif staged.is_file() and not staged.is_symlink():
+        fd = os.open(staged, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    os.replace(staged, final)
+    fsync_dir(final.parent)
+    return final
 
 
 def atomic_write(path: Path, write: Callable[[Path], object], *, strict_dir_sync: bool = False) -> Path:

@@ -11,7 +11,7 @@ every partition that exists on disk.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +64,14 @@ class ParquetPartition:
         return pl.read_parquet(self.path, columns=columns)
 
 
+def partition_path(base_dir: Path | str, asset: str | Sequence[str], partition_key: str | None) -> Path:
+    """Where a stored partition lives: ``<base_dir>/<asset>/<partition>.parquet``, or
+    ``<base_dir>/<asset>.parquet`` for an unpartitioned asset (``asset`` may be an asset key's path)."""
+    parts = [asset] if isinstance(asset, str) else list(asset)
+    folder = Path(base_dir).expanduser().joinpath(*parts)
+    return folder.with_suffix(".parquet") if partition_key is None else folder / f"{partition_key}.parquet"
+
+
 def write_table_atomic(table: pa.Table, path: Path, compression: str = "zstd") -> None:
     """Write ``table`` to ``path`` as Parquet, atomically (:func:`hasher_resources.files.atomic_write`)."""
     atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression=compression))
@@ -78,10 +86,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     compression: str = "zstd"
 
     def _path(self, asset_key: dg.AssetKey, partition_key: str | None) -> Path:
-        folder = Path(self.base_dir).expanduser().joinpath(*asset_key.path)
-        if partition_key is None:
-            return folder.with_suffix(".parquet")
-        return folder / f"{partition_key}.parquet"
+        return partition_path(self.base_dir, asset_key.path, partition_key)
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         if context.has_asset_partitions and len(context.asset_partition_keys) != 1:

@@ -40,7 +40,7 @@ from hasher_core.errors import (
     DeploymentStoreError,
 )
 
-from ..files import file_sha256, fsync_dir, locked
+from ..files import file_sha256, fsync_dir, locked, publish
 from ..sha256.resource import Sha256Kernel
 from .bundle_files import read_bundle, write_bundle
 from .steps import Deadline, DeployReport, StepFailed, check_health
@@ -150,7 +150,8 @@ class DeploymentStore:
         else:
             tmp = self.root / f".{POINTER}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.symlink(Path(DEPLOYMENTS_DIR) / version, tmp)
-            os.replace(tmp, self.pointer)
+            publish(tmp, self.pointer)
+            return
         fsync_dir(self.root)
 
     def _backup(self, version: str) -> Backup:
@@ -167,8 +168,7 @@ class DeploymentStore:
             copied = _tree_hashes(tmp)
             if copied != hashes:
                 raise StepFailed("backup", f"copy of {source} in {tmp} does not match the original")
-            os.rename(tmp, final)
-            fsync_dir(self.backups_dir)
+            publish(tmp, final)
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             raise StepFailed("backup", f"cannot copy {source} to {final}: {e}") from e
@@ -192,9 +192,7 @@ class DeploymentStore:
         tmp = self.deployments / f".tmp-{bundle.version}-{uuid.uuid4().hex[:8]}"
         try:
             write_bundle(bundle, tmp)
-            fsync_dir(tmp)
-            os.rename(tmp, final)
-            fsync_dir(self.deployments)
+            publish(tmp, final)
         except (OSError, BundleError) as e:
             shutil.rmtree(tmp, ignore_errors=True)
             raise StepFailed("write", f"writing {final}: {type(e).__name__}: {e}") from e
@@ -218,8 +216,7 @@ class DeploymentStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise DeploymentStoreError(f"backup {backup.path} no longer matches what was backed up")
         self._discard(target)
-        os.rename(tmp, target)
-        fsync_dir(self.deployments)
+        publish(tmp, target)
         return True
 
     def _rollback(self, previous: str | None, backup: Backup | None, new_version: str, created: bool) -> bool:

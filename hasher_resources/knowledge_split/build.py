@@ -48,7 +48,7 @@ from hasher_core.errors import (
 from hasher_core.knowledge import ReadReport, discovery_candidates, read_knowledge_base, safe_partition_key
 from hasher_core.schemas import knowledge_base_schema
 
-from ..files import DigestMemo, atomic_write_text, fsync_dir, fsync_tree, locked, stat_key
+from ..files import DigestMemo, atomic_write_text, locked, publish, stat_key
 from .read import DATA_NAME, SEQ_COLUMN, SplitCache
 
 __all__ = ["CACHE_FORMAT_VERSION", "ensure_split"]
@@ -276,14 +276,12 @@ def _build(
             built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
         (tmp / _REPORT_NAME).write_text(json.dumps(metadata, indent=1, ensure_ascii=False), encoding="utf-8")
-        fsync_tree(tmp)
         target = cache_root / fingerprint
         if target.exists():
             # Only an incomplete leftover can be here: complete ones were found by the lookup under the lock.
             shutil.rmtree(target)
-        os.rename(tmp, target)
-        os.utime(target)
-        fsync_dir(cache_root)
+        os.utime(tmp)  # the newest split, for pruning (the rename keeps the time)
+        publish(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -22,11 +22,12 @@ import dagster as dg
 import pytest
 
 from hasher_assets.executors import RAY_STEP_TAG, step_op_tags
+from hasher_core.names import PARTITION_STAGES
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ["knowledge_base", "training_frames", "seeds", "checkpoints"]
+STAGES = PARTITION_STAGES
 KEYS = ["gettysburg_address.txt", "zen_of_python.txt"]
 FAST_SEEDS = {"difficulty_bits": 6, "population": 32, "max_generations": 64}
 BIN = Path(sys.executable).parent
