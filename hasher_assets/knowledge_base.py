@@ -126,7 +126,7 @@ def knowledge_base(
         "seconds": round(seconds, 3),
     }
     if split is not None:
-        metadata["split_cache"] = dg.MetadataValue.path(str(split.path))
+        metadata["knowledge_split"] = dg.MetadataValue.path(str(split.path))
         metadata["split_built_this_run"] = split.built
         metadata["source_files_in_input"] = len(split.partitions())
     if first is not None:

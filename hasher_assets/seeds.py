@@ -22,7 +22,7 @@ from hasher_core.search import (
 from hasher_core.search.config import Knob, knobs
 from hasher_resources.files import atomic_write_bytes
 from hasher_resources.parquet_io import ParquetPartition
-from hasher_resources.progress_store import ProgressStore
+from hasher_resources.progress_store import SqliteProgressStore
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
@@ -98,7 +98,7 @@ def seeds(
         reporter.update(p.frames_done, f"{p.solved:,} solved, {p.evaluations_per_s:,.0f} evaluations/s")
 
     store_path = storage.progress_path() / f"{key}.sqlite"
-    with ProgressStore.open(store_path, partition=key, wait_s=30.0) as store:
+    with SqliteProgressStore.open(store_path, partition=key, wait_s=30.0) as store:
         if stale := store.other_versions():
             versions = ", ".join(sorted(stale))
             context.log.warning(

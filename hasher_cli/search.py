@@ -23,7 +23,7 @@ from hasher_core.errors import HasherError
 from hasher_core.search import SearchConfig, attach_results, search_frames, validate_frames_table
 from hasher_core.search.config import knobs
 from hasher_resources.parquet_io import write_table_atomic
-from hasher_resources.progress_store import ProgressStore
+from hasher_resources.progress_store import SqliteProgressStore
 from hasher_resources.sha256 import BACKENDS
 from hasher_resources.sha256.resource import Sha256Kernel
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(p.frames_done - bar.n)
             bar.set_postfix(solved=p.solved, evals_per_s=f"{p.evaluations_per_s:,.0f}", refresh=False)
 
-        with ProgressStore.open(args.store, partition=args.partition, wait_s=args.lock_wait_s) as store:
+        with SqliteProgressStore.open(args.store, partition=args.partition, wait_s=args.lock_wait_s) as store:
             results = search_frames(
                 slots,
                 targets,

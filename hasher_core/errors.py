@@ -31,7 +31,7 @@ class FileChangedError(HasherError):
 
 
 class KnowledgeBaseError(HasherError):
-    """Family: reading a knowledge base, the inbox or the split cache failed."""
+    """Family: reading a knowledge base, the inbox or the knowledge split failed."""
 
 
 class KnowledgeBaseNotFoundError(KnowledgeBaseError):
@@ -90,11 +90,11 @@ class PartitionNotFoundError(KnowledgeBaseError):
         super().__init__(f"{path}: no record belongs to partition {partition_key!r}")
 
 
-class KnowledgeCacheError(KnowledgeBaseError):
-    """The split cache cannot be built, published or read; the message names the path."""
+class KnowledgeSplitError(KnowledgeBaseError):
+    """The knowledge split cannot be built, published or read; the message names the path."""
 
 
-class KnowledgeCacheLockTimeoutError(KnowledgeCacheError):
+class KnowledgeSplitLockTimeoutError(KnowledgeSplitError):
     """Another process held the cache lock longer than the caller was willing to wait."""
 
     def __init__(self, lock_path: Path, waited_s: float, holder: str) -> None:

@@ -231,7 +231,7 @@ class DigestMemo:
     """Content digests of files, memoised by :func:`stat_key` so an unchanged file is read once.
 
     ``entries`` is a plain JSON-able dict (path → ``{"stat", "digest", "recorded_ns", …}``) that the
-    owner keeps where it likes: the split cache in a file, the sensor in its cursor. Other keys of
+    owner keeps where it likes: the knowledge split in a file, the sensor in its cursor. Other keys of
     an entry are kept. An entry is trusted only when the stat is unchanged and the file was last
     modified well before the digest was taken (a write in the same clock tick would be invisible).
     """

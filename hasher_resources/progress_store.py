@@ -61,10 +61,11 @@ def _lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
-class ProgressStore:
-    """Finished frames of one partition, keyed by fingerprint; use as a context manager.
+class SqliteProgressStore:
+    """The progress store (``hasher_core.search.ProgressStore``) of one partition in SQLite: finished
+    frames keyed by fingerprint; use as a context manager.
 
-    ``ProgressStore.open(path, partition=..., wait_s=...)`` takes the partition lock, then opens
+    ``SqliteProgressStore.open(path, partition=..., wait_s=...)`` takes the partition lock, then opens
     (or creates) the database. Rows are committed by :meth:`put_many` in one transaction.
     """
 
@@ -217,7 +218,7 @@ class ProgressStore:
             release_lock(self._lock_fd)
             self._lock_fd = None
 
-    def __enter__(self) -> ProgressStore:
+    def __enter__(self) -> SqliteProgressStore:
         return self
 
     def __exit__(

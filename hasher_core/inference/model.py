@@ -33,10 +33,10 @@ from hasher_core.frames.tokens import encode_ordinary
 from hasher_core.frames.windows import unpack_slots
 from hasher_core.header import golden_token
 
+from .readback import RowEvaluator
+
 #: ``(tokens int[T], begin int[n], end int[n]) -> slots uint32[n, 12]``: stage 2's window slots.
 WindowSlots = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-#: ``(slots uint32[N, 12], seeds uint8[N, 32], header_times int[N]) -> goldens uint32[N]``.
-RowEvaluator = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 #: Beyond this distance over the dequantised features the model abstains. With the offline embedder
 #: a context one token past a trained one lies at ~0.02, unrelated prompts at ~0.3–0.6: the
 #: distance says how far an answer is from what was trained, not whether it is right.

@@ -4,14 +4,14 @@ what it produces; ``results``: frames in, seeds out, and the plot."""
 
 from .config import STRATEGIES, SearchConfig
 from .loop import Evaluator, check_frames, frame_fingerprint, search_frames
-from .records import FinishedFrame, FrameStore, SearchHistory, SearchProgress, SearchResults
+from .records import FinishedFrame, ProgressStore, SearchHistory, SearchProgress, SearchResults
 from .results import attach_results, search_plot_png, validate_frames_table
 
 __all__ = [
     "STRATEGIES",
     "Evaluator",
     "FinishedFrame",
-    "FrameStore",
+    "ProgressStore",
     "SearchConfig",
     "SearchHistory",
     "SearchProgress",

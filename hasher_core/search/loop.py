@@ -27,7 +27,7 @@ from hasher_core.header import target_word
 
 from . import fused
 from .config import SearchConfig
-from .records import FinishedFrame, FrameStore, SearchHistory, SearchProgress, SearchResults
+from .records import FinishedFrame, ProgressStore, SearchHistory, SearchProgress, SearchResults
 
 #: ``(slots uint32[N, 12], seeds uint8[N, 32], header_time) -> (golden uint32[N], keys uint32[N, 3])``.
 #: The input arrays are buffers the search reuses on its next call: copy them to keep them.
@@ -125,7 +125,7 @@ def search_frames(
     config: SearchConfig,
     evaluate: Evaluator,
     *,
-    store: FrameStore | None = None,
+    store: ProgressStore | None = None,
     progress: Callable[[SearchProgress], None] | None = None,
     progress_every_s: float = 5.0,
     clock: Callable[[], float] = time.monotonic,

@@ -32,10 +32,10 @@ class FinishedFrame:
             raise ValueError(f"frame {self.fingerprint}: best_seed must be {SEED_BYTES} bytes")
 
 
-class FrameStore(Protocol):
+class ProgressStore(Protocol):
     """Where finished frames are committed as they finish, keyed by fingerprint (DESIGN §4.6).
 
-    The embedded implementation is the SQLite progress store, ``hasher_resources.progress_store``.
+    The embedded implementation is SQLite: ``hasher_resources.progress_store.SqliteProgressStore``.
     """
 
     def get_many(self, fingerprints: list[str]) -> dict[str, FinishedFrame]:
