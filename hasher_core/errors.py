@@ -27,9 +27,6 @@ class FileChangedError(HasherError):
         super().__init__(f"{path}: changed while it was being fingerprinted; try again")
 
 
-# --- stage 1: knowledge base --------------------------------------------------------------------
-
-
 class KnowledgeBaseError(HasherError):
     """Family: reading a knowledge base, the inbox or the knowledge split failed."""
 
@@ -106,9 +103,6 @@ class KnowledgeSplitLockTimeoutError(KnowledgeSplitError):
         )
 
 
-# --- stage 2: training frames -------------------------------------------------------------------
-
-
 class FramesError(HasherError):
     """Family: turning chunks into frames failed (tokenizer, options, input)."""
 
@@ -133,9 +127,6 @@ class FramesInputError(FramesError, ValueError):
 class TokenizeError(FramesError):
     """tiktoken (or the exact fallback for its regex limit) failed on one text; the frames writer
     skips that chunk, counts it under ``tokenizer_failed`` and names it."""
-
-
-# --- stage 3: seed search -----------------------------------------------------------------------
 
 
 class SearchError(HasherError):
@@ -183,9 +174,6 @@ class ProgressStoreLockedError(ProgressStoreError):
         self.partition = partition
 
 
-# --- the SHA-256 kernel -------------------------------------------------------------------------
-
-
 class KernelError(HasherError):
     """Family: the SHA-256 kernel was given bad input or cannot run as configured."""
 
@@ -200,9 +188,6 @@ class KernelConfigError(KernelError, ValueError):
 
 class BackendUnavailableError(KernelError, RuntimeError):
     """The requested backend cannot run here (no GPU, CuPy missing, ...)."""
-
-
-# --- where steps run (HASHER_EXECUTOR) ------------------------------------------------------------
 
 
 class ExecutorError(HasherError):
@@ -220,14 +205,8 @@ class ExecutorUnavailableError(ExecutorError, RuntimeError):
         )
 
 
-# --- the embedder -------------------------------------------------------------------------------
-
-
 class EmbedderError(HasherError, RuntimeError):
     """The embedder cannot produce embeddings (server down, model missing, malformed answer)."""
-
-
-# --- the ASIC device ----------------------------------------------------------------------------
 
 
 class AsicError(HasherError, RuntimeError):
@@ -300,9 +279,6 @@ class WrongDeviceError(AsicError):
         )
 
 
-# --- the bundle and inference -------------------------------------------------------------------
-
-
 class BundleError(HasherError):
     """Family: building, writing or reading a bundle went wrong."""
 
@@ -341,9 +317,6 @@ class InferenceError(HasherError):
 
 class PredictInputError(InferenceError, ValueError):
     """The frame given for a prediction is not 12 words that fit in 32 bits, or the row is unknown."""
-
-
-# --- stage 5: deployment ------------------------------------------------------------------------
 
 
 class DeploymentError(HasherError):

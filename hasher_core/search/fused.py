@@ -283,8 +283,8 @@ def generation_step(
     ``difficulty`` or out of generations), and builds the next population of every other frame in
     place: GRPO (:func:`grpo_next_population`, elites keep their goldens) or the next scan block.
     Adds each frame's mean and best reward to the history sums at its generation (``np.add.at``
-    order). Frames are independent, so they run in parallel; results equal the numpy definitions
-    above bit for bit, whatever the thread count.
+    order). Frames are stepped one after another on the calling thread (the kernel call before it is
+    what runs on every core); results equal the numpy definitions above bit for bit.
     """
     population = seeds.shape[1]
     n_keys = keys.shape[2]

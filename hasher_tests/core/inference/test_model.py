@@ -140,8 +140,6 @@ def test_recall_counts_right_answers_ambiguity_and_verbatim_recitation():
     assert recall.as_metadata()["mean_tokens_recited_verbatim"] == 2.0
 
 
-# --- recitation across chunks ---------------------------------------------------------------------
-
 WINDOW = 8
 
 
