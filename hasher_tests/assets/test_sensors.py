@@ -14,6 +14,7 @@ import pytest
 
 from hasher_assets.partitions import register_partitions
 from hasher_assets.sensors import miner_output_sensor
+from hasher_resources import files
 from hasher_resources.storage import HasherStorage, scan_sources
 
 SAMPLE_KEYS = [
@@ -97,7 +98,12 @@ def test_a_file_edited_back_to_an_earlier_content_runs_again_under_a_new_run_key
     assert len(set(keys)) == 3, keys  # Dagster would drop a repeated run_key: the revert would never run
 
 
-def test_cursor_survives_a_restart(instance, storage):
+def test_cursor_survives_a_restart(instance, storage, monkeypatch):
+    # The sample files were copied just now: a digest taken within files._RACY_NS of a file's change
+    # is not trusted and is taken again, on a slow machine with a cursor update. Reading the clock
+    # as if the copies were older keeps this test about the cursor, not about the machine's speed.
+    real = files._now_ns
+    monkeypatch.setattr(files, "_now_ns", lambda: real() + 2 * files._RACY_NS)
     first = _tick(instance, storage, None)
     _apply(instance, first)
     with dg.instance_for_test() as fresh_instance:  # a new daemon process: only the cursor carries over
