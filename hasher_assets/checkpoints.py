@@ -12,23 +12,18 @@ import json
 import time
 
 import dagster as dg
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from hasher_core.design import SEED_BYTES
-from hasher_core.header import build_header
-from hasher_core.search import validate_frames_table
-from hasher_core.search.reproduce import check_reproduction
 from hasher_resources.asic.resource import AsicResource
-from hasher_resources.asic.validation import cross_validate
 from hasher_resources.parquet_io import (
     HASHER_METADATA_KEY,
     ParquetPartition,
     partition_path,
     write_table_atomic,
 )
+from hasher_resources.recheck import Recheck, device_hashing_check, recheck_independently
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
@@ -47,50 +42,6 @@ class CheckpointsConfig(dg.Config):
         description="Checkpointed headers sent to the ASIC device to check the device's own hashing "
         "(its nonces must verify on the kernel); this checks the device, not the seeds (0 = skip)",
     )
-
-
-def independent_backend(search_backend: str) -> str:
-    """The backend that did not produce the seeds: the reference unless the search used it."""
-    return "cpu" if search_backend == "reference" else "reference"
-
-
-def recheck(table: pa.Table, kernel: Sha256Kernel) -> tuple[np.ndarray, np.ndarray]:
-    """Recompute every row's golden on ``kernel``; returns ``(consistent mask bool[N], recomputed
-    goldens uint32[N])``. A row is consistent when it reproduces by the one rule of
-    :func:`hasher_core.search.reproduce.check_reproduction` (DESIGN §5)."""
-    slots, _ = validate_frames_table(table)
-    seeds = np.frombuffer(b"".join(table.column("best_seed").to_pylist()), np.uint8).reshape(-1, SEED_BYTES)
-    golden = kernel.evaluate_rows(slots, seeds, table.column("header_time").to_numpy())
-    return check_reproduction(table, golden).consistent, golden
-
-
-def recheck_independently(
-    table: pa.Table, kernel: Sha256Kernel
-) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
-    """:func:`recheck` with every row on a backend other than the one that searched it (the row's
-    ``kernel_backend``; unknown counts as the kernel resource's): reference-searched rows on the CPU
-    kernel, all others on the reference. Returns ``(consistent, recomputed, search → verify backend)``.
-    """
-    consistent = np.zeros(table.num_rows, dtype=bool)
-    recomputed = np.zeros(table.num_rows, dtype=np.uint32)
-    searched = [b or kernel.backend_name() for b in table.column("kernel_backend").to_pylist()]
-    verified_on: dict[str, str] = {}
-    for search_backend in sorted(set(searched)):
-        rows = np.flatnonzero(np.array(searched, dtype=object) == search_backend)
-        verified_on[search_backend] = independent_backend(search_backend)
-        # The gate's second opinion runs on the kernel resource's threads/device, on another backend.
-        ok, golden = recheck(table.take(pa.array(rows)), kernel.on_backend(verified_on[search_backend]))
-        consistent[rows], recomputed[rows] = ok, golden
-    return consistent, recomputed, verified_on
-
-
-def sample_headers(table: pa.Table, count: int) -> list[bytes]:
-    """Headers of up to ``count`` checkpointed frames (solved ones first) for the device."""
-    sample = table.sort_by([("solved", "descending"), ("chunk_id", "ascending")]).slice(0, count)
-    slots, _ = validate_frames_table(sample)
-    seeds = sample.column("best_seed").to_pylist()
-    times = sample.column("header_time").to_pylist()
-    return [build_header(slots[i], seeds[i], int(times[i])) for i in range(sample.num_rows)]
 
 
 @dg.asset(
@@ -113,65 +64,67 @@ def checkpoints(
     key = context.partition_key
     table = seeds.read()
     started = time.monotonic()
-    consistent, recomputed, verified_on = recheck_independently(table, kernel)
-    backend = "+".join(sorted(set(verified_on.values()))) or independent_backend(kernel.backend_name())
+    checked = recheck_independently(table, kernel)
     seconds = time.monotonic() - started
-    rows = table.num_rows
-    mismatches = int(rows - consistent.sum())
-    rate = mismatches / rows if rows else 0.0
-    good = table.filter(pa.array(consistent))
-    bad = table.filter(pa.array(~consistent)).append_column(
-        "recomputed_golden", pa.array(recomputed[~consistent])
-    )
-    if mismatches:
-        context.log.warning(f"{mismatches} of {rows} seeds do not reproduce on the {backend} backend")
-        write_table_atomic(bad, partition_path(storage.data_path, "checkpoint_mismatches", key))
-
-    device: dict = {"checked": False}
-    device_ok = True
-    if config.device_sample > 0 and good.num_rows:
-        report = cross_validate(asic, sample_headers(good, config.device_sample))
-        device_ok = report.passed(config.tolerance)
-        device = {"checked": True, "passed": device_ok, **report.as_metadata()}
+    backend = checked.verify_backend(kernel)
+    if checked.mismatches:
+        context.log.warning(
+            f"{checked.mismatches} of {checked.rows} seeds do not reproduce on the {backend} backend"
+        )
+        write_table_atomic(
+            checked.mismatch_table(table), partition_path(storage.data_path, "checkpoint_mismatches", key)
+        )
+    good = table.filter(pa.array(checked.consistent))
+    device, report = device_hashing_check(asic, good, config.device_sample, config.tolerance)
+    if report is not None:
         context.log.info(
             f"device hashing check (the device, not the seeds) on {report.headers} headers: "
             f"{report.nonces_verified}/{report.nonces_returned} nonces verify on the kernel, "
             f"hardware-error rate {report.hardware_error_rate:.4f}"
         )
+    gate = _gate(checked, backend, device, config.tolerance)
+    good = good.replace_schema_metadata(
+        {**(good.schema.metadata or {}), HASHER_METADATA_KEY: json.dumps(gate).encode()}
+    )
+    return dg.MaterializeResult(value=good, metadata=_metadata(good, table, checked, gate, device, seconds))
 
-    gate = {
-        "rows": rows,
-        "consistent": int(consistent.sum()),
-        "mismatches": mismatches,
-        "mismatch_rate": rate,
-        "tolerance": config.tolerance,
+
+def _gate(checked: Recheck, backend: str, device: dict, tolerance: float) -> dict:
+    """What the gate decided, stored in the checkpoint file: not how long it took, so the same seeds
+    give the same file on any machine or executor (the timings go to the materialization's metadata)."""
+    return {
+        "rows": checked.rows,
+        "consistent": int(checked.consistent.sum()),
+        "mismatches": checked.mismatches,
+        "mismatch_rate": checked.mismatch_rate,
+        "tolerance": tolerance,
         "verify_backend": backend,
-        "search_backend": sorted(verified_on),
-        "verified_on": verified_on,
-        # What the gate decided, not how long it took: the same seeds give the same file on any
-        # machine or executor (the timings go to the materialization's metadata below).
+        "search_backend": sorted(checked.verified_on),
+        "verified_on": checked.verified_on,
         "device": {k: v for k, v in device.items() if not k.endswith("_seconds")},
-        "passed": rate <= config.tolerance and device_ok,
+        "passed": checked.mismatch_rate <= tolerance and device.get("passed", True),
     }
-    schema_meta = dict(good.schema.metadata or {})
-    schema_meta[HASHER_METADATA_KEY] = json.dumps(gate).encode()
-    good = good.replace_schema_metadata(schema_meta)
+
+
+def _metadata(good: pa.Table, table: pa.Table, checked: Recheck, gate: dict, device: dict, seconds: float):
     solved = int(pc.sum(good.column("solved")).as_py() or 0) if good.num_rows else 0
     metadata = {
         "dagster/row_count": good.num_rows,
-        "checked": rows,
-        "mismatches": mismatches,
-        "mismatch_rate": round(rate, 6),
-        "tolerance": config.tolerance,
+        "checked": checked.rows,
+        "mismatches": checked.mismatches,
+        "mismatch_rate": round(checked.mismatch_rate, 6),
+        "tolerance": gate["tolerance"],
         "gate_passed": gate["passed"],
         "solved_checkpointed": solved,
-        "verify_backend": backend,
+        "verify_backend": gate["verify_backend"],
         "verify_seconds": round(seconds, 3),
-        "verify_evaluations_per_s": round(rows / max(seconds, 1e-9), 1),
+        "verify_evaluations_per_s": round(checked.rows / max(seconds, 1e-9), 1),
         "device_hashing_check": dg.MetadataValue.json(device),
     }
-    if mismatches:
+    if checked.mismatches:
         metadata["mismatch_preview"] = dg.MetadataValue.md(
-            preview_markdown(bad, ["chunk_id", "window_end", "golden", "recomputed_golden"])
+            preview_markdown(
+                checked.mismatch_table(table), ["chunk_id", "window_end", "golden", "recomputed_golden"]
+            )
         )
-    return dg.MaterializeResult(value=good, metadata=metadata)
+    return metadata

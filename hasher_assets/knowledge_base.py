@@ -2,25 +2,24 @@
 
 Reads the Data Miner's output (or a raw-text inbox file), keeps the records of this partition's
 source file, skips bad records with counted reasons, and stores the chunks as Parquet. The miner
-file is split by source file once per content fingerprint (``hasher_resources.knowledge_split``), so a
-thousand partitions of one big JSON array cost one parse, not a thousand.
+file is split by source file once per content fingerprint (``hasher_resources.knowledge_source``), so
+a thousand partitions of one big JSON array cost one parse, not a thousand.
 """
 
 import time
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from hasher_core.design import EMBEDDING_DIMS
-from hasher_core.errors import KnowledgeBaseError
-from hasher_core.knowledge import ReadReport, read_inbox_file
 from hasher_core.rate_log import RateReporter
-from hasher_core.schemas import knowledge_base_schema
 from hasher_resources.embedder import Embedder
-from hasher_resources.knowledge_split import ensure_split
+from hasher_resources.knowledge_source import (
+    PartitionRecords,
+    WrittenKnowledgeBase,
+    partition_records,
+    write_knowledge_base,
+)
 from hasher_resources.parquet_io import StagedParquet
 from hasher_resources.storage import HasherStorage
 
@@ -54,65 +53,46 @@ def knowledge_base(
     embedder: Embedder,
 ) -> dg.MaterializeResult:
     key = context.partition_key
-    inbox = storage.inbox_files()
-    split = None
-    if key in inbox and config.input_path is None:
-        origin = f"inbox file {inbox[key]}"
-        inbox_report = ReadReport()
-        batches = read_inbox_file(inbox[key], embedder, dims=config.embedding_dims, report=inbox_report)
-    else:
-        # One pass over the miner file splits it by source file (cached by content): materialising
-        # P partitions then costs one read of a big JSON array, not P.
-        origin = f"miner directory {storage.miner_path}"
-        split = ensure_split(
-            storage.miner_path,
-            storage.stage_dir("knowledge_split"),
-            explicit_path=None if config.input_path is None else storage.miner_path / config.input_path,
-            dims=config.embedding_dims,
-            batch_rows=2048,
-        )
+    records = partition_records(
+        storage,
+        key,
+        embedder,
+        input_path=config.input_path,
+        dims=config.embedding_dims,
+        batch_rows=config.batch_rows,
+    )
+    if (split := records.split) is not None:
         context.log.info(
             f"{'split' if split.built else 'reusing the split of'} {split.source_path} "
             f"({split.format}, {len(split.partitions())} source files, fingerprint {split.fingerprint[:12]})"
         )
-        batches = split.read_partition(key, config.batch_rows)
     staging = storage.stage_dir(".staging") / f"knowledge_base.{key}.{context.run.run_id}.parquet"
-    schema = knowledge_base_schema(config.embedding_dims)
     progress = RateReporter("knowledge_base", None, context.log.info, unit="chunks")
     started = time.monotonic()
-    rows = 0
-    content_bytes = 0
-    first: pa.Table | None = None
-    try:
-        with pq.ParquetWriter(staging, schema, compression="zstd") as writer:
-            for batch in batches:
-                table = pa.Table.from_batches([batch]).cast(schema)
-                writer.write_table(table)
-                rows += table.num_rows
-                content_bytes += pc.sum(pc.binary_length(table.column("content"))).as_py() or 0
-                if first is None:
-                    first = table
-                progress.update(rows)
-    except BaseException:
+    written = write_knowledge_base(records.batches, staging, config.embedding_dims, progress.update)
+    for warning in records.warnings():
+        context.log.warning(warning)
+    if written.rows == 0:
         staging.unlink(missing_ok=True)
-        raise
-    # What reading the input found; for the miner file it covers every source file in it.
-    read = split.report if split is not None else inbox_report.as_metadata()
-    for fallback in read["fallbacks"]:
-        context.log.warning(f"fell back from {fallback}")
-    for reason, count in read["skipped"].items():
-        context.log.warning(f"{read['path_used']}: skipped {count} record(s): {reason}")
-    if rows == 0:
-        staging.unlink(missing_ok=True)
-        raise KnowledgeBaseError(
-            f"partition {key!r}: no usable records for this source file in {origin} "
-            f"(file used: {read['path_used']}; skipped: {read['skipped'] or 'none'})"
-        )
+        raise records.nothing_usable(key)
     seconds = time.monotonic() - started
-    progress.finish(rows)
+    progress.finish(written.rows)
+    return dg.MaterializeResult(
+        value=StagedParquet(staging), metadata=_metadata(records, written, seconds, embedder, config)
+    )
+
+
+def _metadata(
+    records: PartitionRecords,
+    written: WrittenKnowledgeBase,
+    seconds: float,
+    embedder: Embedder,
+    config: KnowledgeBaseConfig,
+) -> dict[str, object]:
+    read = records.read_report()
     metadata: dict[str, object] = {
-        "dagster/row_count": rows,
-        "source": origin,
+        "dagster/row_count": written.rows,
+        "source": records.origin,
         "input_file": str(read["path_used"]),
         "input_format": str(read["format"]),
         "records_seen_in_file": read["records_seen"],
@@ -121,18 +101,18 @@ def knowledge_base(
         "fallbacks": dg.MetadataValue.json(read["fallbacks"]),
         "embedder": embedder.description(),
         "embedding_dims": config.embedding_dims,
-        "content_mb": round(content_bytes / 1e6, 3),
-        "chunks_per_s": round(rows / max(seconds, 1e-9), 1),
+        "content_mb": round(written.content_bytes / 1e6, 3),
+        "chunks_per_s": round(written.rows / max(seconds, 1e-9), 1),
         "seconds": round(seconds, 3),
     }
-    if split is not None:
+    if (split := records.split) is not None:
         metadata["knowledge_split"] = dg.MetadataValue.path(str(split.path))
         metadata["split_built_this_run"] = split.built
         metadata["source_files_in_input"] = len(split.partitions())
-    if first is not None:
+    if written.first is not None:
         metadata["preview"] = dg.MetadataValue.md(
-            preview_markdown(first, ["source_file", "chunk_id", "content"])
+            preview_markdown(written.first, ["source_file", "chunk_id", "content"])
         )
     if read["problems"]:
         metadata["first_problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in read["problems"][:20]))
-    return dg.MaterializeResult(value=StagedParquet(staging), metadata=metadata)
+    return metadata

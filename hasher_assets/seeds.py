@@ -12,17 +12,11 @@ import pydantic
 from pydantic import Field
 
 from hasher_core.rate_log import RateReporter, format_duration
-from hasher_core.search import (
-    SearchConfig,
-    attach_results,
-    search_frames,
-    search_plot_png,
-    validate_frames_table,
-)
+from hasher_core.search import SearchConfig, attach_results, search_plot_png, validate_frames_table
 from hasher_core.search.config import Knob, knobs
 from hasher_resources.files import atomic_write_bytes
 from hasher_resources.parquet_io import ParquetPartition
-from hasher_resources.progress_store import SqliteProgressStore
+from hasher_resources.progress_store import search_resumable
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
@@ -84,50 +78,43 @@ def seeds(
     search = search_config(config)
     frames = training_frames.read()
     slots, targets = validate_frames_table(frames)
-    backend = kernel.backend_name()
     kernel_info = kernel.describe()  # backend plus its device, or threads and CPU path (shani / simd)
+    kernel_line = ", ".join(f"{k.removeprefix('kernel_')} {v}" for k, v in kernel_info.items())
     context.log.info(
         f"searching {frames.num_rows:,} frames at {search.difficulty_bits} bits "
-        f"(strategy {search.strategy}, population {search.population}, kernel "
-        + ", ".join(f"{k.removeprefix('kernel_')} {v}" for k, v in kernel_info.items())
-        + ")"
+        f"(strategy {search.strategy}, population {search.population}, kernel {kernel_line})"
     )
     reporter = RateReporter("seeds", frames.num_rows, context.log.info, unit="frames", every_s=5.0)
-
-    def progress(p) -> None:
-        reporter.update(p.frames_done, f"{p.solved:,} solved, {p.evaluations_per_s:,.0f} evaluations/s")
-
     store_path = storage.progress_path() / f"{key}.sqlite"
-    with SqliteProgressStore.open(store_path, partition=key, wait_s=30.0) as store:
-        if stale := store.other_versions():
-            versions = ", ".join(sorted(stale))
-            context.log.warning(
-                f"progress store {store_path} holds {sum(stale.values()):,} seeds of {versions} (another "
-                f"objective): none is reused; this run searches for {store.algorithm_version}"
-            )
-        results = search_frames(
-            slots,
-            targets,
-            search,
-            lambda s, sd, t: kernel.evaluate_with_keys(s, sd, header_time=t),
-            store=store,
-            progress=progress,
-        )
-    solved = int(results.solved.sum())
-    reporter.finish(frames.num_rows, f"{solved:,} solved")
-    table = attach_results(frames, results, search, backend)
+    results = search_resumable(
+        store_path,
+        slots,
+        targets,
+        search,
+        lambda s, sd, t: kernel.evaluate_with_keys(s, sd, header_time=t),
+        partition=key,
+        wait_s=30.0,
+        progress=lambda p: reporter.update(
+            p.frames_done, f"{p.solved:,} solved, {p.evaluations_per_s:,.0f} evaluations/s"
+        ),
+        warn=context.log.warning,
+    )
+    reporter.finish(frames.num_rows, f"{int(results.solved.sum()):,} solved")
+    table = attach_results(frames, results, search, kernel.backend_name())
     plot = search_plot_png(results.history)
     plot_path = atomic_write_bytes(storage.stage_dir("seeds_plots") / f"{key}.png", plot)
     columns = ["chunk_id", "window_end", "target_token_id", "golden", "matched_bits", "solved"]
-    metadata = {
-        "dagster/row_count": frames.num_rows,
-        **results.summary(),
-        "strategy": search.strategy,
-        "elapsed": format_duration(results.wall_seconds),
-        **kernel_info,
-        "progress_store": dg.MetadataValue.path(str(store_path)),
-        "plot": png_markdown(plot, "search progress"),
-        "plot_path": dg.MetadataValue.path(str(plot_path)),
-        "preview": dg.MetadataValue.md(preview_markdown(table, columns)),
-    }
-    return dg.MaterializeResult(value=table, metadata=metadata)
+    return dg.MaterializeResult(
+        value=table,
+        metadata={
+            "dagster/row_count": frames.num_rows,
+            **results.summary(),
+            "strategy": search.strategy,
+            "elapsed": format_duration(results.wall_seconds),
+            **kernel_info,
+            "progress_store": dg.MetadataValue.path(str(store_path)),
+            "plot": png_markdown(plot, "search progress"),
+            "plot_path": dg.MetadataValue.path(str(plot_path)),
+            "preview": dg.MetadataValue.md(preview_markdown(table, columns)),
+        },
+    )

@@ -16,7 +16,7 @@ from hasher_core.frames.recipe import frame_recipe, recipe_to_metadata
 from hasher_core.frames.tokens import load_cl100k
 from hasher_core.rate_log import RateReporter
 from hasher_resources.embedder import Embedder
-from hasher_resources.frames_writer import write_frames
+from hasher_resources.frames_writer import FramesReport, write_frames
 from hasher_resources.parquet_io import ParquetPartition, StagedParquet
 from hasher_resources.storage import HasherStorage
 
@@ -56,8 +56,7 @@ def training_frames(
     embedder: Embedder,
 ) -> dg.MaterializeResult:
     key = context.partition_key
-    chunks = knowledge_base.num_rows()
-    progress = RateReporter("training_frames", chunks, context.log.info, unit="chunks")
+    progress = RateReporter("training_frames", knowledge_base.num_rows(), context.log.info, unit="chunks")
     staging = storage.stage_dir(".staging") / f"training_frames.{key}.{context.run.run_id}.parquet"
     recipe = frame_recipe(
         embedder=embedder.recipe(),
@@ -80,18 +79,25 @@ def training_frames(
         progress=lambda r: progress.update(r.chunks, f"{r.frames:,} frames"),
         metadata=recipe_to_metadata(recipe),
     )
-    if report.ambiguous_frames:
-        context.log.info(
-            f"{report.ambiguous_frames} frames in {report.ambiguous_contexts} contexts seen with more than "
-            "one next token (repeated text): inference answers the most frequent one"
-        )
-    for problem in report.problems:
-        context.log.warning(problem)
-    if report.colliding_frames:
-        context.log.warning(f"{report.colliding_frames} frames share their slots with a different text")
+    info, warnings = report.notes()
+    for line in info:
+        context.log.info(line)
+    for line in warnings:
+        context.log.warning(line)
     progress.finish(report.chunks, f"{report.frames:,} frames")
-    frames = ParquetPartition(staging, key)
-    preview = next(frames.iter_batches(batch_rows=5), None)
+    return dg.MaterializeResult(
+        value=StagedParquet(staging),
+        metadata=_metadata(report, ParquetPartition(staging, key), recipe, embedder, config),
+    )
+
+
+def _metadata(
+    report: FramesReport,
+    frames: ParquetPartition,
+    recipe: dict,
+    embedder: Embedder,
+    config: TrainingFramesConfig,
+) -> dict[str, object]:
     metadata = {
         **report.as_metadata(),
         "problems": dg.MetadataValue.json(report.problems),
@@ -103,6 +109,7 @@ def training_frames(
         "embedder": embedder.description(),
         "recipe": dg.MetadataValue.json(recipe),
     }
+    preview = next(frames.iter_batches(batch_rows=5), None)
     if preview is not None:
         metadata["preview"] = dg.MetadataValue.md(
             preview_markdown(
@@ -110,4 +117,4 @@ def training_frames(
                 ["chunk_id", "window_start", "window_end", "asic_slot_0", "asic_slot_11", "target_token_id"],
             )
         )
-    return dg.MaterializeResult(value=StagedParquet(staging), metadata=metadata)
+    return metadata

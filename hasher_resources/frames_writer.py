@@ -81,6 +81,20 @@ class FramesReport:
     def content_mb_per_second(self) -> float:
         return self.content_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
+    def notes(self) -> tuple[list[str], list[str]]:
+        """What a run's log should say about the frames: ``(information, warnings)`` lines — contexts
+        seen with several next tokens, skipped chunks, frames whose slots another text shares."""
+        info = []
+        if self.ambiguous_frames:
+            info.append(
+                f"{self.ambiguous_frames} frames in {self.ambiguous_contexts} contexts seen with more than "
+                "one next token (repeated text): inference answers the most frequent one"
+            )
+        warnings = list(self.problems)
+        if self.colliding_frames:
+            warnings.append(f"{self.colliding_frames} frames share their slots with a different text")
+        return info, warnings
+
     def as_metadata(self) -> dict[str, Any]:
         """Plain values for materialization metadata (the asset wraps them; no Dagster import here)."""
         out = asdict(self)

@@ -18,12 +18,15 @@ import os
 import sqlite3
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+import numpy as np
+
 from hasher_core.design import ALGORITHM_VERSION
 from hasher_core.errors import ProgressStoreError, ProgressStoreLockedError
+from hasher_core.search import Evaluator, SearchConfig, SearchProgress, SearchResults, search_frames
 from hasher_core.search.records import FinishedFrame
 
 from .files import acquire_lock, release_lock
@@ -252,3 +255,37 @@ def _connect(path: Path) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         raise ProgressStoreError(path, f"cannot be opened as SQLite: {exc}") from exc
     return db
+
+
+def search_resumable(
+    path: Path,
+    slots: np.ndarray,
+    targets: np.ndarray,
+    config: SearchConfig,
+    evaluate: Evaluator,
+    *,
+    partition: str | None = None,
+    wait_s: float = 0.0,
+    progress: Callable[[SearchProgress], None] | None = None,
+    progress_every_s: float = 5.0,
+    warn: Callable[[str], None] | None = None,
+) -> SearchResults:
+    """:func:`~hasher_core.search.search_frames` with the progress store at ``path``: frames it holds
+    are taken from it, every frame finished here is committed to it as it finishes, so a killed run
+    resumes where it was. ``warn`` is told, once, when the store holds seeds of another algorithm
+    version (kept, never reused). Raises what :meth:`SqliteProgressStore.open` raises."""
+    with SqliteProgressStore.open(path, partition=partition, wait_s=wait_s) as store:
+        if warn is not None and (stale := store.other_versions()):
+            warn(
+                f"progress store {path} holds {sum(stale.values()):,} seeds of {', '.join(sorted(stale))} "
+                f"(another objective): none is reused; this run searches for {store.algorithm_version}"
+            )
+        return search_frames(
+            slots,
+            targets,
+            config,
+            evaluate,
+            store=store,
+            progress=progress,
+            progress_every_s=progress_every_s,
+        )
