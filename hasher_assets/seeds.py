@@ -5,9 +5,11 @@ committed to the partition's progress store as it finishes, so a killed run resu
 The output is the frames with ``best_seed`` filled and the search metrics of DESIGN §4.5.
 """
 
+from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
+import pyarrow as pa
 import pydantic
 from pydantic import Field
 
@@ -103,18 +105,22 @@ def seeds(
     table = attach_results(frames, results, search, kernel.backend_name())
     plot = search_plot_png(results.history)
     plot_path = atomic_write_bytes(storage.stage_dir("seeds_plots") / f"{key}.png", plot)
+    metadata = {
+        **results.summary(),
+        "strategy": search.strategy,
+        "elapsed": format_duration(results.wall_seconds),
+        **kernel_info,
+        "progress_store": dg.MetadataValue.path(str(store_path)),
+    }
+    return dg.MaterializeResult(value=table, metadata=_metadata(table, metadata, plot, plot_path))
+
+
+def _metadata(table: pa.Table, figures: dict, plot: bytes, plot_path: Path) -> dict[str, object]:
     columns = ["chunk_id", "window_end", "target_token_id", "golden", "matched_bits", "solved"]
-    return dg.MaterializeResult(
-        value=table,
-        metadata={
-            "dagster/row_count": frames.num_rows,
-            **results.summary(),
-            "strategy": search.strategy,
-            "elapsed": format_duration(results.wall_seconds),
-            **kernel_info,
-            "progress_store": dg.MetadataValue.path(str(store_path)),
-            "plot": png_markdown(plot, "search progress"),
-            "plot_path": dg.MetadataValue.path(str(plot_path)),
-            "preview": dg.MetadataValue.md(preview_markdown(table, columns)),
-        },
-    )
+    return {
+        "dagster/row_count": table.num_rows,
+        **figures,
+        "plot": png_markdown(plot, "search progress"),
+        "plot_path": dg.MetadataValue.path(str(plot_path)),
+        "preview": dg.MetadataValue.md(preview_markdown(table, columns)),
+    }
