@@ -1,15 +1,17 @@
 """Every ``HASHER_*`` environment variable, validated once, in one place.
 
-:class:`HasherSettings` is the registry: one field per variable, its type, default and allowed
-values. :func:`load_settings` reads the environment and returns it, or raises :class:`SettingsError`
-with a one-line message naming each bad variable, its value and what is allowed. A ``HASHER_*`` name
-that is not in the registry (``HASHER_EMBEDER``) is an error too: a typo in a name is as silent as a
-typo in a value. ``hasher_assets.definitions`` calls it at load, so ``dagster definitions validate``
-and every run fail on a bad setting before anything starts; the ``hasher`` CLI reports it in one line.
+:class:`HasherSettings` is the registry, a ``pydantic-settings`` model: one field per variable (its
+alias is the variable's name), its type, default and allowed values. pydantic-settings reads the
+environment into it; :func:`load_settings` returns it, or raises :class:`SettingsError` with a
+one-line message naming each bad variable, its value and what is allowed. A ``HASHER_*`` name that is
+not in the registry (``HASHER_EMBEDER``) is an error too, with the closest known name: a typo in a
+name is as silent as a typo in a value (pydantic-settings only reads the names it knows, so this rule
+is ours). ``hasher_assets.definitions`` calls it at load, so ``dagster definitions validate`` and
+every run fail on a bad setting before anything starts; the ``hasher`` CLI reports it in one line.
 
-An empty value means unset, as in the shell idiom ``HASHER_ASIC_URL= dagster dev``. Choices are
-matched case-insensitively. The variables read only by ``scripts/*.sh`` are listed too, so the
-registry knows every name the project uses.
+An empty (or blank) value means unset, as in the shell idiom ``HASHER_ASIC_URL= dagster dev``.
+Choices are matched case-insensitively. The variables read only by ``scripts/*.sh`` are listed too,
+so the registry knows every name the project uses.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hasher_core.errors import HasherError
 from hasher_core.names import AUTO, CPU_PATHS, KERNEL_BACKENDS
@@ -41,10 +44,40 @@ def _choice(value: object) -> object:
 Choice = BeforeValidator(_choice)
 
 
-class HasherSettings(BaseModel):
+class Environment(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping (the process's environment by
+    default), with blank values taken as unset."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None) -> None:
+        super().__init__(settings_cls)
+        environ = os.environ if environ is None else environ
+        self.env_vars = {name: value for name, value in environ.items() if value.strip()}
+
+
+class HasherSettings(BaseSettings):
     """The ``HASHER_*`` environment variables (aliases) and their defaults; ``None`` means unset."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, populate_by_name=False, case_sensitive=True
+    )
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> HasherSettings:
+        """The settings ``environ`` (default: the process's environment) holds. Raises pydantic's
+        ``ValidationError`` (see :func:`load_settings` for the one-line message)."""
+        return cls.model_validate(Environment(cls, environ)())
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """``HasherSettings()`` reads what :meth:`from_environment` reads: no ``.env`` file, no secrets."""
+        return init_settings, Environment(settings_cls)
 
     # Where things are (DESIGN §2; hasher_resources.files turns them into paths with defaults).
     miner_dir: str | None = Field(None, alias="HASHER_MINER_DIR", description="Data Miner output directory")
@@ -135,14 +168,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> HasherSettings:
     Raises :class:`SettingsError` naming every invalid or unknown variable, in one line.
     """
     environ = os.environ if environ is None else environ
-    values = {k: v for k, v in environ.items() if k.startswith(PREFIX) and v.strip() != ""}
     known = known_variables()
-    problems = [_unknown(name, known) for name in sorted(values) if name not in known]
+    problems = [
+        _unknown(name, known)
+        for name, value in sorted(environ.items())
+        if name.startswith(PREFIX) and value.strip() and name not in known
+    ]
     if not problems:
         try:
-            return HasherSettings.model_validate(values)
+            return HasherSettings.from_environment(environ)
         except ValidationError as exc:
-            problems = [_describe(error, values) for error in exc.errors()]
+            problems = [_describe(error, environ) for error in exc.errors()]
     raise SettingsError("; ".join(problems))
 
 
@@ -157,11 +193,10 @@ def setting(name: str) -> object:
 @functools.lru_cache(maxsize=256)
 def _validated(name: str, raw: str) -> object:
     field = next(key for key, f in HasherSettings.model_fields.items() if f.alias == name)
-    values = {name: raw} if raw.strip() else {}
     try:
-        return getattr(HasherSettings.model_validate(values), field)
+        return getattr(HasherSettings.from_environment({name: raw}), field)
     except ValidationError as exc:
-        raise SettingsError("; ".join(_describe(error, values) for error in exc.errors())) from None
+        raise SettingsError("; ".join(_describe(error, {name: raw}) for error in exc.errors())) from None
 
 
 def _unknown(name: str, known: Mapping[str, str]) -> str:

@@ -49,6 +49,23 @@ def test_defaults_when_nothing_is_set_and_empty_means_unset() -> None:
     assert (settings.embedder, settings.kernel_backend, settings.sensor_max_files) == ("hashing", "auto", 8)
 
 
+def test_the_settings_model_reads_the_process_environment_as_load_settings_does(
+    monkeypatch, tmp_path
+) -> None:
+    for name in [n for n in os.environ if n.startswith("HASHER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HASHER_EMBEDDER", " Ollama ")
+    monkeypatch.setenv("HASHER_ASIC_URL", " ")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("HASHER_KERNEL_BACKEND=reference\n")  # never read: the environment only
+    assert HasherSettings() == load_settings()
+    assert (HasherSettings().embedder, HasherSettings().asic_url, HasherSettings().kernel_backend) == (
+        "ollama",
+        None,
+        "auto",
+    )
+
+
 def test_good_values_are_taken_and_choices_ignore_case() -> None:
     settings = load_settings(
         {
