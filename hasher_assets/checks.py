@@ -1,6 +1,6 @@
 """Every asset check: the ones a user wants green before trusting a partition (stages 1 and 2),
 ``checkpoints_gate``, the blocking validation gate of DESIGN §5, and ``deployment_recall``, the
-deployed model answering its own training text (§6.1).
+deployed model answering its own training text (DESIGN §6.1).
 
 Each check of stages 1–2 streams the stored partition, so it costs one pass over the file, and
 reports what it counted as metadata; the gate reads the record the ``checkpoints`` asset stored in
