@@ -318,3 +318,34 @@ def test_the_packet_captures_in_the_design_parse_and_pass_the_crc() -> None:
     for packet in packets:
         assert Packet.unpack(bytes.fromhex(packet)).pack().hex() == packet
     assert crc16_modbus(b"123456789") == 0x4B37
+
+
+def ui_texts() -> dict[str, str | None]:
+    """What the web UI shows about the code location: ``{where: text}`` for every asset and asset
+    check description, every asset's config field, and every resource and resource field."""
+    from hasher_assets.definitions import defs
+
+    texts: dict[str, str | None] = {}
+    for asset in defs.assets:
+        for spec in asset.specs:
+            texts[f"asset {spec.key.to_user_string()}"] = spec.description
+        if asset.op.config_field is not None:
+            for name, field in asset.op.config_field.config_type.fields.items():
+                texts[f"config {asset.op.name}.{name}"] = field.description
+    for check in defs.asset_checks:
+        for spec in check.check_specs:
+            texts[f"check {spec.name}"] = spec.description
+    for key, resource in (defs.resources or {}).items():
+        texts[f"resource {key}"] = type(resource).__doc__
+        for name, field in type(resource).model_fields.items():
+            texts[f"resource {key}.{name}"] = field.description
+    return texts
+
+
+def test_the_web_ui_says_what_things_are_instead_of_citing_sections() -> None:
+    texts = ui_texts()
+    assert len([w for w in texts if w.startswith(("asset ", "check "))]) == 9
+    assert {w: t for w, t in texts.items() if not t or "§" in t} == {}
+    # An asset or check says what it holds or checks, what matters and what to do: a sentence or five.
+    short = {w: t for w, t in texts.items() if w.startswith(("asset ", "check ")) and len(t or "") < 200}
+    assert short == {}
