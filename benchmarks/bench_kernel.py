@@ -37,7 +37,7 @@ from hasher_resources.sha256 import cpu, cpu_shani, cuda
 
 COMPRESSIONS_PER_EVALUATION = design.HASHES_PER_EVALUATION * design.COMPRESSIONS_PER_HASH
 COMPRESSIONS_PER_SCAN_NONCE = 2  # midstate path: header block 2 + the re-hash
-#: Physical limits of an H100 SXM / H200 (performance-anchors §1.2, 16 SM-clocks per compression).
+#: Physical limits of an H100 SXM / H200 (docs/performance.md §1.2, 16 SM-clocks per compression).
 HOPPER_EVALUATIONS_PER_S = 245e6
 HOPPER_MIDSTATE_NONCES_PER_S = 8.2e9
 SEARCH_POPULATION = 256
@@ -207,7 +207,7 @@ def gpu_rows(args: argparse.Namespace) -> tuple[list[list[object]], dict[str, fl
         figures["gpu evaluate fraction of limit"] = evals / HOPPER_EVALUATIONS_PER_S
         figures["gpu header scan fraction of limit"] = nonces / HOPPER_MIDSTATE_NONCES_PER_S
     notes = [
-        f"GPU: {name}. Physical limits (performance-anchors §1.2, H100 SXM / H200): "
+        f"GPU: {name}. Physical limits (docs/performance.md §1.2, H100 SXM / H200): "
         f"{HOPPER_EVALUATIONS_PER_S / 1e6:.0f} M 21-pass evaluations/s, "
         f"{HOPPER_MIDSTATE_NONCES_PER_S / 1e9:.1f} G midstate nonces/s."
     ]
@@ -239,7 +239,7 @@ def sass_rows() -> tuple[list[list[object]], dict[str, float], list[str]]:
         [
             "SASS: nvcc -cubin -arch=sm_90 of the generated source, cuobjdump -sass; the pass loop is the "
             "22-pass loop of hasher_evaluate (3 compressions per pass). Plain-kernel reference ≈1,381 per "
-            "compression, ALU-pipe floor ≈1,024 (performance-anchors §1.2)."
+            "compression, ALU-pipe floor ≈1,024 (docs/performance.md §1.2)."
         ],
     )
 

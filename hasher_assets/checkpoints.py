@@ -51,7 +51,12 @@ class CheckpointsConfig(dg.Config):
     io_manager_key="parquet_io_manager",
     pool="asic",
     op_tags=step_op_tags("checkpoints"),
-    description="Seeds that reproduce on an independent implementation: the last known good state.",
+    description="The seeds that reproduce on an implementation other than the one that searched them "
+    "(the hashlib reference for CPU or CUDA seeds, the CPU kernel for reference seeds): the last known "
+    "good state, and what deployment bundles. Rows that do not reproduce are left out and written to "
+    "checkpoint_mismatches/<partition>.parquet; the blocking check checkpoints_gate fails when their "
+    "share exceeds tolerance. With an ASIC, device_sample headers also go to the device to check the "
+    "device's own hashing, not the seeds.",
 )
 def checkpoints(
     context: dg.AssetExecutionContext,

@@ -28,9 +28,17 @@ class DeploymentConfig(dg.Config):
 
     dry_run: bool = Field(default=False, description="Report what would change and touch nothing")
     only_solved: bool = Field(default=False, description="Bundle only seeds that solved their frame")
-    retries: int = Field(default=2, ge=0)
-    deadline_s: float = Field(default=300.0, gt=0)
-    keep_backups: int = Field(default=3, ge=1)
+    retries: int = Field(
+        default=2,
+        ge=0,
+        description="Extra attempts after a failed step; each failed one is rolled back first",
+    )
+    deadline_s: float = Field(
+        default=300.0, gt=0, description="Seconds the whole deploy may take, device calls included"
+    )
+    keep_backups: int = Field(
+        default=3, ge=1, description="Backups of earlier deployments to keep (a rollback restores one)"
+    )
     sample_size: int = Field(default=64, ge=1, description="Rows re-verified on the kernel after the swap")
     device_sample: int = Field(
         default=8,
@@ -56,7 +64,12 @@ def pipeline_version() -> str:
     kinds={"parquet"},
     pool="asic",
     op_tags=step_op_tags("deployment"),
-    description="The versioned seed bundle on the target, with backup and rollback (DESIGN §6).",
+    description="The deployed model: one content-addressed bundle of every partition whose "
+    "checkpoints_gate passed, written to <data dir>/deployments/<version> and made current by an "
+    "atomic pointer swap after a backup of the previous version. A sample is re-verified on the kernel "
+    "(and the device) after the swap; any failure rolls back, retries, and leaves the previous "
+    "deployment intact. dry_run reports what would change. Use it with `hasher generate` and "
+    "`hasher predict`; the deployment_recall check measures it.",
 )
 def deployment(
     context: dg.AssetExecutionContext,

@@ -44,7 +44,12 @@ class KnowledgeBaseConfig(dg.Config):
     kinds={"parquet", "pyarrow"},
     io_manager_key="parquet_io_manager",
     op_tags=step_op_tags("knowledge_base"),
-    description="Canonical chunks of one source file: source_file, chunk_id, content, embedding[dims].",
+    description="One source file's chunks in the canonical schema (source_file, chunk_id, content, "
+    "embedding[embedding_dims]): read from the Data Miner output under the miner directory (or the "
+    "file named by input_path), or chunked and embedded from a raw-text inbox file. Bad records are "
+    "skipped and counted in skipped_by_reason; a file in which every record is bad fails the run, "
+    "naming the file and its first problems: fix or re-export the input, or point input_path at "
+    "another file. Nothing in the miner directory or the inbox is ever written.",
 )
 def knowledge_base(
     context: dg.AssetExecutionContext,

@@ -49,7 +49,9 @@ def _config_field(knob: Knob) -> tuple[Any, Any]:
 SeedsConfig = pydantic.create_model(
     "SeedsConfig",
     __base__=dg.Config,
-    __doc__="The search: difficulty, population, strategy and the reward (DESIGN §4.3–4.4).",
+    __doc__="The seed search: difficulty, population, strategy, reward weights and randomness. Every "
+    "field but frames_per_call is part of each frame's fingerprint: changing it searches the frames "
+    "again instead of reusing the progress store.",
     **{knob.name: _config_field(knob) for knob in knobs()},
 )
 
@@ -67,7 +69,12 @@ def search_config(config: dg.Config) -> SearchConfig:
     io_manager_key="parquet_io_manager",
     pool="sha256",
     op_tags=step_op_tags("seeds"),
-    description="Per-frame seed search: best_seed, golden, matched_bits, solved … (DESIGN §4).",
+    description="Each frame's best_seed: 32 bytes whose 21-pass SHA-256 recursion gives a golden whose "
+    "top difficulty_bits bits match target_token_id << 15 (17 = the exact token, about 2^17 "
+    "evaluations per frame), with golden, matched_bits, solved, reward, generations, evaluations and "
+    "fingerprint. Finished frames are committed to a progress store as they finish, so rerunning a "
+    "killed or failed run resumes where it stopped. Unsolved frames keep their best seed "
+    "(solved=false): raise max_generations and rerun; seeds below 17 bits predict no token.",
 )
 def seeds(
     context: dg.AssetExecutionContext,

@@ -37,7 +37,9 @@ class TrainingFramesConfig(dg.Config):
         "chunk: every frame of a chunk takes the chunk's knowledge-base embedding",
     )
     batch_size: int = Field(default=32, ge=1, description="Texts per embedder call (window source)")
-    compression: Literal["zstd", "snappy"] = "zstd"
+    compression: Literal["zstd", "snappy"] = Field(
+        default="zstd", description="Parquet compression of the frames file (zstd is smaller)"
+    )
 
 
 @dg.asset(
@@ -46,7 +48,12 @@ class TrainingFramesConfig(dg.Config):
     kinds={"parquet", "tiktoken"},
     io_manager_key="parquet_io_manager",
     op_tags=step_op_tags("training_frames"),
-    description="Neural frames: context windows → 12 uint32 slots + the next token (DESIGN §3).",
+    description="Neural frames of one source file: every token position's context (up to window_size "
+    "tokens) embedded and projected to 12 uint32 slots (asic_slot_0…11, stored as int32), with the next "
+    "token as target_token_id. The frame recipe (tokenizer, window_size, stride, embedding_source, "
+    "embedder, seed) is stored in the file and inference rebuilds slots from text with it, so changing "
+    "any of these means retraining and redeploying. Keep embedding_source=window to use the model on "
+    "text; ambiguous_contexts counts repeated text seen with different next tokens.",
 )
 def training_frames(
     context: dg.AssetExecutionContext,

@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser(
         "generate",
         help="continue a text with the deployed model",
-        description="Greedy generation from the current deployment (DESIGN §6.1): the prompt's last "
+        description="Greedy generation from the current deployment (docs/design.md §6.1): the prompt's last "
         "window of tokens is embedded as in training and looked up among the deployed frames (then its "
         "shorter suffixes from a word on, which is how a recitation crosses into the next, overlapping "
         "chunk; the nearest frame when none is deployed), and the token the seed's golden stands for is "

@@ -185,7 +185,7 @@ def write_frames(
 
     def write(tmp: Path) -> None:
         # Dictionary-encode only the file name: trying it on the int columns costs ~2x the write time
-        # for no gain on hash-like slot values (performance-anchors §6).
+        # for no gain on hash-like slot values (docs/performance.md §6).
         with (
             pq.ParquetWriter(
                 tmp,

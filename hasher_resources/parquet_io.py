@@ -83,7 +83,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     base_dir: str = Field(
         default_factory=lambda: str(default_data_dir()), description="Root of all stored partitions"
     )
-    compression: str = "zstd"
+    compression: str = Field(default="zstd", description="Parquet compression of the stored partitions.")
 
     def _path(self, asset_key: dg.AssetKey, partition_key: str | None) -> Path:
         return partition_path(self.base_dir, asset_key.path, partition_key)

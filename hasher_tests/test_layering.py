@@ -1,4 +1,4 @@
-"""The layer rule of ARCHITECTURE.md, enforced on every import in the product code, and no import cycle.
+"""The layer rule of the README's Layout, enforced on every import in the product code, and no import cycle.
 
 ``hasher_core`` imports no other hasher package, no Dagster and nothing that holds a lock, a process,
 a socket or a device; ``hasher_resources`` may import core, never the assets or the CLI;
@@ -215,7 +215,7 @@ def test_every_import_in_the_product_code_follows_the_layer_rule():
     files = product_files()
     assert len(files) > 50, f"found only {len(files)} product files under {ROOT}"
     found = [v for path in files for v in violations(path)]
-    assert not found, "imports against ARCHITECTURE.md's layer rule:\n" + "\n".join(map(str, found))
+    assert not found, "imports against the layer rule (README, Layout):\n" + "\n".join(map(str, found))
 
 
 def test_no_import_cycle_between_modules():

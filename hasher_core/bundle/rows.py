@@ -78,7 +78,7 @@ def partition_rows(partition: str, table: pa.Table, only_solved: bool) -> pa.Tab
     seed_type = pa.binary(design.SEED_BYTES)
     seeds = seed_col.cast(seed_type) if n else pa.chunked_array([], seed_type)
 
-    # Slots arrive as int32 (the uint32 bit-cast of §3.5); accept uint32/int64 holding the same words.
+    # Slots arrive as int32 (the uint32 bit-cast of DESIGN §3.5); accept uint32/int64 holding the same words.
     slot_words = np.stack(
         [int_column(partition, table, c, -(2**31), 2**32 - 1) for c in SLOT_COLUMNS], axis=1
     ).astype(np.int64)

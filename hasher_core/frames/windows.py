@@ -273,9 +273,9 @@ def build_frames(
     options: FrameOptions,
 ) -> BatchFrames:
     """The frames of one knowledge-base batch whose chunks were already tokenised (``token_arrays``,
-    one int array per row): windows (§3.2), slots from the chunk's or each window's embedding (§3.3,
-    §3.4), targets; ``FRAME_SCHEMA`` with ``best_seed`` null. Raises :class:`FramesInputError` for a
-    null or non-finite embedding, naming the chunk."""
+    one int array per row): windows (DESIGN §3.2), slots from the chunk's or each window's embedding
+    (DESIGN §3.3, §3.4), targets; ``FRAME_SCHEMA`` with ``best_seed`` null. Raises
+    :class:`FramesInputError` for a null or non-finite embedding, naming the chunk."""
     window, stride, embedder = options.window, options.stride, options.embedder
     lengths = np.fromiter((a.size for a in token_arrays), dtype=np.int64, count=len(token_arrays))
     flat = (

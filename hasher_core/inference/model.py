@@ -12,7 +12,7 @@ dequantised features, said with its distance, and beyond ``max_distance`` the mo
 Greedy generation stops at the end of the training text: after the last frame of a chunk answered
 exactly, a context nothing continues is the end of that text, not a question for the nearest frame.
 The chosen row's seed is run through the 21-pass recursion on the kernel and the answer is the token
-its golden stands for, ``golden >> 15`` (§4.3): the bundle's stored golden is never trusted for it.
+its golden stands for, ``golden >> 15`` (DESIGN §4.3): the bundle's stored golden is never trusted for it.
 
 :meth:`Model.recall` measures the honest figure of a deployment: the share of its training contexts
 whose one-step answer is their next token, and how many tokens of each chunk it recites verbatim.

@@ -112,13 +112,17 @@ class AsicResource(dg.ConfigurableResource, ABC):
     :class:`AsicError` without one.
     """
 
-    baudrate: int = 115200
+    baudrate: int = Field(
+        default=115200, description="Serial speed (cgminer's S3 setting; ignored over USB bulk or TCP)."
+    )
     timeout_s: float = Field(default=1.0, description="Deadline of each read exchange, seconds.")
     retries: int = Field(default=2, description="Extra attempts after a timeout, CRC failure or loss.")
-    frequency_mhz: int = 250
+    frequency_mhz: int = Field(
+        default=250, description="Chip clock sent in TxConfig, MHz (the S3 runs 200–275)."
+    )
     voltage: str = Field(default="0000", description="Two voltage bytes as hex (S3 default 0000).")
-    chain_count: int = 8
-    chip_count: int = 32
+    chain_count: int = Field(default=8, description="Hash chains configured in TxConfig (8 on an S3).")
+    chip_count: int = Field(default=32, description="Chips per chain configured in TxConfig (32 on an S3).")
     share_bits: int = Field(
         default=8,
         description="Leading zero bits a returned nonce must have. A real S3 reports ≥ 32 + diff "

@@ -1,6 +1,6 @@
 """The CPU backend's SHA-NI path: the 21-pass recursion and the midstate nonce scan written with the
 x86 SHA extensions (``sha256rnds2``, ``sha256msg1``, ``sha256msg2``), emitted from Numba as LLVM
-intrinsics (``../shared/reference/sha-ni-numba.md``).
+intrinsics (``docs/sha-ni.md``).
 
 Why a second path: on CPUs with SHA-NI, OpenSSL's single-stream SHA-NI hashlib is as fast as the
 portable SIMD kernel in ``cpu_simd``. One SHA-NI stream is bound by the latency of ``sha256rnds2``;

@@ -4,7 +4,7 @@ with ``nvcc``, read ptxas's resource report, and count the SASS of the recursion
 What it owns: finding the tools (``nvcc`` on PATH; ``cuobjdump``/``nvdisasm`` on PATH or from the
 ``nvidia-cuda-cuobjdump`` / ``nvidia-cuda-nvdisasm`` wheels), running them, and parsing their text.
 The test suite uses it to prove the kernel has no register spills and no local memory; the kernel
-benchmark records the SASS instructions per compression (performance-anchors §1.2: ≈1,381 for a
+benchmark records the SASS instructions per compression (docs/performance.md §1.2: ≈1,381 for a
 plain kernel, ≈1,024 ALU-pipe ops the floor).
 """
 

@@ -27,7 +27,8 @@ from .api import NonceScanResult
 
 
 class Sha256Kernel(dg.ConfigurableResource):
-    """Runs DESIGN §4.2 evaluations and nonce scans on the configured backend."""
+    """The SHA-256 kernel every stage hashes through: 21-pass recursion evaluations and Bitcoin nonce
+    scans on the configured backend (reference, cpu or cuda; auto takes CUDA when a GPU is visible)."""
 
     backend: Literal[(AUTO, *KERNEL_BACKENDS)] = Field(  # type: ignore[valid-type]
         default="auto",
@@ -37,8 +38,9 @@ class Sha256Kernel(dg.ConfigurableResource):
     threads: int | None = Field(default=None, description="CPU worker threads; None uses every core.")
     cpu_kernel: str | None = Field(
         default=None,
-        description="CPU path: 'shani' (x86 SHA extensions), 'simd' (any CPU) or 'auto' (SHA-NI when the "
-        "CPU has it); None reads HASHER_CPU_KERNEL (default auto).",
+        description="CPU path: 'shani' (x86 SHA extensions), 'simd' (any CPU) or 'auto' (SIMD where SHA-NI "
+        "cannot run, else the faster of the two here, timed once per process); None reads "
+        "HASHER_CPU_KERNEL (default auto).",
     )
     batch_size: int = Field(default=65536, description="Rows per backend call; larger inputs are chunked.")
 

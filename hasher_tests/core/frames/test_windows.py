@@ -136,7 +136,7 @@ def test_window_properties(tokens: list[int], window: int, stride: int) -> None:
 
 
 def test_mapper_golden_vector_from_the_go_mapper() -> None:
-    # go-reference-analysis §8.1: emb[j] = float32(sin(j)*0.05), seed 1337.
+    # DESIGN §3.4's vector from the Go mapper: emb[j] = float32(sin(j)*0.05), seed 1337.
     emb = np.float32(np.sin(np.arange(768)) * 0.05)[None, :]
     slots = project_to_slots(emb, projection_matrix())
     assert slots.dtype == np.uint32 and slots.shape == (1, 12)

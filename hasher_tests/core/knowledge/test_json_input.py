@@ -1,4 +1,4 @@
-"""JSON input as real writers produce it (§2): every parser failure is one skipped record, integral
+"""JSON input as real writers produce it (DESIGN §2): every parser failure is one skipped record, integral
 float chunk ids follow one rule in every format, and concatenated pretty-printed objects are read."""
 
 from __future__ import annotations

@@ -256,7 +256,7 @@ def test_sm90_build_has_no_spills_and_no_local_memory(sm90_build):
 
 @pytest.mark.slow
 def test_the_pass_loop_costs_about_one_plain_compression_per_compression(sm90_build):
-    # performance-anchors §1.2: a plain kernel compiles to ~1,381 SASS per compression, and ~1,024
+    # docs/performance.md §1.2: a plain kernel compiles to ~1,381 SASS per compression, and ~1,024
     # of them (rotates and LOP3) are the floor; the pass loop does 3 compressions.
     _require("cuobjdump")
     loop = cuda_build.pass_loop(cuda_build.sass(sm90_build[0])["hasher_evaluate"])
