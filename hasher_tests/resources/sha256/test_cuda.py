@@ -301,19 +301,16 @@ def _nvrtc() -> ctypes.CDLL | None:
     return None
 
 
-def test_nvrtc_compiles_the_source_as_cupy_would():
+def nvrtc_ptx(source: str, name: str, options: tuple[str, ...] = ()) -> str:
+    """The PTX NVRTC makes of ``source`` for compute_90 with ``options`` (as CuPy compiles it);
+    skips where NVRTC is not installed, fails with NVRTC's log when it does not compile."""
     lib = _nvrtc()
     if lib is None:
         pytest.skip("NVRTC not installed (CuPy's runtime compiler)")
     prog = ctypes.c_void_p()
-    assert (
-        lib.nvrtcCreateProgram(
-            ctypes.byref(prog), cuda.cuda_source().encode(), b"recursion.cu", 0, None, None
-        )
-        == 0
-    )
-    options = [b"-arch=compute_90", b"-std=c++17"]
-    status = lib.nvrtcCompileProgram(prog, len(options), (ctypes.c_char_p * len(options))(*options))
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None) == 0
+    flags = [b"-arch=compute_90", b"-std=c++17", *(o.encode() for o in options)]
+    status = lib.nvrtcCompileProgram(prog, len(flags), (ctypes.c_char_p * len(flags))(*flags))
     size = ctypes.c_size_t()
     lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
     log = ctypes.create_string_buffer(size.value)
@@ -322,7 +319,12 @@ def test_nvrtc_compiles_the_source_as_cupy_would():
     lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
     ptx = ctypes.create_string_buffer(size.value)
     lib.nvrtcGetPTX(prog, ptx)
-    assert all(f".entry {kernel}(" in ptx.value.decode() for kernel in cuda.KERNELS)
+    return ptx.value.decode()
+
+
+def test_nvrtc_compiles_the_source_as_cupy_would():
+    ptx = nvrtc_ptx(cuda.cuda_source(), "recursion.cu")
+    assert all(f".entry {kernel}(" in ptx for kernel in cuda.KERNELS)
 
 
 gpu = pytest.mark.skipif(not sha256.cuda_available(), reason="needs CuPy and a CUDA device")
