@@ -86,6 +86,8 @@ def seeds(
     slots, targets = validate_frames_table(frames)
     backend = kernel.backend_name()
     kernel_info = kernel.describe()  # backend plus its device, or threads and CPU path (shani / simd)
+    driver = kernel.search_driver()  # on a GPU the generations run on the device
+    kernel_info["kernel_search_loop"] = "device" if driver is not None else "host"
     context.log.info(
         f"searching {frames.num_rows:,} frames at {search.difficulty_bits} bits "
         f"(strategy {search.strategy}, population {search.population}, kernel "
@@ -112,6 +114,7 @@ def seeds(
             lambda s, sd, t: kernel.evaluate_with_keys(s, sd, header_time=t),
             store=store,
             progress=progress,
+            driver=driver,
         )
     solved = int(results.solved.sum())
     reporter.finish(frames.num_rows, f"{solved:,} solved")

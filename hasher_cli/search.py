@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 store=store,
                 progress=progress,
                 progress_every_s=args.progress_every_s if bar is None else 0.5,
+                driver=kernel.search_driver(),
             )
         if bar is not None:
             bar.close()

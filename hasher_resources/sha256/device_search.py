@@ -12,11 +12,11 @@ persistent blocks, as many as the GPU holds at once, one frame per block at a ti
 every block the same budget of generations, during which a block whose frame finishes writes a
 48-byte record and takes the next frame from the ring. Each launch returns the records and four
 counters; the host commits the finished frames to the progress store, reports progress, refills
-the ring, and sizes the next launch so it lasts about :data:`LAUNCH_SECONDS` (never more than four
-times the last one). So a Dagster run keeps its rate/ETA lines, a terminated run stops within one
-launch, and a killed run loses at most the frames of one launch. Unfinished frames stay on the
-device between launches; results do not depend on where or when a frame ran (every draw comes
-from the frame's own counter-based stream), so they equal the CPU search's bit for bit.
+the ring, and sizes the next launch so it lasts about :data:`LAUNCH_SECONDS` (growing at most
+:data:`LAUNCH_GROWTH`-fold per launch). So a Dagster run keeps its rate/ETA lines, a terminated run
+stops within one launch, and a killed run loses at most the frames of one launch. Unfinished frames
+stay on the device between launches; results do not depend on where or when a frame ran (every
+draw comes from the frame's own counter-based stream), so they equal the CPU search's bit for bit.
 
 The driver talks to the device through a :class:`Launcher`: :class:`CupyLauncher` on a GPU (pinned
 host buffers, one stream per device), or the host build of the same kernel
@@ -52,9 +52,11 @@ SEARCH_MIN_BLOCKS = 3
 FLOAT_OPTIONS = ("--fmad=false", "--prec-div=true", "--prec-sqrt=true", "--ftz=false")
 #: Device time a launch aims at: long enough that the host's work per launch is noise, short enough
 #: that progress, cancellation and what a kill loses stay at a second or less.
-LAUNCH_SECONDS = 0.25
-#: A launch may take at most this many times the previous one's generations.
-LAUNCH_GROWTH = 4
+LAUNCH_SECONDS = 0.5
+#: A launch may take at most this many times the previous one's generations (the first launch runs
+#: one generation to measure the device; generation 0 costs more than the rest, so the estimate
+#: errs long, never short).
+LAUNCH_GROWTH = 16
 #: Frames the device ring holds (64 bytes each): enough that no block waits for frames in one launch.
 RING_FRAMES = 1 << 16
 #: History entries (generations) allocated at first; grown as frames reach later generations.
@@ -347,12 +349,11 @@ class _Run:
 
 
 _kernel: Any = None
-_streams: dict[int, Any] = {}
 
 
 class CupyLauncher:
-    """The search kernel on a CUDA device through CuPy: one non-blocking stream per device and
-    pinned (page-locked) host staging buffers for every copy, reused across calls."""
+    """The search kernel on a CUDA device through CuPy: the backend's one stream per device and
+    pinned (page-locked) host buffers for every copy (``cuda.stream``, ``cuda.pinned``)."""
 
     def __init__(self, device_id: int = 0) -> None:
         global _kernel
@@ -363,28 +364,12 @@ class CupyLauncher:
             if _kernel is None:
                 _kernel = cupy.RawKernel(search_source(), KERNEL, options=("-std=c++17", *FLOAT_OPTIONS))
             self.kernel = _kernel
-            # Reading the attributes compiles the kernel for this device now, before a launch is timed.
-            attributes = self.kernel.attributes
-            self.registers = int(attributes["num_regs"])
-            self.shared_bytes = int(attributes["shared_size_bytes"])
-            self.local_bytes = int(attributes["local_size_bytes"])
-            stream = _streams.get(device_id)
-            if stream is None:
-                stream = _streams[device_id] = cupy.cuda.Stream(non_blocking=True)
-            self.stream = stream
+            # Reading an attribute compiles the kernel for this device now, before a launch is timed.
+            self.registers = int(self.kernel.num_regs)
+            self.shared_bytes = int(self.kernel.shared_size_bytes)
+            self.local_bytes = int(self.kernel.local_size_bytes)
+            self.stream = cuda.stream()
             self.properties = cupy.cuda.runtime.getDeviceProperties(device_id)
-        self._pinned: dict[tuple[str, str], np.ndarray] = {}
-
-    def _staging(self, kind: str, count: int, dtype: np.dtype) -> np.ndarray:
-        """A pinned host array of at least ``count`` elements (grown, never shrunk)."""
-        import cupyx
-
-        key = (kind, dtype.str)
-        buf = self._pinned.get(key)
-        if buf is None or buf.size < count:
-            buf = cupyx.empty_pinned(max(count, 1024), dtype)
-            self._pinned[key] = buf
-        return buf[:count]
 
     def sm_limits(self) -> SmLimits:
         p, d = self.properties, SmLimits()
@@ -397,8 +382,7 @@ class CupyLauncher:
 
     def resident_blocks(self, threads: int) -> int:
         sms = int(self.properties.get("multiProcessorCount", 1))
-        per_sm = blocks_per_sm(threads, self.registers, self.shared_bytes, self.sm_limits())
-        return sms * per_sm
+        return sms * blocks_per_sm(threads, self.registers, self.shared_bytes, self.sm_limits())
 
     def zeros(self, count: int, dtype: type) -> Any:
         with self._cupy.cuda.Device(self.device_id), self.stream:
@@ -406,14 +390,14 @@ class CupyLauncher:
 
     def upload(self, buffer: Any, host: np.ndarray, offset: int = 0) -> None:
         host = np.ascontiguousarray(host).reshape(-1)
-        staging = self._staging("up", host.size, host.dtype)
+        staging = cuda.pinned("search up", host.size, host.dtype)
         np.copyto(staging, host)
         with self._cupy.cuda.Device(self.device_id):
             buffer[offset : offset + host.size].set(staging, stream=self.stream)
             self.stream.synchronize()  # the staging buffer is reused by the next copy
 
     def download(self, buffer: Any, count: int) -> np.ndarray:
-        staging = self._staging("down", count, np.dtype(buffer.dtype))
+        staging = cuda.pinned("search down", count, buffer.dtype)
         with self._cupy.cuda.Device(self.device_id):
             buffer[:count].get(stream=self.stream, out=staging)
             self.stream.synchronize()

@@ -19,6 +19,7 @@ from pydantic import Field, PrivateAttr
 
 from hasher_core.design import STABILITY_PASSES
 from hasher_core.errors import BackendUnavailableError, KernelConfigError
+from hasher_core.search.driver import SearchDriver
 
 from . import api, inputs
 from . import cuda as cuda_backend
@@ -128,6 +129,17 @@ class Sha256Kernel(dg.ConfigurableResource):
                 yield name
         else:
             yield name
+
+    def search_driver(self) -> SearchDriver | None:
+        """What runs the seed search's generations on this backend: on ``cuda`` the device-resident
+        search on ``device_id`` (``device_search.DeviceSearch``: many generations per launch, only
+        finished frames come back); elsewhere None, the host loop that calls
+        :meth:`evaluate_with_keys` once per generation. Same seeds either way (DESIGN §4.4)."""
+        if self.backend_name() != "cuda":
+            return None
+        from .device_search import DeviceSearch
+
+        return DeviceSearch(device_id=self.device_id)
 
     def evaluate_with_keys(
         self, slots: np.ndarray, seeds: np.ndarray, header_time: int = 0
