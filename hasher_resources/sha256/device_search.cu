@@ -94,6 +94,7 @@ HASHER_SEARCH_FN void hasher_atomic_add(double* p, double v) { *p += v; }
   HASHER_EACH_THREAD(t)
 
 HASHER_CONSTANT int hasher_nonce_flips[HASHER_MAX_FLIPS + 1] = {HASHER_NONCE_FLIPS};
+static_assert(HASHER_POP_KEYS == HASHER_POP_GOLDEN + 1, "the evaluation writes golden and keys as one field run");
 
 // --- counter-based streams (hasher_core/search/fused_math.py) ---------------------------------------
 
@@ -450,7 +451,8 @@ HASHER_SEARCH_FN void hasher_search_block(const hasher_search_memory& mem, hashe
           hasher_u32 seed_le[8];
           {
             const hasher_u32 population = knobs->population, p = knobs->round + t;
-            const hasher_u32* seeds = mem.population + (size_t)knobs->slot * HASHER_POP_FIELDS * population + p;
+            const hasher_u32* seeds =
+                mem.population + ((size_t)knobs->slot * HASHER_POP_FIELDS + HASHER_POP_SEED) * population + p;
             seed_le[0] = seeds[0];
             seed_le[1] = seeds[population];
             seed_le[2] = seeds[2 * population];
