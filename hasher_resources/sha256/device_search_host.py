@@ -9,7 +9,8 @@ GPU, and the search benchmark measures the driver's host work with it.
 
 ``standin=True`` builds the kernel with a stand-in for the 21-pass recursion that costs almost
 nothing (:func:`standin_evaluate` is its numpy twin): the search's own logic at sizes the real
-recursion is too slow for on a CPU, and the driver's host work with a device that costs nothing.
+recursion is too slow for on a CPU. :class:`ZeroCostLauncher` goes further, a device that only
+does a launch's bookkeeping: the driver's host work at a GPU's launch sizes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from hasher_core.search import device_layout as layout
 from hasher_core.search import reward
 
 from . import device_search
@@ -153,3 +155,62 @@ def standin_evaluate(slots: np.ndarray, seeds: np.ndarray, header_time: int) -> 
         z = reward.mix64(z ^ w)
     words = [reward.mix64(z + np.uint64(i)) >> np.uint64(32) for i in range(4)]
     return words[0].astype(np.uint32), np.stack(words[1:], axis=1).astype(np.uint32)
+
+
+class ZeroCostLauncher(HostLauncher):
+    """A device that costs nothing, for measuring the driver's own host work at a GPU's launch
+    sizes: a launch does a real launch's bookkeeping (claims from the frame ring, each block's budget
+    of generations, one record per finished frame, the counters) but evaluates nothing, and every
+    frame finishes after ``generations_per_frame`` generations (2^17 / 192 ≈ 683 for GRPO at the
+    default difficulty). ``blocks`` is the device's resident blocks (528 = 132 SMs × 4 on an H100).
+    Its records carry the frame, the generations and evaluations, and a golden equal to the target;
+    their seeds are zero."""
+
+    def __init__(self, *, blocks: int, generations_per_frame: int) -> None:
+        self.blocks = blocks
+        self.generations_per_frame = generations_per_frame
+        self.reverse_threads = False
+        self.launches = 0
+        self._progress: np.ndarray | None = None  # generations each slot's frame has run
+
+    def launch(self, blocks: int, threads: int, args: tuple[Any, ...]) -> None:
+        config, state, _, _, queue, counters, records = args[:7]
+        ring_mask, budget = int(args[10]), int(args[12])
+        population, elites = int(config[layout.CFG_POPULATION]), int(config[layout.CFG_ELITES])
+        steady = population - (elites if config[layout.CFG_GRPO] else 0)
+        states = state.reshape(-1, layout.STATE_WORDS)
+        entries = queue.reshape(-1, layout.QUEUE_WORDS)
+        out = records.reshape(-1, layout.RECORD_WORDS)
+        per_frame = self.generations_per_frame
+        evaluations = 0
+        for b in range(blocks):
+            left = budget
+            while left:
+                if states[b, layout.STATE_FRAME] == layout.NO_FRAME:
+                    claim = int(counters[layout.COUNTER_HEAD])
+                    counters[layout.COUNTER_HEAD] += 1
+                    if claim >= counters[layout.COUNTER_END]:
+                        break
+                    entry = entries[claim & ring_mask]
+                    states[b, layout.STATE_FRAME] = entry[layout.QUEUE_FRAME]
+                    states[b, layout.STATE_TARGET] = entry[layout.QUEUE_TARGET]
+                    states[b, layout.STATE_GENERATION] = 0
+                done = int(states[b, layout.STATE_GENERATION])
+                run = min(left, per_frame - done)
+                evaluations += run * steady + (population - steady if done == 0 else 0)
+                left -= run
+                states[b, layout.STATE_GENERATION] = done + run
+                if done + run == per_frame:
+                    at = int(counters[layout.COUNTER_FINISHED])
+                    counters[layout.COUNTER_FINISHED] += 1
+                    frame_evaluations = population + (per_frame - 1) * steady
+                    out[at] = 0
+                    out[at, layout.RECORD_FRAME] = states[b, layout.STATE_FRAME]
+                    out[at, layout.RECORD_GOLDEN] = states[b, layout.STATE_TARGET]
+                    out[at, layout.RECORD_MATCHED] = 32
+                    out[at, layout.RECORD_GENERATIONS] = per_frame
+                    out[at, layout.RECORD_EVALUATIONS_LO] = frame_evaluations & 0xFFFFFFFF
+                    out[at, layout.RECORD_EVALUATIONS_HI] = frame_evaluations >> 32
+                    states[b, layout.STATE_FRAME] = layout.NO_FRAME
+        counters[layout.COUNTER_EVALUATIONS] += evaluations
+        self.launches += 1

@@ -442,6 +442,20 @@ def test_bus_traffic_is_the_frames_the_records_and_a_few_counters():
     assert s.bus_bytes / s.evaluations < 0.1
 
 
+def test_the_zero_cost_device_models_a_launchs_bookkeeping_for_the_benchmark():
+    """bench_search measures the driver's host work at an H100's launch sizes on this stand-in: it
+    must finish every frame after its generations and count the evaluations a device would."""
+    config = SearchConfig(difficulty_bits=17)
+    launcher = device_search_host.ZeroCostLauncher(blocks=7, generations_per_frame=30)
+    driver = DeviceSearch(launcher, generations_per_launch=11)
+    slots, targets = frames(40, seed=12)
+    r = search_frames(slots, targets, config, None, driver=driver)
+    assert (r.generations == 30).all() and r.solved.all() and (r.golden >> 15 == targets).all()
+    per_frame = 256 + 29 * 192  # generation 0 evaluates everyone, then the elites keep their goldens
+    assert (r.evaluations == per_frame).all() and r.run_evaluations == 40 * per_frame
+    assert driver.stats.launches == launcher.launches >= -(-40 * 30 // (7 * 11))  # 1,200 generations
+
+
 @pytest.mark.device_search
 def test_history_grows_with_the_generations_frames_reach(monkeypatch):
     monkeypatch.setattr(device_search, "HISTORY_START", 2)
