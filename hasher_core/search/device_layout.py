@@ -289,7 +289,7 @@ def finished_frames(
     positions = records[:, RECORD_FRAME].astype(np.int64)
     if len(positions) and int(positions.max()) >= len(frames):
         raise ValueError(f"device search returned frame {int(positions.max())} of {len(frames)}")
-    seeds = seed_bytes(records[:, RECORD_SEED : RECORD_SEED + SEED_WORDS])
+    seeds = seed_bytes(records[:, RECORD_SEED : RECORD_SEED + SEED_WORDS]).tobytes()
     golden = records[:, RECORD_GOLDEN]
     matched = records[:, RECORD_MATCHED].view(np.int32)
     rewards = np.ascontiguousarray(records[:, RECORD_REWARD]).view(np.float32)
@@ -297,18 +297,29 @@ def finished_frames(
         records[:, RECORD_EVALUATIONS_HI].astype(np.uint64) << np.uint64(32)
     )
     hamming = np.bitwise_count(golden ^ frames.target_words[positions])
+    # Python scalars from whole columns at once: a launch can finish thousands of frames.
+    columns = zip(
+        positions.tolist(),
+        golden.tolist(),
+        matched.tolist(),
+        hamming.tolist(),
+        rewards.tolist(),
+        records[:, RECORD_GENERATIONS].tolist(),
+        evaluations.tolist(),
+        strict=True,
+    )
     results = [
         FinishedFrame(
-            fingerprint=frames.fingerprints[int(positions[i])],
-            best_seed=seeds[i].tobytes(),
-            golden=int(golden[i]),
-            matched_bits=int(matched[i]),
-            hamming=int(hamming[i]),
-            reward=float(rewards[i]),
-            generations=int(records[i, RECORD_GENERATIONS]),
-            evaluations=int(evaluations[i]),
-            solved=bool(matched[i] >= difficulty),
+            fingerprint=frames.fingerprints[frame],
+            best_seed=seeds[SEED_BYTES * i : SEED_BYTES * (i + 1)],
+            golden=g,
+            matched_bits=m,
+            hamming=h,
+            reward=r,
+            generations=gens,
+            evaluations=e,
+            solved=m >= difficulty,
         )
-        for i in range(len(records))
+        for i, (frame, g, m, h, r, gens, e) in enumerate(columns)
     ]
     return positions.tolist(), results
