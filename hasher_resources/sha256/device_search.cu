@@ -334,7 +334,7 @@ HASHER_SEARCH_FN void hasher_claim(const hasher_search_memory& mem, hasher_searc
   sh->frame = HASHER_NO_FRAME;
   const hasher_u64 claim = hasher_atomic_add(mem.counters + HASHER_COUNTER_HEAD, (hasher_u64)1);
   if (claim >= mem.counters[HASHER_COUNTER_END]) return;
-  const hasher_u32* q = mem.queue + (size_t)(claim & mem.ring_mask) * HASHER_QUEUE_WORDS;
+  const hasher_u32* q = mem.queue + (hasher_u64)(claim & mem.ring_mask) * HASHER_QUEUE_WORDS;
   sh->frame = q[HASHER_QUEUE_FRAME];
   sh->key = q[HASHER_QUEUE_KEY_LO] | ((hasher_u64)q[HASHER_QUEUE_KEY_HI] << 32);
   for (int i = 0; i < 12; ++i) sh->slots[i] = q[HASHER_QUEUE_SLOTS + i];
@@ -351,7 +351,7 @@ HASHER_SEARCH_FN void hasher_claim(const hasher_search_memory& mem, hasher_searc
 
 HASHER_SEARCH_FN void hasher_write_record(const hasher_search_memory& mem, const hasher_search_shared* sh) {
   const hasher_u64 at = hasher_atomic_add(mem.counters + HASHER_COUNTER_FINISHED, (hasher_u64)1);
-  hasher_u32* r = mem.records + (size_t)at * HASHER_RECORD_WORDS;
+  hasher_u32* r = mem.records + (hasher_u64)at * HASHER_RECORD_WORDS;
   r[HASHER_RECORD_FRAME] = sh->frame;
   for (int i = 0; i < HASHER_SEED_WORDS; ++i) r[HASHER_RECORD_SEED + i] = sh->best_seed[i];
   r[HASHER_RECORD_GOLDEN] = sh->best_golden;
@@ -383,12 +383,12 @@ HASHER_SEARCH_FN void hasher_load_knobs(const hasher_u32* cfg, hasher_u32 slot, 
 
 // Field `field` of this block's population (population words each; structure of arrays).
 HASHER_SEARCH_FN hasher_u32* hasher_pop(const hasher_search_memory& mem, const hasher_search_shared* sh, int field) {
-  return mem.population + ((size_t)sh->slot * HASHER_POP_FIELDS + field) * sh->population;
+  return mem.population + ((hasher_u64)sh->slot * HASHER_POP_FIELDS + field) * sh->population;
 }
 
 // This block's scratch: elite field `field` (elites words each), or the leaf sums after them.
 HASHER_SEARCH_FN hasher_u32* hasher_scratch(const hasher_search_memory& mem, const hasher_search_shared* sh, int field) {
-  return mem.scratch + (size_t)sh->slot * (HASHER_ELITE_FIELDS * sh->elites + sh->n_leaves) + field * sh->elites;
+  return mem.scratch + (hasher_u64)sh->slot * (HASHER_ELITE_FIELDS * sh->elites + sh->n_leaves) + field * sh->elites;
 }
 
 HASHER_SEARCH_FN const hasher_u32* hasher_epochs(const hasher_search_memory& mem) {
@@ -409,7 +409,7 @@ HASHER_SEARCH_FN void hasher_search_block(const hasher_search_memory& mem, hashe
   HASHER_PHASE(t) {
     if (t == 0) {
       hasher_load_knobs(mem.config, slot, sh);
-      hasher_load_slot(mem.state + (size_t)slot * HASHER_STATE_WORDS, sh);
+      hasher_load_slot(mem.state + (hasher_u64)slot * HASHER_STATE_WORDS, sh);
       sh->left = mem.generations;
       sh->evaluated = 0;
     }
@@ -452,7 +452,7 @@ HASHER_SEARCH_FN void hasher_search_block(const hasher_search_memory& mem, hashe
           {
             const hasher_u32 population = knobs->population, p = knobs->round + t;
             const hasher_u32* seeds =
-                mem.population + ((size_t)knobs->slot * HASHER_POP_FIELDS + HASHER_POP_SEED) * population + p;
+                mem.population + ((hasher_u64)knobs->slot * HASHER_POP_FIELDS + HASHER_POP_SEED) * population + p;
             seed_le[0] = seeds[0];
             seed_le[1] = seeds[population];
             seed_le[2] = seeds[2 * population];
@@ -469,7 +469,7 @@ HASHER_SEARCH_FN void hasher_search_block(const hasher_search_memory& mem, hashe
           HASHER_EACH_THREAD_AGAIN(t);
           const hasher_u32 population = knobs->population, p = knobs->round + t;
           hasher_u32* out =
-              mem.population + ((size_t)knobs->slot * HASHER_POP_FIELDS + HASHER_POP_GOLDEN) * population + p;
+              mem.population + ((hasher_u64)knobs->slot * HASHER_POP_FIELDS + HASHER_POP_GOLDEN) * population + p;
           out[0] = g;  // golden, then the keys (POP_KEYS follows POP_GOLDEN)
           out[population] = k[0];
           out[2 * population] = k[1];
@@ -707,7 +707,7 @@ HASHER_SEARCH_FN void hasher_search_block(const hasher_search_memory& mem, hashe
   }
   HASHER_PHASE(t) {
     if (t == 0) {
-      hasher_save_slot(sh, mem.state + (size_t)sh->slot * HASHER_STATE_WORDS);
+      hasher_save_slot(sh, mem.state + (hasher_u64)sh->slot * HASHER_STATE_WORDS);
       hasher_atomic_add(mem.counters + HASHER_COUNTER_EVALUATIONS, sh->evaluated);
     }
   }
