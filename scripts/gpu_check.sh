@@ -40,12 +40,12 @@ PY
 
 echo "==> CUDA tests and the device search against the CPU search (pytest, no Dagster)"
 # -c /dev/null: pyproject's filterwarnings names dagster.PreviewWarning, which would import Dagster.
-timeout 200 "$PY" -m pytest -c /dev/null --rootdir "$PWD" -p no:cacheprovider -q -rs -rf \
+timeout 210 "$PY" -m pytest -c /dev/null --rootdir "$PWD" -p no:cacheprovider -q -rs -rf \
     hasher_tests/resources/sha256/test_cuda.py hasher_tests/resources/sha256/test_windows.py \
     hasher_tests/resources/sha256/test_device_search.py \
     -k "cuda or gpu" 2>&1 | tee "$OUT_DIR/pytest.txt" | tail -30
 status=${PIPESTATUS[0]}
-[ "$status" -eq 0 ] || failed+=("tests (pytest exit $status; 124 = ran past 200 s)")
+[ "$status" -eq 0 ] || failed+=("tests (pytest exit $status; 124 = ran past 210 s)")
 if ! grep -qE "[0-9]+ passed" "$OUT_DIR/pytest.txt"; then
     failed+=("no test passed")
 fi
@@ -54,13 +54,13 @@ if grep -q "needs CuPy and a CUDA device" "$OUT_DIR/pytest.txt"; then
 fi
 
 echo "==> kernel benchmark (GPU rows)"
-timeout 45 "$PY" -m benchmarks.bench_kernel --gpu-only --no-record --json "$OUT_DIR/kernel.json" \
+timeout 40 "$PY" -m benchmarks.bench_kernel --gpu-only --no-record --json "$OUT_DIR/kernel.json" \
     2>&1 | tee "$OUT_DIR/bench.txt" | tail -8
 status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] || failed+=("bench_kernel (exit $status)")
 
 echo "==> search benchmark (GPU rows: device search vs bare kernel)"
-timeout 75 "$PY" -m benchmarks.bench_search --gpu-only --no-record --json "$OUT_DIR/search.json" \
+timeout 45 "$PY" -m benchmarks.bench_search --gpu-only --no-static --no-record --json "$OUT_DIR/search.json" \
     2>&1 | tee "$OUT_DIR/bench_search.txt" | tail -10
 status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] || failed+=("bench_search (exit $status)")

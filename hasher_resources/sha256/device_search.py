@@ -140,11 +140,23 @@ class Launcher(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class LaunchStats:
+    """One launch: its budget, the device's time, the time until the next launch started (host work
+    included), evaluations, frames finished, and frames still waiting in the ring after it."""
+
+    generations: int
+    device_seconds: float
+    cycle_seconds: float
+    evaluations: int
+    finished: int
+    waiting: int
+
+
 @dataclass
 class DriverStats:
     """What the last :meth:`DeviceSearch.run` did: the benchmark's host and bus figures."""
 
-    launches: int = 0
     evaluations: int = 0
     device_seconds: float = 0.0
     wall_seconds: float = 0.0
@@ -152,7 +164,15 @@ class DriverStats:
     bytes_to_host: int = 0
     blocks: int = 0
     threads: int = 0
-    generations_per_launch: list[int] = field(default_factory=list)
+    launch_log: list[LaunchStats] = field(default_factory=list)
+
+    @property
+    def launches(self) -> int:
+        return len(self.launch_log)
+
+    @property
+    def generations_per_launch(self) -> list[int]:
+        return [launch.generations for launch in self.launch_log]
 
     @property
     def host_seconds(self) -> float:
@@ -162,6 +182,14 @@ class DriverStats:
     @property
     def bus_bytes(self) -> int:
         return self.bytes_to_device + self.bytes_to_host
+
+    def steady_evaluations_per_s(self) -> float:
+        """Evaluations/s over the launches after which frames were still waiting (no block idled
+        for want of a frame), host work between launches included: the search's pace before a
+        partition's tail, when the last frames run while the other blocks have nothing left."""
+        steady = [launch for launch in self.launch_log if launch.waiting > 0]
+        seconds = sum(launch.cycle_seconds for launch in steady)
+        return sum(launch.evaluations for launch in steady) / seconds if seconds > 0 else 0.0
 
 
 class DeviceSearch:
@@ -276,6 +304,13 @@ class _Run:
             self._up(self.d_queue, entries[first:].reshape(-1), 0)
         return end + take
 
+    def _close_cycle(self, seconds: float) -> None:
+        """Record the last launch's whole cycle: the device's time and the host's after it."""
+        last = self.stats.launch_log[-1]
+        self.stats.launch_log[-1] = LaunchStats(
+            last.generations, last.device_seconds, seconds, last.evaluations, last.finished, last.waiting
+        )
+
     def _ensure_history(self, generations_run: int) -> None:
         """Room for every generation index a frame can have reached after ``generations_run``."""
         need = min(int(self.config.max_generations), generations_run)
@@ -293,6 +328,7 @@ class _Run:
         difficulty = int(self.config.difficulty_bits)
         generations = owner.generations_per_launch or 1
         head = end = finished = budget_run = 0
+        cycle_start = clock()
         while finished < n:
             end = self._refill(head, end)
             self._up(self.d_counters, np.array([head, end, 0, 0], np.uint64))
@@ -314,6 +350,9 @@ class _Run:
                 np.uint32(generations),
             )
             t0 = clock()
+            if self.stats.launch_log:  # the previous launch's cycle ends where this launch starts
+                self._close_cycle(t0 - cycle_start)
+            cycle_start = t0
             self.launcher.launch(self.blocks, self.threads, args)
             seconds = clock() - t0
             counters = self._down(self.d_counters, layout.COUNTERS, np.uint64)
@@ -323,10 +362,11 @@ class _Run:
             if done > self.capacity:
                 raise RuntimeError(f"device search wrote {done} records into room for {self.capacity}")
             records = self._down(self.d_records, done * layout.RECORD_WORDS, np.uint32) if done else None
-            self.stats.launches += 1
             self.stats.evaluations += evaluations
             self.stats.device_seconds += seconds
-            self.stats.generations_per_launch.append(generations)
+            self.stats.launch_log.append(
+                LaunchStats(generations, seconds, 0.0, evaluations, done, max(end - head, 0) + (n - end))
+            )
             if records is not None:
                 positions, results = layout.finished_frames(records, self.frames, difficulty)
                 sink.finished(positions, results)
@@ -341,6 +381,7 @@ class _Run:
             if owner.generations_per_launch is None and seconds > 0:
                 scaled = int(generations * owner.launch_seconds / seconds)
                 generations = max(1, min(scaled, LAUNCH_GROWTH * generations))
+        self._close_cycle(clock() - cycle_start)
         reached = min(self.history_capacity, budget_run)  # no frame got further than the budgets run
         counts = self._down(self.d_history_frames, reached, np.uint32)
         mean = self._down(self.d_history_mean, reached, np.float64)
