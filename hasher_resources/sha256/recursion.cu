@@ -206,7 +206,7 @@ HASHER_FN hasher_u32 hasher_target_word(hasher_u32 token_id) {
   return token_id << HASHER_TOKEN_SHIFT;
 }
 
-// HASHER_DEVICE_FUNCTIONS_ONLY: another source (device_search.cu) uses the functions above, not these kernels.
+// HASHER_DEVICE_FUNCTIONS_ONLY: device_search.cu uses the functions above, not these kernels.
 #if defined(__CUDACC__) && !defined(HASHER_DEVICE_FUNCTIONS_ONLY)
 
 // slots [n,12], seeds [n,8] (the 32 seed bytes as little-endian words), golden [n], keys [n,3].

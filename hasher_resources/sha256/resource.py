@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import dagster as dg
 import numpy as np
@@ -19,11 +19,13 @@ from pydantic import Field, PrivateAttr
 
 from hasher_core.design import STABILITY_PASSES
 from hasher_core.errors import BackendUnavailableError, KernelConfigError
-from hasher_core.search.driver import SearchDriver
 
 from . import api, inputs
 from . import cuda as cuda_backend
 from .api import NonceScanResult
+
+if TYPE_CHECKING:
+    from hasher_core.search.driver import SearchDriver
 
 
 class Sha256Kernel(dg.ConfigurableResource):
