@@ -60,6 +60,7 @@ HASHER_SEARCH_FN hasher_u32 hasher_atomic_add(hasher_u32* p, hasher_u32 v) { ret
 HASHER_SEARCH_FN int hasher_atomic_add(int* p, int v) { return atomicAdd(p, v); }
 HASHER_SEARCH_FN hasher_u64 hasher_atomic_add(hasher_u64* p, hasher_u64 v) { return atomicAdd(p, v); }
 HASHER_SEARCH_FN void hasher_atomic_add(double* p, double v) { atomicAdd(p, v); }
+HASHER_SEARCH_FN void hasher_atomic_max(hasher_u64* p, hasher_u64 v) { atomicMax(p, v); }
 #else
 #include <cstring>
 #define HASHER_SEARCH_FN static inline
@@ -86,6 +87,7 @@ HASHER_SEARCH_FN hasher_u32 hasher_atomic_add(hasher_u32* p, hasher_u32 v) { con
 HASHER_SEARCH_FN int hasher_atomic_add(int* p, int v) { const int o = *p; *p = o + v; return o; }
 HASHER_SEARCH_FN hasher_u64 hasher_atomic_add(hasher_u64* p, hasher_u64 v) { const hasher_u64 o = *p; *p = o + v; return o; }
 HASHER_SEARCH_FN void hasher_atomic_add(double* p, double v) { *p += v; }
+HASHER_SEARCH_FN void hasher_atomic_max(hasher_u64* p, hasher_u64 v) { *p = *p > v ? *p : v; }
 #endif
 
 // A barrier, then the phase's body once per thread (t: the thread's index in the block).
@@ -257,7 +259,7 @@ struct hasher_search_memory {
   hasher_u32* population;       // [slots][POP_FIELDS][population]
   hasher_u32* scratch;          // [slots][ELITE_FIELDS * elites + leaves]
   const hasher_u32* queue;      // [ring][QUEUE_WORDS]
-  hasher_u64* counters;         // [COUNTERS]
+  hasher_u64* counters;         // [COUNTERS]: head, end, records, evaluations, history reached
   hasher_u32* records;          // [capacity][RECORD_WORDS]
   hasher_u32* history_frames;   // [history_capacity]: frames scored at each generation index
   double* history_mean;         // [history_capacity]: sums of their mean rewards
@@ -565,6 +567,7 @@ HASHER_SEARCH_FN void hasher_search_block(const hasher_search_memory& mem, hashe
           hasher_atomic_add(mem.history_frames + g, 1u);
           hasher_atomic_add(mem.history_mean + g, (double)hasher_fdiv(sum, (float)population));
           hasher_atomic_add(mem.history_best + g, (double)max_reward);
+          hasher_atomic_max(mem.counters + HASHER_COUNTER_REACHED, (hasher_u64)g + 1);
         }
         sh->left -= 1;
         sh->done = sh->best_matched >= sh->difficulty || g + 1 >= sh->max_generations;

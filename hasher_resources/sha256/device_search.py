@@ -10,7 +10,7 @@ geometry, and :class:`DeviceSearch`, the :class:`~hasher_core.search.driver.Sear
 How a search runs. The frames go to a ring on the device once (64 bytes each). The kernel runs
 persistent blocks, as many as the GPU holds at once, one frame per block at a time; a launch gives
 every block the same budget of generations, during which a block whose frame finishes writes a
-48-byte record and takes the next frame from the ring. Each launch returns the records and four
+48-byte record and takes the next frame from the ring. Each launch returns the records and five
 counters; the host commits the finished frames to the progress store, reports progress, refills
 the ring, and sizes the next launch so it lasts about :data:`LAUNCH_SECONDS` (growing at most
 :data:`LAUNCH_GROWTH`-fold per launch). So a Dagster run keeps its rate/ETA lines, a terminated run
@@ -327,11 +327,11 @@ class _Run:
         owner, clock = self.owner, self.owner.clock
         difficulty = int(self.config.difficulty_bits)
         generations = owner.generations_per_launch or 1
-        head = end = finished = budget_run = 0
+        head = end = finished = budget_run = reached = 0
         cycle_start = clock()
         while finished < n:
             end = self._refill(head, end)
-            self._up(self.d_counters, np.array([head, end, 0, 0], np.uint64))
+            self._up(self.d_counters, np.array([head, end, 0, 0, 0], np.uint64))
             budget_run += generations
             self._ensure_history(budget_run)
             args = (
@@ -359,6 +359,7 @@ class _Run:
             head = min(int(counters[layout.COUNTER_HEAD]), end)
             done = int(counters[layout.COUNTER_FINISHED])
             evaluations = int(counters[layout.COUNTER_EVALUATIONS])
+            reached = max(reached, int(counters[layout.COUNTER_REACHED]))
             if done > self.capacity:
                 raise RuntimeError(f"device search wrote {done} records into room for {self.capacity}")
             records = self._down(self.d_records, done * layout.RECORD_WORDS, np.uint32) if done else None
@@ -382,10 +383,10 @@ class _Run:
                 scaled = int(generations * owner.launch_seconds / seconds)
                 generations = max(1, min(scaled, LAUNCH_GROWTH * generations))
         self._close_cycle(clock() - cycle_start)
-        reached = min(self.history_capacity, budget_run)  # no frame got further than the budgets run
-        counts = self._down(self.d_history_frames, reached, np.uint32)
-        mean = self._down(self.d_history_mean, reached, np.float64)
-        best = self._down(self.d_history_best, reached, np.float64)
+        reached = min(self.history_capacity, reached)  # the generation indices any frame reached
+        counts = self._down(self.d_history_frames, reached, np.uint32) if reached else np.zeros(0, np.uint32)
+        mean = self._down(self.d_history_mean, reached, np.float64) if reached else np.zeros(0)
+        best = self._down(self.d_history_best, reached, np.float64) if reached else np.zeros(0)
         sink.set_history(counts.astype(np.int64), mean, best)
 
 

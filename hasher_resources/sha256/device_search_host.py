@@ -200,6 +200,7 @@ class ZeroCostLauncher(HostLauncher):
                 evaluations += run * steady + (population - steady if done == 0 else 0)
                 left -= run
                 states[b, layout.STATE_GENERATION] = done + run
+                counters[layout.COUNTER_REACHED] = max(int(counters[layout.COUNTER_REACHED]), done + run)
                 if done + run == per_frame:
                     at = int(counters[layout.COUNTER_FINISHED])
                     counters[layout.COUNTER_FINISHED] += 1

@@ -449,12 +449,13 @@ def test_bus_traffic_is_the_frames_the_records_and_a_few_counters():
     driver = host_driver(standin=True, blocks=8, generations=None)
     r = search_frames(slots, targets, config, None, driver=driver)
     s = driver.stats
-    # once: the config, the slots' empty state, the history of the generations run; per frame: its
-    # queue entry and its record; per launch: the four counters each way
-    history = min(device_search.HISTORY_START, sum(s.generations_per_launch)) * (4 + 8 + 8)
+    # once: the config, the slots' empty state, the history of the generations reached; per frame:
+    # its queue entry and its record; per launch: the counters each way
+    history = len(r.history.generation_frames) * (4 + 8 + 8)  # as far as any frame got
     once_up = layout.config_words(config).nbytes + 8 * layout.STATE_WORDS * 4
-    assert s.bytes_to_device == once_up + 256 * layout.QUEUE_WORDS * 4 + s.launches * 4 * 8
-    assert s.bytes_to_host == history + 256 * layout.RECORD_WORDS * 4 + s.launches * 4 * 8
+    counters = layout.COUNTERS * 8
+    assert s.bytes_to_device == once_up + 256 * layout.QUEUE_WORDS * 4 + s.launches * counters
+    assert s.bytes_to_host == history + 256 * layout.RECORD_WORDS * 4 + s.launches * counters
     assert s.evaluations == r.run_evaluations
     assert s.bus_bytes / s.evaluations < 0.1
 
