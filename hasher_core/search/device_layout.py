@@ -100,14 +100,16 @@ ELITE_ADVANTAGE = ELITE_KEYS + 3
 ELITE_ORDER = ELITE_ADVANTAGE + 1
 ELITE_FIELDS = ELITE_ORDER + 1
 
-# Launch counters (uint64): the queue's claim cursor and end, records written, evaluations run, and
-# one past the last generation index the history recorded (the host reads only that much of it).
+# Launch counters (uint64): the queue's claim cursor and end, records written, evaluations run, one
+# past the last generation index the history recorded (the host reads only that much of it), and the
+# most generations one block ran in the launch (what the launch's time was spent on).
 COUNTER_HEAD = 0
 COUNTER_END = 1
 COUNTER_FINISHED = 2
 COUNTER_EVALUATIONS = 3
 COUNTER_REACHED = 4
-COUNTERS = 5
+COUNTER_LONGEST = 5
+COUNTERS = 6
 
 NO_FRAME = 0xFFFFFFFF
 #: The largest max_generations the device's 32-bit generation counters take.

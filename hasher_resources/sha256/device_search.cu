@@ -259,7 +259,7 @@ struct hasher_search_memory {
   hasher_u32* population;       // [slots][POP_FIELDS][population]
   hasher_u32* scratch;          // [slots][ELITE_FIELDS * elites + leaves]
   const hasher_u32* queue;      // [ring][QUEUE_WORDS]
-  hasher_u64* counters;         // [COUNTERS]: head, end, records, evaluations, history reached
+  hasher_u64* counters;         // [COUNTERS]: head, end, records, evaluations, history reached, longest
   hasher_u32* records;          // [capacity][RECORD_WORDS]
   hasher_u32* history_frames;   // [history_capacity]: frames scored at each generation index
   double* history_mean;         // [history_capacity]: sums of their mean rewards
@@ -712,6 +712,7 @@ HASHER_SEARCH_FN void hasher_search_block(const hasher_search_memory& mem, hashe
     if (t == 0) {
       hasher_save_slot(sh, mem.state + (hasher_u64)sh->slot * HASHER_STATE_WORDS);
       hasher_atomic_add(mem.counters + HASHER_COUNTER_EVALUATIONS, sh->evaluated);
+      hasher_atomic_max(mem.counters + HASHER_COUNTER_LONGEST, (hasher_u64)(mem.generations - sh->left));
     }
   }
 }

@@ -331,7 +331,7 @@ class _Run:
         cycle_start = clock()
         while finished < n:
             end = self._refill(head, end)
-            self._up(self.d_counters, np.array([head, end, 0, 0, 0], np.uint64))
+            self._up(self.d_counters, np.array([head, end, 0, 0, 0, 0], np.uint64))
             budget_run += generations
             self._ensure_history(budget_run)
             args = (
@@ -379,8 +379,11 @@ class _Run:
                     f"device search made no progress in launch {self.stats.launches} "
                     f"({finished} of {n} frames finished, queue {head}/{end}): the kernel did not run"
                 )
-            if owner.generations_per_launch is None and seconds > 0:
-                scaled = int(generations * owner.launch_seconds / seconds)
+            longest = int(counters[layout.COUNTER_LONGEST])
+            if owner.generations_per_launch is None and seconds > 0 and longest > 0:
+                # The launch lasted as long as its busiest block: time per generation is seconds ÷ the
+                # most generations one block ran (blocks left without frames stop early).
+                scaled = int(owner.launch_seconds * longest / seconds)
                 generations = max(1, min(scaled, LAUNCH_GROWTH * generations))
         self._close_cycle(clock() - cycle_start)
         reached = min(self.history_capacity, reached)  # the generation indices any frame reached

@@ -182,7 +182,7 @@ class ZeroCostLauncher(HostLauncher):
         entries = queue.reshape(-1, layout.QUEUE_WORDS)
         out = records.reshape(-1, layout.RECORD_WORDS)
         per_frame = self.generations_per_frame
-        evaluations = 0
+        evaluations = longest = 0
         for b in range(blocks):
             left = budget
             while left:
@@ -213,5 +213,7 @@ class ZeroCostLauncher(HostLauncher):
                     out[at, layout.RECORD_EVALUATIONS_LO] = frame_evaluations & 0xFFFFFFFF
                     out[at, layout.RECORD_EVALUATIONS_HI] = frame_evaluations >> 32
                     states[b, layout.STATE_FRAME] = layout.NO_FRAME
+            longest = max(longest, budget - left)
         counters[layout.COUNTER_EVALUATIONS] += evaluations
+        counters[layout.COUNTER_LONGEST] = longest
         self.launches += 1
