@@ -10,7 +10,7 @@ geometry, and :class:`DeviceSearch`, the :class:`~hasher_core.search.driver.Sear
 How a search runs. The frames go to a ring on the device once (64 bytes each). The kernel runs
 persistent blocks, as many as the GPU holds at once, one frame per block at a time; a launch gives
 every block the same budget of generations, during which a block whose frame finishes writes a
-48-byte record and takes the next frame from the ring. Each launch returns the records and five
+48-byte record and takes the next frame from the ring. Each launch returns the records and six
 counters; the host commits the finished frames to the progress store, reports progress, refills
 the ring, and sizes the next launch so it lasts about :data:`LAUNCH_SECONDS` (growing at most
 :data:`LAUNCH_GROWTH`-fold per launch). So a Dagster run keeps its rate/ETA lines, a terminated run
