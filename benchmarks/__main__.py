@@ -9,6 +9,7 @@ BENCHMARKS = [
     "bench_kernel",
     "bench_frames",
     "bench_seeds",
+    "bench_search",
     "bench_model",
     "bench_asic",
     "bench_deploy",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import statistics
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.results import record, table
+from benchmarks.results import publish
 from hasher_core import design
 from hasher_core.design import DIFFICULTY_BITS, VOCABULARY_SIZE
 from hasher_resources import sha256
@@ -277,12 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"rounds. Load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}."
     )
     title = "SHA-256 kernels: CPU paths, search, GPU" + (" (full)" if args.full else " (quick)")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
-    if args.no_record:
-        print(f"\n{title}\n{table(headers, rows)}\n" + "\n".join(notes))
-    else:
-        record(title, headers, rows, notes="\n".join(notes))
+    publish(title, headers, rows, notes, figures, json_path=args.json, no_record=args.no_record)
     return figures
 
 

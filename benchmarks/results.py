@@ -7,6 +7,7 @@ different machines and days stay side by side.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import sys
@@ -72,3 +73,23 @@ def record(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]],
         f.write(body + "\n")
         if notes:
             f.write(f"\n{notes}\n")
+
+
+def publish(
+    title: str,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    notes: Sequence[str],
+    figures: dict[str, float],
+    *,
+    json_path: Path | None,
+    no_record: bool,
+) -> None:
+    """A benchmark's end: ``figures`` to ``json_path`` (when given), then the table and notes printed,
+    and appended to RESULTS.md unless ``no_record``."""
+    if json_path:
+        json_path.write_text(json.dumps(figures, indent=2))
+    if no_record:
+        print(f"\n{title}\n{table(headers, rows)}\n" + "\n".join(notes))
+    else:
+        record(title, headers, rows, notes="\n".join(notes))

@@ -88,6 +88,8 @@ def seeds(
     frames = training_frames.read()
     slots, targets = validate_frames_table(frames)
     kernel_info = kernel.describe()  # backend plus its device, or threads and CPU path (shani / simd)
+    driver = kernel.search_driver()  # on a GPU the generations run on the device
+    kernel_info["kernel_search_loop"] = "device" if driver is not None else "host"
     kernel_line = ", ".join(f"{k.removeprefix('kernel_')} {v}" for k, v in kernel_info.items())
     context.log.info(
         f"searching {frames.num_rows:,} frames at {search.difficulty_bits} bits "
@@ -107,6 +109,7 @@ def seeds(
             p.frames_done, f"{p.solved:,} solved, {p.evaluations_per_s:,.0f} evaluations/s"
         ),
         warn=context.log.warning,
+        driver=driver,
     )
     reporter.finish(frames.num_rows, f"{int(results.solved.sum()):,} solved")
     table = attach_results(frames, results, search, kernel.backend_name())

@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=progress,
             progress_every_s=args.progress_every_s if bar is None else 0.5,
             warn=lambda line: print(f"warning: {line}", file=sys.stderr, flush=True),
+            driver=kernel.search_driver(),
         )
         if bar is not None:
             bar.close()

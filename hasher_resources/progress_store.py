@@ -28,6 +28,7 @@ from hasher_core.design import ALGORITHM_VERSION
 from hasher_core.errors import ProgressStoreError, ProgressStoreLockedError
 from hasher_core.search import Evaluator, SearchConfig, SearchProgress, SearchResults, search_frames
 from hasher_core.search.records import FinishedFrame
+from hasher_core.search.driver import SearchDriver
 
 from .files import acquire_lock, release_lock
 
@@ -269,11 +270,14 @@ def search_resumable(
     progress: Callable[[SearchProgress], None] | None = None,
     progress_every_s: float = 5.0,
     warn: Callable[[str], None] | None = None,
+    driver: SearchDriver | None = None,
 ) -> SearchResults:
     """:func:`~hasher_core.search.search_frames` with the progress store at ``path``: frames it holds
     are taken from it, every frame finished here is committed to it as it finishes, so a killed run
     resumes where it was. ``warn`` is told, once, when the store holds seeds of another algorithm
-    version (kept, never reused). Raises what :meth:`SqliteProgressStore.open` raises."""
+    version (kept, never reused). ``driver`` runs the generations on a device
+    (:meth:`Sha256Kernel.search_driver`; ``None``: the host loop). Raises what
+    :meth:`SqliteProgressStore.open` raises."""
     with SqliteProgressStore.open(path, partition=partition, wait_s=wait_s) as store:
         if warn is not None and (stale := store.other_versions()):
             warn(
@@ -288,4 +292,5 @@ def search_resumable(
             store=store,
             progress=progress,
             progress_every_s=progress_every_s,
+            driver=driver,
         )

@@ -7,6 +7,7 @@ deployment benchmark once built checkpoints without the frame recipe the bundle 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,27 @@ def test_the_kernel_benchmark_compares_both_cpu_paths_with_hashlib():
         )
     assert "| hashlib streaming SHA-256 | 1 |" in out and "frames solved/hour at D = 17" in out
     assert " per compression; " in out or "CUDA SASS not counted" in out
+
+
+@pytest.mark.slow
+def test_the_search_benchmark_compares_the_host_loop_with_the_device_search(tmp_path):
+    out = run_benchmark(
+        "bench_search", "--batch", "16", "--waves", "1", "--device-frames", "6", "--device-difficulty", "9",
+        "--cpu-frames", "2", "--json", str(tmp_path / "search.json"),
+    )  # fmt: skip
+    for strategy in ("grpo", "scan"):
+        assert f"| host loop ({strategy}) | 16 frames × 256 |" in out
+        assert f"| device search driver ({strategy}), H100 launch sizes | " in out
+        assert f"| device search on its host build ({strategy}) | 6 frames at D = 9" in out
+        assert f"| cpu search ({strategy}, " in out
+    assert "same seeds as the host loop: yes" in out and "same seeds as the host loop: NO" not in out
+    figures = json.loads((tmp_path / "search.json").read_text())
+    for key in ("host_ns_per_evaluation_grpo", "host_ns_per_evaluation_scan",
+                "device_search_host_ns_per_evaluation", "device_search_host_ns_per_evaluation_host_build",
+                "bus_bytes_per_evaluation"):  # fmt: skip
+        assert figures[key] > 0
+    assert figures["device_search_seeds_equal_host_loop"] == 1.0
+    assert "device search kernel, sm_90 SASS (static)" in out or "CUDA SASS not counted" in out
 
 
 def test_the_gpu_check_says_when_there_is_no_gpu(tmp_path):

@@ -78,17 +78,25 @@ def tool(name: str) -> str:
     raise CudaToolMissing(f"{name} not found on PATH or in NVIDIA's pip wheels: install {package}")
 
 
-def build_cubin(out_dir: Path, arch: str = "sm_90") -> tuple[Path, str]:
-    """Compile the generated kernel source (``cuda.cuda_source()``) to ``out_dir/recursion_<arch>.cubin``.
+def build_cubin(
+    out_dir: Path,
+    arch: str = "sm_90",
+    *,
+    source: str | None = None,
+    name: str = "recursion",
+    options: tuple[str, ...] = (),
+) -> tuple[Path, str]:
+    """Compile a generated kernel source (default ``cuda.cuda_source()``) to ``out_dir/<name>_<arch>.cubin``
+    with nvcc and extra ``options`` (e.g. the device search's float options).
 
     Returns (cubin path, ptxas's ``-v`` report). Raises CudaToolMissing without nvcc and
     RuntimeError with nvcc's output when compilation fails."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    source = out_dir / "recursion_full.cu"
-    source.write_text(cuda.cuda_source())
-    cubin = out_dir / f"recursion_{arch}.cubin"
+    path = out_dir / f"{name}_full.cu"
+    path.write_text(cuda.cuda_source() if source is None else source)
+    cubin = out_dir / f"{name}_{arch}.cubin"
     done = subprocess.run(
-        [tool("nvcc"), "-cubin", f"-arch={arch}", "-Xptxas", "-v", "-o", str(cubin), str(source)],
+        [tool("nvcc"), "-cubin", f"-arch={arch}", *options, "-Xptxas", "-v", "-o", str(cubin), str(path)],
         capture_output=True,
         text=True,
         timeout=600,

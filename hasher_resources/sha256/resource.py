@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import dagster as dg
 import numpy as np
@@ -24,6 +24,9 @@ from hasher_core.names import AUTO, KERNEL_BACKENDS
 from . import api, inputs
 from . import cuda as cuda_backend
 from .api import NonceScanResult
+
+if TYPE_CHECKING:
+    from hasher_core.search.driver import SearchDriver
 
 
 class Sha256Kernel(dg.ConfigurableResource):
@@ -131,6 +134,17 @@ class Sha256Kernel(dg.ConfigurableResource):
                 yield name
         else:
             yield name
+
+    def search_driver(self) -> SearchDriver | None:
+        """What runs the seed search's generations on this backend: on ``cuda`` the device-resident
+        search on ``device_id`` (``device_search.DeviceSearch``: many generations per launch, only
+        finished frames come back); elsewhere None, the host loop that calls
+        :meth:`evaluate_with_keys` once per generation. Same seeds either way (DESIGN §4.4)."""
+        if self.backend_name() != "cuda":
+            return None
+        from .device_search import DeviceSearch
+
+        return DeviceSearch(device_id=self.device_id)
 
     def evaluate_with_keys(
         self, slots: np.ndarray, seeds: np.ndarray, header_time: int = 0

@@ -71,6 +71,7 @@ def test_four_stages_materialise_and_every_check_passes(trained):
     meta = result.asset_materializations_for_node("seeds")[0].metadata
     assert meta["kernel_backend"].value == "cpu"
     assert meta["kernel_cpu_path"].value == cpu.select_kernel()  # which CPU path searched: shani or simd
+    assert meta["kernel_search_loop"].value == "host"  # "device" on a GPU: generations run there
     assert 0 < meta["solved"].value <= seeds.num_rows
 
 

@@ -24,17 +24,11 @@ from hasher_core.search.loop import frame_fingerprint, search_frames
 from hasher_core.search.records import FinishedFrame
 from hasher_core.search.results import attach_results, search_plot_png, validate_frames_table
 from hasher_resources.sha256 import evaluate_with_keys
+from hasher_resources.sha256.device_search_host import standin_evaluate
 
-
-def fast_oracle(slots: np.ndarray, seeds: np.ndarray, header_time: int) -> tuple[np.ndarray, np.ndarray]:
-    """A vectorised pseudo-random function of (slots, seed, time) with the kernel's signature."""
-    z = reward.mix64(np.uint64(header_time + 1) * np.ones(len(slots), np.uint64))
-    for w in slots.astype(np.uint64).T:
-        z = reward.mix64(z ^ w)
-    for w in np.ascontiguousarray(seeds).view("<u8").T:
-        z = reward.mix64(z ^ w)
-    words = [reward.mix64(z + np.uint64(i)) >> np.uint64(32) for i in range(4)]
-    return words[0].astype(np.uint32), np.stack(words[1:], axis=1).astype(np.uint32)
+#: A vectorised pseudo-random function of (slots, seed, time) with the kernel's signature (the
+#: device search's stand-in recursion, also compiled into its host build).
+fast_oracle = standin_evaluate
 
 
 def reference_evaluate(slots, seeds, header_time):
