@@ -27,8 +27,8 @@ import numpy as np
 from hasher_core.design import ALGORITHM_VERSION
 from hasher_core.errors import ProgressStoreError, ProgressStoreLockedError
 from hasher_core.search import Evaluator, SearchConfig, SearchProgress, SearchResults, search_frames
-from hasher_core.search.records import FinishedFrame
 from hasher_core.search.driver import SearchDriver
+from hasher_core.search.records import FinishedFrame
 
 from .files import acquire_lock, release_lock
 
