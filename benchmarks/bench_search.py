@@ -44,7 +44,7 @@ HOST_LOOP_GENERATIONS = 12
 DEVICE_HOST_NS_TARGET = 0.5
 BUS_BYTES_TARGET = 0.1
 #: An H100 SXM: SMs, the search kernel's registers and shared memory (static, sm_90 build), and the
-#: 21-pass evaluations/s of its physical limit (performance-anchors §1.2).
+#: 21-pass evaluations/s of its physical limit (docs/performance.md §1.2).
 H100_SMS = 132
 H100_REGISTERS = 80
 H100_SHARED_BYTES = 5968

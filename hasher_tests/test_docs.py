@@ -294,8 +294,7 @@ def test_the_fingerprint_and_stream_vectors_in_the_design_are_what_the_search_co
 
 
 def test_the_mapper_and_embedder_vectors_in_the_design_are_what_stage_2_computes() -> None:
-    from hasher_core.frames.hashing import embed_texts
-
+    from hasher_core.embedding.lexical import embed_texts
     from hasher_core.frames.gorand import GoRand, projection_matrix
     from hasher_core.frames.windows import project_to_slots
 
