@@ -156,6 +156,10 @@ def checkpoints(
         "device": {k: v for k, v in device.items() if not k.endswith("_seconds")},
         "passed": rate <= config.tolerance and device_ok,
     }
+    if not rows:
+        # Nothing was re-checked because there is nothing: the gate passes vacuously and says so.
+        gate["note"] = "no seeds to check: the partition has no frames (see training_frames' note)"
+        context.log.warning(f"partition {key!r}: {gate['note']}")
     schema_meta = dict(good.schema.metadata or {})
     schema_meta[HASHER_METADATA_KEY] = json.dumps(gate).encode()
     good = good.replace_schema_metadata(schema_meta)
@@ -173,6 +177,8 @@ def checkpoints(
         "verify_evaluations_per_s": round(rows / max(seconds, 1e-9), 1),
         "device_hashing_check": dg.MetadataValue.json(device),
     }
+    if "note" in gate:
+        metadata["note"] = gate["note"]
     if mismatches:
         metadata["mismatch_preview"] = dg.MetadataValue.md(
             preview_markdown(bad, ["chunk_id", "window_end", "golden", "recomputed_golden"])

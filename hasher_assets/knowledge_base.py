@@ -102,12 +102,19 @@ def knowledge_base(
         context.log.warning(f"fell back from {fallback}")
     for reason, count in read["skipped"].items():
         context.log.warning(f"{read['path_used']}: skipped {count} record(s): {reason}")
-    if rows == 0:
+    note = None
+    if rows == 0 and split is not None:
+        # A miner source with no record left is gone, not empty: materialising it empty would drop its
+        # trained seeds from the next deployment.
         staging.unlink(missing_ok=True)
         raise KnowledgeBaseError(
             f"partition {key!r}: no usable records for this source file in {origin} "
             f"(file used: {read['path_used']}; skipped: {read['skipped'] or 'none'})"
         )
+    if rows == 0:
+        why = "; ".join(read["problems"]) or f"{inbox[key]}: no words"
+        note = f"no chunks: {why}; the partition is empty and later stages have nothing to train"
+        context.log.warning(note)
     seconds = time.monotonic() - started
     progress.finish(rows)
     metadata: dict[str, object] = {
@@ -115,6 +122,7 @@ def knowledge_base(
         "source": origin,
         "input_file": str(read["path_used"]),
         "input_format": str(read["format"]),
+        "input_encoding": str(read.get("encoding")),
         "records_seen_in_file": read["records_seen"],
         "skipped_in_file": read["records_skipped"],
         "skipped_by_reason": dg.MetadataValue.json(read["skipped"]),
@@ -125,6 +133,8 @@ def knowledge_base(
         "chunks_per_s": round(rows / max(seconds, 1e-9), 1),
         "seconds": round(seconds, 3),
     }
+    if note is not None:
+        metadata["note"] = note
     if split is not None:
         metadata["split_cache"] = dg.MetadataValue.path(str(split.path))
         metadata["split_built_this_run"] = split.built

@@ -115,6 +115,16 @@ def seeds(
         )
     solved = int(results.solved.sum())
     reporter.finish(frames.num_rows, f"{solved:,} solved")
+    note = None
+    if not frames.num_rows:
+        note = "no seeds: the partition has no frames (see training_frames' note), so nothing was searched"
+    elif not solved:
+        note = (
+            f"no frame solved at {search.difficulty_bits} bits within {search.max_generations} generations: "
+            "every row keeps its best seed, unsolved"
+        )
+    if note:
+        context.log.warning(f"partition {key!r}: {note}")
     table = attach_results(frames, results, search, backend)
     plot = search_plot_png(results.history)
     plot_path = atomic_write_bytes(storage.stage_dir("seeds_plots") / f"{key}.png", plot)
@@ -144,4 +154,6 @@ def seeds(
         "plot_path": dg.MetadataValue.path(str(plot_path)),
         "preview": dg.MetadataValue.md(preview_markdown(table, columns)),
     }
+    if note:
+        metadata["note"] = note
     return dg.MaterializeResult(value=table, metadata=metadata)

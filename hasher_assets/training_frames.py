@@ -40,6 +40,22 @@ class TrainingFramesConfig(dg.Config):
     compression: Literal["zstd", "snappy"] = "zstd"
 
 
+def empty_frames_note(chunks: int, skipped_chunks: int, tokenizer_failed: int, frames: int) -> str | None:
+    """Why a partition has no frames (DESIGN §3.2: a chunk under 2 tokens has none), or None."""
+    if frames:
+        return None
+    if not chunks:
+        return "no frames: the knowledge base of this partition has no chunks"
+    short = skipped_chunks - tokenizer_failed
+    why = f"{short} chunk(s) under 2 tokens" if short else ""
+    if tokenizer_failed:
+        why += (", " if why else "") + f"{tokenizer_failed} the tokenizer could not take (see problems)"
+    return (
+        f"no frames: every chunk is too short ({why}); a frame needs a context token and the next "
+        "token, so seeds and checkpoints of this partition are empty"
+    )
+
+
 @dg.asset(
     partitions_def=source_files,
     group_name="ingest",
@@ -90,6 +106,9 @@ def training_frames(
     if report.colliding_frames:
         context.log.warning(f"{report.colliding_frames} frames share their slots with a different text")
     progress.finish(report.chunks, f"{report.frames:,} frames")
+    note = empty_frames_note(report.chunks, report.skipped_chunks, report.tokenizer_failed, report.frames)
+    if note:
+        context.log.warning(f"partition {key!r}: {note}")
     frames = ParquetPartition(staging, key)
     preview = next(frames.iter_batches(batch_rows=5), None)
     metadata = {
@@ -103,6 +122,8 @@ def training_frames(
         "embedder": embedder.description(),
         "recipe": dg.MetadataValue.json(recipe),
     }
+    if note:
+        metadata["note"] = note
     if preview is not None:
         metadata["preview"] = dg.MetadataValue.md(
             preview_markdown(
