@@ -137,6 +137,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> HasherSettings:
     values = {k: v for k, v in environ.items() if k.startswith(PREFIX) and v.strip() != ""}
     known = known_variables()
     problems = [_unknown(name, known) for name in sorted(values) if name not in known]
+    problems += [problem for name in sorted(values) if (problem := _not_utf8(name, values[name]))]
     if not problems:
         try:
             return HasherSettings.model_validate(values)
@@ -161,6 +162,20 @@ def _validated(name: str, raw: str) -> object:
         return getattr(HasherSettings.model_validate(values), field)
     except ValidationError as exc:
         raise SettingsError("; ".join(_describe(error, values) for error in exc.errors())) from None
+
+
+def _not_utf8(name: str, value: str) -> str | None:
+    """Why a value whose bytes are not UTF-8 (Python keeps such bytes as lone surrogates, PEP 383) is
+    unusable, or None: pyarrow and Dagster encode every path and string as UTF-8 and fail on it."""
+    raw = os.fsencode(value)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (
+            f"{name} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}): pyarrow and "
+            "Dagster take UTF-8 paths and text only; rename the folder or re-type the value in UTF-8"
+        )
+    return None
 
 
 def _unknown(name: str, known: Mapping[str, str]) -> str:

@@ -261,7 +261,8 @@ def record_scan(storage: HasherStorage, skipped: dict[str, str]) -> None:
     if read_scan_report(storage.data_path) == report:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    # ASCII escapes: a path with undecodable bytes (PEP 383 surrogates) stays valid JSON and UTF-8.
+    atomic_write_text(path, json.dumps(report, indent=1) + "\n")
 
 
 def read_scan_report(data_dir: Path) -> dict | None:

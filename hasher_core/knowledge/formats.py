@@ -111,7 +111,7 @@ def detect_format(path: Path) -> Format:
     if text.startswith("["):
         return "json_array"
     if text.startswith("{"):
-        return "jsonl" if _first_line_is_one_object(path, codec, bom) else "json_stream"
+        return "jsonl" if _first_line_is_one_object(path) else "json_stream"
     hint = " (JSON null: the Go writer's output for an empty run)" if text.startswith("null") else ""
     return _unrecognised(path, head, codec, bom, hint)
 
@@ -155,7 +155,7 @@ def _text_lines(path: Path) -> Iterator[tuple[int, str, bool, int]]:
                 yield number, line, line.endswith("\n"), unit * len(line)
 
 
-def _first_line_is_one_object(path: Path, codec: str = "utf-8", bom: int = 0) -> bool:
+def _first_line_is_one_object(path: Path) -> bool:
     """True when the first non-blank line holds a whole object (JSON lines), False when an object spans
     lines (pretty-printed objects one after another, as ``jq '.[]'`` writes)."""
     for _number, line, _newline, _size in _text_lines(path):

@@ -4,6 +4,7 @@ directory (HASHER_PROGRESS_DIR), which must be on a local disk."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import unicodedata
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import hasher_resources.files as files
 from hasher_core.errors import ProgressDirOnNetworkError
 from hasher_resources.files import filesystem_type, network_filesystem
-from hasher_resources.storage import HasherStorage, read_scan_report, scan_sources
+from hasher_resources.storage import HasherStorage, read_scan_report, record_scan, scan_sources
 
 MOUNTS = """\
 overlay / overlay rw,relatime 0 0
@@ -177,3 +178,10 @@ def test_a_progress_dir_on_a_network_filesystem_is_refused_naming_the_variable(t
         storage.progress_path()
     assert "HASHER_PROGRESS_DIR" in str(info.value) and "(nfs4)" in str(info.value)
     assert not (tmp_path / "shared").exists()  # nothing created on the refused path
+
+
+def test_the_scan_report_keeps_a_path_with_undecodable_bytes(tmp_path):
+    storage = _inbox(tmp_path, 0)
+    skipped = {os.fsdecode(b"/srv/caf\xe9/notes.rtf"): "not a .txt or .md file"}
+    record_scan(storage, skipped)
+    assert read_scan_report(storage.data_path)["skipped"] == skipped
