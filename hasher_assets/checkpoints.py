@@ -88,6 +88,10 @@ def checkpoints(
             f"hardware-error rate {report.hardware_error_rate:.4f}"
         )
     gate = _gate(checked, backend, device, config.tolerance)
+    if not checked.rows:
+        # Nothing was re-checked because there is nothing: the gate passes vacuously and says so.
+        gate["note"] = "no seeds to check: the partition has no frames (see training_frames' note)"
+        context.log.warning(f"partition {key!r}: {gate['note']}")
     good = good.replace_schema_metadata(
         {**(good.schema.metadata or {}), HASHER_METADATA_KEY: json.dumps(gate).encode()}
     )
@@ -126,6 +130,8 @@ def _metadata(good: pa.Table, table: pa.Table, checked: Recheck, gate: dict, dev
         "verify_evaluations_per_s": round(checked.rows / max(seconds, 1e-9), 1),
         "device_hashing_check": dg.MetadataValue.json(device),
     }
+    if "note" in gate:
+        metadata["note"] = gate["note"]
     if checked.mismatches:
         metadata["mismatch_preview"] = dg.MetadataValue.md(
             preview_markdown(

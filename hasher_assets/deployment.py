@@ -91,6 +91,9 @@ def deployment(
             )
     for key, why in refused.items():
         context.log.warning(f"partition {key!r} is not deployed: {why}")
+    empty = sorted(key for key, table in passed.items() if not table.num_rows)
+    for key in empty:
+        context.log.warning(f"partition {key!r} has no checkpoint rows (no frames): none of it is deployed")
     if not passed:
         raise NoCheckpointsError(
             f"no partition has checkpoints that passed the gate; looked at {sorted(checkpoints) or 'none'}"
@@ -119,8 +122,9 @@ def deployment(
     return dg.MaterializeResult(
         metadata={
             **report.as_metadata(),
-            "partitions_deployed": dg.MetadataValue.json(sorted(passed)),
+            "partitions_deployed": dg.MetadataValue.json(sorted(set(passed) - set(empty))),
             "partitions_refused": dg.MetadataValue.json(refused),
+            "partitions_empty": dg.MetadataValue.json(empty),
             "store": dg.MetadataValue.path(str(storage.data_path / "deployments")),
         }
     )

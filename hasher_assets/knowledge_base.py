@@ -77,13 +77,17 @@ def knowledge_base(
     written = write_knowledge_base(records.batches, staging, config.embedding_dims, progress.update)
     for warning in records.warnings():
         context.log.warning(warning)
+    note = None
     if written.rows == 0:
-        staging.unlink(missing_ok=True)
-        raise records.nothing_usable(key)
+        if records.split is not None:
+            staging.unlink(missing_ok=True)
+            raise records.nothing_usable(key)
+        note = records.empty_note()
+        context.log.warning(note)
     seconds = time.monotonic() - started
     progress.finish(written.rows)
     return dg.MaterializeResult(
-        value=StagedParquet(staging), metadata=_metadata(records, written, seconds, embedder, config)
+        value=StagedParquet(staging), metadata=_metadata(records, written, seconds, embedder, config, note)
     )
 
 
@@ -93,6 +97,7 @@ def _metadata(
     seconds: float,
     embedder: Embedder,
     config: KnowledgeBaseConfig,
+    note: str | None,
 ) -> dict[str, object]:
     read = records.read_report()
     metadata: dict[str, object] = {
@@ -100,6 +105,7 @@ def _metadata(
         "source": records.origin,
         "input_file": str(read["path_used"]),
         "input_format": str(read["format"]),
+        "input_encoding": str(read.get("encoding")),
         "records_seen_in_file": read["records_seen"],
         "skipped_in_file": read["records_skipped"],
         "skipped_by_reason": dg.MetadataValue.json(read["skipped"]),
@@ -110,6 +116,8 @@ def _metadata(
         "chunks_per_s": round(written.rows / max(seconds, 1e-9), 1),
         "seconds": round(seconds, 3),
     }
+    if note is not None:
+        metadata["note"] = note
     if (split := records.split) is not None:
         metadata["knowledge_split"] = dg.MetadataValue.path(str(split.path))
         metadata["split_built_this_run"] = split.built

@@ -4,6 +4,8 @@ A partition per ``file_name`` of the miner's knowledge base and one per inbox fi
 ``hasher_resources.storage.scan_sources``, shared by the sensor and ``hasher partitions sync``.
 """
 
+from dataclasses import dataclass
+
 import dagster as dg
 
 from hasher_resources.storage import HasherStorage, scan_sources
@@ -13,12 +15,27 @@ from hasher_resources.storage import HasherStorage, scan_sources
 source_files = dg.DynamicPartitionsDefinition(name="source_files")
 
 
-def register_partitions(instance: dg.DagsterInstance, storage: HasherStorage) -> list[str]:
-    """Add a partition for every source file found now; returns all keys, sorted."""
+@dataclass(frozen=True)
+class PartitionSync:
+    """What :func:`sync_partitions` found: every key, the keys it added, and the inputs it skipped
+    (path → why: see ``hasher_resources.storage.scan_sources``)."""
+
+    keys: list[str]
+    added: list[str]
+    skipped: dict[str, str]
+
+
+def sync_partitions(instance: dg.DagsterInstance, storage: HasherStorage) -> PartitionSync:
+    """Add a partition for every source file found now; what was found, added and skipped."""
     _, cursor, _ = scan_sources(storage, {}, max_files=1_000_000)
     keys = sorted(cursor["partitions"])
     existing = set(instance.get_dynamic_partitions(source_files.name))
     new = [k for k in keys if k not in existing]
     if new:
         instance.add_dynamic_partitions(source_files.name, new)
-    return keys
+    return PartitionSync(keys, new, cursor["skipped"])
+
+
+def register_partitions(instance: dg.DagsterInstance, storage: HasherStorage) -> list[str]:
+    """Add a partition for every source file found now; returns all keys, sorted."""
+    return sync_partitions(instance, storage).keys

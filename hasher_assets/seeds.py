@@ -112,6 +112,8 @@ def seeds(
         driver=driver,
     )
     reporter.finish(frames.num_rows, f"{int(results.solved.sum()):,} solved")
+    if note := results.note(search.max_generations):
+        context.log.warning(f"partition {key!r}: {note}")
     table = attach_results(frames, results, search, kernel.backend_name())
     plot = search_plot_png(results.history)
     plot_path = atomic_write_bytes(storage.stage_dir("seeds_plots") / f"{key}.png", plot)
@@ -122,6 +124,8 @@ def seeds(
         **kernel_info,
         "progress_store": dg.MetadataValue.path(str(store_path)),
     }
+    if note:
+        metadata["note"] = note
     return dg.MaterializeResult(value=table, metadata=_metadata(table, metadata, plot, plot_path))
 
 

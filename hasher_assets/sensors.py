@@ -41,14 +41,14 @@ def miner_output_sensor(context: dg.SensorEvaluationContext, storage: HasherStor
     for note in notes:
         context.log.info(note)
     new_cursor["changes"] = cursor.get("changes", {})
+    # What the scan skipped and why shows on every tick that requests nothing, not only in the log.
+    skipped = "; ".join(f"skipped {path}: {why}" for path, why in new_cursor["skipped"].items())
     if not changed:
+        reason = f"no new or changed source files under {storage.miner_path} or {storage.inbox_path}"
+        reason += f"; {skipped}" if skipped else ""
         if new_cursor != cursor:
-            return dg.SensorResult(
-                skip_reason="no new or changed source files", cursor=json.dumps(new_cursor)
-            )
-        return dg.SkipReason(
-            f"no new or changed source files under {storage.miner_path} or {storage.inbox_path}"
-        )
+            return dg.SensorResult(skip_reason=reason, cursor=json.dumps(new_cursor))
+        return dg.SkipReason(reason)
     existing = set(context.instance.get_dynamic_partitions(source_files.name))
     new_keys = sorted(k for k in changed if k not in existing)
     # Dagster drops a request whose run_key was used before, forever: a file edited back to an

@@ -92,6 +92,8 @@ def training_frames(
     for line in warnings:
         context.log.warning(line)
     progress.finish(report.chunks, f"{report.frames:,} frames")
+    if note := report.empty_note():
+        context.log.warning(f"partition {key!r}: {note}")
     return dg.MaterializeResult(
         value=StagedParquet(staging),
         metadata=_metadata(report, ParquetPartition(staging, key), recipe, embedder, config),
@@ -116,6 +118,8 @@ def _metadata(
         "embedder": embedder.description(),
         "recipe": dg.MetadataValue.json(recipe),
     }
+    if note := report.empty_note():
+        metadata["note"] = note
     preview = next(frames.iter_batches(batch_rows=5), None)
     if preview is not None:
         metadata["preview"] = dg.MetadataValue.md(

@@ -5,16 +5,17 @@ subcommand runs (so ``--help`` is instant).
 §6.1); ``hasher predict --text TEXT`` answers one step, ``--slots``/``--frame-index`` read back a
 stored frame; ``hasher deployments`` lists what the deployment store holds; ``hasher partitions
 sync`` registers a ``source_files`` partition per source file in the Dagster instance
-(``$DAGSTER_HOME``); ``hasher status`` summarises what every stage has stored under the data
-directory. Exit status of ``predict`` and ``generate``: 0 when the model answered (a token is
-predicted), 1 when it could not (not solved, or it abstained), 2 on any error.
+(``$DAGSTER_HOME``, checked first by ``hasher_cli.dagster_home``) and says on stderr what it skipped;
+``hasher status`` summarises what every stage has stored under the data directory. Exit status of
+``predict`` and ``generate``: 0 when the model answered (a token is predicted), 1 when it could not
+(not solved, or it abstained), 2 on any error; of ``partitions sync``: 0, or 1 when it found no source
+file or could not read an input file at all. Prompts (``--prompt``, ``--prompt-file``, ``-`` for
+standard input) follow ``hasher_cli.text_io``'s rules.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,7 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     frame.add_argument(
         "--frame-index", type=int, metavar="N", help="the frame stored in bundle row N (0-based)"
     )
-    frame.add_argument("--text", metavar="TEXT", help="a context: the model's next token for it")
+    frame.add_argument(
+        "--text", metavar="TEXT", help="a context: the model's next token for it ('-': read standard input)"
+    )
+    frame.add_argument("--text-file", type=Path, metavar="PATH", help="--text read from a file")
     p.add_argument(
         "--max-distance", type=distance, default=None, help="with --text: abstain beyond this distance"
     )
@@ -99,7 +103,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_store_arguments(g)
     g.add_argument("--version", default=None, help="a deployed version (default: the current one)")
-    g.add_argument("--prompt", required=True, help="the text to continue")
+    prompt = g.add_mutually_exclusive_group(required=True)
+    prompt.add_argument(
+        "--prompt",
+        help="the text to continue ('-': read standard input; UTF-8, or UTF-16/32 with a BOM)",
+    )
+    prompt.add_argument(
+        "--prompt-file",
+        type=Path,
+        metavar="PATH",
+        help="read the prompt from a file (no size limit; UTF-8, UTF-16 or UTF-32; trailing newlines "
+        'dropped, as in --prompt "$(cat PATH)")',
+    )
     g.add_argument(
         "--max-tokens", type=token_count, default=64, help="stop after this many tokens (default 64)"
     )
@@ -169,10 +184,13 @@ def _model(args: argparse.Namespace):  # -> (Model, max_distance)
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from .text_io import print_json, text_argument
+
+    prompt = text_argument(args.prompt, args.prompt_file, "--prompt")  # before the model: fail fast
     model, max_distance = _model(args)
-    generation = model.generate(args.prompt, args.max_tokens, max_distance)
+    generation = model.generate(prompt, args.max_tokens, max_distance)
     if args.json:
-        print(json.dumps(generation.as_json(), indent=2, ensure_ascii=False))
+        print_json(generation.as_json())
     else:
         print(generation.continuation)
         guesses = [s.distance for s in generation.steps if not s.exact and s.token_id is not None]
@@ -190,12 +208,15 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _predict_text(args: argparse.Namespace) -> int:
+    from .text_io import print_json, text_argument
+
+    text = text_argument(args.text, args.text_file, "--text")
     model, max_distance = _model(args)
     from hasher_core.frames.tokens import encode_ordinary
 
-    step = model.step(encode_ordinary(model.encoding, args.text).tolist(), max_distance)
+    step = model.step(encode_ordinary(model.encoding, text).tolist(), max_distance)
     if args.json:
-        print(json.dumps({**step.as_json(), "bundle": model.bundle.version}, indent=2, ensure_ascii=False))
+        print_json({**step.as_json(), "bundle": model.bundle.version})
     elif step.token_id is None:
         print(f"abstained: the nearest deployed context is at distance {step.distance:.3f} > {max_distance}")
     else:
@@ -207,10 +228,12 @@ def _predict_text(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    if args.text is not None:
+    if args.text is not None or args.text_file is not None:
         return _predict_text(args)
     from hasher_core.inference.readback import predict, predict_row
     from hasher_resources.sha256.resource import Sha256Kernel
+
+    from .text_io import print_json
 
     bundle = _store(args).open_bundle(args.version, verify=True)
     kernel = Sha256Kernel(backend=args.backend)
@@ -224,17 +247,14 @@ def _predict(args: argparse.Namespace) -> int:
             bundle, args.slots, kernel.evaluate_rows, header_time=args.header_time, backend=backend
         )
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "solved": prediction.solved,
-                    "token_ids": list(prediction.token_ids),
-                    "bundle_version": prediction.bundle_version,
-                    "slots": [f"0x{w:08x}" for w in prediction.slots],
-                    "candidates": [c.__dict__ for c in prediction.candidates],
-                },
-                indent=2,
-            )
+        print_json(
+            {
+                "solved": prediction.solved,
+                "token_ids": list(prediction.token_ids),
+                "bundle_version": prediction.bundle_version,
+                "slots": [f"0x{w:08x}" for w in prediction.slots],
+                "candidates": [c.__dict__ for c in prediction.candidates],
+            }
         )
     else:
         print(prediction.describe())
@@ -266,21 +286,50 @@ def _deployments(args: argparse.Namespace) -> int:
 
 
 def _instance():
+    from .dagster_home import check_dagster_home
+
+    check_dagster_home()  # before Dagster opens (and may create) anything
     import dagster as dg  # late: only these subcommands need Dagster
 
-    if not os.environ.get("DAGSTER_HOME"):
-        raise RuntimeError("DAGSTER_HOME is not set: dynamic partitions live in a persistent instance")
     return dg.DagsterInstance.get()
 
 
 def _partitions_sync(args: argparse.Namespace) -> int:
-    from hasher_assets.partitions import register_partitions
-    from hasher_resources.storage import HasherStorage
+    from hasher_assets.partitions import sync_partitions
+    from hasher_resources.storage import CANNOT_BE_READ, NO_SOURCE_FILES_READ, HasherStorage
 
+    storage = HasherStorage()
     with _instance() as instance:
-        for key in register_partitions(instance, HasherStorage()):
-            print(key)
-    return 0
+        sync = sync_partitions(instance, storage)
+    for key in sync.keys:
+        print(key)
+    for path, why in sync.skipped.items():
+        print(f"hasher partitions sync: skipped {path}: {why}", file=sys.stderr)
+    if not sync.keys:
+        print(
+            f"hasher partitions sync: no source files found: {_where_sources_are(storage)}", file=sys.stderr
+        )
+    # Never "exit 0 with nothing": 1 when nothing was found or an input file could not be read at all.
+    unreadable = any(why.startswith((CANNOT_BE_READ, NO_SOURCE_FILES_READ)) for why in sync.skipped.values())
+    return EXIT_NOT_SOLVED if not sync.keys or unreadable else 0
+
+
+def _where_sources_are(storage) -> str:
+    """What the miner directory and the inbox hold, for a scan that found no source file."""
+    from hasher_core.knowledge import DISCOVERY_ORDER
+
+    miner, inbox = storage.miner_path, storage.inbox_path
+    if not miner.is_dir():
+        found_miner = f"HASHER_MINER_DIR {miner} does not exist"
+    elif not any((miner / name).is_file() for name in DISCOVERY_ORDER):
+        found_miner = f"HASHER_MINER_DIR {miner} holds none of {', '.join(DISCOVERY_ORDER)}"
+    else:
+        found_miner = f"HASHER_MINER_DIR {miner} holds no readable source file (see above)"
+    if not inbox.is_dir():
+        found_inbox = f"HASHER_INBOX_DIR {inbox} does not exist"
+    else:
+        found_inbox = f"HASHER_INBOX_DIR {inbox} holds no .txt or .md file"
+    return f"{found_miner}; {found_inbox}"
 
 
 def _partitions_list(args: argparse.Namespace) -> int:
@@ -300,9 +349,11 @@ def _status(args: argparse.Namespace) -> int:
     print(f"data directory: {root}")
     stages = PARTITION_STAGES
     keys = sorted({p.stem for stage in stages for p in (root / stage).glob("*.parquet")})
+    _print_skipped_inputs(root)
     if not keys:
         print("  nothing materialised yet")
         return 0
+    notes: list[str] = []
     width = max((len(k) for k in keys), default=10)
     print(f"  {'partition':<{width}}  {'chunks':>7} {'frames':>8} {'solved':>15} {'checkpointed':>12}")
     for key in keys:
@@ -318,6 +369,12 @@ def _status(args: argparse.Namespace) -> int:
             solved = f"{pc.sum(table.column('solved')).as_py() or 0}@{bits}bits"
         show = ["-" if c is None else f"{c:,}" for c in cells]
         print(f"  {key:<{width}}  {show[0]:>7} {show[1]:>8} {solved:>15} {show[3]:>12}")
+        if cells[0] == 0:
+            notes.append(f"{key}: no chunks (the source has no words): nothing to train")
+        elif cells[0] and cells[1] == 0:
+            notes.append(f"{key}: no frames (every chunk is under 2 tokens): nothing to train")
+    for note in notes:
+        print(f"  note: {note}")
     store = _store(args)
     current = store.current_version()
     print(
@@ -327,9 +384,25 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_skipped_inputs(data_dir: Path) -> None:
+    """What the last scan (``hasher partitions sync`` or the sensor) skipped, and why."""
+    from hasher_resources.storage import read_scan_report
+
+    report = read_scan_report(data_dir)
+    if report and report.get("skipped"):
+        print("inputs the last scan (hasher partitions sync or the sensor) skipped:")
+        for path, why in report["skipped"].items():
+            print(f"  {path}: {why}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hasher`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):
+        # A locale that cannot encode an answer (Chinese text on a Latin-1 terminal) gets escapes, never
+        # a UnicodeEncodeError after the model has answered.
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         from hasher_resources.settings import load_settings
 

@@ -27,6 +27,11 @@ class FileChangedError(HasherError):
         super().__init__(f"{path}: changed while it was being fingerprinted; try again")
 
 
+class TextEncodingError(HasherError, ValueError):
+    """Bytes that should be text are in no Unicode encoding form hasher reads; the message says why
+    (the first bad byte and its offset) and the caller names the file, record or argument."""
+
+
 class KnowledgeBaseError(HasherError):
     """Family: reading a knowledge base, the inbox or the knowledge split failed."""
 

@@ -95,6 +95,23 @@ class FramesReport:
             warnings.append(f"{self.colliding_frames} frames share their slots with a different text")
         return info, warnings
 
+    def empty_note(self) -> str | None:
+        """Why the partition has no frames (DESIGN §3.2: a chunk under 2 tokens has none), or None
+        when it has some: a note for the stage where it happens, never a failed check later."""
+        if self.frames:
+            return None
+        if not self.chunks:
+            return "no frames: the knowledge base of this partition has no chunks"
+        short = self.skipped_chunks - self.tokenizer_failed
+        why = f"{short} chunk(s) under 2 tokens" if short else ""
+        if self.tokenizer_failed:
+            failed = f"{self.tokenizer_failed} the tokenizer could not take (see problems)"
+            why = f"{why}, {failed}" if why else failed
+        return (
+            f"no frames: every chunk is too short ({why}); a frame needs a context token and the next "
+            "token, so seeds and checkpoints of this partition are empty"
+        )
+
     def as_metadata(self) -> dict[str, Any]:
         """Plain values for materialization metadata (the asset wraps them; no Dagster import here)."""
         out = asdict(self)

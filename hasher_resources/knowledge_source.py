@@ -48,8 +48,15 @@ class PartitionRecords:
             for reason, count in read["skipped"].items()
         ]
 
+    def empty_note(self) -> str:
+        """The note for an inbox file that gave no chunk (empty, only whitespace or a BOM): the
+        partition is materialised empty and says why, so later stages see a note, not a failure."""
+        why = "; ".join(self.read_report()["problems"]) or f"{self.origin}: no words"
+        return f"no chunks: {why}; the partition is empty and later stages have nothing to train"
+
     def nothing_usable(self, partition_key: str) -> KnowledgeBaseError:
-        """The error for a partition none of whose records could be used."""
+        """The error for a miner source file none of whose records could be used: it is gone, not
+        empty — materialising it empty would drop its trained seeds from the next deployment."""
         read = self.read_report()
         return KnowledgeBaseError(
             f"partition {partition_key!r}: no usable records for this source file in {self.origin} "

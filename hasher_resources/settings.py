@@ -174,6 +174,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> HasherSettings:
         for name, value in sorted(environ.items())
         if name.startswith(PREFIX) and value.strip() and name not in known
     ]
+    problems += [
+        problem
+        for name, value in sorted(environ.items())
+        if name.startswith(PREFIX) and value.strip() and (problem := _not_utf8(name, value))
+    ]
     if not problems:
         try:
             return HasherSettings.from_environment(environ)
@@ -197,6 +202,20 @@ def _validated(name: str, raw: str) -> object:
         return getattr(HasherSettings.from_environment({name: raw}), field)
     except ValidationError as exc:
         raise SettingsError("; ".join(_describe(error, {name: raw}) for error in exc.errors())) from None
+
+
+def _not_utf8(name: str, value: str) -> str | None:
+    """Why a value whose bytes are not UTF-8 (Python keeps such bytes as lone surrogates, PEP 383) is
+    unusable, or None: pyarrow and Dagster encode every path and string as UTF-8 and fail on it."""
+    raw = os.fsencode(value)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (
+            f"{name} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}): pyarrow and "
+            "Dagster take UTF-8 paths and text only; rename the folder or re-type the value in UTF-8"
+        )
+    return None
 
 
 def _unknown(name: str, known: Mapping[str, str]) -> str:

@@ -9,17 +9,21 @@ launchpad. The data directory may be shared by many machines; the progress store
 
 from __future__ import annotations
 
+import json
 import os
+import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from hasher_core.errors import FileChangedError, KnowledgeBaseError, ProgressDirOnNetworkError
-from hasher_core.knowledge import discovery_candidates, list_source_files, safe_partition_key
+from hasher_core.knowledge import ReadReport, discovery_candidates, list_source_files, safe_partition_key
 
 from .files import (
     DigestMemo,
+    atomic_write_text,
     default_data_dir,
     default_inbox_dir,
     default_miner_dir,
@@ -32,6 +36,10 @@ from .files import (
 INBOX_SUFFIXES = (".txt", ".md")
 #: Version of the sensor cursor that :func:`scan_sources` reads and writes.
 CURSOR_VERSION = 1
+#: How the scan's ``skipped`` reasons begin for an input that gave nothing at all (``hasher partitions
+#: sync`` exits 1 on them); other reasons (skipped records, entries not taken) are notes.
+CANNOT_BE_READ = "cannot be read"
+NO_SOURCE_FILES_READ = "no source files read"
 #: Bytes of the inbox files' content digests: they are the partitions' fingerprints.
 _INBOX_DIGEST_BYTES = 16
 
@@ -89,25 +97,60 @@ class HasherStorage(dg.ConfigurableResource):
         """Partition key → path of each inbox file (see :func:`inbox_files`)."""
         return inbox_files(self.inbox_path)
 
+    def inbox_listing(self) -> InboxListing:
+        """The inbox's files by key and the entries skipped, with why (see :func:`list_inbox`)."""
+        return list_inbox(self.inbox_path)
 
-def inbox_files(inbox_dir: Path) -> dict[str, Path]:
-    """Partition key → path of each ``.txt``/``.md`` file directly in the inbox (hidden files ignored).
 
-    A missing inbox directory has no files.
+@dataclass(frozen=True)
+class InboxListing:
+    """What is in the inbox: partition key → file taken, and path → why each other entry is not."""
+
+    files: dict[str, Path]
+    skipped: dict[str, str]
+
+
+def list_inbox(inbox_dir: Path) -> InboxListing:
+    """The inbox's ``.txt``/``.md`` files directly in it, by partition key, and the entries not taken.
+
+    Hidden entries (``.name``) are ignored silently. Other entries are skipped with a reason: another
+    suffix, a directory, or a name that is the same as a taken one after Unicode normalisation (a macOS
+    NFD copy beside the NFC file: the NFC spelling is taken, else the first in code-point order). A
+    missing inbox directory has no files.
     """
     inbox_dir = Path(inbox_dir).expanduser()
     if not inbox_dir.is_dir():
-        return {}
+        return InboxListing({}, {})
+    taken: dict[str, Path] = {}
+    skipped: dict[str, str] = {}
     # One listing; scandir's entries know their type without a stat per file.
     with os.scandir(inbox_dir) as listing:
-        names = sorted(
-            entry.name
-            for entry in listing
-            if not entry.name.startswith(".")
-            and os.path.splitext(entry.name)[1].lower() in INBOX_SUFFIXES
-            and entry.is_file()
-        )
-    return {safe_partition_key(name): inbox_dir / name for name in names}
+        entries = sorted((entry.name, entry.is_file()) for entry in listing if not entry.name.startswith("."))
+    for name, is_file in entries:
+        path = inbox_dir / name
+        if os.path.splitext(name)[1].lower() not in INBOX_SUFFIXES:
+            skipped[str(path)] = f"not a {' or '.join(INBOX_SUFFIXES)} file"
+            continue
+        if not is_file:
+            skipped[str(path)] = "not a regular file (the inbox is not searched recursively)"
+            continue
+        key = safe_partition_key(name)
+        other = taken.get(key)
+        if other is not None:
+            keep, drop = (path, other) if name == unicodedata.normalize("NFC", name) else (other, path)
+            taken[key] = keep
+            skipped[str(drop)] = (
+                f"the same name as {keep.name!r} in Unicode NFC (one spelled decomposed, as macOS writes "
+                f"names): only {keep.name!r} is read; rename or remove one"
+            )
+            continue
+        taken[key] = path
+    return InboxListing(dict(sorted(taken.items())), skipped)
+
+
+def inbox_files(inbox_dir: Path) -> dict[str, Path]:
+    """Partition key → path of each ``.txt``/``.md`` file directly in the inbox (:func:`list_inbox`)."""
+    return list_inbox(inbox_dir).files
 
 
 def scan_sources(
@@ -120,19 +163,26 @@ def scan_sources(
     at most ``max_files`` changed files are read per call, the rest wait for the next one. The
     miner file's partitions get per-source-file fingerprints, so an edited document re-runs only
     its own partition. Plain function so ``hasher partitions sync`` and tests can call it too.
+
+    The cursor's ``skipped`` maps each input that was not (fully) read to why: inbox entries that are
+    not taken (:func:`list_inbox`), unreadable files, a miner file with no readable source file or with
+    skipped records. It is also kept in ``<data dir>/source_scan.json`` (:func:`record_scan`), so the
+    sensor's and ``hasher partitions sync``'s findings show in ``hasher status``.
     """
     files: dict[str, dict] = {k: dict(v) for k, v in cursor.get("files", {}).items()}
     partitions: dict[str, str] = dict(cursor.get("partitions", {}))
     memo = DigestMemo(files, digest_size=_INBOX_DIGEST_BYTES)
     changed: dict[str, str] = {}
     notes: list[str] = []
+    unreadable: dict[str, str] = {}
     candidates: list[tuple[str, Path]] = []
     miner = storage.miner_path
     if miner.is_dir():
         existing = [p for p in discovery_candidates(miner) if p.is_file()]
         if existing:  # only the file discovery would use; later candidates are fallbacks
             candidates.append(("miner", existing[0]))
-    inbox_keys = {path: key for key, path in storage.inbox_files().items()}  # listed once per scan
+    inbox = storage.inbox_listing()  # listed once per scan
+    inbox_keys = {path: key for key, path in inbox.files.items()}
     candidates += [("inbox", p) for p in inbox_keys]
     # Files whose stat moved come first; after them, files re-read only because they changed too
     # recently for their memoised digest to be trusted (those are almost always unchanged).
@@ -151,20 +201,36 @@ def scan_sources(
         except FileChangedError as exc:
             notes.append(f"{exc}; it is read again on the next tick")
             continue
+        except OSError as exc:  # unreadable (permissions, an I/O error): skipped and said, never fatal
+            unreadable[str(path)] = f"{CANNOT_BE_READ}: {exc.strerror or exc}"
+            notes.append(f"{path}: {unreadable[str(path)]}; skipped")
+            continue
         if previous.get("digest") == digest:
             notes.append(f"{path}: touched but content unchanged")
             continue
+        problem = None
         if kind == "inbox":
             per_key = {inbox_keys[path]: digest}
         else:
+            report = ReadReport()
             try:
-                per_key = {k: info.fingerprint for k, info in list_source_files(miner).items()}
+                per_key = {k: info.fingerprint for k, info in list_source_files(miner, report=report).items()}
             except KnowledgeBaseError as exc:
                 # An empty run of the miner (null, [], a 0-row Parquet) or a broken file must not hide
                 # the inbox: it is noted once (until the file changes) and the scan goes on.
                 reason = " ".join(str(exc).split())
                 notes.append(f"{path}: no source files in the miner output ({reason}); inbox still scanned")
+                problem = f"{NO_SOURCE_FILES_READ}: {reason}"
                 per_key = {}
+            if report.records_skipped and problem is None:
+                reasons = ", ".join(f"{r} {n}" for r, n in sorted(report.skipped.items()))
+                first = report.problems[0] if report.problems else ""
+                problem = f"{report.records_skipped} record(s) skipped ({reasons}); first: {first}"
+                notes.append(f"{path}: {problem}")
+        # Kept with the file's entry, so a later scan that does not re-read it still reports it.
+        files[str(path)].pop("problem", None)
+        if problem:
+            files[str(path)]["problem"] = problem
         for key, fingerprint in per_key.items():
             if partitions.get(key) != fingerprint:
                 changed[key] = fingerprint
@@ -173,4 +239,35 @@ def scan_sources(
         notes.append(
             f"{path}: {len(per_key)} source file(s), {sum(k in changed for k in per_key)} new or changed"
         )
-    return changed, {"version": CURSOR_VERSION, "files": files, "partitions": partitions}, notes
+    skipped = {**inbox.skipped, **unreadable}
+    for _kind, path in candidates:
+        if problem := files.get(str(path), {}).get("problem"):
+            skipped[str(path)] = problem
+    skipped = dict(sorted(skipped.items()))
+    record_scan(storage, skipped)
+    cursor = {"version": CURSOR_VERSION, "files": files, "partitions": partitions, "skipped": skipped}
+    return changed, cursor, notes
+
+
+#: The last scan's skipped inputs, under the data directory (``hasher status`` shows them).
+SCAN_REPORT = "source_scan.json"
+
+
+def record_scan(storage: HasherStorage, skipped: dict[str, str]) -> None:
+    """Keep what the last scan skipped and why in ``<data dir>/source_scan.json``, rewritten only when
+    it changed (a sensor tick that finds the same problems writes nothing)."""
+    path = storage.data_path / SCAN_REPORT
+    report = {"miner_dir": str(storage.miner_path), "inbox_dir": str(storage.inbox_path), "skipped": skipped}
+    if read_scan_report(storage.data_path) == report:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # ASCII escapes: a path with undecodable bytes (PEP 383 surrogates) stays valid JSON and UTF-8.
+    atomic_write_text(path, json.dumps(report, indent=1) + "\n")
+
+
+def read_scan_report(data_dir: Path) -> dict | None:
+    """What :func:`record_scan` kept under ``data_dir``; None when no scan ran or it is unreadable."""
+    try:
+        return json.loads((Path(data_dir) / SCAN_REPORT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -30,7 +30,13 @@ mkdir -p "$DAGSTER_HOME" "$HASHER_DATA_DIR"
 
 echo "==> sample data: miner=$HASHER_MINER_DIR inbox=$HASHER_INBOX_DIR"
 echo "==> registering source_files partitions in $DAGSTER_HOME"
-mapfile -t keys < <(hasher partitions sync)
+# sync prints the keys on stdout and what it skipped on stderr; it fails when it found nothing, could not
+# read an input, or DAGSTER_HOME is a path Dagster's SQLite storage cannot use: stop there, not later.
+if ! synced="$(hasher partitions sync)"; then
+    echo "==> hasher partitions sync failed (see above); nothing was trained" >&2
+    exit 1
+fi
+mapfile -t keys <<<"$synced"
 printf '    %s\n' "${keys[@]}"
 if [ "$train" = all ]; then
     trained=("${keys[@]}")

@@ -130,6 +130,20 @@ class SearchResults:
     def __len__(self) -> int:
         return len(self.golden)
 
+    def note(self, max_generations: int) -> str | None:
+        """What a user should know when the run found nothing to keep: no frames at all (an empty
+        partition, DESIGN §3.2), or no frame solved within ``max_generations``; None otherwise."""
+        if not len(self):
+            return (
+                "no seeds: the partition has no frames (see training_frames' note), so nothing was searched"
+            )
+        if not self.solved.any():
+            return (
+                f"no frame solved at {self.difficulty_bits} bits within {max_generations} generations: "
+                "every row keeps its best seed, unsolved"
+            )
+        return None
+
     def summary(self) -> dict[str, float | int]:
         """The run's figures, the one source for the ``seeds`` asset's metadata and the search CLI's
         summary. Rows (``frames``, ``frames_from_store``) and distinct frames (``unique_frames_*``)

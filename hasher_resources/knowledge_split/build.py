@@ -55,7 +55,7 @@ from .read import DATA_NAME, SEQ_COLUMN, KnowledgeSplit
 
 __all__ = ["CACHE_FORMAT_VERSION", "ensure_split"]
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: source names in NFC, UTF-16/32 JSON read
 DEFAULT_KEEP = 2
 DEFAULT_LOCK_TIMEOUT_S = 1800.0
 # The writer keeps one open file (and its row-group buffer) per partition; beyond this many it closes

@@ -68,3 +68,17 @@ def test_dagster_dev_serves_the_location_with_partitioned_assets(tmp_path):
     # server still starting when the signal lands can outlive it until its heartbeat lapses; on a busy
     # machine stop_server then kills such stragglers, which is the hygiene working, not a failure.)
     assert stopped.signal == signal.SIGTERM, stopped
+
+
+@pytest.mark.slow
+def test_loading_the_code_location_prints_no_warning():
+    # Dagster 1.13 warns (PreviewWarning) for every partitioned asset check at import; each `dagster`
+    # command printed it once per process. hasher silences that one warning and must print no other.
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-W", "default", "-c", "import hasher_assets.definitions"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stderr == ""

@@ -54,6 +54,15 @@ def test_unchanged_directory_skips(instance, storage):
     assert "no new or changed source files" in second.skip_message
 
 
+def test_a_tick_that_requests_nothing_says_what_it_skipped_and_why(instance, storage):
+    (storage.inbox_path / "slides.pdf").write_bytes(b"%PDF")
+    first = _tick(instance, storage, None)
+    _apply(instance, first)
+    second = _tick(instance, storage, first.cursor)
+    skipped = f"skipped {storage.inbox_path / 'slides.pdf'}: not a .txt or .md file"
+    assert second.skip_message.endswith(skipped)
+
+
 def test_touched_but_unchanged_file_requests_nothing(instance, storage, miner_dir: Path):
     first = _tick(instance, storage, None)
     _apply(instance, first)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import json
+import os
 import subprocess
 import sys
 
@@ -124,3 +126,70 @@ def test_console_script_runs(store, bundle):
     # The odd row's partner (same slots) is solved, so the frame predicts a token.
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("solved: token")
+
+
+LATIN1_PROMPT = b"caf\xe9 The river"  # what --prompt "$(cat latin1.txt)" passes
+
+
+def test_a_prompt_that_is_not_utf8_is_refused_naming_the_byte_before_the_model_loads(tmp_path, capsys):
+    prompt = os.fsdecode(LATIN1_PROMPT)  # how Python hands the argument over (PEP 383)
+    code = main(["generate", "--deployment-root", str(tmp_path / "nothing"), "--prompt", prompt, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(
+        "hasher generate: error: TextEncodingError: --prompt is not valid UTF-8: byte 0xe9 at offset 3 "
+        "(invalid continuation byte, in b'caf\\xe9 The river')"
+    )
+    assert "pass UTF-8, e.g. iconv -f WINDOWS-1252 -t UTF-8 FILE | hasher generate --prompt -" in err
+
+
+def test_predict_text_follows_the_same_rule(tmp_path, capsys):
+    code = main(["predict", "--deployment-root", str(tmp_path), "--text", os.fsdecode(b"\xff\xfe")])
+    assert code == 2 and "--text is not valid UTF-8: byte 0xff at offset 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("naïve café".encode("cp1252"), "not valid UTF-8: byte 0xef at offset 2"),
+        ("日本語".encode("shift_jis"), "not valid UTF-8: byte 0x93 at offset 0"),
+        (codecs.BOM_UTF16_LE + b"\x00\xd8", "not valid UTF-16LE (detected from its BOM)"),
+    ],
+)
+def test_a_prompt_file_that_is_not_unicode_is_refused_naming_the_file(tmp_path, capsys, data, message):
+    path = tmp_path / "prompt.txt"
+    path.write_bytes(data)
+    code = main(["generate", "--deployment-root", str(tmp_path / "nothing"), "--prompt-file", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"TextEncodingError: --prompt-file {path}: {message}" in err
+
+
+def test_prompt_and_prompt_file_exclude_each_other(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--prompt", "a", "--prompt-file", str(tmp_path / "p.txt")])
+    assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_argv_bytes_are_refused_by_the_console_script(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "hasher_cli.main", "generate", "--deployment-root", str(tmp_path), "--prompt",
+         LATIN1_PROMPT],
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stdout == b""
+    assert b"--prompt is not valid UTF-8: byte 0xe9 at offset 3" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("locale_encoding", ["ascii", "latin-1", "utf-8"])
+def test_json_output_is_utf8_whatever_the_locale(locale_encoding):
+    value = {"text": "中文 café 😀", "lone": "caf\udce9"}
+    script = f"from hasher_cli.text_io import print_json; print_json({value!r})"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True, timeout=60, check=False, env={**os.environ, "PYTHONIOENCODING": locale_encoding},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.decode("utf-8")) == value  # strict UTF-8; the surrogate as \udce9
+    assert b"\\udce9" in result.stdout

@@ -3,7 +3,12 @@ recited verbatim by ``hasher generate`` from its first words; its recall check p
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -84,6 +89,55 @@ def test_predict_text_answers_one_step_and_an_unseen_prompt_abstains_beyond_max_
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("hasher generate: 2 of 2 token(s) are guesses from the nearest deployed frame")
     assert err[1] == "hasher generate: stopped at --max-tokens 2"
+
+
+def generate_argv(run: ScratchRun, *options: str) -> list[str]:
+    """``hasher generate`` on ``run``'s deployment with the CPU kernel, then ``options``."""
+    return ["generate", "--deployment-root", run.storage.data_dir, "--backend", "cpu", *options]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "how", ["file utf-8", "file utf-16 bom", "file utf-8 bom crlf", "stdin utf-16 bom", "stdin utf-8"]
+)
+def test_a_prompt_from_a_file_or_standard_input_continues_like_the_argument(
+    deployed, capsys, monkeypatch, tmp_path, how
+):
+    base = generate_argv(deployed, "--max-tokens", "3")
+    assert main([*base, "--prompt", PROMPT]) == 0
+    expected = capsys.readouterr()
+    text = PROMPT + ("\r\n" if "crlf" in how else "\n")  # a trailing newline is dropped, as $(cat) drops it
+    data = (codecs.BOM_UTF16_LE + text.encode("utf-16-le")) if "utf-16" in how else text.encode("utf-8")
+    if "bom" in how and "utf-8" in how:
+        data = codecs.BOM_UTF8 + data
+    if how.startswith("file"):
+        (tmp_path / "prompt.txt").write_bytes(data)
+        assert main([*base, "--prompt-file", str(tmp_path / "prompt.txt")]) == 0
+    else:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        assert main([*base, "--prompt", "-"]) == 0
+    assert capsys.readouterr() == expected
+
+
+@pytest.mark.slow
+def test_a_prompt_over_the_argument_limit_is_read_from_a_file(deployed, capsys, tmp_path):
+    # Linux refuses one argument over 128 KiB (MAX_ARG_STRLEN); a file has no such limit.
+    path = tmp_path / "long.txt"
+    path.write_text(("lorem ipsum dolor sit amet " * 8000)[:200_000] + " " + PROMPT, encoding="utf-8")
+    base = generate_argv(deployed, "--max-tokens", "2")
+    assert main([*base, "--prompt-file", str(path)]) == 0
+    assert capsys.readouterr().out == " of times\n"
+
+
+@pytest.mark.slow
+def test_generate_json_is_utf8_on_an_ascii_locale(deployed):
+    result = subprocess.run(
+        [sys.executable, "-m", "hasher_cli.main",
+         *generate_argv(deployed, "--max-tokens", "2", "--json", "--prompt", "Café — " + PROMPT)],
+        capture_output=True, timeout=120, check=False, env={**os.environ, "PYTHONIOENCODING": "ascii"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.decode("utf-8"))["prompt"] == "Café — " + PROMPT
 
 
 @pytest.mark.slow

@@ -190,3 +190,14 @@ def test_one_setting_is_validated_like_all_of_them_and_follows_the_environment(m
         == str(whole.value)
         == ("HASHER_CPU_KERNEL='sse4' is invalid: allowed values: auto, shani, simd")
     )
+
+
+@pytest.mark.parametrize(
+    "name", ["HASHER_DATA_DIR", "HASHER_INBOX_DIR", "HASHER_MINER_DIR", "HASHER_OLLAMA_URL"]
+)
+def test_a_value_whose_bytes_are_not_utf8_is_named_with_its_byte(name: str) -> None:
+    value = os.fsdecode(b"/srv/caf\xe9/data")  # how Python holds a Latin-1 byte of the environment
+    with pytest.raises(SettingsError) as caught:
+        load_settings({name: value})
+    assert str(caught.value).startswith(f"{name} is not valid UTF-8 (byte 0xe9 at offset 8): ")
+    assert load_settings({name: "/srv/café/data" if name != "HASHER_OLLAMA_URL" else "http://café:1"})
