@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hasher_core import mixing
 from hasher_core.design import SEED_BYTES, SEED_NONCE_OFFSET, SLOT_COUNT, TOKEN_SHIFT, VOCABULARY_SIZE
 
 from . import reward
@@ -265,9 +266,9 @@ def c_defines() -> dict[str, int | str]:
     flips = reward.nonce_flips(np.arange(reward.MAX_FLIPS + 1))
     defines |= {
         "HASHER_NO_FRAME": f"0x{NO_FRAME:08x}u",
-        "HASHER_SPLITMIX_GAMMA": f"0x{int(reward.SPLITMIX_GAMMA):016x}ull",
-        "HASHER_SPLITMIX_MUL1": f"0x{int(reward.SPLITMIX_MUL1):016x}ull",
-        "HASHER_SPLITMIX_MUL2": f"0x{int(reward.SPLITMIX_MUL2):016x}ull",
+        "HASHER_SPLITMIX_GAMMA": f"0x{int(mixing.SPLITMIX_GAMMA):016x}ull",
+        "HASHER_SPLITMIX_MUL1": f"0x{int(mixing.SPLITMIX_MUL1):016x}ull",
+        "HASHER_SPLITMIX_MUL2": f"0x{int(mixing.SPLITMIX_MUL2):016x}ull",
         "HASHER_STREAM_FRESH": reward.STREAM_FRESH,
         "HASHER_STREAM_MUTATION": reward.STREAM_MUTATION,
         "HASHER_STREAM_SCAN_EXTRANONCE": reward.STREAM_SCAN_EXTRANONCE,
