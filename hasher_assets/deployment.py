@@ -1,9 +1,10 @@
 """Stage 5 — ``deployment``: one bundle from every partition's checkpoints, flashed with a backup.
 
 Only partitions whose gate passed are bundled. The store (DESIGN §6) keeps ``deployments/<version>/``
-plus an atomically swapped pointer; it backs up what is deployed, verifies a sample after the swap
-on the kernel and on the device, and rolls back on any failure, leaving the previous deployment
-byte for byte as it was.
+plus an atomically swapped pointer; it backs up what is deployed, verifies a sample of the new
+version on the kernel and on the device before the swap, and rolls back on any failure, leaving the
+previous deployment byte for byte as it was; a damaged current deployment is replaced (the same
+version written afresh).
 """
 
 import importlib.metadata
@@ -31,11 +32,11 @@ class DeploymentConfig(dg.Config):
     retries: int = Field(default=2, ge=0)
     deadline_s: float = Field(default=300.0, gt=0)
     keep_backups: int = Field(default=3, ge=1)
-    sample_size: int = Field(default=64, ge=1, description="Rows re-verified on the kernel after the swap")
+    sample_size: int = Field(default=64, ge=1, description="Rows re-verified on the kernel before the swap")
     device_sample: int = Field(
         default=8,
         ge=0,
-        description="Headers re-mined on the device after the swap: checks the device's hashing, "
+        description="Headers re-mined on the device before the swap: checks the device's hashing, "
         "not the seeds",
     )
     tolerance: float = Field(

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hasher_core.bundle.diff import BundleDiff
@@ -38,6 +39,8 @@ class DeployReport:
     health_after: dict[str, Any] | None = None
     retried_errors: list[str] = field(default_factory=list)
     current_error: str | None = None
+    #: What killed deploys had left and this deploy removed (paths relative to the store).
+    stale_removed: list[str] = field(default_factory=list)
 
     @property
     def would_change(self) -> bool:
@@ -65,6 +68,8 @@ class DeployReport:
             meta["health_after"] = self.health_after
         if self.current_error:
             meta["current_error"] = self.current_error
+        if self.stale_removed:
+            meta["stale_removed"] = list(self.stale_removed)
         return meta
 
 
@@ -109,10 +114,13 @@ def check_health(result: Any, step: str) -> dict[str, Any]:
 
 @dataclass
 class AttemptState:
-    """What survives between attempts of one deploy: the backup is taken once."""
+    """What survives between attempts of one deploy: the backup is taken once (and not at all of a
+    damaged previous deployment); ``staged`` is the attempt's unverified copy, if any."""
 
     previous: str | None
+    previous_intact: bool = True
     backup: Backup | None = None
+    staged: Path | None = None
     created: bool = False
     restored: bool = False
     errors: list[str] = field(default_factory=list)
