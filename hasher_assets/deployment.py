@@ -1,9 +1,10 @@
 """Stage 5 — ``deployment``: one bundle from every partition's checkpoints, flashed with a backup.
 
 Only partitions whose gate passed are bundled. The store (DESIGN §6) keeps ``deployments/<version>/``
-plus an atomically swapped pointer; it backs up what is deployed, verifies a sample after the swap
-on the kernel and on the device, and rolls back on any failure, leaving the previous deployment
-byte for byte as it was.
+plus an atomically swapped pointer; it backs up what is deployed, verifies a sample of the new
+version on the kernel and on the device before the swap, and rolls back on any failure, leaving the
+previous deployment byte for byte as it was; a damaged current deployment is replaced (the same
+version written afresh).
 """
 
 import importlib.metadata
@@ -39,11 +40,11 @@ class DeploymentConfig(dg.Config):
     keep_backups: int = Field(
         default=3, ge=1, description="Backups of earlier deployments to keep (a rollback restores one)"
     )
-    sample_size: int = Field(default=64, ge=1, description="Rows re-verified on the kernel after the swap")
+    sample_size: int = Field(default=64, ge=1, description="Rows re-verified on the kernel before the swap")
     device_sample: int = Field(
         default=8,
         ge=0,
-        description="Headers re-mined on the device after the swap: checks the device's hashing, "
+        description="Headers re-mined on the device before the swap: checks the device's hashing, "
         "not the seeds",
     )
     tolerance: float = Field(
@@ -65,10 +66,11 @@ def pipeline_version() -> str:
     pool="asic",
     op_tags=step_op_tags("deployment"),
     description="The deployed model: one content-addressed bundle of every partition whose "
-    "checkpoints_gate passed, written to <data dir>/deployments/<version> and made current by an "
-    "atomic pointer swap after a backup of the previous version. A sample is re-verified on the kernel "
-    "(and the device) after the swap; any failure rolls back, retries, and leaves the previous "
-    "deployment intact. dry_run reports what would change. Use it with `hasher generate` and "
+    "checkpoints_gate passed, written to <data dir>/deployments/<version> after a backup of the "
+    "previous version, re-verified on a sample on the kernel (and the device), and only then made "
+    "current by an atomic pointer swap; any failure rolls back, retries, and leaves the previous "
+    "deployment intact. A damaged current deployment is rewritten by deploying again. dry_run "
+    "reports what would change. Use it with `hasher generate` and "
     "`hasher predict`; the deployment_recall check measures it.",
 )
 def deployment(

@@ -3,7 +3,8 @@ subcommand runs (so ``--help`` is instant).
 
 ``hasher generate --prompt TEXT`` continues a text with the current deployment (greedy, DESIGN
 §6.1); ``hasher predict --text TEXT`` answers one step, ``--slots``/``--frame-index`` read back a
-stored frame; ``hasher deployments`` lists what the deployment store holds; ``hasher partitions
+stored frame; ``hasher deployments`` lists what the deployment store holds and what of it is
+damaged, ``hasher deployments rollback`` deploys an earlier version again; ``hasher partitions
 sync`` registers a ``source_files`` partition per source file in the Dagster instance
 (``$DAGSTER_HOME``, checked first by ``hasher_cli.dagster_home``) and says on stderr what it skipped;
 ``hasher status`` summarises what every stage has stored under the data directory. Exit status of
@@ -123,16 +124,34 @@ def _parser() -> argparse.ArgumentParser:
         type=distance,
         default=None,
         help="abstain (and stop) when the nearest deployed context is farther than this "
-        "(default 0.5; a context one token past a trained one lies near 0.02, unrelated prompts at "
-        "0.3-0.6 with the offline embedder)",
+        "(default 0.15; with the offline embedder a context one token past a trained one lies at "
+        "0.02-0.06, unrelated prompts at 0.24-0.58)",
     )
     g.add_argument("--backend", default="auto", choices=BACKENDS, help="kernel backend (default auto)")
     g.add_argument("--json", action="store_true", help="print the whole generation as one JSON object")
     g.set_defaults(run=_generate)
 
-    d = sub.add_parser("deployments", help="list deployed versions, the current one and the backups")
+    d = sub.add_parser(
+        "deployments",
+        help="list deployed versions, the current one and the backups, and what is damaged",
+        description="Lists the store's versions and backups, each verified, and what killed deploys "
+        "left; exit 1 when the current deployment is damaged. `rollback` deploys an earlier version "
+        "again.",
+    )
     _add_store_arguments(d)
     d.set_defaults(run=_deployments)
+    d_sub = d.add_subparsers(dest="action", metavar="ACTION")
+    rb = d_sub.add_parser(
+        "rollback",
+        help="deploy an earlier version again (default: the one before the current one)",
+        description="Deploys an earlier version again from its directory or, when that is damaged, "
+        "from its newest intact backup; verified on the kernel before the pointer moves, like any "
+        "deploy. `--to` the current version repairs a damaged current deployment from a backup.",
+    )
+    _add_store_arguments(rb)
+    rb.add_argument("--to", metavar="VERSION", default=None, help="the version to go back to")
+    rb.add_argument("--backend", default="auto", choices=BACKENDS, help="kernel backend (default auto)")
+    rb.set_defaults(run=_rollback)
 
     parts = sub.add_parser("partitions", help="dynamic partitions of the Dagster instance ($DAGSTER_HOME)")
     parts_sub = parts.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -218,7 +237,7 @@ def _predict_text(args: argparse.Namespace) -> int:
     if args.json:
         print_json({**step.as_json(), "bundle": model.bundle.version})
     elif step.token_id is None:
-        print(f"abstained: the nearest deployed context is at distance {step.distance:.3f} > {max_distance}")
+        print(f"abstained: {step.reason}")
     else:
         how = "exact context" if step.exact else f"nearest context, distance {step.distance:.3f}"
         print(
@@ -274,14 +293,27 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _deployments(args: argparse.Namespace) -> int:
+    health = _store(args).inspect()
+    print(f"store: {health.root}")
+    print(f"current: {health.current or '(nothing deployed)'}")
+    if health.damaged:
+        print(f"  DAMAGED: {health.current_problem}")
+        print(f"  {health.recovery}")
+    for version, problem in health.versions.items():
+        print(f"  {'*' if version == health.current else ' '} {version}  {problem or 'intact'}")
+    for name, problem in health.backups.items():
+        print(f"  backup {name}  {problem or 'intact'}")
+    for path in health.stale:
+        print(f"  left by a killed deploy: {path} (the next deploy removes it)")
+    return EXIT_NOT_SOLVED if health.damaged else 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
     store = _store(args)
-    current = store.current_version()
-    print(f"store: {store.root}")
-    print(f"current: {current or '(nothing deployed)'}")
-    for version in store.versions():
-        print(f"  {'*' if version == current else ' '} {version}")
-    for backup in store.backups():
-        print(f"  backup {backup.name}")
+    report = store.rollback(
+        args.to, kernel_backend=args.backend, log=lambda line: print(line, file=sys.stderr)
+    )
+    print(f"current: {report.version} ({report.status}; was {report.previous_version or 'nothing'})")
     return 0
 
 
@@ -340,19 +372,34 @@ def _partitions_list(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from hasher_resources.parquet_io import partition_path
-
     root = _data_dir(args)
     print(f"data directory: {root}")
     stages = PARTITION_STAGES
     keys = sorted({p.stem for stage in stages for p in (root / stage).glob("*.parquet")})
     _print_skipped_inputs(root)
-    if not keys:
+    if keys:
+        _print_stages(root, stages, keys)
+    else:
         print("  nothing materialised yet")
+    health = _store(args).inspect(everything=False)
+    current = health.current
+    if not keys and current is None and not health.damaged:
         return 0
+    print(
+        f"deployment: {current or '(nothing deployed)'}"
+        + (f" at {health.root / 'current'}" if current else "")
+        + (f" — DAMAGED: {health.current_problem}; {health.recovery}" if health.damaged else "")
+    )
+    return 0
+
+
+def _print_stages(root: Path, stages: Sequence[str], keys: list[str]) -> None:
+    """One line per partition: rows each stage stored, and the seeds solved at their difficulty."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from hasher_resources.parquet_io import partition_path
+
     notes: list[str] = []
     width = max((len(k) for k in keys), default=10)
     print(f"  {'partition':<{width}}  {'chunks':>7} {'frames':>8} {'solved':>15} {'checkpointed':>12}")
@@ -365,8 +412,11 @@ def _status(args: argparse.Namespace) -> int:
         seeds = partition_path(root, "seeds", key)
         if seeds.exists():
             table = pq.read_table(seeds, columns=["solved", "difficulty_bits"])
-            bits = table.column("difficulty_bits")[0].as_py() if table.num_rows else "?"
-            solved = f"{pc.sum(table.column('solved')).as_py() or 0}@{bits}bits"
+            if table.num_rows:
+                bits = table.column("difficulty_bits")[0].as_py()
+                solved = f"{pc.sum(table.column('solved')).as_py() or 0}@{bits}bits"
+            else:
+                solved = "0"
         show = ["-" if c is None else f"{c:,}" for c in cells]
         print(f"  {key:<{width}}  {show[0]:>7} {show[1]:>8} {solved:>15} {show[3]:>12}")
         if cells[0] == 0:
@@ -375,13 +425,6 @@ def _status(args: argparse.Namespace) -> int:
             notes.append(f"{key}: no frames (every chunk is under 2 tokens): nothing to train")
     for note in notes:
         print(f"  note: {note}")
-    store = _store(args)
-    current = store.current_version()
-    print(
-        f"deployment: {current or '(nothing deployed)'}"
-        + (f" at {store.root / 'current'}" if current else "")
-    )
-    return 0
 
 
 def _print_skipped_inputs(data_dir: Path) -> None:

@@ -332,6 +332,16 @@ class DeploymentStoreError(DeploymentError):
     """The store itself is in a state hasher will not guess about (bad pointer, missing dir)."""
 
 
+class DeploymentDamagedError(DeploymentStoreError):
+    """The current (or a named) deployment cannot be read as it is; the message says what is damaged
+    and which command recovers it."""
+
+    def __init__(self, version: str | None, problem: str, recovery: str):
+        self.version, self.problem, self.recovery = version, problem, recovery
+        what = f"deployment {version}" if version else "the current deployment"
+        super().__init__(f"{what} is damaged: {problem}; {recovery}")
+
+
 class DeploymentLockedError(DeploymentError):
     """Another deploy holds the store's lock."""
 
@@ -350,6 +360,7 @@ class DeploymentFailedError(DeploymentError):
         restored_from_backup: bool = False,
         attempt_errors: tuple[str, ...] = (),
         rollback_completed: bool = True,
+        previous_damage: str | None = None,
     ):
         self.version, self.step, self.reason = version, step, reason
         self.rollback_completed = rollback_completed
@@ -357,6 +368,11 @@ class DeploymentFailedError(DeploymentError):
         self.restored_from_backup, self.attempt_errors = restored_from_backup, attempt_errors
         if not rollback_completed:
             previous = "the rollback did not complete: inspect the store before the next deploy"
+        elif previous_damage:
+            previous = (
+                f"rolled back to {rolled_back_to or 'no deployment'}, as damaged as before this deploy "
+                f"({previous_damage})"
+            )
         elif rolled_back_to:
             how = ", restored from backup" if restored_from_backup else ""
             previous = f"rolled back to {rolled_back_to} (intact{how})"

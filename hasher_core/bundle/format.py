@@ -16,7 +16,9 @@ Files of a bundle directory:
   window end, target, fingerprint);
 - ``fingerprints.txt`` — the distinct frame fingerprints, sorted, one per line (what a device or
   a diff needs without opening Parquet);
-- ``manifest.json`` — versions, header constants, counts per partition, checksums of the two files.
+- ``manifest.json`` — versions, header constants, counts per partition, checksums of the two files,
+  and ``manifest_sha256``, the SHA-256 of the manifest's own canonical bytes without that field, so a
+  flipped bit anywhere in the manifest (its creation time included) is caught too.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import pyarrow.parquet as pq
 from hasher_core import design
 from hasher_core.errors import (
     BundleChecksumError,
+    BundleError,
     BundleFormatError,
     BundleInputError,
     NoCheckpointsError,
@@ -55,6 +58,28 @@ MANIFEST_FILE = "manifest.json"
 #: Files whose checksums the manifest carries (the manifest cannot carry its own).
 PAYLOAD_FILES = (SEEDS_FILE, FINGERPRINTS_FILE)
 VERSION_HEX_DIGITS = 16
+#: The manifest's field holding the SHA-256 of its canonical bytes without that field.
+MANIFEST_DIGEST = "manifest_sha256"
+#: Every field a manifest has (older bundles lack ``MANIFEST_DIGEST``); any other is damage.
+MANIFEST_FIELDS = frozenset(
+    {
+        "format",
+        "version",
+        "content_digest",
+        "pipeline_version",
+        "algorithm_version",
+        "header_constants",
+        "recipe",
+        "only_solved",
+        "partitions",
+        "total_rows",
+        "solved_rows",
+        "distinct_frames",
+        "created_at",
+        "files",
+        MANIFEST_DIGEST,
+    }
+)
 
 SORT_KEYS = ("partition", "source_file", "chunk_id", "window_end", "target_token_id", "fingerprint")
 
@@ -257,6 +282,7 @@ def build_bundle(
         "created_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "files": {name: {"sha256": _sha256(data), "bytes": len(data)} for name, data in files.items()},
     }
+    manifest[MANIFEST_DIGEST] = _sha256(_manifest_bytes(manifest))
     files[MANIFEST_FILE] = _manifest_bytes(manifest)
     return Bundle(seeds=seeds, manifest=manifest, files=files)
 
@@ -278,7 +304,16 @@ def parse_bundle(files: Mapping[str, bytes], where: Path | str, *, verify: bool 
     Raises :class:`BundleChecksumError` naming the file and both digests on a mismatch and
     :class:`BundleFormatError` when a file is missing or does not parse.
     """
-    directory = Path(where)
+    try:
+        return _parse_bundle(files, Path(where), verify=verify)
+    except BundleError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        # A damaged manifest that still parses as JSON (a flipped bit in a key or a type).
+        raise BundleFormatError(Path(where) / MANIFEST_FILE, f"not a valid bundle manifest ({e!r})") from None
+
+
+def _parse_bundle(files: Mapping[str, bytes], directory: Path, *, verify: bool) -> Bundle:
     manifest_path = directory / MANIFEST_FILE
     manifest_raw = files.get(MANIFEST_FILE)
     if manifest_raw is None:
@@ -337,6 +372,16 @@ def parse_bundle(files: Mapping[str, bytes], where: Path | str, *, verify: bool 
                 "header constants differ from this release's "
                 f"({manifest.get('header_constants')} vs {header_constants()}); seeds would not reproduce",
             )
+        # Last, so a manifest edited on purpose fails on the field that was edited.
+        if unknown := sorted(set(manifest) - MANIFEST_FIELDS):
+            raise BundleFormatError(manifest_path, f"unknown field(s) {unknown}: damaged")
+        if MANIFEST_DIGEST in manifest:  # bundles written before it have none
+            own = {k: v for k, v in manifest.items() if k != MANIFEST_DIGEST}
+            actual = _sha256(_manifest_bytes(own))
+            if manifest_raw != _manifest_bytes(manifest) or actual != manifest[MANIFEST_DIGEST]:
+                raise BundleChecksumError(
+                    manifest_path, str(manifest[MANIFEST_DIGEST]), actual, what="manifest sha256"
+                )
     return bundle
 
 

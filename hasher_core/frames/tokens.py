@@ -34,6 +34,7 @@ __all__ = [
     "load_cl100k",
     "load_cl100k_from",
     "repair_surrogates",
+    "token_text",
 ]
 
 
@@ -162,3 +163,17 @@ def encode_ordinary(encoding: tiktoken.Encoding, text: str) -> np.ndarray:
                 f"tiktoken failed ({type(first).__name__}: {first}) and so did splitting by pieces "
                 f"({type(second).__name__}: {second})"
             ) from second
+
+
+def token_text(encoding: tiktoken.Encoding, token_id: int) -> str | None:
+    """The text of one token id, or None when the encoding has no token with that id.
+
+    How to decode a golden (DESIGN §4.3) without crashing: its top 17 bits range over 0..131071, but
+    cl100k's ids stop at 100276 and leave gaps (100256, 100261–100275), where ``decode`` raises
+    ``KeyError``. A token that is a fragment of a multi-byte character decodes with U+FFFD, as
+    tiktoken's ``decode`` does.
+    """
+    try:
+        return encoding.decode_single_token_bytes(int(token_id)).decode("utf-8", errors="replace")
+    except (KeyError, ValueError, OverflowError):
+        return None

@@ -35,6 +35,8 @@ class DeployReport:
     health_after: dict[str, Any] | None = None
     retried_errors: list[str] = field(default_factory=list)
     current_error: str | None = None
+    #: What killed deploys had left and this deploy removed (paths relative to the store).
+    stale_removed: list[str] = field(default_factory=list)
 
     @property
     def would_change(self) -> bool:
@@ -62,6 +64,8 @@ class DeployReport:
             meta["health_after"] = self.health_after
         if self.current_error:
             meta["current_error"] = self.current_error
+        if self.stale_removed:
+            meta["stale_removed"] = list(self.stale_removed)
         return meta
 
 

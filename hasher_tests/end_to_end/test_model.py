@@ -148,13 +148,39 @@ def test_the_recall_check_passes_with_every_context_answered(deployed):
     assert check.description.startswith("deployment_recall of ") and "recall 100.00%" in check.description
 
 
+@pytest.fixture(scope="module")
+def trial(tmp_path_factory: pytest.TempPathFactory):
+    # At 12 bits a solved seed fixes only the top 12 of the 17 token bits (DESIGN §4.3).
+    return train_and_deploy(tmp_path_factory.mktemp("trial"), 12)
+
+
 @pytest.mark.slow
-def test_the_recall_check_fails_for_seeds_that_do_not_reproduce_their_tokens(tmp_path):
-    # At 12 bits a solved seed fixes only the top 12 of the 17 token bits (DESIGN §4.3): the pipeline
-    # runs and deploys, and the check says the model does not answer.
-    run = train_and_deploy(tmp_path, 12)
+def test_the_recall_check_fails_for_seeds_that_do_not_reproduce_their_tokens(trial):
+    # The pipeline runs and deploys, and the check says the model does not answer.
+    run = trial
     assert run.seeds_metadata()["difficulty_bits"] == 12
     check, meta = run.recall_check()
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert meta["recall"] < 0.5 and meta["contexts"] > 30
     assert "seeds searched below 17 bits do not reproduce tokens" in check.description
+
+
+@pytest.mark.slow
+def test_a_model_trained_at_12_bits_never_answers_a_token_it_was_not_trained_on(trial, capsys):
+    # The bughunt's case 03 through the real pipeline: every answer is the trained token or none.
+    encoding = load_cl100k()
+    tokens = encoding.encode_ordinary(TEXT)
+    base = ["--deployment-root", trial.storage.data_dir, "--backend", "cpu"]
+    code = main(["generate", *base, "--prompt", PROMPT, "--max-tokens", "40", "--json"])
+    generation = json.loads(capsys.readouterr().out)
+    want = tokens[len(encoding.encode_ordinary(PROMPT)) :]
+    for k, step in enumerate(generation["steps"]):
+        assert step["token_id"] in (None, want[k]) and (step["token_id"] is None) == (
+            step["reason"] is not None
+        )
+    assert code == (0 if generation["tokens"] else 1)
+    assert generation["stopped"].startswith(
+        ("abstained: the deployed frame that answers", "end of the training")
+    )
+    if generation["stopped"].startswith("abstained"):
+        assert "its seed was searched at 12 bits" in generation["stopped"]
