@@ -107,6 +107,12 @@ class Server:
         status, raw = self.request(path, body, token)
         return status, json.loads(raw)
 
+    def text(self, path: str, token: str | None = None) -> str:
+        """``GET path`` as text (raises on an error status)."""
+        status, raw = self.request(path, token=token)
+        assert status == 200, (path, status, raw[:500])
+        return raw.decode()
+
     def health(self) -> dict:
         return self.get("/health")[1]
 

@@ -27,6 +27,12 @@ from hasher_core.inference import Model, Step
 from .holder import ServedModel
 from .worker import InferenceWorker
 
+#: Seconds one generation may run steps back to back on the worker before the next request's turn:
+#: a turn costs two thread hand-offs (event loop → worker → event loop), each a wait for the GIL and
+#: the scheduler, so a turn of several steps (a step is ~1 ms) keeps that cost off every token while
+#: concurrent streams still take turns many times a second.
+TURN_S = 0.005
+
 #: ``Outcome.stop_reason`` → OpenAI's ``finish_reason`` (Ollama's ``done_reason`` uses the same words).
 FINISH_REASONS = {
     "max_tokens": "length",
@@ -145,12 +151,20 @@ def _start(model: Model, request: GenerationRequest) -> tuple[list[int], Generat
     return tokens, model.iter_steps(prompt, request.max_tokens, request.max_distance)
 
 
-def _advance(running: Generator[Step, None, str]) -> tuple[Step | None, str | None]:
-    """On the worker: the next step, or ``(None, why it stopped)``."""
+def _advance(
+    running: Generator[Step, None, str], turn_s: float
+) -> tuple[list[tuple[Step, float]], str | None]:
+    """On the worker: the next steps of one generation, back to back for up to ``turn_s`` seconds,
+    each with the ``time.monotonic()`` it was answered at; and why it stopped, once it has."""
+    steps: list[tuple[Step, float]] = []
+    ends = time.monotonic() + turn_s
     try:
-        return next(running), None
+        while True:
+            steps.append((next(running), time.monotonic()))
+            if steps[-1][1] >= ends:
+                return steps, None
     except StopIteration as done:
-        return None, str(done.value)
+        return steps, str(done.value)
 
 
 def _held_back(text: str, stops: tuple[str, ...]) -> int:
@@ -190,37 +204,39 @@ class RunningGeneration:
         deadline = self.started + request.deadline_s
         held, pending = "", []
         try:
-            while True:
+            stopped: str | None = None
+            while stopped is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     outcome.stopped = f"deadline: the server's limit of {request.deadline_s:g} s per request"
                     outcome.stop_reason = "deadline"
                     break
                 try:
-                    step, stopped = await asyncio.wait_for(self.worker.run(_advance, running), remaining)
+                    turn = self.worker.run(_advance, running, TURN_S)
+                    steps, stopped = await asyncio.wait_for(turn, remaining)
                 except TimeoutError:
                     continue  # the deadline check above ends it
-                if step is None:
-                    outcome.stopped = stopped or ""
-                    outcome.stop_reason = stop_reason_of(outcome.stopped)
-                    break
-                outcome.step_times.append(time.monotonic())
-                outcome.steps.append(step)
-                pending.append(step)
-                text = held + step.text
-                hit = min(((text.find(s), s) for s in request.stop if s and s in text), default=None)
-                if hit is not None:
-                    index, stop = hit
-                    yield Piece(text[:index], tuple(pending))
-                    outcome.stopped = f"stop sequence {stop!r}"
-                    outcome.stop_reason = "stop_sequence"
-                    held, pending = "", []
-                    break
-                keep = _held_back(text, request.stop)
-                emit, held = text[: len(text) - keep], text[len(text) - keep :]
-                if emit or step.token_id is None:
-                    yield Piece(emit, tuple(pending))
-                    pending = []
+                if stopped is not None:
+                    outcome.stopped = stopped
+                    outcome.stop_reason = stop_reason_of(stopped)
+                for step, answered_at in steps:
+                    outcome.step_times.append(answered_at)
+                    outcome.steps.append(step)
+                    pending.append(step)
+                    text = held + step.text
+                    hit = min(((text.find(s), s) for s in request.stop if s and s in text), default=None)
+                    if hit is not None:
+                        index, stop = hit
+                        yield Piece(text[:index], tuple(pending))
+                        outcome.stopped = f"stop sequence {stop!r}"
+                        outcome.stop_reason = "stop_sequence"
+                        held, pending, stopped = "", [], outcome.stopped
+                        break
+                    keep = _held_back(text, request.stop)
+                    emit, held = text[: len(text) - keep], text[len(text) - keep :]
+                    if emit or step.token_id is None:
+                        yield Piece(emit, tuple(pending))
+                        pending = []
             if held or pending:
                 yield Piece(held, tuple(pending))
         finally:
