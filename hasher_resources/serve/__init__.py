@@ -5,8 +5,16 @@ generation: steps, stop sequences, deadline), ``requests`` (validated bodies and
 ``metrics`` (Prometheus series), ``page.html`` (the page at ``/``)."""
 
 from .app import create_app
-from .holder import ModelHolder, ServedModel, kernel_loader
+from .holder import ModelHolder, ModelLoader, ServedModel, kernel_loader
 from .requests import ServeLimits
 from .worker import InferenceWorker
 
-__all__ = ["InferenceWorker", "ModelHolder", "ServeLimits", "ServedModel", "create_app", "kernel_loader"]
+__all__ = [
+    "InferenceWorker",
+    "ModelHolder",
+    "ModelLoader",
+    "ServeLimits",
+    "ServedModel",
+    "create_app",
+    "kernel_loader",
+]

@@ -4,9 +4,9 @@ pointer moves (a deploy or a rollback, DESIGN §6).
 :class:`ModelHolder` keeps one :class:`ServedModel` — a loaded, verified model and what it was
 trained on. A watcher thread reads the pointer every ``poll_s`` seconds; when it names another
 version, the new bundle is read with every checksum checked (on the watcher thread: file reads and
-hashlib), then turned into a model, re-verified on the kernel over a sample of its rows and warmed
-up (on the inference worker, the only thread that runs the model), and only then swapped in with
-one attribute assignment. A request takes the served model once, when it starts, and keeps it:
+hashlib), turned into a model (numpy), re-verified on the kernel over a sample of its rows and
+warmed up (on the inference worker, the only thread that runs Numba code), and only then swapped in
+with one attribute assignment. A request takes the served model once, when it starts, and keeps it:
 requests in flight finish on the bundle they started on, new ones get the new bundle. A new bundle
 that fails any of this is refused and the old one keeps serving; :meth:`ModelHolder.health` says
 which version was refused and why, and the same files are not tried again until they change.
@@ -34,28 +34,36 @@ from .worker import InferenceWorker
 
 log = logging.getLogger("hasher.serve")
 
-#: ``bundle -> (model, verification)``: builds the model of a bundle and re-verifies a sample of its
-#: rows on the kernel. It runs on the inference worker.
-LoadModel = Callable[[Bundle], tuple[Model, VerifyReport]]
-
-
 #: A context every model can answer: the warm-up step that loads the JIT-compiled kernels.
 WARM_UP_PROMPT = "The"
 
 
-def kernel_loader(kernel: Sha256Kernel, *, sample_size: int = 64, ollama_url: str | None = None) -> LoadModel:
-    """The :data:`LoadModel` of ``hasher serve``: :func:`~hasher_resources.model.load_model` on
-    ``kernel``, the deployment's own read-back check (:func:`verify_sample_on_kernel`, DESIGN §6)
-    over ``sample_size`` rows, and one warm-up step so the first request does not pay for loading
+@dataclass(frozen=True)
+class ModelLoader:
+    """How a bundle becomes a served model, in two parts that run on different threads:
+    ``build(bundle) -> Model`` is numpy and pyarrow only (the seed table into arrays and an index)
+    and runs on the watcher thread, so a large bundle does not stall the requests being served;
+    ``check(model, bundle) -> VerifyReport`` runs the kernel and the model (Numba) and so runs on the
+    inference worker."""
+
+    build: Callable[[Bundle], Model]
+    check: Callable[[Model, Bundle], VerifyReport]
+
+
+def kernel_loader(
+    kernel: Sha256Kernel, *, sample_size: int = 64, ollama_url: str | None = None
+) -> ModelLoader:
+    """The :class:`ModelLoader` of ``hasher serve``: :func:`~hasher_resources.model.load_model` on
+    ``kernel``; then the deployment's own read-back check (:func:`verify_sample_on_kernel`, DESIGN
+    §6) over ``sample_size`` rows, and one warm-up step so the first request does not pay for loading
     the compiled kernels."""
 
-    def load(bundle: Bundle) -> tuple[Model, VerifyReport]:
-        model = load_model(bundle, kernel, ollama_url=ollama_url)
+    def check(model: Model, bundle: Bundle) -> VerifyReport:
         report = verify_sample_on_kernel(bundle, kernel, sample_size)
         model.step(encode_ordinary(model.encoding, WARM_UP_PROMPT).tolist(), max_distance=float("inf"))
-        return model, report
+        return report
 
-    return load
+    return ModelLoader(lambda bundle: load_model(bundle, kernel, ollama_url=ollama_url), check)
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,7 @@ class ModelHolder:
         self,
         store: DeploymentStore,
         worker: InferenceWorker,
-        load: LoadModel,
+        loader: ModelLoader,
         *,
         poll_s: float = 2.0,
         on_change: Callable[[str, str, str | None], None] | None = None,
@@ -115,7 +123,7 @@ class ModelHolder:
             raise ValueError(f"poll_s must be > 0, got {poll_s}")
         self.store = store
         self.worker = worker
-        self._load = load
+        self._loader = loader
         self.poll_s = float(poll_s)
         self._listeners: list[Callable[[str, str, str | None], None]] = [on_change] if on_change else []
         self._served: ServedModel | None = None
@@ -193,7 +201,8 @@ class ModelHolder:
         started = time.perf_counter()
         try:
             bundle = self.store.open_bundle(version, verify=True)
-            model, report = self.worker.call(self._load, bundle)
+            model = self._loader.build(bundle)
+            report = self.worker.call(self._loader.check, model, bundle)
             if not report.ok:
                 raise ValueError(f"verification failed: {report.summary()}")
         except Exception as exc:

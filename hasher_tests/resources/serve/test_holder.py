@@ -9,7 +9,7 @@ from hasher_core.bundle import SEEDS_FILE
 from hasher_resources.deploy.bundle_files import write_bundle
 from hasher_resources.deploy.store import DeploymentStore
 from hasher_resources.deploy.verify import SampleMismatch, VerifyReport
-from hasher_resources.serve.holder import ModelHolder, kernel_loader
+from hasher_resources.serve.holder import ModelHolder, ModelLoader, kernel_loader
 from hasher_resources.serve.worker import InferenceWorker
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_tests.serving import add_version, point_current_at
@@ -32,9 +32,9 @@ def store(tmp_path, low_bits_bundles) -> DeploymentStore:
     return store
 
 
-def holder_of(store, worker, load=LOADER) -> tuple[ModelHolder, list]:
+def holder_of(store, worker, loader=LOADER) -> tuple[ModelHolder, list]:
     events: list = []
-    holder = ModelHolder(store, worker, load, poll_s=60, on_change=lambda *e: events.append(e))
+    holder = ModelHolder(store, worker, loader, poll_s=60, on_change=lambda *e: events.append(e))
     return holder, events
 
 
@@ -123,13 +123,11 @@ def test_pointing_back_at_the_served_bundle_clears_the_refusal(store, worker, lo
 
 
 def test_a_bundle_that_fails_its_verification_on_the_kernel_is_refused(store, worker, low_bits_bundles):
-    def failing(bundle):
-        model, _ = LOADER(bundle)
-        return model, VerifyReport(
-            "kernel:cpu", 16, (SampleMismatch(3, "fp", 1, 2, "golden 2, bundle says 1"),)
-        )
+    def failing(model, bundle):
+        LOADER.check(model, bundle)
+        return VerifyReport("kernel:cpu", 16, (SampleMismatch(3, "fp", 1, 2, "golden 2, bundle says 1"),))
 
-    holder, _ = holder_of(store, worker, failing)
+    holder, _ = holder_of(store, worker, ModelLoader(LOADER.build, failing))
     holder.check_now()
     serving, body = holder.health()
     assert not serving and body["status"] == "unavailable"
