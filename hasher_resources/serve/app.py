@@ -1,5 +1,7 @@
-"""The ASGI app of ``hasher serve`` (Starlette): the OpenAI- and Ollama-compatible endpoints, the
-health and metrics endpoints and the page at ``/``.
+"""The ASGI app of ``hasher serve`` (Starlette): what every endpoint shares (the token, error shapes,
+bodies, the concurrency limit, streams that settle their slot however they end, metrics), the
+health and metrics endpoints and the page at ``/``; the API shapes are ``openai_api`` and
+``ollama_api``.
 
 =====================================  ==========================================================
 ``POST /v1/completions``               OpenAI completions; ``stream: true`` = server-sent events
@@ -21,15 +23,11 @@ bundle version (an abstention is a normal answer that says so). With a token con
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import functools
-import importlib.metadata
 import importlib.resources
-import json
 import logging
 import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -40,39 +38,23 @@ from starlette.routing import Route
 
 from hasher_core.errors import InferenceError
 
-from .generation import GenerationRequest, Outcome, Piece, RunningGeneration
+from . import ollama_api, openai_api
+from .generation import GenerationRequest, Outcome, RunningGeneration
 from .holder import ModelHolder, ServedModel
 from .metrics import ServeMetrics
 from .requests import (
     MODEL_NAME,
+    OLLAMA_MODEL_NAME,
     BadRequest,
-    ChatBody,
-    CompletionBody,
     Family,
-    OllamaGenerateBody,
     ServeLimits,
-    chat_prompt,
-    check_max_tokens,
     check_prompt,
-    completion_prompt,
     max_distance,
     model_matches,
     parse_body,
-    stop_sequences,
-    unsupported,
 )
 
 log = logging.getLogger("hasher.serve")
-
-OLLAMA_MODEL_NAME = f"{MODEL_NAME}:latest"
-
-
-def hasher_version() -> str:
-    """The installed hasher package's version (what ``/api/version`` reports)."""
-    try:
-        return importlib.metadata.version("hasher")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class _ClosingStream(StreamingResponse):
@@ -296,244 +278,6 @@ class ServeApp:
             context=context,
         )
 
-    # -- OpenAI ---------------------------------------------------------------------------------------
-
-    async def completions(self, request: Request) -> Response:
-        body = await self.read_body(request, CompletionBody)
-        unsupported(
-            n=(body.n != 1, "one completion per request (greedy recall gives the same answer every time)"),
-            best_of=(body.best_of not in (None, 1), "not supported: generation is greedy"),
-            logprobs=(bool(body.logprobs), "not supported: each token's honesty is in the 'hasher' field"),
-            suffix=(bool(body.suffix), "not supported (no insertion)"),
-        )
-        served = self.serving(body.model, "openai")
-        prompt = completion_prompt(body)
-        greq = self.generation_request(
-            prompt,
-            check_max_tokens(body.max_tokens, self.limits),
-            body.max_distance,
-            stop_sequences(body.stop),
-        )
-        run = await self.begin(served, greq)
-        ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        echo = prompt if body.echo else ""
-
-        def chunk(text: str, finish: str | None, extra: dict[str, Any]) -> dict[str, Any]:
-            return {
-                "id": ident,
-                "object": "text_completion",
-                "created": created,
-                "model": MODEL_NAME,
-                "system_fingerprint": served.version,
-                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
-                "hasher": extra,
-            }
-
-        if not body.stream:
-            text, outcome = await self.collect(run, "/v1/completions")
-            answer = chunk(echo + text, outcome.finish_reason, _honesty(outcome))
-            return JSONResponse(answer | {"usage": _usage(outcome)})
-
-        usage = body.stream_options is not None and body.stream_options.include_usage
-
-        async def frames(run: RunningGeneration) -> AsyncIterator[str]:
-            if echo:
-                yield _sse(chunk(echo, None, {"bundle": served.version, "tokens": []}))
-            async for piece in _guarded(run):
-                if isinstance(piece, str):
-                    yield _sse(_openai_error(piece))
-                    return
-                yield _sse(chunk(piece.text, None, _piece_honesty(piece, served.version)))
-            outcome = run.outcome
-            yield _sse(chunk("", outcome.finish_reason, outcome.summary()))
-            if usage:
-                yield _sse({**chunk("", None, {}), "choices": [], "usage": _usage(outcome)})
-            yield "data: [DONE]\n\n"
-
-        return self.stream(run, "/v1/completions", "text/event-stream", frames)
-
-    async def chat_completions(self, request: Request) -> Response:
-        body = await self.read_body(request, ChatBody)
-        unsupported(
-            n=(body.n != 1, "one completion per request (greedy recall gives the same answer every time)"),
-            logprobs=(bool(body.logprobs), "not supported: each token's honesty is in the 'hasher' field"),
-            tools=(bool(body.tools), "not supported: the model recites what it was trained on"),
-        )
-        served = self.serving(body.model, "openai")
-        limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
-        greq = self.generation_request(
-            chat_prompt(body),
-            check_max_tokens(limit, self.limits, param),
-            body.max_distance,
-            stop_sequences(body.stop),
-        )
-        run = await self.begin(served, greq)
-        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-
-        def base(kind: str) -> dict[str, Any]:
-            return {
-                "id": ident,
-                "object": kind,
-                "created": created,
-                "model": MODEL_NAME,
-                "system_fingerprint": served.version,
-            }
-
-        if not body.stream:
-            text, outcome = await self.collect(run, "/v1/chat/completions")
-            return JSONResponse(
-                base("chat.completion")
-                | {
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "logprobs": None,
-                            "finish_reason": outcome.finish_reason,
-                        }
-                    ],
-                    "usage": _usage(outcome),
-                    "hasher": _honesty(outcome),
-                }
-            )
-
-        usage = body.stream_options is not None and body.stream_options.include_usage
-
-        def chunk(delta: dict[str, Any], finish: str | None, extra: dict[str, Any]) -> dict[str, Any]:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            return base("chat.completion.chunk") | {"choices": [choice], "hasher": extra}
-
-        async def frames(run: RunningGeneration) -> AsyncIterator[str]:
-            yield _sse(
-                chunk({"role": "assistant", "content": ""}, None, {"bundle": served.version, "tokens": []})
-            )
-            async for piece in _guarded(run):
-                if isinstance(piece, str):
-                    yield _sse(_openai_error(piece))
-                    return
-                yield _sse(chunk({"content": piece.text}, None, _piece_honesty(piece, served.version)))
-            outcome = run.outcome
-            yield _sse(chunk({}, outcome.finish_reason, outcome.summary()))
-            if usage:
-                yield _sse(base("chat.completion.chunk") | {"choices": [], "usage": _usage(outcome)})
-            yield "data: [DONE]\n\n"
-
-        return self.stream(run, "/v1/chat/completions", "text/event-stream", frames)
-
-    async def models(self, request: Request) -> Response:
-        served = self.holder.served
-        return JSONResponse({"object": "list", "data": [_model_card(served)] if served else []})
-
-    async def model(self, request: Request) -> Response:
-        served = self.serving(request.path_params["model"], "openai")
-        return JSONResponse(_model_card(served))
-
-    # -- Ollama ---------------------------------------------------------------------------------------
-
-    async def ollama_generate(self, request: Request) -> Response:
-        body = await self.read_body(request, OllamaGenerateBody)
-        unsupported(images=(bool(body.images), "not supported: the model reads text"))
-        served = self.serving(body.model, "ollama")
-        options = body.options
-        if not body.prompt and not body.context:  # Ollama's way to load a model: answer at once
-            done = {
-                "model": body.model,
-                "created_at": _now(),
-                "response": "",
-                "done": True,
-                "done_reason": "load",
-                "hasher": {"bundle": served.version},
-            }
-            if body.stream:
-                return Response(json.dumps(done) + "\n", media_type="application/x-ndjson")
-            return JSONResponse(done)
-        predict = options.num_predict if options else None
-        if predict is not None and predict < 1 and predict not in (-1, -2):
-            raise BadRequest(
-                f"options.num_predict: {predict}; use a count >= 1, or -1 for as many as the model gives "
-                f"(up to this server's cap of {self.limits.max_tokens_cap})",
-                param="options.num_predict",
-            )
-        limit = self.limits.max_tokens_cap if predict in (-1, -2) else predict
-        greq = self.generation_request(
-            body.prompt,
-            check_max_tokens(limit, self.limits, "options.num_predict"),
-            options.max_distance if options else None,
-            stop_sequences(options.stop if options else None, "options.stop"),
-            tuple(body.context or ()),
-        )
-        run = await self.begin(served, greq)
-
-        def final(outcome: Outcome, text: str) -> dict[str, Any]:
-            """The closing object: ``text`` is the whole answer (``stream: false``) or ""."""
-            elapsed = int((time.monotonic() - outcome.started) * 1e9)
-            first = int(((outcome.step_times or [outcome.started])[0] - outcome.started) * 1e9)
-            return {
-                "model": body.model,
-                "created_at": _now(),
-                "response": text,
-                "done": True,
-                "done_reason": outcome.finish_reason,
-                "context": outcome.prompt_token_ids + outcome.token_ids,
-                "total_duration": elapsed,
-                "load_duration": 0,
-                "prompt_eval_count": outcome.prompt_tokens,
-                "prompt_eval_duration": first,
-                "eval_count": outcome.completion_tokens,
-                "eval_duration": max(0, elapsed - first),
-                "hasher": _honesty(outcome) if body.stream is False else outcome.summary(),
-            }
-
-        if not body.stream:
-            text, outcome = await self.collect(run, "/api/generate")
-            return JSONResponse(final(outcome, text))
-
-        async def frames(run: RunningGeneration) -> AsyncIterator[str]:
-            async for piece in _guarded(run):
-                if isinstance(piece, str):
-                    yield json.dumps({"error": piece}) + "\n"
-                    return
-                line = {
-                    "model": body.model,
-                    "created_at": _now(),
-                    "response": piece.text,
-                    "done": False,
-                    "hasher": _piece_honesty(piece, served.version),
-                }
-                yield json.dumps(line, ensure_ascii=False) + "\n"
-            yield json.dumps(final(run.outcome, ""), ensure_ascii=False) + "\n"
-
-        return self.stream(run, "/api/generate", "application/x-ndjson", frames)
-
-    async def ollama_tags(self, request: Request) -> Response:
-        served = self.holder.served
-        if served is None:
-            return JSONResponse({"models": []})
-        manifest = served.manifest
-        size = sum(int(f.get("bytes", 0)) for f in (manifest.get("files") or {}).values())
-        bits = (manifest.get("recipe") or {}).get("difficulty_bits") or []
-        card = {
-            "name": OLLAMA_MODEL_NAME,
-            "model": OLLAMA_MODEL_NAME,
-            "modified_at": manifest.get("created_at"),
-            "size": size,
-            "digest": manifest.get("content_digest"),
-            "details": {
-                "parent_model": "",
-                "format": manifest.get("format"),
-                "family": MODEL_NAME,
-                "families": [MODEL_NAME],
-                "parameter_size": f"{manifest.get('total_rows')} frames",
-                "quantization_level": "/".join(f"{b} bits" for b in bits),
-            },
-            "hasher": served.describe(),
-        }
-        return JSONResponse({"models": [card]})
-
-    async def ollama_version(self, request: Request) -> Response:
-        return JSONResponse({"version": hasher_version()})
-
     # -- operations -----------------------------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
@@ -548,22 +292,24 @@ class ServeApp:
         return HTMLResponse(_page_html())
 
     def routes(self) -> list[Route]:
-        e = self.endpoint
+        """Every endpoint, with its metrics label and API family (the shape of its errors)."""
+        table: list[tuple[str, str, Family | None, Callable[..., Awaitable[Response]], list[str]]] = [
+            ("/v1/completions", "/v1/completions", "openai", openai_api.completions, ["POST"]),
+            ("/v1/chat/completions", "/v1/chat/completions", "openai", openai_api.chat_completions, ["POST"]),
+            ("/v1/models", "/v1/models", "openai", openai_api.models, ["GET"]),
+            ("/v1/models/{model:path}", "/v1/models/{model}", "openai", openai_api.one_model, ["GET"]),
+            ("/api/generate", "/api/generate", "ollama", ollama_api.generate, ["POST"]),
+            ("/api/tags", "/api/tags", "ollama", ollama_api.tags, ["GET"]),
+            ("/api/version", "/api/version", "ollama", ollama_api.version, ["GET"]),
+        ]
         return [
-            Route("/", e("/", None, self.page, protected=False)),
-            Route("/health", e("/health", None, self.health, protected=False)),
-            Route("/metrics", e("/metrics", None, self.metrics_text)),
-            Route("/v1/completions", e("/v1/completions", "openai", self.completions), methods=["POST"]),
-            Route(
-                "/v1/chat/completions",
-                e("/v1/chat/completions", "openai", self.chat_completions),
-                methods=["POST"],
+            Route("/", self.endpoint("/", None, self.page, protected=False)),
+            Route("/health", self.endpoint("/health", None, self.health, protected=False)),
+            Route("/metrics", self.endpoint("/metrics", None, self.metrics_text)),
+            *(
+                Route(path, self.endpoint(label, family, functools.partial(handler, self)), methods=methods)
+                for path, label, family, handler, methods in table
             ),
-            Route("/v1/models", e("/v1/models", "openai", self.models)),
-            Route("/v1/models/{model:path}", e("/v1/models/{model}", "openai", self.model)),
-            Route("/api/generate", e("/api/generate", "ollama", self.ollama_generate), methods=["POST"]),
-            Route("/api/tags", e("/api/tags", "ollama", self.ollama_tags)),
-            Route("/api/version", e("/api/version", "ollama", self.ollama_version)),
         ]
 
 
@@ -593,63 +339,6 @@ def create_app(
     app = Starlette(routes=serve.routes(), lifespan=lifespan)
     app.state.serve = serve
     return app
-
-
-async def _guarded(run: RunningGeneration) -> AsyncIterator[Piece | str]:
-    """The pieces of a stream; an error after the headers went out ends it with a last message
-    (a str) and marks the outcome ``error`` (counted by the metrics)."""
-    try:
-        async for piece in run.pieces():
-            yield piece
-    except Exception as exc:
-        log.exception("generation failed mid-stream")
-        message = f"generation failed: {type(exc).__name__}: {exc}"
-        run.outcome.stopped, run.outcome.stop_reason = message, "error"
-        yield message
-
-
-def _sse(data: dict[str, Any]) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
-def _openai_error(message: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": "server_error", "param": None, "code": "generation_failed"}}
-
-
-def _honesty(outcome: Outcome) -> dict[str, Any]:
-    """The ``hasher`` field of a whole answer: the summary and every step."""
-    return outcome.summary() | {"tokens": [step.as_json() for step in outcome.steps]}
-
-
-def _piece_honesty(piece: Piece, version: str) -> dict[str, Any]:
-    return {"bundle": version, "tokens": [step.as_json() for step in piece.steps]}
-
-
-def _usage(outcome: Outcome) -> dict[str, int]:
-    return {
-        "prompt_tokens": outcome.prompt_tokens,
-        "completion_tokens": outcome.completion_tokens,
-        "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
-    }
-
-
-def _model_card(served: ServedModel) -> dict[str, Any]:
-    created = served.manifest.get("created_at")
-    try:
-        stamp = int(_dt.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.UTC).timestamp())
-    except (TypeError, ValueError):
-        stamp = int(served.loaded_at)
-    return {
-        "id": MODEL_NAME,
-        "object": "model",
-        "created": stamp,
-        "owned_by": "hasher",
-        "hasher": served.describe(),
-    }
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @functools.cache

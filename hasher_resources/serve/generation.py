@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import time
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from hasher_core.inference import Model, Step
 
 from .holder import ServedModel
 from .worker import InferenceWorker
+
+log = logging.getLogger("hasher.serve")
 
 #: Seconds one generation may run steps back to back on the worker before the next request's turn:
 #: a turn costs two thread hand-offs (event loop → worker → event loop), each a wait for the GIL and
@@ -62,6 +65,10 @@ class Piece:
 
     text: str
     steps: tuple[Step, ...]
+
+    def honesty(self, bundle: str) -> dict[str, Any]:
+        """The ``hasher`` field of a streamed chunk: the bundle and each of its steps."""
+        return {"bundle": bundle, "tokens": [step.as_json() for step in self.steps]}
 
 
 @dataclass
@@ -109,6 +116,10 @@ class Outcome:
     @property
     def abstained(self) -> bool:
         return any(s.token_id is None for s in self.steps)
+
+    def honesty(self) -> dict[str, Any]:
+        """The ``hasher`` field of a whole answer: :meth:`summary` and every step."""
+        return self.summary() | {"tokens": [step.as_json() for step in self.steps]}
 
     def summary(self) -> dict[str, Any]:
         """The honesty field's closing part: bundle, why it stopped, exact and guessed counts."""
@@ -242,3 +253,16 @@ class RunningGeneration:
         finally:
             with contextlib.suppress(RuntimeError):  # the worker is already stopped at shutdown
                 self.worker.submit(running.close)  # on the worker: a step may still be running there
+
+
+async def guarded(run: RunningGeneration) -> AsyncIterator[Piece | str]:
+    """The pieces of a stream; an error after the headers went out ends it with a last message
+    (a str, for the API to frame) and marks the outcome ``error`` (counted by the metrics)."""
+    try:
+        async for piece in run.pieces():
+            yield piece
+    except Exception as exc:
+        log.exception("generation failed mid-stream")
+        message = f"generation failed: {type(exc).__name__}: {exc}"
+        run.outcome.stopped, run.outcome.stop_reason = message, "error"
+        yield message

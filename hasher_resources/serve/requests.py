@@ -20,6 +20,7 @@ from hasher_core.inference import DEFAULT_MAX_DISTANCE
 #: The one model name ``hasher serve`` answers to (and ``hasher:latest``, Ollama's spelling, and
 #: the served bundle's version, with or without ``hasher:``).
 MODEL_NAME = "hasher"
+OLLAMA_MODEL_NAME = f"{MODEL_NAME}:latest"
 
 
 @dataclass(frozen=True)
