@@ -121,7 +121,7 @@ def test_the_serving_benchmark_streams_from_hasher_serve_and_checks_against_mode
         ("| ~2,000 frames", "2,000", "3"),
     ]
     # tokens/s and the server's peak RSS were measured
-    assert all(float(row[4].replace(",", "")) > 0 and float(row[10].replace(",", "")) > 0 for row in rows)
+    assert all(float(row[4].replace(",", "")) > 0 and float(row[11].replace(",", "")) > 0 for row in rows)
 
 
 def test_results_name_the_command_as_a_user_would_retype_it():
