@@ -254,7 +254,9 @@ class ServeApp:
         media_type: str,
         frames: Callable[[RunningGeneration], AsyncIterator[str]],
     ) -> _ClosingStream:
-        """A streamed answer whose slot, metrics and latency are settled once, however it ends."""
+        """A streamed answer whose slot, metrics and latency are settled once: when the generation is
+        over, before its closing frames go out (a client that reads the end and sends its next
+        request at once must find the slot free), or else when the response ends however it ends."""
         released = False
 
         def close() -> None:
@@ -264,7 +266,13 @@ class ServeApp:
                 self.release(run, endpoint)
                 self.metrics.request_seconds.labels(endpoint).observe(time.monotonic() - run.started)
 
-        return _ClosingStream(frames(run), media_type, close)
+        async def body() -> AsyncIterator[str]:
+            async for frame in frames(run):
+                if run.done:
+                    close()
+                yield frame
+
+        return _ClosingStream(body(), media_type, close)
 
     def generation_request(
         self, prompt: str, max_tokens: int, distance: float | None, stop, context: tuple[int, ...] = ()

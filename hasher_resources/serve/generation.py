@@ -200,6 +200,8 @@ class RunningGeneration:
         self.served, self.worker, self.request = served, worker, request
         self.started = time.monotonic()
         self.outcome = Outcome(served.version, "", "other", started=self.started)
+        #: True once the generation is over (finished, stopped or failed): nothing runs for it any more.
+        self.done = False
         self._running: Generator[Step, None, str] | None = None
 
     async def start(self) -> None:
@@ -251,6 +253,7 @@ class RunningGeneration:
             if held or pending:
                 yield Piece(held, tuple(pending))
         finally:
+            self.done = True
             with contextlib.suppress(RuntimeError):  # the worker is already stopped at shutdown
                 self.worker.submit(running.close)  # on the worker: a step may still be running there
 

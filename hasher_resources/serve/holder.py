@@ -201,6 +201,10 @@ class ModelHolder:
         started = time.perf_counter()
         try:
             bundle = self.store.open_bundle(version, verify=True)
+            if bundle.version != version:  # a directory renamed by hand: say what is in it
+                raise ValueError(
+                    f"{self.store.version_dir(version)} holds bundle {bundle.version}, not {version}"
+                )
             model = self._loader.build(bundle)
             report = self.worker.call(self._loader.check, model, bundle)
             if not report.ok:

@@ -378,3 +378,14 @@ def test_a_request_past_its_deadline_ends_saying_so(deployments, tmp_path):
         assert answer["hasher"]["stop_reason"] == "deadline"
         assert answer["hasher"]["stopped"] == "deadline: the server's limit of 1 s per request"
         assert 0 < answer["usage"]["completion_tokens"] < 3000
+
+
+def test_a_client_that_sends_its_next_request_as_soon_as_a_stream_ends_is_never_refused(
+    deployments, tmp_path
+):
+    # The slot is freed when the generation is over, before the stream's last event goes out.
+    with serving(deployments.exact_dir, tmp_path / "serve.log", "--max-concurrent", "1") as server:
+        api = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+        for _ in range(20):
+            chunks = list(api.completions.create(model="hasher", prompt=PROMPT, max_tokens=3, stream=True))
+            assert "".join(c.choices[0].text for c in chunks) == " of times,"

@@ -148,3 +148,15 @@ def test_a_damaged_bundle_at_start_leaves_nothing_served_and_health_names_it(
     assert not serving and body["reason"].startswith(
         f"bundle {low_bits_bundles[1].version} (current) was refused"
     )
+
+
+def test_a_version_directory_holding_another_bundle_is_refused(store, worker, low_bits_bundles):
+    dickens, zen = low_bits_bundles
+    holder, _ = holder_of(store, worker)
+    holder.check_now()
+    renamed = store.version_dir("0123456789abcdef")
+    write_bundle(zen, renamed)  # Zen's files under another name
+    point_current_at(store, renamed.name)
+    assert holder.check_now() == dickens.version
+    reason = holder.health()[1]["refused"]["reason"]
+    assert reason == f"ValueError: {renamed} holds bundle {zen.version}, not {renamed.name}"
