@@ -63,10 +63,20 @@ def command(argv: Sequence[str] | None = None) -> str:
     return " ".join(["python", *argv])
 
 
-def record(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]], notes: str = "") -> None:
-    """Print the table and append it to RESULTS.md under a dated heading."""
+def record(
+    title: str,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    notes: str = "",
+    *,
+    append: bool = True,
+) -> None:
+    """Print the table and (unless ``append`` is False: a ``--no-record`` run) append it to RESULTS.md
+    under a dated heading."""
     body = table(headers, rows)
     print(f"\n{title}\n{body}\n{notes}".rstrip())
+    if not append:
+        return
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     with RESULTS.open("a", encoding="utf-8") as f:
         f.write(f"\n## {title}\n\n- date: {stamp}\n- machine: {machine()}\n- command: `{command()}`\n\n")

@@ -3,8 +3,9 @@ subcommand runs (so ``--help`` is instant).
 
 ``hasher generate --prompt TEXT`` continues a text with the current deployment (greedy, DESIGN
 §6.1); ``hasher predict --text TEXT`` answers one step, ``--slots``/``--frame-index`` read back a
-stored frame; ``hasher deployments`` lists what the deployment store holds and what of it is
-damaged, ``hasher deployments rollback`` deploys an earlier version again; ``hasher partitions
+stored frame; ``hasher serve`` serves the deployment over HTTP (``hasher_cli.serve``);
+``hasher deployments`` lists what the deployment store holds and what of it is damaged, ``hasher
+deployments rollback`` deploys an earlier version again; ``hasher partitions
 sync`` registers a ``source_files`` partition per source file in the Dagster instance
 (``$DAGSTER_HOME``, checked first by ``hasher_cli.dagster_home``) and says on stderr what it skipped;
 ``hasher status`` summarises what every stage has stored under the data directory. Exit status of
@@ -164,6 +165,10 @@ def _parser() -> argparse.ArgumentParser:
     sync.set_defaults(run=_partitions_sync)
     parts_list = parts_sub.add_parser("list", help="print the registered source_files partitions")
     parts_list.set_defaults(run=_partitions_list)
+
+    from hasher_cli import serve  # argparse only at import: --help stays instant
+
+    serve.add_parser(sub, _add_store_arguments, BACKENDS)
 
     st = sub.add_parser("status", help="what each stage has stored under the data directory")
     _add_store_arguments(st)

@@ -124,6 +124,13 @@ class HasherSettings(BaseSettings):
         alias="HASHER_SENSOR_DIFFICULTY_BITS",
         description="seeds difficulty of sensor runs",
     )
+    # `hasher serve`.
+    serve_token: str | None = Field(
+        None,
+        alias="HASHER_SERVE_TOKEN",
+        repr=False,
+        description="bearer token `hasher serve` requires (needed to bind a non-loopback address)",
+    )
     # Read only by scripts/*.sh; listed so the registry knows every name.
     python: str | None = Field(None, alias="HASHER_PYTHON", description="Python 3.12 the scripts use")
     difficulty_bits: int | None = Field(

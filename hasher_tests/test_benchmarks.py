@@ -113,6 +113,38 @@ def test_the_partitions_benchmark_syncs_ticks_and_queries_the_partitions_page():
     ]
 
 
+@pytest.mark.slow
+def test_the_serving_benchmark_streams_from_hasher_serve_and_checks_against_model_generate(tmp_path):
+    text = tmp_path / "tiny.txt"
+    text.write_text("A tiny text of a dozen words or so, to train, deploy and serve in a test.")
+    args = [
+        "--text",
+        str(text),
+        "--difficulty",
+        "8",
+        "--frames",
+        "2000",
+        "--clients",
+        "1,3",
+        "--max-tokens",
+        "6",
+    ]
+    out = run_benchmark("bench_serve", *args)
+    rows = [
+        line.split(" | ")
+        for line in out.splitlines()
+        if line.startswith(("| sample texts |", "| ~2,000 frames |"))
+    ]
+    assert [(row[0], row[1], row[2]) for row in rows] == [
+        ("| sample texts", "19", "1"),
+        ("| sample texts", "19", "3"),
+        ("| ~2,000 frames", "2,000", "1"),
+        ("| ~2,000 frames", "2,000", "3"),
+    ]
+    # tokens/s and the server's peak RSS were measured
+    assert all(float(row[4].replace(",", "")) > 0 and float(row[11].replace(",", "")) > 0 for row in rows)
+
+
 def test_results_name_the_command_as_a_user_would_retype_it():
     from benchmarks.results import command
 

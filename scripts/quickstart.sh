@@ -80,4 +80,5 @@ echo "$prompt$continuation" | fold -s -w 100 | sed 's/^/    /'
 sed 's/^/    /' "$logs/generate.err"
 echo "==> done in $(( $(date +%s) - start )) s. Outputs under $HASHER_DATA_DIR; Dagster instance in $DAGSTER_HOME."
 echo "    Use it:     HASHER_DATA_DIR=$HASHER_DATA_DIR .venv/bin/hasher generate --prompt \"The Zen of Python\""
+echo "    Serve it:   HASHER_DATA_DIR=$HASHER_DATA_DIR .venv/bin/hasher serve    (then open http://127.0.0.1:8420/)"
 echo "    Browse it:  DAGSTER_HOME=$DAGSTER_HOME HASHER_MINER_DIR=$HASHER_MINER_DIR HASHER_INBOX_DIR=$HASHER_INBOX_DIR HASHER_DATA_DIR=$HASHER_DATA_DIR .venv/bin/dagster dev -h 127.0.0.1"

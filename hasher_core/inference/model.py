@@ -29,7 +29,7 @@ whose one-step answer is their next token, and how many tokens of each chunk it 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -366,29 +366,44 @@ class Model:
         """Whether a deployed frame has exactly these slots (uint32[12])."""
         return np.ascontiguousarray(words, np.uint32).tobytes() in self._index
 
+    def iter_steps(
+        self, prompt: str, max_tokens: int = 64, max_distance: float = DEFAULT_MAX_DISTANCE
+    ) -> Generator[Step, None, str]:
+        """Greedy generation one step at a time (DESIGN §6.1): yields each :class:`Step` as it is
+        answered (an abstention too, as the last one) and returns why it stopped, the generator's
+        return value. :meth:`generate` is this loop run to its end; a server streams it.
+
+        Raises :class:`InferenceError` for a prompt without tokens, at the first ``next()``.
+        """
+        tokens = encode_ordinary(self.encoding, prompt).tolist()
+        last: Step | None = None
+        for _ in range(max_tokens):
+            step = self.step(tokens, max_distance, after=last)
+            if not step.exact and last is not None and last.exact and self._chunk_end[last.row]:
+                return (
+                    f"end of the training text: {last.source_file} chunk {self._chunk_ids[last.row]} "
+                    "ends here and no deployed frame continues it"
+                )
+            yield step
+            if step.token_id is None:
+                return f"abstained: {step.reason}"
+            tokens.append(step.token_id)
+            last = step
+        return f"max_tokens ({max_tokens})"
+
     def generate(
         self, prompt: str, max_tokens: int = 64, max_distance: float = DEFAULT_MAX_DISTANCE
     ) -> Generation:
         """Greedy generation: answer the prompt, append the token, repeat (DESIGN §6.1)."""
-        tokens = encode_ordinary(self.encoding, prompt).tolist()
-        produced: list[int] = []
         steps: list[Step] = []
-        stopped = f"max_tokens ({max_tokens})"
-        for _ in range(max_tokens):
-            last = steps[-1] if steps else None
-            step = self.step(tokens, max_distance, after=last)
-            if not step.exact and last is not None and last.exact and self._chunk_end[last.row]:
-                stopped = (
-                    f"end of the training text: {last.source_file} chunk {self._chunk_ids[last.row]} "
-                    "ends here and no deployed frame continues it"
-                )
+        running = self.iter_steps(prompt, max_tokens, max_distance)
+        while True:
+            try:
+                steps.append(next(running))
+            except StopIteration as done:
+                stopped = done.value
                 break
-            steps.append(step)
-            if step.token_id is None:
-                stopped = f"abstained: {step.reason}"
-                break
-            tokens.append(step.token_id)
-            produced.append(step.token_id)
+        produced = [s.token_id for s in steps if s.token_id is not None]
         return Generation(
             prompt=prompt,
             tokens=tuple(produced),

@@ -1,0 +1,19 @@
+"""Two real deployments trained at 8 bits (seconds each): the server's mechanics need real bundles
+(a recipe, seeds that verify on the kernel), not right answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from hasher_core.bundle import Bundle
+from hasher_resources.deploy.store import DeploymentStore
+from hasher_tests.serving import DICKENS, ZEN, train_deployment
+
+
+@pytest.fixture(scope="package")
+def low_bits_bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Bundle, Bundle]:
+    """``(Dickens, Zen)``: two bundles, each trained and deployed at 8 bits through the pipeline."""
+    root = tmp_path_factory.mktemp("serve-bundles")
+    dickens = train_deployment(root / "dickens", DICKENS, 8, "dickens.txt")
+    zen = train_deployment(root / "zen", ZEN, 8, "zen.txt")
+    return DeploymentStore(dickens).open_bundle(), DeploymentStore(zen).open_bundle()
