@@ -30,6 +30,11 @@ DICKENS = (
     "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age "
     "of foolishness, it was the epoch of belief."
 )
+#: A text that repeats itself: once a context is all "tick tock", every next token is known, so a
+#: 17-bit deployment of it continues "tick tock" exactly for as long as it is asked (the long-running
+#: generations the limits and deadline tests hold open).
+LOOP = " ".join(["tick tock"] * 100)
+LOOP_PROMPT = "tick tock tick tock"
 ZEN = (
     "Beautiful is better than ugly. Explicit is better than implicit. Simple is better than complex. "
     "Complex is better than complicated."

@@ -26,7 +26,7 @@ from .requests import (
 )
 
 if TYPE_CHECKING:
-    from .app import ServeApp
+    from .service import ServeApp
 
 
 def hasher_version() -> str:

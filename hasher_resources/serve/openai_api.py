@@ -28,7 +28,7 @@ from .requests import (
 )
 
 if TYPE_CHECKING:
-    from .app import ServeApp
+    from .service import ServeApp
 
 
 async def completions(serve: ServeApp, request: Request) -> Response:

@@ -4,8 +4,9 @@ streaming clients, a damaged deployment, the token and the limits.
 
 The deployment that must answer right is a short text trained at the default 17 bits, which
 ``hasher generate`` recites verbatim; the server must give back exactly what ``hasher generate``
-gives, token for token. A second version of the same text trained at 8 bits answers differently
-(wrong tokens, by design), so an answer shows which bundle produced it.
+gives, token for token. A second deployment, of a text that repeats itself, answers that prompt
+with an abstention, so an answer shows which bundle produced it; it also continues its own text for
+as long as it is asked, which the limits and deadline tests need.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from hasher_tests.end_to_end.test_browser import _chromium
 from hasher_tests.servers import wait_for
 from hasher_tests.serving import (
     DICKENS,
+    LOOP,
+    LOOP_PROMPT,
     Server,
     add_version,
     copy_store,
@@ -45,7 +48,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 PROMPT = "It was the best"
 MAX_TOKENS = 60
 TOKEN = "serve-test-token-0123456789abcdef"
-#: A prompt nothing was trained on: with max_distance 100 the model guesses for ever (checked below).
+#: A prompt nothing was trained on: the page marks each guess with its distance.
 GUESS = "Quantum chromodynamics"
 
 
@@ -53,15 +56,15 @@ GUESS = "Quantum chromodynamics"
 class Deployments:
     exact_dir: Path  # a data directory whose current deployment is ``exact``
     exact: Bundle  # DICKENS at 17 bits: recites it
-    rough: Bundle  # DICKENS at 8 bits: another version, other (wrong) tokens
+    loop: Bundle  # LOOP at 17 bits: another version; abstains on PROMPT, continues LOOP_PROMPT for ever
 
 
 @pytest.fixture(scope="module")
 def deployments(tmp_path_factory) -> Deployments:
     root = tmp_path_factory.mktemp("serve-e2e")
     exact = train_deployment(root / "exact", DICKENS, 17)
-    rough = train_deployment(root / "rough", DICKENS, 8)
-    return Deployments(exact, DeploymentStore(exact).open_bundle(), DeploymentStore(rough).open_bundle())
+    loop = train_deployment(root / "loop", LOOP, 17, "loop.txt")
+    return Deployments(exact, DeploymentStore(exact).open_bundle(), DeploymentStore(loop).open_bundle())
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +204,7 @@ def expected_continuations(deployments: Deployments) -> dict[str, str]:
     kernel = Sha256Kernel(backend="cpu")
     return {
         b.version: load_model(b, kernel).generate(PROMPT, MAX_TOKENS).continuation
-        for b in (deployments.exact, deployments.rough)
+        for b in (deployments.exact, deployments.loop)
     }
 
 
@@ -209,8 +212,8 @@ def test_a_hot_swap_under_16_streaming_clients_loses_no_request_and_each_answer_
     deployments, tmp_path
 ):
     expected = expected_continuations(deployments)
-    exact, rough = deployments.exact.version, deployments.rough.version
-    assert expected[exact] != expected[rough]
+    exact, loop = deployments.exact.version, deployments.loop.version
+    assert expected[exact] != expected[loop]
     store = copy_store(deployments.exact_dir, tmp_path / "store")
     stop, answers, errors = threading.Event(), [], []
     env = {"NUMBA_THREADING_LAYER": "workqueue"}  # the layer that aborts on concurrent parallel kernels
@@ -234,10 +237,10 @@ def test_a_hot_swap_under_16_streaming_clients_loses_no_request_and_each_answer_
         threads = [threading.Thread(target=client, args=(server,)) for _ in range(16)]
         for t in threads:
             t.start()
-        swaps = [rough, exact, rough, exact, rough, exact]
+        swaps = [loop, exact, loop, exact, loop, exact]
         for version in swaps:
             wait_for(lambda: len(answers) >= 16 or bool(errors), 120, "answers before the next swap", 0.1)
-            add_version(store, deployments.rough if version == rough else deployments.exact)
+            add_version(store, deployments.loop if version == loop else deployments.exact)
             wait_for(lambda v=version: server.health().get("bundle") == v, 60, f"serving {version}", 0.1)
             answers_then = len(answers)
             wait_for(
@@ -262,27 +265,27 @@ def test_a_hot_swap_under_16_streaming_clients_loses_no_request_and_each_answer_
         assert len(versions) == 1, versions
         (version,) = versions
         assert text == expected[version] and finish in ("stop", "length")
-    assert {next(iter(v)) for v, _, _ in answers} == {exact, rough}
+    assert {next(iter(v)) for v, _, _ in answers} == {exact, loop}
     assert loads == [1 + len(swaps)]
 
 
 def test_a_damaged_new_bundle_keeps_the_old_one_serving_and_health_says_why(deployments, tmp_path):
     store = copy_store(deployments.exact_dir, tmp_path / "store")
-    exact, rough = deployments.exact.version, deployments.rough.version
-    directory = store.version_dir(rough)
-    write_bundle(deployments.rough, directory)
+    exact, loop = deployments.exact.version, deployments.loop.version
+    directory = store.version_dir(loop)
+    write_bundle(deployments.loop, directory)
     seeds = directory / SEEDS_FILE
     seeds.write_bytes(seeds.read_bytes()[:-100] + bytes(100))  # a truncated copy: checksum mismatch
     with serving(store.root, tmp_path / "serve.log", "--poll-s", "0.1") as server:
-        point_current_at(store, rough)
+        point_current_at(store, loop)
         health = wait_for(
             lambda: server.health() if "refused" in server.health() else None,
             60,
             "the refusal in /health",
             0.1,
         )
-        assert health["status"] == "stale" and health["bundle"] == exact and health["current"] == rough
-        assert health["refused"]["version"] == rough and "BundleChecksumError" in health["refused"]["reason"]
+        assert health["status"] == "stale" and health["bundle"] == exact and health["current"] == loop
+        assert health["refused"]["version"] == loop and "BundleChecksumError" in health["refused"]["reason"]
         assert health["reason"].endswith(f"still serving {exact}")
         status, answer = server.post(
             "/v1/completions", {"model": "hasher", "prompt": PROMPT, "max_tokens": 3}
@@ -295,12 +298,12 @@ def test_a_damaged_new_bundle_keeps_the_old_one_serving_and_health_says_why(depl
         point_current_at(store, exact)  # the operator rolls back
         wait_for(lambda: server.health()["status"] == "ok", 60, "health ok after the rollback", 0.1)
     # started on a damaged current bundle: nothing to serve, and /health and every answer say why
-    point_current_at(store, rough)
+    point_current_at(store, loop)
     with serving(store.root, tmp_path / "serve2.log", expect_model=False) as server:
         status, health = server.get("/health")
-        assert status == 503 and health["reason"].startswith(f"bundle {rough} (current) was refused")
+        assert status == 503 and health["reason"].startswith(f"bundle {loop} (current) was refused")
         status, answer = server.post("/api/generate", {"model": "hasher", "prompt": PROMPT})
-        assert status == 503 and answer["error"].startswith(f"no model is loaded: bundle {rough}")
+        assert status == 503 and answer["error"].startswith(f"no model is loaded: bundle {loop}")
 
 
 def test_the_token_is_required_when_set(server, deployments, tmp_path):
@@ -327,7 +330,7 @@ def test_the_token_is_required_when_set(server, deployments, tmp_path):
 
 def test_limits_answer_4xx_and_429_with_a_message(deployments, tmp_path):
     store = copy_store(deployments.exact_dir, tmp_path / "store")
-    add_version(store, deployments.rough)  # guesses for ever from GUESS (checked: the streams stay open)
+    add_version(store, deployments.loop)  # continues LOOP_PROMPT for ever (checked: the streams stay open)
     limits = ["--max-concurrent", "2", "--max-prompt-chars", "200", "--max-tokens-cap", "3000"]
     with serving(store.root, tmp_path / "serve.log", *limits) as server:
         api = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60)
@@ -342,9 +345,7 @@ def test_limits_answer_4xx_and_429_with_a_message(deployments, tmp_path):
         status, answer = server.post("/api/generate", b"{'model': 'hasher'}")
         assert status == 400 and answer["error"].startswith("malformed JSON body: Expecting property name")
         held = [
-            api.completions.create(
-                model="hasher", prompt=GUESS, max_tokens=3000, stream=True, extra_body={"max_distance": 100}
-            )
+            api.completions.create(model="hasher", prompt=LOOP_PROMPT, max_tokens=3000, stream=True)
             for _ in range(2)
         ]
         for stream in held:
@@ -360,24 +361,24 @@ def test_limits_answer_4xx_and_429_with_a_message(deployments, tmp_path):
         wait_for(
             lambda: server.health()["in_flight"] == 0, 60, "both slots freed after the clients left", 0.1
         )
-        assert api.completions.create(model="hasher", prompt=PROMPT, max_tokens=3).choices[0].text
+        assert api.completions.create(model="hasher", prompt=LOOP_PROMPT, max_tokens=3).choices[0].text
 
 
 def test_a_request_past_its_deadline_ends_saying_so(deployments, tmp_path):
     store = copy_store(deployments.exact_dir, tmp_path / "store")
-    add_version(store, deployments.rough)
+    add_version(store, deployments.loop)
     with serving(
-        store.root, tmp_path / "serve.log", "--deadline-s", "1", "--max-tokens-cap", "3000"
+        store.root, tmp_path / "serve.log", "--deadline-s", "1", "--max-tokens-cap", "100000"
     ) as server:
         started = time.monotonic()
         status, answer = server.post(
-            "/v1/completions", {"model": "hasher", "prompt": GUESS, "max_tokens": 3000, "max_distance": 100}
+            "/v1/completions", {"model": "hasher", "prompt": LOOP_PROMPT, "max_tokens": 100000}
         )
         assert status == 200 and time.monotonic() - started < 30
         assert answer["choices"][0]["finish_reason"] == "length"
         assert answer["hasher"]["stop_reason"] == "deadline"
         assert answer["hasher"]["stopped"] == "deadline: the server's limit of 1 s per request"
-        assert 0 < answer["usage"]["completion_tokens"] < 3000
+        assert 0 < answer["usage"]["completion_tokens"] < 100000
 
 
 def test_a_client_that_sends_its_next_request_as_soon_as_a_stream_ends_is_never_refused(

@@ -26,9 +26,9 @@ def app_for(store: DeploymentStore, token: str | None = None) -> TestClient:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, low_bits_bundles) -> DeploymentStore:
+def store(tmp_path_factory, trained_bundles) -> DeploymentStore:
     store = DeploymentStore(tmp_path_factory.mktemp("app-store"))
-    add_version(store, low_bits_bundles[0])
+    add_version(store, trained_bundles[0])
     return store
 
 
@@ -223,7 +223,7 @@ def test_models_tags_and_version_describe_the_served_bundle(client, store):
     assert client.get("/v1/models/other").status_code == 404
     (tag,) = client.get("/api/tags").json()["models"]
     assert tag["name"] == "hasher:latest" and tag["digest"].startswith(version)
-    assert tag["details"]["quantization_level"] == "8 bits"
+    assert tag["details"]["quantization_level"] == "17 bits"
     assert client.get("/api/version").json()["version"]
 
 

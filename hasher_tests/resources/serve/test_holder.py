@@ -25,10 +25,10 @@ def worker():
 
 
 @pytest.fixture
-def store(tmp_path, low_bits_bundles) -> DeploymentStore:
+def store(tmp_path, trained_bundles) -> DeploymentStore:
     """A store whose current deployment is the Dickens bundle."""
     store = DeploymentStore(tmp_path / "store")
-    add_version(store, low_bits_bundles[0])
+    add_version(store, trained_bundles[0])
     return store
 
 
@@ -49,18 +49,18 @@ def damage(store: DeploymentStore, bundle) -> None:
 
 
 def test_start_serves_the_current_bundle_verified_and_says_what_it_was_trained_on(
-    store, worker, low_bits_bundles
+    store, worker, trained_bundles
 ):
     holder, events = holder_of(store, worker)
     holder.start()
     holder.stop()
-    dickens = low_bits_bundles[0]
+    dickens = trained_bundles[0]
     serving, body = holder.health()
     assert serving and body["status"] == "ok" and body["bundle"] == body["current"] == dickens.version
     assert body["trained_on"] == [
         {"partition": "dickens.txt", "frames": dickens.num_rows, "solved": dickens.num_rows}
     ]
-    assert body["difficulty_bits"] == [8] and body["verified"] == "16 sampled rows agree on kernel:cpu"
+    assert body["difficulty_bits"] == [17] and body["verified"] == "16 sampled rows agree on kernel:cpu"
     assert events == [("loaded", dickens.version, None)] and "reason" not in body
 
 
@@ -73,9 +73,9 @@ def test_with_nothing_deployed_health_is_unavailable_and_says_why(tmp_path, work
 
 
 def test_a_new_deployment_is_swapped_in_and_a_request_keeps_the_model_it_started_on(
-    store, worker, low_bits_bundles
+    store, worker, trained_bundles
 ):
-    dickens, zen = low_bits_bundles
+    dickens, zen = trained_bundles
     holder, events = holder_of(store, worker)
     holder.check_now()
     in_flight = holder.served  # what a request took when it started
@@ -89,8 +89,8 @@ def test_a_new_deployment_is_swapped_in_and_a_request_keeps_the_model_it_started
     assert holder.check_now() == dickens.version
 
 
-def test_a_damaged_new_bundle_is_refused_and_the_old_one_keeps_serving(store, worker, low_bits_bundles):
-    dickens, zen = low_bits_bundles
+def test_a_damaged_new_bundle_is_refused_and_the_old_one_keeps_serving(store, worker, trained_bundles):
+    dickens, zen = trained_bundles
     holder, events = holder_of(store, worker)
     holder.check_now()
     damage(store, zen)
@@ -100,7 +100,10 @@ def test_a_damaged_new_bundle_is_refused_and_the_old_one_keeps_serving(store, wo
     assert serving and body["status"] == "stale" and body["bundle"] == dickens.version
     assert body["current"] == body["refused"]["version"] == zen.version
     assert "BundleChecksumError" in body["refused"]["reason"] and SEEDS_FILE in body["refused"]["reason"]
-    assert body["reason"].startswith(f"bundle {zen.version} (current) was refused: BundleChecksumError")
+    assert body["reason"].startswith(
+        f"bundle {zen.version} (current) was refused: DeploymentDamagedError: deployment {zen.version} "
+        "is damaged: BundleChecksumError"
+    )
     assert body["reason"].endswith(f"; still serving {dickens.version}")
     holder.check_now()  # the same damaged files are not loaded again
     assert [e[0] for e in events] == ["loaded", "refused"]
@@ -109,8 +112,8 @@ def test_a_damaged_new_bundle_is_refused_and_the_old_one_keeps_serving(store, wo
     assert holder.check_now() == zen.version and holder.health()[1]["status"] == "ok"
 
 
-def test_pointing_back_at_the_served_bundle_clears_the_refusal(store, worker, low_bits_bundles):
-    dickens, zen = low_bits_bundles
+def test_pointing_back_at_the_served_bundle_clears_the_refusal(store, worker, trained_bundles):
+    dickens, zen = trained_bundles
     holder, _ = holder_of(store, worker)
     holder.check_now()
     damage(store, zen)
@@ -122,7 +125,7 @@ def test_pointing_back_at_the_served_bundle_clears_the_refusal(store, worker, lo
     assert serving and body["status"] == "ok" and "refused" not in body and "reason" not in body
 
 
-def test_a_bundle_that_fails_its_verification_on_the_kernel_is_refused(store, worker, low_bits_bundles):
+def test_a_bundle_that_fails_its_verification_on_the_kernel_is_refused(store, worker, trained_bundles):
     def failing(model, bundle):
         LOADER.check(model, bundle)
         return VerifyReport("kernel:cpu", 16, (SampleMismatch(3, "fp", 1, 2, "golden 2, bundle says 1"),))
@@ -137,21 +140,21 @@ def test_a_bundle_that_fails_its_verification_on_the_kernel_is_refused(store, wo
 
 
 def test_a_damaged_bundle_at_start_leaves_nothing_served_and_health_names_it(
-    tmp_path, worker, low_bits_bundles
+    tmp_path, worker, trained_bundles
 ):
     store = DeploymentStore(tmp_path / "store")
-    damage(store, low_bits_bundles[1])
-    point_current_at(store, low_bits_bundles[1].version)
+    damage(store, trained_bundles[1])
+    point_current_at(store, trained_bundles[1].version)
     holder, _ = holder_of(store, worker)
     holder.check_now()
     serving, body = holder.health()
     assert not serving and body["reason"].startswith(
-        f"bundle {low_bits_bundles[1].version} (current) was refused"
+        f"bundle {trained_bundles[1].version} (current) was refused"
     )
 
 
-def test_a_version_directory_holding_another_bundle_is_refused(store, worker, low_bits_bundles):
-    dickens, zen = low_bits_bundles
+def test_a_version_directory_holding_another_bundle_is_refused(store, worker, trained_bundles):
+    dickens, zen = trained_bundles
     holder, _ = holder_of(store, worker)
     holder.check_now()
     renamed = store.version_dir("0123456789abcdef")
