@@ -44,15 +44,15 @@ from .cpu_words import (
     STABILITY_FIRST,
 )
 
-#: Evaluations interleaved in the recursion kernel and nonces in the scan kernel. Measured on the
-#: standard AMD EPYC (docs/sha-ni.md §2): 4 beats 3 (and 5) for the recursion, whose block 2 comes
-#: from memory; the scan, all of whose blocks schedule their messages in registers, spills at 4.
-EVALUATE_STREAMS = 4
+#: Evaluations interleaved in the recursion kernel (at the STREAM_OFFSETS of their passes) and nonces
+#: in the scan kernel, measured on the standard AMD EPYC (docs/sha-ni.md §2.2): the scan, all of
+#: whose blocks schedule their messages in registers, spills at 4.
+EVALUATE_STREAMS = 6
 SCAN_STREAMS = 3
 
-#: Groups of EVALUATE_STREAMS evaluations handed to a worker at a time (dynamic scheduling, ~50 µs each): a
-#: worker whose core is taken by another process leaves its share to the others.
-EVALUATE_GROUPS_PER_ITEM = 16
+#: Groups of EVALUATE_STREAMS evaluations handed to a worker at a time (dynamic scheduling, ~50 µs
+#: each): a worker whose core is taken by another process leaves its share to the others.
+EVALUATE_GROUPS_PER_ITEM = 10
 
 #: Groups of SCAN_STREAMS nonces per parallel work item of a scan (its nonce list allocated once;
 #: ~25 µs of work), handed out one at a time.
@@ -256,32 +256,6 @@ class _Emitter:
         b = self.b
         return [(b.add(s[0], i[0]), b.add(s[1], i[1])) for s, i in zip(states, initial, strict=True)]
 
-    def compress(self, states, messages):
-        """One 64-round compression of every stream (``rounds`` over all 16 groups, then the
-        feed-forward). Returns the new states."""
-        return self.feed_forward(self.rounds(states, messages)[0], states)
-
-    def compress_scheduled(self, states, data, offsets):
-        """A compression whose W+K words (64, plus 4 of padding) are already in memory at
-        ``offsets``: no message schedule and no shuffles, only loads and ``rnds2``; on Intel cores,
-        where SHA instructions and shuffles share one port, that is what makes it cheaper."""
-        b = self.b
-        s0 = [s[0] for s in states]
-        s1 = [s[1] for s in states]
-        for i in range(16):
-            for k in range(len(states)):
-                lo = self.load(data, b.add(offsets[k], ir.Constant(offsets[k].type, 4 * i)))
-                s1[k] = self.rnds2(s1[k], s0[k], lo)
-                hi = self.load(data, b.add(offsets[k], ir.Constant(offsets[k].type, 4 * i + 2)))
-                s0[k] = self.rnds2(s0[k], s1[k], hi)
-        return [(b.add(s0[k], states[k][0]), b.add(s1[k], states[k][1])) for k in range(len(states))]
-
-    def rehash(self, states):
-        """SHA-256 of each stream's 32-byte digest (the second hash of a double SHA-256), from the IV."""
-        pad = (_v4([0x80000000, 0, 0, 0]), _v4([0, 0, 0, 256]))
-        messages = [(*self.to_words(state), *pad) for state in states]
-        return self.compress([self.iv] * len(states), messages)
-
     def header_tail(self, words16):
         """Block 2 of an 80-byte header: header words 16–19 (a vector), then padding for 640 bits."""
         return (words16, _v4([0x80000000, 0, 0, 0]), _v4([0, 0, 0, 0]), _v4([0, 0, 0, 640]))
@@ -301,6 +275,80 @@ def _i32(value: int) -> ir.Constant:
     return ir.Constant(_I32, value)
 
 
+#: rnds2 steps in one pass of the recursion: block 1 from round 8, block 2, the re-hash.
+_BLOCK2_STEP = 28
+_REHASH_STEP = _BLOCK2_STEP + 32
+PASS_STEPS = _REHASH_STEP + 32
+
+#: Where in its pass each interleaved evaluation is when a loop turn starts. Staggered by 20 steps
+#: in pairs, some evaluations run block 2 (no message schedule) while the others schedule their
+#: messages in registers, which spreads the ``sha256msg2`` work (one per 2 cycles) over the turn:
+#: 10 % faster than all six, or four, in step on the standard AMD EPYC (docs/sha-ni.md §2).
+STREAM_OFFSETS = (0, 0, 20, 20, 40, 40)
+assert len(STREAM_OFFSETS) == EVALUATE_STREAMS
+
+
+class _Pass:
+    """One evaluation's pass of the DESIGN §4.2 recursion as PASS_STEPS ``rnds2`` steps, emitted one
+    step at a time, so that interleaved evaluations can be at different steps of their passes in one
+    loop turn: steps 0–27 are block 1 from round 8 (rounds 0–7 are done once per evaluation), 28–59
+    block 2 with its W+K words from memory, 60–91 the re-hash. Step 91 ends with the pass key
+    stored and the jitter applied to message vectors 2 and 3 for the next pass.
+
+    ``live`` holds the IR values the pass carries from one step to the next, by name: always
+    ``changing`` (message vectors 2 and 3 as the jitter left them), and within a block its
+    ``state`` (the two-vector SHA-NI state), ``messages`` (the block's four message vectors as the
+    schedule stands) and block 2's ``initial`` state (for its feed-forward)."""
+
+    def __init__(self, e, early, early_msgs, wk, wk_at, slots, keys, keys_at) -> None:
+        self.e, self.early, self.early_msgs = e, early, early_msgs
+        self.wk, self.wk_at, self.slots, self.keys, self.keys_at = wk, wk_at, slots, keys, keys_at
+        self.live: dict[str, tuple] = {"changing": tuple(early_msgs[2:])}
+
+    def carried(self) -> list[tuple[str, tuple]]:
+        """The live values in a fixed order (what a loop turn that ends mid-pass hands to the next)."""
+        return sorted(self.live.items())
+
+    def resume(self, names_and_sizes: list[tuple[str, int]], values: list) -> None:
+        """Take up ``carried()``'s values again (loaded at the start of a loop turn)."""
+        self.live, at = {}, 0
+        for name, size in names_and_sizes:
+            self.live[name], at = tuple(values[at : at + size]), at + size
+
+    def step(self, t: int, p) -> None:
+        """Emit step ``t`` (0 … PASS_STEPS-1) of pass ``p`` (an i64 value)."""
+        e, b, live = self.e, self.e.b, self.live
+        if t == 0:
+            live["state"], live["messages"] = self.early, (*self.early_msgs[:2], *live["changing"])
+        if t < _BLOCK2_STEP or t >= _REHASH_STEP:
+            first = t + 4 if t < _BLOCK2_STEP else t - _REHASH_STEP  # block 1 starts at step 4
+            states, messages = e.rounds([live["state"]], [live["messages"]], first, first + 1)
+            live["state"], live["messages"] = states[0], tuple(messages[0])
+        else:
+            r = t - _BLOCK2_STEP
+            s0, s1 = live["state"]
+            wk = e.load(self.wk, e.i64(self.wk_at + 2 * r))  # lanes 0-1: W+K of rounds 2r, 2r+1
+            live["state"] = (s0, e.rnds2(s1, s0, wk)) if r % 2 == 0 else (e.rnds2(s0, s1, wk), s1)
+        if t == _BLOCK2_STEP - 1:
+            live["state"] = live["initial"] = e.feed_forward([live.pop("state")], [e.iv])[0]
+            del live["messages"]
+        elif t == _REHASH_STEP - 1:
+            digest = e.feed_forward([live.pop("state")], [live.pop("initial")])[0]
+            live["state"] = e.iv
+            live["messages"] = (*e.to_words(digest), _v4([0x80000000, 0, 0, 0]), _v4([0, 0, 0, 256]))
+        elif t == PASS_STEPS - 1:
+            final = e.feed_forward([live.pop("state")], [e.iv])[0]
+            del live["messages"]
+            key = b.extract_element(final[0], _i32(3))  # ABEF lane 3: a
+            b.store(key, b.gep(self.keys, [b.add(e.i64(self.keys_at), p)]))
+            masks = e.mutation(e.jitter(p, key, self.slots))
+            live["changing"] = tuple(b.xor(v, m) for v, m in zip(live["changing"], masks, strict=True))
+
+
+def _flat(stream: _Pass) -> list:
+    return [v for _, values in stream.carried() for v in values]
+
+
 @intrinsic
 def _evaluate_streams(typingctx, words, jitter_slots, first, last, golden, keys):
     """The whole DESIGN §4.2 recursion of rows ``first … first+EVALUATE_STREAMS-1`` (each clamped to
@@ -311,8 +359,11 @@ def _evaluate_streams(typingctx, words, jitter_slots, first, last, golden, keys)
     Per evaluation, before the pass loop: rounds 0–7 of block 1 (they read only words 0–7, which
     no pass changes) and the 64 W+K words of block 2 (words 16–19 and padding: fixed too), kept on
     the stack, so the 22 compressions of block 2 are loads and ``rnds2`` only. Passes change only
-    words 9–12 (lanes 1–3 of message vector 2, lane 0 of vector 3); the 22 keys of a stream go to
-    the stack and its golden and stability keys to the arrays after the loop."""
+    words 9–12 (lanes 1–3 of message vector 2, lane 0 of vector 3). Streams run their passes at the
+    offsets of STREAM_OFFSETS: one loop turn is PASS_STEPS steps of each; a stream at offset d runs
+    steps 0…d-1 of its first pass before the loop and the same steps of a pass 22 it does not use
+    at the end. The 22 keys of a stream go to the stack and its golden and stability keys to the
+    arrays after the loop."""
     if not (_contiguous(types.uint32, words, jitter_slots, golden, keys) and first == last == types.int64):
         return None
     sig = types.none(words, jitter_slots, first, last, golden, keys)
@@ -340,18 +391,31 @@ def _evaluate_streams(typingctx, words, jitter_slots, first, last, golden, keys)
             e.store(_v4([0, 0, 0, 0]), wk, e.i64(_WK_WORDS * k + 64))
         found = cgutils.alloca_once(builder, _I32, size=EVALUATE_STREAMS * (PASSES + 1))
         early, early_msgs = e.rounds([e.iv] * EVALUATE_STREAMS, msgs, 0, 4)  # with msg1 of vectors 0, 1
-        changing = [[cgutils.alloca_once_value(builder, m[i]) for i in (2, 3)] for m in msgs]
-        with cgutils.for_range(builder, e.i64(PASSES + 1)) as loop:
-            current = [[*early_msgs[k][:2], *(builder.load(c) for c in changing[k])] for k in streams]
-            states = e.feed_forward(e.rounds(early, current, 4, 32)[0], [e.iv] * EVALUATE_STREAMS)
-            states = e.compress_scheduled(states, wk, [e.i64(_WK_WORDS * k) for k in streams])
-            states = e.rehash(states)
+        passes = [
+            _Pass(e, early[k], early_msgs[k], wk, _WK_WORDS * k, slots[k], found, (PASSES + 1) * k)
+            for k in streams
+        ]
+        offsets = STREAM_OFFSETS
+        for t in range(max(offsets)):
             for k in streams:
-                key = builder.extract_element(states[k][0], _i32(3))  # ABEF lane 3: a
-                builder.store(key, builder.gep(found, [builder.add(e.i64((PASSES + 1) * k), loop.index)]))
-                j = e.jitter(loop.index, key, slots[k])
-                for cell, value, mask in zip(changing[k], current[k][2:], e.mutation(j), strict=True):
-                    builder.store(builder.xor(value, mask), cell)
+                if t < offsets[k]:
+                    passes[k].step(t, e.i64(0))
+        # What each stream carries from one loop turn to the next (through stack cells, which LLVM
+        # turns back into registers).
+        layouts = [[(name, len(values)) for name, values in stream.carried()] for stream in passes]
+        cells = [[cgutils.alloca_once_value(builder, v) for v in _flat(stream)] for stream in passes]
+        with cgutils.for_range(builder, e.i64(PASSES + 1)) as loop:
+            for stream, layout, stream_cells in zip(passes, layouts, cells, strict=True):
+                stream.resume(layout, [builder.load(c) for c in stream_cells])
+            following = builder.add(loop.index, e.i64(1))
+            for t in range(PASS_STEPS):
+                for k in streams:
+                    position = (t + offsets[k]) % PASS_STEPS
+                    passes[k].step(position, loop.index if t + offsets[k] < PASS_STEPS else following)
+            for stream, layout, stream_cells in zip(passes, layouts, cells, strict=True):
+                assert [(name, len(values)) for name, values in stream.carried()] == layout
+                for cell, value in zip(stream_cells, _flat(stream), strict=True):
+                    builder.store(value, cell)
         golden_data = _pointer(context, builder, golden_t, args[4])
         for k, row in enumerate(rows):
             base = (PASSES + 1) * k
