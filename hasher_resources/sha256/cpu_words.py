@@ -1,5 +1,6 @@
 """What both CPU kernels (``cpu_simd``, ``cpu_shani``) compile in: the DESIGN §4.2 constants as the
-kernels use them and the 32-bit word operations Numba has no builtin for.
+kernels use them, the 32-bit word operations Numba has no builtin for, and the header words both
+read (DESIGN §4.1, as SHA-256 reads them).
 
 Numba types uint32 arithmetic as int64, so each result is cut back to 32 bits with ``np.uint32(...)``.
 The kernels' cache entries cover this file (``hasher_core.jit``): an edit here recompiles them.
@@ -23,6 +24,12 @@ PHASE3 = design.JITTER_PHASE3_START
 LOW_CLZ_LIMIT = 1 << (32 - design.JITTER_CLZ_THRESHOLD)
 LOW_CLZ_XOR = design.JITTER_LOW_CLZ_XOR
 HIGH_CLZ_XOR = design.JITTER_HIGH_CLZ_XOR
+#: Where DESIGN §4.1's header fields start, in 32-bit words (every field is word-aligned).
+_SLOTS_WORD = design.OFFSET_SLOTS // 4
+_EXTRANONCE_WORD = design.OFFSET_EXTRANONCE // 4
+_TIME_WORD = design.OFFSET_TIME // 4
+_BITS_WORD = design.OFFSET_BITS // 4
+_NONCE_WORD = design.OFFSET_NONCE // 4
 
 
 @njit(cache=True)
@@ -47,3 +54,35 @@ def clz32(x):
 def bswap32(x):
     """The 32-bit word with its bytes reversed."""
     return np.uint32(((x & 0xFF) << 24) | ((x & 0xFF00) << 8) | ((x >> 8) & 0xFF00) | (x >> 24))
+
+
+@njit(cache=True)
+def header_words_into(slots, seeds, header_time, words):  # pragma: no cover - compiled
+    """``words[N, 20]`` = the big-endian words of ``hasher_core.header.build_headers(slots, seeds,
+    header_time)`` (``slots`` uint32[N, 12], ``seeds`` uint8[N, 32]) without the byte array: the
+    little-endian fields (version, time, bits) byte-swapped, the slots as they are, the
+    extranonce read big-endian and the nonce field (seed bytes 28–31 reversed) little-endian."""
+    version = bswap32(np.uint32(design.HEADER_VERSION))
+    time = bswap32(np.uint32(header_time))
+    bits = bswap32(np.uint32(design.HEADER_BITS))
+    nonce = design.SEED_NONCE_OFFSET
+    for r in range(slots.shape[0]):
+        words[r, 0] = version
+        for i in range(design.SLOT_COUNT):
+            words[r, _SLOTS_WORD + i] = slots[r, i]
+        for i in range(design.EXTRANONCE_BYTES // 4):
+            at = 4 * i
+            words[r, _EXTRANONCE_WORD + i] = (
+                (np.uint32(seeds[r, at]) << 24)
+                | (np.uint32(seeds[r, at + 1]) << 16)
+                | (np.uint32(seeds[r, at + 2]) << 8)
+                | np.uint32(seeds[r, at + 3])
+            )
+        words[r, _TIME_WORD] = time
+        words[r, _BITS_WORD] = bits
+        words[r, _NONCE_WORD] = (
+            np.uint32(seeds[r, nonce])
+            | (np.uint32(seeds[r, nonce + 1]) << 8)
+            | (np.uint32(seeds[r, nonce + 2]) << 16)
+            | (np.uint32(seeds[r, nonce + 3]) << 24)
+        )
