@@ -266,8 +266,13 @@ def _deployments(args: argparse.Namespace) -> int:
 def _instance():
     import dagster as dg  # late: only these subcommands need Dagster
 
+    from hasher_resources.files import check_writable_dir
+
     if not os.environ.get("DAGSTER_HOME"):
         raise RuntimeError("DAGSTER_HOME is not set: dynamic partitions live in a persistent instance")
+    check_writable_dir(
+        Path(os.environ["DAGSTER_HOME"]), "DAGSTER_HOME", "the Dagster instance's runs and partitions"
+    )
     return dg.DagsterInstance.get()
 
 

@@ -4,7 +4,9 @@ directory, and the scan that tells the sensor which source files are new or chan
 One resource owns the three paths so every asset, the sensor and the CLI agree on them. Defaults
 come from the environment (``HASHER_MINER_DIR``, ``HASHER_INBOX_DIR``, ``HASHER_DATA_DIR``,
 ``HASHER_PROGRESS_DIR``, read in ``hasher_resources.files``) and can be overridden per run in the
-launchpad. The data directory may be shared by many machines; the progress stores may not.
+launchpad. The data directory may be shared by many machines; the progress stores may not. Every
+step of a run first checks that it can write each directory a run writes (:meth:`HasherStorage.
+check_writable`), so a read-only one stops the run before any work, naming its variable.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from hasher_core.knowledge import discovery_candidates, list_source_files, safe_
 
 from .files import (
     DigestMemo,
+    check_writable_dir,
     default_data_dir,
     default_inbox_dir,
     default_miner_dir,
@@ -88,6 +91,40 @@ class HasherStorage(dg.ConfigurableResource):
     def inbox_files(self) -> dict[str, Path]:
         """Partition key → path of each inbox file (see :func:`inbox_files`)."""
         return inbox_files(self.inbox_path)
+
+    def writable_dirs(self) -> list[tuple[str, Path, str]]:
+        """(setting, directory, what needs it) for every directory a run writes: the data directory
+        and each directory already in it (a stage's outputs, deployments, backups, the split cache),
+        the progress stores' directory and, when set, ``NUMBA_CACHE_DIR``. The miner directory and
+        the inbox are only read: read-only is fine there."""
+        data = ("HASHER_DATA_DIR", "storage.data_dir")[self.data_dir != str(default_data_dir())]
+        dirs = [(data, self.data_path, "every stage's outputs and the deployments")]
+        if self.data_path.is_dir():
+            with os.scandir(self.data_path) as entries:
+                dirs += [
+                    (data, self.data_path / e.name, "every stage's outputs and the deployments")
+                    for e in sorted(entries, key=lambda e: e.name)
+                    if e.is_dir(follow_symlinks=False)
+                ]
+        if self.progress_dir:
+            progress = ("HASHER_PROGRESS_DIR", "storage.progress_dir")[
+                self.progress_dir != str(default_progress_dir() or "")
+            ]
+            dirs.append((progress, Path(self.progress_dir).expanduser(), "the seeds progress stores"))
+        if os.environ.get("NUMBA_CACHE_DIR"):
+            dirs.append(("NUMBA_CACHE_DIR", Path(os.environ["NUMBA_CACHE_DIR"]), "Numba's compiled kernels"))
+        return dirs
+
+    def check_writable(self) -> None:
+        """Raise :class:`~hasher_core.errors.DirectoryNotWritableError` for the first directory of
+        :meth:`writable_dirs` hasher cannot write (creating missing ones on the way)."""
+        for variable, path, purpose in self.writable_dirs():
+            check_writable_dir(path, variable, purpose)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Every step of a run (not a sensor tick, which writes nothing here) checks before it works.
+        if context.run is not None:
+            self.check_writable()
 
 
 def inbox_files(inbox_dir: Path) -> dict[str, Path]:
