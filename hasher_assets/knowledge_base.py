@@ -16,17 +16,24 @@ from pydantic import Field
 
 from hasher_core.design import EMBEDDING_DIMS
 from hasher_core.errors import KnowledgeBaseError
-from hasher_core.knowledge import ReadReport, read_inbox_file
+from hasher_core.knowledge import ReadReport, SourceFingerprint, read_inbox_file
 from hasher_core.rate_log import RateReporter
 from hasher_core.schemas import knowledge_base_schema
 from hasher_resources.embedder import Embedder
 from hasher_resources.knowledge_split import ensure_split
 from hasher_resources.parquet_io import StagedParquet
-from hasher_resources.storage import HasherStorage
+from hasher_resources.storage import HasherStorage, inbox_fingerprint
 
 from .executors import step_op_tags
 from .metadata import preview_markdown
 from .partitions import source_files
+
+
+class RequestedSource(dg.Config):
+    """What a run was requested for (the sensor sets it): the partition and its content fingerprint."""
+
+    partition: str = Field(description="The source_files partition the request was made for")
+    fingerprint: str = Field(description="The source's content fingerprint when it was requested")
 
 
 class KnowledgeBaseConfig(dg.Config):
@@ -37,6 +44,11 @@ class KnowledgeBaseConfig(dg.Config):
     )
     batch_rows: int = Field(default=8192, gt=0, description="Records per streamed batch")
     embedding_dims: int = Field(default=EMBEDDING_DIMS, gt=0, description="Required embedding length")
+    requested: RequestedSource | None = Field(
+        default=None,
+        description="Set by the sensor: the run trains what it reads, and says so if the source "
+        "changed since it was requested",
+    )
 
 
 @dg.asset(
@@ -54,10 +66,19 @@ def knowledge_base(
     embedder: Embedder,
 ) -> dg.MaterializeResult:
     key = context.partition_key
+    if config.requested is not None and config.requested.partition != key:
+        raise KnowledgeBaseError(
+            f"run config requested partition {config.requested.partition!r}, but this run is for {key!r}"
+        )
     inbox = storage.inbox_files()
     split = None
+    # What was trained, in the sensor's terms (its fingerprint of this source), so that a source
+    # whose content was materialised is not requested again, whoever materialised it.
+    records_fingerprint = SourceFingerprint(key)
+    fingerprint = None
     if key in inbox and config.input_path is None:
         origin = f"inbox file {inbox[key]}"
+        fingerprint = inbox_fingerprint(inbox[key])
         inbox_report = ReadReport()
         batches = read_inbox_file(inbox[key], embedder, dims=config.embedding_dims, report=inbox_report)
     else:
@@ -88,6 +109,7 @@ def knowledge_base(
             for batch in batches:
                 table = pa.Table.from_batches([batch]).cast(schema)
                 writer.write_table(table)
+                records_fingerprint.update_table(table)
                 rows += table.num_rows
                 content_bytes += pc.sum(pc.binary_length(table.column("content"))).as_py() or 0
                 if first is None:
@@ -110,11 +132,18 @@ def knowledge_base(
         )
     seconds = time.monotonic() - started
     progress.finish(rows)
+    fingerprint = fingerprint or records_fingerprint.hexdigest()
+    if config.requested is not None and config.requested.fingerprint != fingerprint:
+        context.log.warning(
+            f"{key} changed since the run was requested (fingerprint {config.requested.fingerprint[:12]} "
+            f"then, {fingerprint[:12]} now): this run trains the content it read"
+        )
     metadata: dict[str, object] = {
         "dagster/row_count": rows,
         "source": origin,
         "input_file": str(read["path_used"]),
         "input_format": str(read["format"]),
+        "source_fingerprint": fingerprint,
         "records_seen_in_file": read["records_seen"],
         "skipped_in_file": read["records_skipped"],
         "skipped_by_reason": dg.MetadataValue.json(read["skipped"]),

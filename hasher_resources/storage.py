@@ -27,6 +27,7 @@ from .files import (
     default_inbox_dir,
     default_miner_dir,
     default_progress_dir,
+    file_digest,
     network_filesystem,
     stat_key,
 )
@@ -125,6 +126,11 @@ class HasherStorage(dg.ConfigurableResource):
         # Every step of a run (not a sensor tick, which writes nothing here) checks before it works.
         if context.run is not None:
             self.check_writable()
+
+
+def inbox_fingerprint(path: Path) -> str:
+    """An inbox file's fingerprint: the digest of its bytes, as :func:`scan_sources` takes it."""
+    return file_digest(path, digest_size=_INBOX_DIGEST_BYTES)
 
 
 def inbox_files(inbox_dir: Path) -> dict[str, Path]:
