@@ -237,21 +237,27 @@ def _atomic_claim_slot(self: Any, concurrency_key: str, run_id: str, step_key: s
 def _claim_with_leases(claim):
     def claim_concurrency_slot(self, concurrency_key, run_id, step_key, priority=None):
         root = self._instance.root_directory if self.has_instance else None
-        holding = root is not None and run_id in _claimed and bool(_claimed[run_id])
-        if root is not None and not holding:
+        if root is None:
+            return claim(self, concurrency_key, run_id, step_key, priority)
+        with _lock:
+            holding = bool(_claimed.get(run_id))
+        if not holding:
             hold_lease(root, run_id)  # before the claim: a slot is never held without a lease
-        status = claim(self, concurrency_key, run_id, step_key, priority)
-        if not status.is_claimed and root is not None:
-            if release_dead_holders(self._instance, concurrency_key, by_run=run_id):
-                status = claim(self, concurrency_key, run_id, step_key, priority)
-            else:
-                _name_unknown_holders(self._instance, concurrency_key, run_id)
-        if root is not None:
+        claimed = False
+        try:
+            status = claim(self, concurrency_key, run_id, step_key, priority)
+            if not status.is_claimed:
+                if release_dead_holders(self._instance, concurrency_key, by_run=run_id):
+                    status = claim(self, concurrency_key, run_id, step_key, priority)
+                else:
+                    _name_unknown_holders(self._instance, concurrency_key, run_id)
+            claimed = status.is_claimed
+        finally:
             with _lock:
-                steps = _claimed.setdefault(run_id, set())
-                if status.is_claimed:
-                    steps.add(step_key)
-            if not holding and not status.is_claimed and not steps:
+                if claimed:
+                    _claimed.setdefault(run_id, set()).add(step_key)
+                keep = holding or claimed
+            if not keep:
                 release_lease(run_id)
         return status
 

@@ -3,15 +3,17 @@
 Real ``dagster asset materialize`` runs on a SQLite instance made from ``dagster.yaml``, killed by a
 real signal while their ``seeds`` (pool ``sha256``), ``checkpoints`` or ``deployment`` (pool
 ``asic``) step holds the slot: SIGKILL to the whole process group (an OOM kill, ``docker kill``),
-SIGKILL to the run worker alone (its step process goes on and finishes), and SIGTERM to the run
-worker. Each time the next run of a step in that pool finishes, and the killed run does not stay
-STARTED. Before, the next run waited forever on "Step blocked by limit for pool asic", spinning a
-core (case 02). The same race as ``hasher_tests/resources/test_pools.py`` is replayed on PostgreSQL
-with ``deploy/dagster-postgres.yaml``.
+SIGKILL to the run worker alone (its step process goes on and finishes), SIGKILL to the step process
+alone (the run worker sees it die), and SIGTERM to the run worker. Each time the next run of a step
+in that pool finishes, and the killed run does not stay STARTED. Before, the next run waited forever
+on "Step blocked by limit for pool asic", spinning a core (case 02). The same race as
+``hasher_tests/resources/test_pools.py`` is replayed on PostgreSQL with
+``deploy/dagster-postgres.yaml``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -96,6 +98,19 @@ def _wait_for_holder(home: Path, pool: str, proc: subprocess.Popen, timeout_s: f
     raise AssertionError(f"no run claimed pool {pool} within {timeout_s} s")
 
 
+def _step_process(run_worker: int) -> int:
+    """The pid of the multiprocess executor's step process: the run worker's spawned child."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{run_worker}/task/{run_worker}/children").read_text().split()
+        for pid in children:
+            with contextlib.suppress(OSError):
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return int(pid)
+        time.sleep(0.1)
+    raise AssertionError(f"run worker {run_worker} has no step process")
+
+
 def _status(home: Path, run_id: str) -> dg.DagsterRunStatus:
     with dg.DagsterInstance.from_config(str(home)) as instance:
         return instance.get_run_by_id(run_id).status
@@ -107,6 +122,7 @@ def _status(home: Path, run_id: str) -> dg.DagsterRunStatus:
         ("seeds", "sha256", "SIGKILL group"),
         ("checkpoints", "asic", "SIGKILL group"),
         ("checkpoints", "asic", "SIGKILL run worker"),
+        ("checkpoints", "asic", "SIGKILL step process"),
         ("deployment", "asic", "SIGKILL group"),
         ("deployment", "asic", "SIGTERM run worker"),
     ],
@@ -120,6 +136,8 @@ def test_a_run_killed_in_a_pool_step_does_not_block_the_next(pipeline, step, poo
         sig = signal.SIGTERM if how.startswith("SIGTERM") else signal.SIGKILL
         if how.endswith("group"):
             os.killpg(first.pid, sig)
+        elif how.endswith("step process"):
+            os.kill(_step_process(first.pid), sig)
         else:
             os.kill(first.pid, sig)
         first.wait(timeout=120)

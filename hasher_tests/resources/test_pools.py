@@ -289,3 +289,18 @@ def test_dagster_yaml_frees_the_slots_of_runs_that_ended():
     for path in (ROOT / "dagster.yaml", ROOT / "deploy" / "dagster-postgres.yaml"):
         monitoring = yaml.safe_load(path.read_text())["run_monitoring"]
         assert monitoring["enabled"] and monitoring["free_slots_after_run_end_seconds"] > 0, path
+
+
+def test_a_run_waiting_for_a_pool_naps_instead_of_spinning_a_core(instance):
+    # Upstream, the executor loops on the claim without sleeping while every step waits: 100 % of a core.
+    from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+
+    instance.event_log_storage.set_concurrency_slots("sha256", 1)
+    holder, waiting = _run(instance), _run(instance)
+    assert instance.event_log_storage.claim_concurrency_slot("sha256", holder, "seeds").is_claimed
+    with InstanceConcurrencyContext(instance, instance.get_run_by_id(waiting)) as context:
+        cpu, wall = time.process_time(), time.monotonic()
+        while time.monotonic() - wall < 3.0:  # what the multiprocess executor's loop does
+            assert not context.claim("sha256", "seeds")
+        busy = (time.process_time() - cpu) / (time.monotonic() - wall)
+    assert busy < 0.3, f"the waiting loop used {busy:.0%} of a core"
