@@ -11,6 +11,7 @@ source; the run config naming the partition it was requested for, in the preview
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 
 import dagster as dg
@@ -153,3 +154,15 @@ def test_the_requested_fingerprint_is_checked_against_what_was_read(instance, st
         if e.level >= 30 and "changed since the run was requested" in (e.message or "")
     ]
     assert len(warnings) == 1 and "this run trains the content it read" in warnings[0]
+
+
+@pytest.mark.slow
+def test_a_tick_that_finds_only_trained_sources_says_so(instance, storage, miner_dir):
+    shutil.rmtree(miner_dir)
+    miner_dir.mkdir()
+    (storage.inbox_path / NOTE).write_text(TEXT)
+    _train(instance, storage, NOTE)
+    result = _tick(instance, storage, None)
+    assert isinstance(result, dg.SensorResult) and not result.run_requests
+    assert result.skip_reason.skip_message == f"trained already, not requested again: {NOTE}"
+    assert _tick(instance, storage, result.cursor).skip_message.startswith("no new or changed source files")
