@@ -149,8 +149,10 @@ def exchange(
             content_type = response.headers.get("Content-Type", "")
             answer = Answer(response.status, str(response.reason or ""), content_type, bytes(body))
         except (OSError, http.client.HTTPException) as exc:
-            # Every socket timeout here is what was left of the deadline: one firing means it passed.
-            if deadline.finish() and not isinstance(exc, TimeoutError):
+            # Every socket timeout here is what was left of the deadline: one firing means it passed
+            # (urllib wraps one raised while connecting, e.g. in the TLS handshake, in a URLError).
+            timed_out = isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError)
+            if deadline.finish() and not timed_out:
                 raise
             raise DeadlineExceeded(f"no complete answer within {deadline_s:g} s") from exc
         if not deadline.finish():
