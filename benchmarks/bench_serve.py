@@ -230,6 +230,11 @@ def main(argv: list[str] | None = None) -> None:
                         raise SystemExit(
                             f"{label}, {n} clients: answers differ from Model.generate for {wrong[:3]}"
                         )
+                    if not tokens:
+                        raise SystemExit(
+                            f"{label}, {n} clients: the server streamed no token, so there is nothing to "
+                            "time (a deployment trained below 17 bits answers no token: --difficulty 17)"
+                        )
                     p50, p99 = percentile(gaps, 50) * 1000, percentile(gaps, 99) * 1000
                     mean = sum(gaps) / tokens * 1000
                     rss = peak_rss_mib(server.process.pid)

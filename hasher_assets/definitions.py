@@ -16,6 +16,7 @@ import dagster as dg
 from hasher_resources.asic.resource import AsicResource, asic_resource_from_env
 from hasher_resources.embedder import Embedder, HashingEmbedder, OllamaEmbedder
 from hasher_resources.parquet_io import ParquetIOManager
+from hasher_resources.pools import install as install_pool_fixes
 from hasher_resources.settings import HasherSettings, load_settings
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
@@ -90,6 +91,9 @@ def resources_from_env() -> dict[str, object]:
         asic=asic_resource_from_env(),
     )
 
+
+# Dagster's pool slots: atomic claims, and slots of killed runs freed (see hasher_resources.pools).
+install_pool_fixes()
 
 defs = dg.Definitions(
     assets=ASSETS,

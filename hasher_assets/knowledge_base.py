@@ -12,6 +12,7 @@ import dagster as dg
 from pydantic import Field
 
 from hasher_core.design import EMBEDDING_DIMS
+from hasher_core.errors import KnowledgeBaseError
 from hasher_core.rate_log import RateReporter
 from hasher_resources.embedder import Embedder
 from hasher_resources.knowledge_source import (
@@ -28,6 +29,13 @@ from .metadata import preview_markdown
 from .partitions import source_files
 
 
+class RequestedSource(dg.Config):
+    """What a run was requested for (the sensor sets it): the partition and its content fingerprint."""
+
+    partition: str = Field(description="The source_files partition the request was made for")
+    fingerprint: str = Field(description="The source's content fingerprint when it was requested")
+
+
 class KnowledgeBaseConfig(dg.Config):
     """How to find and read the knowledge base."""
 
@@ -36,6 +44,11 @@ class KnowledgeBaseConfig(dg.Config):
     )
     batch_rows: int = Field(default=8192, gt=0, description="Records per streamed batch")
     embedding_dims: int = Field(default=EMBEDDING_DIMS, gt=0, description="Required embedding length")
+    requested: RequestedSource | None = Field(
+        default=None,
+        description="Set by the sensor: the run trains what it reads, and says so if the source "
+        "changed since it was requested",
+    )
 
 
 @dg.asset(
@@ -58,6 +71,10 @@ def knowledge_base(
     embedder: Embedder,
 ) -> dg.MaterializeResult:
     key = context.partition_key
+    if config.requested is not None and config.requested.partition != key:
+        raise KnowledgeBaseError(
+            f"run config requested partition {config.requested.partition!r}, but this run is for {key!r}"
+        )
     records = partition_records(
         storage,
         key,
@@ -74,7 +91,7 @@ def knowledge_base(
     staging = storage.stage_dir(".staging") / f"knowledge_base.{key}.{context.run.run_id}.parquet"
     progress = RateReporter("knowledge_base", None, context.log.info, unit="chunks")
     started = time.monotonic()
-    written = write_knowledge_base(records.batches, staging, config.embedding_dims, progress.update)
+    written = write_knowledge_base(records.batches, staging, config.embedding_dims, progress.update, key)
     for warning in records.warnings():
         context.log.warning(warning)
     note = None
@@ -86,6 +103,14 @@ def knowledge_base(
         context.log.warning(note)
     seconds = time.monotonic() - started
     progress.finish(written.rows)
+    # What was trained, in the sensor's terms (its fingerprint of this source), so that a source
+    # whose content was materialised is not requested again, whoever materialised it.
+    fingerprint = records.fingerprint or written.fingerprint
+    if config.requested is not None and config.requested.fingerprint != fingerprint:
+        context.log.warning(
+            f"{key} changed since the run was requested (fingerprint {config.requested.fingerprint[:12]} "
+            f"then, {fingerprint[:12]} now): this run trains the content it read"
+        )
     return dg.MaterializeResult(
         value=StagedParquet(staging), metadata=_metadata(records, written, seconds, embedder, config, note)
     )
@@ -106,6 +131,7 @@ def _metadata(
         "input_file": str(read["path_used"]),
         "input_format": str(read["format"]),
         "input_encoding": str(read.get("encoding")),
+        "source_fingerprint": records.fingerprint or written.fingerprint,
         "records_seen_in_file": read["records_seen"],
         "skipped_in_file": read["records_skipped"],
         "skipped_by_reason": dg.MetadataValue.json(read["skipped"]),

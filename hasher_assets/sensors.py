@@ -5,10 +5,15 @@ each source file inside it gets a content fingerprint, so a touched-but-unchange
 nothing and an edited document re-runs only its own partition. The cursor (JSON) survives
 restarts and counts each partition's changes, which makes every run key unique per change (a
 file edited back to an earlier content runs again); a tick handles at most
-``HASHER_SENSOR_MAX_FILES`` changed files and leaves the rest for the next tick.
+``HASHER_SENSOR_MAX_FILES`` changed files and leaves the rest for the next tick. A source whose
+content is trained already — its latest ``knowledge_base`` materialisation has this fingerprint and
+``checkpoints`` was materialised after it, by the sensor's run, the CLI or the UI — is not requested
+again. Each run's config names the partition and fingerprint it was requested for (what
+``dagster sensor preview`` prints).
 """
 
 import json
+from collections.abc import Mapping
 
 import dagster as dg
 
@@ -19,11 +24,41 @@ from .jobs import partition_pipeline_job
 from .partitions import source_files
 
 
-def sensor_run_config() -> dict:
-    """Run config of the sensor's runs: ``HASHER_SENSOR_DIFFICULTY_BITS`` overrides the seeds'
+def sensor_run_config(partition: str, fingerprint: str) -> dict:
+    """Run config of the sensor's run for ``partition``: what it was requested for (the partition
+    and its content fingerprint), and ``HASHER_SENSOR_DIFFICULTY_BITS`` overriding the seeds'
     difficulty (the default, 17 bits = an exact token, costs about 2^17 evaluations per frame)."""
+    ops: dict = {
+        "knowledge_base": {"config": {"requested": {"partition": partition, "fingerprint": fingerprint}}}
+    }
     bits = load_settings().sensor_difficulty_bits
-    return {"ops": {"seeds": {"config": {"difficulty_bits": bits}}}} if bits is not None else {}
+    if bits is not None:
+        ops["seeds"] = {"config": {"difficulty_bits": bits}}
+    return {"ops": ops}
+
+
+def trained_content(instance: dg.DagsterInstance, changed: Mapping[str, str]) -> dict[str, str]:
+    """Partition → run id, for each source in ``changed`` (partition → content fingerprint) whose
+    content is trained already: its latest ``knowledge_base`` materialisation has that fingerprint
+    (``source_fingerprint``) and ``checkpoints`` was materialised after it. Three queries a tick."""
+    kb, cp = dg.AssetKey("knowledge_base"), dg.AssetKey("checkpoints")
+    materialised = dg.DagsterEventType.ASSET_MATERIALIZATION
+    latest = instance.get_latest_storage_id_by_partition(kb, materialised, set(changed)) if changed else {}
+    after = instance.get_latest_storage_id_by_partition(cp, materialised, set(latest)) if latest else {}
+    finished = [storage_id for key, storage_id in latest.items() if after.get(key, -1) > storage_id]
+    if not finished:
+        return {}
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=kb, storage_ids=finished), limit=len(finished)
+    ).records
+    trained = {}
+    for record in records:
+        materialization = record.asset_materialization
+        stored = materialization.metadata.get("source_fingerprint") if materialization else None
+        key = materialization.partition if materialization else None
+        if key in changed and stored is not None and stored.value == changed[key]:
+            trained[key] = record.run_id
+    return trained
 
 
 @dg.sensor(
@@ -51,19 +86,30 @@ def miner_output_sensor(context: dg.SensorEvaluationContext, storage: HasherStor
         return dg.SkipReason(reason)
     existing = set(context.instance.get_dynamic_partitions(source_files.name))
     new_keys = sorted(k for k in changed if k not in existing)
+    adds = [source_files.build_add_request(new_keys)] if new_keys else []
+    trained = trained_content(context.instance, changed)
+    for key, run_id in sorted(trained.items()):
+        context.log.info(f"{key}: this content is trained already (run {run_id}); not requested again")
+    wanted = {k: fp for k, fp in changed.items() if k not in trained}
     # Dagster drops a request whose run_key was used before, forever: a file edited back to an
     # earlier content must still run, so the key counts the partition's changes, not its content.
     changes = dict(cursor.get("changes", {}))
-    for key in changed:
+    for key in wanted:
         changes[key] = changes.get(key, 0) + 1
     new_cursor["changes"] = changes
+    if not wanted:
+        return dg.SensorResult(
+            skip_reason=f"trained already, not requested again: {', '.join(sorted(trained))}",
+            dynamic_partitions_requests=adds,
+            cursor=json.dumps(new_cursor),
+        )
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                partition_key=k, run_key=f"{k}:{changes[k]}:{fp[:16]}", run_config=sensor_run_config()
+                partition_key=k, run_key=f"{k}:{changes[k]}:{fp[:16]}", run_config=sensor_run_config(k, fp)
             )
-            for k, fp in sorted(changed.items())
+            for k, fp in sorted(wanted.items())
         ],
-        dynamic_partitions_requests=[source_files.build_add_request(new_keys)] if new_keys else [],
+        dynamic_partitions_requests=adds,
         cursor=json.dumps(new_cursor),
     )

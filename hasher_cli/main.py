@@ -8,7 +8,9 @@ stored frame; ``hasher serve`` serves the deployment over HTTP (``hasher_cli.ser
 deployments rollback`` deploys an earlier version again; ``hasher partitions
 sync`` registers a ``source_files`` partition per source file in the Dagster instance
 (``$DAGSTER_HOME``, checked first by ``hasher_cli.dagster_home``) and says on stderr what it skipped;
-``hasher status`` summarises what every stage has stored under the data directory. Exit status of
+``hasher status`` summarises what every stage has stored under the data directory; ``hasher pools``
+shows which runs hold the concurrency pools (``sha256``, ``asic``) and ``hasher pools free RUN_ID``
+frees the slots of a run that died holding them. Exit status of
 ``predict`` and ``generate``: 0 when the model answered (a token is predicted), 1 when it could not
 (not solved, or it abstained), 2 on any error; of ``partitions sync``: 0, or 1 when it found no source
 file or could not read an input file at all. Prompts (``--prompt``, ``--prompt-file``, ``-`` for
@@ -169,6 +171,22 @@ def _parser() -> argparse.ArgumentParser:
     from hasher_cli import serve  # argparse only at import: --help stays instant
 
     serve.add_parser(sub, _add_store_arguments, BACKENDS)
+    pl = sub.add_parser(
+        "pools",
+        help="which runs hold the concurrency pools ($DAGSTER_HOME); free a dead run's slots",
+        description="Lists every claimed slot of every pool with its run's status and whether a "
+        "process of that run still runs on this machine (its lease). A run killed here is released "
+        "by the next step that waits for its pool; `hasher pools free RUN_ID` releases one that "
+        "hasher cannot judge (it ran on another machine): the run is marked failed.",
+    )
+    pl.set_defaults(run=_pools)
+    pl_sub = pl.add_subparsers(dest="action", metavar="ACTION")
+    pl_free = pl_sub.add_parser("free", help="mark a run that holds pool slots failed and free its slots")
+    pl_free.add_argument("run_id", help="the run's id (hasher pools lists them)")
+    pl_free.add_argument(
+        "--force", action="store_true", help="even when a process of the run still runs on this machine"
+    )
+    pl_free.set_defaults(run=_pools_free)
 
     st = sub.add_parser("status", help="what each stage has stored under the data directory")
     _add_store_arguments(st)
@@ -323,9 +341,12 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _instance():
+    from hasher_resources.files import check_writable_dir
+
     from .dagster_home import check_dagster_home
 
-    check_dagster_home()  # before Dagster opens (and may create) anything
+    home = check_dagster_home()  # before Dagster opens (and may create) anything
+    check_writable_dir(home, "DAGSTER_HOME", "the Dagster instance's runs and partitions")
     import dagster as dg  # late: only these subcommands need Dagster
 
     return dg.DagsterInstance.get()
@@ -373,6 +394,37 @@ def _partitions_list(args: argparse.Namespace) -> int:
     with _instance() as instance:
         for key in sorted(instance.get_dynamic_partitions("source_files")):
             print(key)
+    return 0
+
+
+def _pools(args: argparse.Namespace) -> int:
+    from hasher_resources.pools import holders
+
+    said = {
+        "running": "running on this machine",
+        "gone": "every process of it has ended: the next step waiting for this pool frees it",
+        "unknown": "no lease on this machine: if it is dead, hasher pools free {run_id}",
+    }
+    with _instance() as instance:
+        storage = instance.event_log_storage
+        held = holders(instance)
+        for pool in sorted(storage.get_concurrency_keys()):
+            info = storage.get_concurrency_info(pool)
+            mine = [h for h in held if h.pool == pool]
+            waiting = len(info.pending_steps) - len(mine)
+            print(f"{pool}: {len(mine)} of {info.slot_count} slot(s) held, {waiting} step(s) waiting")
+            for h in mine:
+                lease = said[h.lease].format(run_id=h.run_id)
+                print(f"  run {h.run_id} step {h.step_key}: {h.run_status}, {lease}")
+    return 0
+
+
+def _pools_free(args: argparse.Namespace) -> int:
+    from hasher_resources.pools import free_run
+
+    with _instance() as instance:
+        freed = free_run(instance, args.run_id, force=args.force)
+    print(f"freed pool(s) {', '.join(freed)} of run {args.run_id}; the run is marked failed")
     return 0
 
 

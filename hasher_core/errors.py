@@ -27,9 +27,26 @@ class FileChangedError(HasherError):
         super().__init__(f"{path}: changed while it was being fingerprinted; try again")
 
 
+class DirectoryNotWritableError(HasherError):
+    """A directory hasher must write cannot be written; names the variable that chose it, the
+    directory, the reason (read-only filesystem, permission, a file in the way) and what needs it."""
+
+    def __init__(self, variable: str, path: Path, reason: str, purpose: str) -> None:
+        self.variable = variable
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(
+            f"{variable}={str(path)!r}: hasher cannot write there ({reason}); {purpose} need a writable "
+            f"directory: point {variable} at one"
+        )
+
+
 class TextEncodingError(HasherError, ValueError):
     """Bytes that should be text are in no Unicode encoding form hasher reads; the message says why
     (the first bad byte and its offset) and the caller names the file, record or argument."""
+
+
+# --- stage 1: knowledge base --------------------------------------------------------------------
 
 
 class KnowledgeBaseError(HasherError):

@@ -1,5 +1,5 @@
 """Files, the one way: atomic writes, directory fsync, content digests with a stat memo, file locks,
-and the directories the environment names.
+the directories the environment names and the check that hasher can write them.
 
 Every writer in hasher goes through :func:`atomic_write` (a temporary file beside the target,
 fsynced, renamed over it, the directory fsynced), so a reader sees the old file or the complete
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hasher_core.errors import FileChangedError
+from hasher_core.errors import DirectoryNotWritableError, FileChangedError
 
 from .settings import load_settings
 
@@ -65,6 +65,32 @@ def default_progress_dir() -> Path | None:
     ``<data dir>/seeds_progress``. SQLite's WAL needs a local disk (see :func:`network_filesystem`)."""
     env = load_settings().progress_dir
     return Path(env).expanduser() if env else None
+
+
+def check_writable_dir(path: Path, variable: str, purpose: str) -> Path:
+    """Make sure hasher can write in ``path`` before any work starts: create it (and its parents)
+    if missing, then create and delete a file in it — the only test that sees read-only mounts,
+    permissions without root's override, ACLs and full inode tables alike. Returns ``path``.
+
+    Raises :class:`DirectoryNotWritableError` naming ``variable`` (the setting that chose the
+    directory), the directory, why (``Read-only file system``, ``Permission denied``, ``a file is in
+    the way``…) and ``purpose`` (what needs it, e.g. "the seeds progress stores").
+    """
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".hasher-write-check.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        if isinstance(exc, FileExistsError):
+            reason = "a file is in the way, not a directory"
+        elif isinstance(exc, NotADirectoryError):
+            reason = "a parent is a file, not a directory"
+        else:
+            reason = exc.strerror or str(exc)
+        raise DirectoryNotWritableError(variable, path, reason, purpose) from None
+    return path
 
 
 #: Filesystem types (``/proc/self/mounts``) on which SQLite's WAL mode is unsafe: its shared-memory

@@ -16,11 +16,11 @@ import pyarrow.parquet as pq
 
 from hasher_core.embedding import TextEmbedder
 from hasher_core.errors import KnowledgeBaseError
-from hasher_core.knowledge import ReadReport, read_inbox_file
+from hasher_core.knowledge import ReadReport, SourceFingerprint, read_inbox_file
 from hasher_core.schemas import knowledge_base_schema
 
 from .knowledge_split import KnowledgeSplit, ensure_split
-from .storage import HasherStorage
+from .storage import HasherStorage, inbox_fingerprint
 
 #: Records per batch the split is built with (its Parquet row groups).
 SPLIT_BATCH_ROWS = 2048
@@ -34,6 +34,9 @@ class PartitionRecords:
     batches: Iterator[pa.RecordBatch]
     split: KnowledgeSplit | None = None
     inbox_report: ReadReport = field(default_factory=ReadReport)
+    #: The inbox file's fingerprint (the digest of its bytes, as the sensor takes it); ``None`` for a
+    #: miner source file, whose fingerprint is the records' (:class:`WrittenKnowledgeBase`).
+    fingerprint: str | None = None
 
     def read_report(self) -> dict[str, Any]:
         """What reading the input found (complete once ``batches`` is exhausted); for the miner file
@@ -82,7 +85,12 @@ def partition_records(
     if partition_key in inbox and input_path is None:
         report = ReadReport()
         batches = read_inbox_file(inbox[partition_key], embedder, dims=dims, report=report)
-        return PartitionRecords(f"inbox file {inbox[partition_key]}", batches, inbox_report=report)
+        return PartitionRecords(
+            f"inbox file {inbox[partition_key]}",
+            batches,
+            inbox_report=report,
+            fingerprint=inbox_fingerprint(inbox[partition_key]),
+        )
     split = ensure_split(
         storage.miner_path,
         storage.stage_dir("knowledge_split"),
@@ -97,21 +105,28 @@ def partition_records(
 
 @dataclass(frozen=True)
 class WrittenKnowledgeBase:
-    """What :func:`write_knowledge_base` wrote: rows, bytes of content, and the first batch."""
+    """What :func:`write_knowledge_base` wrote: rows, bytes of content, the first batch, and the
+    records' :class:`~hasher_core.knowledge.SourceFingerprint` (hex, what the sensor compares)."""
 
     path: Path
     rows: int
     content_bytes: int
     first: pa.Table | None
+    fingerprint: str
 
 
 def write_knowledge_base(
-    batches: Iterator[pa.RecordBatch], path: Path, dims: int, progress: Callable[[int], None]
+    batches: Iterator[pa.RecordBatch],
+    path: Path,
+    dims: int,
+    progress: Callable[[int], None],
+    source_file: str,
 ) -> WrittenKnowledgeBase:
     """Stream ``batches`` into ``path`` (zstd Parquet, the canonical schema of ``dims``), calling
-    ``progress(rows so far)`` after each batch. On any exception the partial file is removed and the
-    exception propagates."""
+    ``progress(rows so far)`` after each batch, and fingerprint the records as ``source_file``'s. On
+    any exception the partial file is removed and the exception propagates."""
     schema = knowledge_base_schema(dims)
+    fingerprint = SourceFingerprint(source_file)
     rows = content_bytes = 0
     first: pa.Table | None = None
     try:
@@ -119,6 +134,7 @@ def write_knowledge_base(
             for batch in batches:
                 table = pa.Table.from_batches([batch]).cast(schema)
                 writer.write_table(table)
+                fingerprint.update_table(table)
                 rows += table.num_rows
                 content_bytes += pc.sum(pc.binary_length(table.column("content"))).as_py() or 0
                 if first is None:
@@ -127,4 +143,4 @@ def write_knowledge_base(
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    return WrittenKnowledgeBase(path, rows, content_bytes, first)
+    return WrittenKnowledgeBase(path, rows, content_bytes, first, fingerprint.hexdigest())

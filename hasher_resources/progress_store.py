@@ -90,13 +90,22 @@ class SqliteProgressStore:
         """
         path = Path(path)
         partition = partition if partition is not None else path.stem
-        path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = _lock_path(path)
 
         def busy(waited: float, holder: str) -> ProgressStoreLockedError:
             return ProgressStoreLockedError(path, partition, wait_s, lock_path)
 
-        lock_fd = acquire_lock(lock_path, wait_s=max(0.0, wait_s), busy=busy, note=f"partition {partition}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock_fd = acquire_lock(
+                lock_path, wait_s=max(0.0, wait_s), busy=busy, note=f"partition {partition}"
+            )
+        except OSError as exc:  # read-only filesystem, permissions: the lock file cannot be created
+            raise ProgressStoreError(
+                path,
+                f"cannot write its directory {path.parent} ({exc.strerror or exc}); the progress stores "
+                "need a writable local directory (HASHER_PROGRESS_DIR)",
+            ) from exc
         try:
             _check_magic(path)
             connection = _connect(path)

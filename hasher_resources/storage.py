@@ -4,7 +4,9 @@ directory, and the scan that tells the sensor which source files are new or chan
 One resource owns the three paths so every asset, the sensor and the CLI agree on them. Defaults
 come from the environment (``HASHER_MINER_DIR``, ``HASHER_INBOX_DIR``, ``HASHER_DATA_DIR``,
 ``HASHER_PROGRESS_DIR``, read in ``hasher_resources.files``) and can be overridden per run in the
-launchpad. The data directory may be shared by many machines; the progress stores may not.
+launchpad. The data directory may be shared by many machines; the progress stores may not. Every
+step of a run first checks that it can write each directory a run writes (:meth:`HasherStorage.
+check_writable`), so a read-only one stops the run before any work, naming its variable.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from hasher_core.knowledge import ReadReport, discovery_candidates, list_source_
 from .files import (
     DigestMemo,
     atomic_write_text,
+    check_writable_dir,
     default_data_dir,
     default_inbox_dir,
     default_miner_dir,
     default_progress_dir,
+    file_digest,
     network_filesystem,
     stat_key,
 )
@@ -100,6 +104,45 @@ class HasherStorage(dg.ConfigurableResource):
     def inbox_listing(self) -> InboxListing:
         """The inbox's files by key and the entries skipped, with why (see :func:`list_inbox`)."""
         return list_inbox(self.inbox_path)
+
+    def writable_dirs(self) -> list[tuple[str, Path, str]]:
+        """(setting, directory, what needs it) for every directory a run writes: the data directory
+        and each directory already in it (a stage's outputs, deployments, backups, the split cache),
+        the progress stores' directory and, when set, ``NUMBA_CACHE_DIR``. The miner directory and
+        the inbox are only read: read-only is fine there."""
+        data = ("HASHER_DATA_DIR", "storage.data_dir")[self.data_dir != str(default_data_dir())]
+        dirs = [(data, self.data_path, "every stage's outputs and the deployments")]
+        if self.data_path.is_dir():
+            with os.scandir(self.data_path) as entries:
+                dirs += [
+                    (data, self.data_path / e.name, "every stage's outputs and the deployments")
+                    for e in sorted(entries, key=lambda e: e.name)
+                    if e.is_dir(follow_symlinks=False)
+                ]
+        if self.progress_dir:
+            progress = ("HASHER_PROGRESS_DIR", "storage.progress_dir")[
+                self.progress_dir != str(default_progress_dir() or "")
+            ]
+            dirs.append((progress, Path(self.progress_dir).expanduser(), "the seeds progress stores"))
+        if os.environ.get("NUMBA_CACHE_DIR"):
+            dirs.append(("NUMBA_CACHE_DIR", Path(os.environ["NUMBA_CACHE_DIR"]), "Numba's compiled kernels"))
+        return dirs
+
+    def check_writable(self) -> None:
+        """Raise :class:`~hasher_core.errors.DirectoryNotWritableError` for the first directory of
+        :meth:`writable_dirs` hasher cannot write (creating missing ones on the way)."""
+        for variable, path, purpose in self.writable_dirs():
+            check_writable_dir(path, variable, purpose)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Every step of a run (not a sensor tick, which writes nothing here) checks before it works.
+        if context.run is not None:
+            self.check_writable()
+
+
+def inbox_fingerprint(path: Path) -> str:
+    """An inbox file's fingerprint: the digest of its bytes, as :func:`scan_sources` takes it."""
+    return file_digest(path, digest_size=_INBOX_DIGEST_BYTES)
 
 
 @dataclass(frozen=True)
@@ -244,7 +287,8 @@ def scan_sources(
         if problem := files.get(str(path), {}).get("problem"):
             skipped[str(path)] = problem
     skipped = dict(sorted(skipped.items()))
-    record_scan(storage, skipped)
+    if (unkept := record_scan(storage, skipped)) is not None:
+        notes.append(unkept)
     cursor = {"version": CURSOR_VERSION, "files": files, "partitions": partitions, "skipped": skipped}
     return changed, cursor, notes
 
@@ -253,16 +297,23 @@ def scan_sources(
 SCAN_REPORT = "source_scan.json"
 
 
-def record_scan(storage: HasherStorage, skipped: dict[str, str]) -> None:
+def record_scan(storage: HasherStorage, skipped: dict[str, str]) -> str | None:
     """Keep what the last scan skipped and why in ``<data dir>/source_scan.json``, rewritten only when
-    it changed (a sensor tick that finds the same problems writes nothing)."""
+    it changed (a sensor tick that finds the same problems writes nothing).
+
+    The report is for ``hasher status`` only, and a scan (a sensor tick) needs no writable data
+    directory: when it cannot be written, this returns a note saying so instead of raising."""
     path = storage.data_path / SCAN_REPORT
     report = {"miner_dir": str(storage.miner_path), "inbox_dir": str(storage.inbox_path), "skipped": skipped}
     if read_scan_report(storage.data_path) == report:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # ASCII escapes: a path with undecodable bytes (PEP 383 surrogates) stays valid JSON and UTF-8.
-    atomic_write_text(path, json.dumps(report, indent=1) + "\n")
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # ASCII escapes: a path with undecodable bytes (PEP 383 surrogates) stays valid JSON and UTF-8.
+        atomic_write_text(path, json.dumps(report, indent=1) + "\n")
+    except OSError as exc:
+        return f"{path}: not kept ({exc.strerror or exc}); hasher status will not list the skipped inputs"
+    return None
 
 
 def read_scan_report(data_dir: Path) -> dict | None:

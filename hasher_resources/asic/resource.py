@@ -56,12 +56,15 @@ def start_emulator(
     backend: str = "auto",
     faults: Sequence[str] = (),
     stall_s: float = 2.0,
+    delivery: str = "packets",
+    split_at: Sequence[int] = (),
     ready_timeout_s: float = 60.0,
 ) -> tuple[subprocess.Popen, str]:
     """Start ``hasher-asic-emulator`` as a child process; return it and the URL it printed.
 
     ``transport`` is ``pty`` or ``tcp`` (a loopback port it picks); ``faults`` are ``--fault``
-    specs. Raises ValueError for another transport and :class:`AsicNotFoundError` (with the tail of
+    specs; ``delivery`` and ``split_at`` arrange the replies into writes (``--delivery``,
+    ``--split-at``). Raises ValueError for another transport and :class:`AsicNotFoundError` (with the tail of
     its stderr) when it does not print ``READY <url>`` within ``ready_timeout_s`` seconds.
     """
     if transport not in ("pty", "tcp"):
@@ -72,6 +75,9 @@ def start_emulator(
     argv += ["--stall-s", str(stall_s), "--backend", backend]
     for fault in faults:
         argv += ["--fault", fault]
+    argv += ["--delivery", delivery]
+    if split_at:
+        argv.append("--split-at=" + ",".join(str(at) for at in split_at))  # "-1,3" would look like a flag
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:

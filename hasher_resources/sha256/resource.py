@@ -21,6 +21,7 @@ from hasher_core.design import STABILITY_PASSES
 from hasher_core.errors import BackendUnavailableError, KernelConfigError
 from hasher_core.names import AUTO, KERNEL_BACKENDS
 
+from ..pools import hold_lease, release_lease
 from . import api, inputs
 from . import cuda as cuda_backend
 from .api import NonceScanResult
@@ -60,6 +61,14 @@ class Sha256Kernel(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Resolve at run start, so a run asking for an unavailable GPU fails before any work.
         context.log.info(f"Sha256Kernel runs on backend {self.backend_name()!r}")
+        # The steps that hash hold the device pools (sha256, asic): while one works, its run's lease
+        # says the run is alive, even if its run worker was killed (hasher_resources.pools).
+        if context.run is not None:
+            hold_lease(context.instance.root_directory, context.run.run_id)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if context.run is not None:
+            release_lease(context.run.run_id)
 
     def backend_name(self) -> str:
         """The backend that actually runs ('reference', 'cpu' or 'cuda'), resolved once.

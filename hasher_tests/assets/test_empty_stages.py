@@ -159,8 +159,11 @@ def test_the_stage_two_note_says_why_there_are_no_frames() -> None:
 
     def empty_frames_note(chunks: int, skipped_chunks: int, tokenizer_failed: int, frames: int) -> str | None:
         return FramesReport(
-            "frames.parquet", chunks=chunks, skipped_chunks=skipped_chunks,
-            tokenizer_failed=tokenizer_failed, frames=frames,
+            "frames.parquet",
+            chunks=chunks,
+            skipped_chunks=skipped_chunks,
+            tokenizer_failed=tokenizer_failed,
+            frames=frames,
         ).empty_note()
 
     assert empty_frames_note(3, 1, 0, 5) is None

@@ -117,7 +117,10 @@ def test_cursor_survives_a_restart(instance, storage, monkeypatch):
     _apply(instance, first)
     with dg.instance_for_test() as fresh_instance:  # a new daemon process: only the cursor carries over
         fresh_instance.add_dynamic_partitions("source_files", SAMPLE_KEYS)
-        assert isinstance(_tick(fresh_instance, storage, first.cursor), dg.SkipReason)
+        again = _tick(fresh_instance, storage, first.cursor)
+        # Nothing requested. (A tick more than 2 s after the copy re-reads the just-copied file once,
+        # to trust its memo, and returns the new cursor with its skip reason: a SensorResult.)
+        assert isinstance(again, dg.SkipReason) or not again.run_requests
 
 
 def test_a_tick_reads_a_bounded_number_of_changed_files(instance, storage, monkeypatch):

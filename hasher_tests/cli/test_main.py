@@ -205,7 +205,6 @@ def test_json_output_is_utf8_whatever_the_locale(locale_encoding):
     assert b"\\udce9" in result.stdout
 
 
-
 @pytest.mark.parametrize(
     "damage",
     [
