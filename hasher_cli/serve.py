@@ -93,6 +93,13 @@ def add_parser(sub, add_store_arguments: Callable[[argparse.ArgumentParser], Non
         "--max-concurrent", type=_positive_int, default=32, help="generations at once; more get 429 (32)"
     )
     s.add_argument("--deadline-s", type=_seconds, default=120.0, help="seconds per request (120)")
+    s.add_argument(
+        "--max-distance",
+        type=_at_least(float, 0.0, "a distance"),
+        default=None,
+        help="abstain beyond this distance when a request names none (default: the model's, as for "
+        "hasher generate; docs/design.md §6.1)",
+    )
     s.add_argument("--poll-s", type=_seconds, default=2.0, help="how often to look for a new deployment (2)")
     s.add_argument(
         "--threads",
@@ -120,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     import numba
     import uvicorn
 
+    from hasher_core.inference import DEFAULT_MAX_DISTANCE
     from hasher_resources.deploy.store import DeploymentStore
     from hasher_resources.files import default_data_dir
     from hasher_resources.serve import InferenceWorker, ModelHolder, ServeLimits, create_app, kernel_loader
@@ -134,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         default_max_tokens=min(args.default_max_tokens, args.max_tokens_cap),
         max_concurrent=args.max_concurrent,
         deadline_s=args.deadline_s,
+        default_max_distance=DEFAULT_MAX_DISTANCE if args.max_distance is None else args.max_distance,
     )
     kernel = Sha256Kernel(backend=args.backend, threads=args.threads)
     kernel.backend_name()  # an unavailable backend stops here, before anything binds

@@ -138,7 +138,9 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         missing = sorted(k for k, p in found.items() if not p.path.exists())
         if missing:
             context.log.warning(
-                f"{len(missing)} partition(s) of {name} are not materialised and are skipped: "
+                f"{len(missing)} registered partition(s) of {name} are not materialised yet, so this run "
+                f"leaves them out (materialise them to include them): "
                 + ", ".join(missing[:10])
+                + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             )
         return {k: p for k, p in found.items() if p.path.exists()}

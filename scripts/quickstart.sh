@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/_env.sh
 source scripts/_env.sh
+setup_start=$(date +%s)
 hasher_venv dev
 
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"
@@ -78,7 +79,7 @@ echo "==> the model at work: hasher generate --prompt \"$prompt\" --max-tokens 4
 continuation="$(hasher generate --prompt "$prompt" --max-tokens 400 2>"$logs/generate.err")" || { cat "$logs/generate.err" >&2; exit 1; }
 echo "$prompt$continuation" | fold -s -w 100 | sed 's/^/    /'
 sed 's/^/    /' "$logs/generate.err"
-echo "==> done in $(( $(date +%s) - start )) s. Outputs under $HASHER_DATA_DIR; Dagster instance in $DAGSTER_HOME."
-echo "    Use it:     HASHER_DATA_DIR=$HASHER_DATA_DIR .venv/bin/hasher generate --prompt \"The Zen of Python\""
-echo "    Serve it:   HASHER_DATA_DIR=$HASHER_DATA_DIR .venv/bin/hasher serve    (then open http://127.0.0.1:8420/)"
+echo "==> done: set-up $(( start - setup_start )) s, training to the answer above $(( $(date +%s) - start )) s. Outputs under $HASHER_DATA_DIR; Dagster instance in $DAGSTER_HOME."
+echo "    Use it:     HASHER_DATA_DIR=$HASHER_DATA_DIR NUMBA_CACHE_DIR=$NUMBA_CACHE_DIR .venv/bin/hasher generate --prompt \"The Zen of Python\""
+echo "    Serve it:   HASHER_DATA_DIR=$HASHER_DATA_DIR NUMBA_CACHE_DIR=$NUMBA_CACHE_DIR .venv/bin/hasher serve    (then open http://127.0.0.1:8420/)"
 echo "    Browse it:  DAGSTER_HOME=$DAGSTER_HOME HASHER_MINER_DIR=$HASHER_MINER_DIR HASHER_INBOX_DIR=$HASHER_INBOX_DIR HASHER_DATA_DIR=$HASHER_DATA_DIR .venv/bin/dagster dev -h 127.0.0.1"

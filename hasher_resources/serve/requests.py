@@ -33,6 +33,9 @@ class ServeLimits:
     max_concurrent: int = 32
     deadline_s: float = 120.0
     max_body_bytes: int = 1 << 20
+    #: The distance beyond which the model abstains when a request names none (``hasher serve
+    #: --max-distance``; the model's measured default, docs/design.md §6.1).
+    default_max_distance: float = DEFAULT_MAX_DISTANCE
 
     def __post_init__(self) -> None:
         problems = [
@@ -45,6 +48,10 @@ class ServeLimits:
         if self.default_max_tokens > self.max_tokens_cap:
             problems.append(
                 f"default_max_tokens {self.default_max_tokens} exceeds max_tokens_cap {self.max_tokens_cap}"
+            )
+        if not (self.default_max_distance >= 0 and math.isfinite(self.default_max_distance)):
+            problems.append(
+                f"default_max_distance must be a finite number >= 0, got {self.default_max_distance:g}"
             )
         if self.max_body_bytes < 1024:
             problems.append(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}")
@@ -90,7 +97,7 @@ class CompletionBody(_Body):
     best_of: int | None = Field(None, ge=1)
     logprobs: int | None = None
     suffix: str | None = None
-    #: hasher's extension: abstain beyond this distance (default: the model's, 0.15).
+    #: hasher's extension: abstain beyond this distance (default: the server's, 0.15 unless set).
     max_distance: float | None = Field(None, ge=0)
 
 
@@ -208,8 +215,9 @@ def stop_sequences(stop: str | list[str] | None, param: str = "stop") -> tuple[s
     return tuple(s for s in values if s)
 
 
-def max_distance(value: float | None) -> float:
-    return DEFAULT_MAX_DISTANCE if value is None else float(value)
+def max_distance(value: float | None, limits: ServeLimits) -> float:
+    """A request's ``max_distance``, or the server's default (``limits.default_max_distance``)."""
+    return limits.default_max_distance if value is None else float(value)
 
 
 def completion_prompt(body: CompletionBody) -> str:

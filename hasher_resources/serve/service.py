@@ -258,7 +258,7 @@ class ServeApp:
         return GenerationRequest(
             prompt=check_prompt(prompt, self.limits),
             max_tokens=max_tokens,
-            max_distance=max_distance(distance),
+            max_distance=max_distance(distance, self.limits),
             stop=stop,
             deadline_s=self.limits.deadline_s,
             context=context,

@@ -4,6 +4,7 @@ honesty field, the SSE and NDJSON framing, and metrics that Prometheus' own pars
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -20,9 +21,9 @@ LIMITS = ServeLimits(max_prompt_chars=100, max_tokens_cap=50, default_max_tokens
 PROMPT = "It was the best"
 
 
-def app_for(store: DeploymentStore, token: str | None = None) -> TestClient:
+def app_for(store: DeploymentStore, token: str | None = None, limits: ServeLimits = LIMITS) -> TestClient:
     holder = ModelHolder(store, InferenceWorker(), kernel_loader(Sha256Kernel(backend="cpu"), sample_size=8))
-    return TestClient(create_app(holder, LIMITS, token=token))
+    return TestClient(create_app(holder, limits, token=token))
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +185,21 @@ def test_an_abstention_is_a_normal_answer(client):
         and answer.json()["choices"][0]["text"] == ""
     )
     assert hasher["tokens"][0]["token_id"] is None and hasher["tokens"][0]["distance"] > 0
+
+
+def test_a_request_without_max_distance_takes_the_servers_default(store):
+    # The same far prompt: the model's default (0.15) abstains; a server started with
+    # --max-distance 50 guesses; a request's own max_distance wins over either.
+    body = {"model": "hasher", "prompt": "Quantum chromodynamics", "max_tokens": 2}
+    with app_for(store) as default:
+        assert default.post("/v1/completions", json=body).json()["hasher"]["abstained"]
+    with app_for(store, limits=dataclasses.replace(LIMITS, default_max_distance=50.0)) as lenient:
+        hasher = lenient.post("/v1/completions", json=body).json()["hasher"]
+        assert not hasher["abstained"] and hasher["guessed_tokens"] == 2
+        strict = lenient.post("/v1/completions", json={**body, "max_distance": 0.0}).json()["hasher"]
+        assert strict["abstained"]
+    with pytest.raises(ValueError, match="default_max_distance must be a finite number >= 0, got -1"):
+        dataclasses.replace(LIMITS, default_max_distance=-1.0)
 
 
 def test_streams_are_server_sent_events_and_ndjson_ending_with_why_they_stopped(client, store):
