@@ -9,13 +9,20 @@ after garbage. Every nonce the device returns is re-hashed on the host (double S
 with that nonce must have ``verify_bits`` leading zero bits); one that does not is a hardware error.
 
 Completion: a board streams nonces and never says "done", so after sending TxTasks the host asks
-for status and takes the status reply as a barrier — nonces found before it (the emulator finds
-them all before it answers) are collected, and so is every packet that arrived with it: a read may
-hold a status reply and nonce packets in either order, or end inside a packet, and like cgminer's
+for status. The barrier is not the status reply itself but the fifo report that answers the same
+request (an RxNonce with no nonces whose ``total_nonce_num`` is the board's running count): a board
+may answer status while its nonce queue still drains, so nonce packets can come after the reply,
+in later reads, with pauses between whole packets — nothing on the wire says more is coming except
+that count. Every nonce the board found before the report is queued ahead of it, so once the report
+is in, each such nonce has arrived or shows up as a jump in ``total_nonce_num``. A read may hold a
+status reply and nonce packets in either order, or end inside a packet, and like cgminer's
 ``bitmain_parse_results`` (which ``memmove``s the rest of its buffer forward for the next pass)
-the session keeps every packet after the one it was waiting for. A board needs time to sweep;
-``collect_s`` waits that long before the barrier (0 for the emulator). Lost RxNonce packets show up
-as a jump in the running ``total_nonce_num``; the batch is then resubmitted (bounded by ``retries``).
+the session keeps every packet after the one it was waiting for. A fifo report that never comes
+(from a device known to send them) leaves the batch unconfirmed; a lost RxNonce (a jump in the
+count) likewise: the batch is then resubmitted (bounded by ``retries``). A device that has never
+sent a fifo report (and is not the emulator) gets the old rule: what arrives with the reply, then
+silence. A board needs time to sweep; ``collect_s`` waits that long before asking for status (0
+for the emulator): nonces found after the status request are in no count this exchange can see.
 """
 
 from __future__ import annotations
@@ -106,6 +113,8 @@ class AsicSession:
         self._work: dict[int, tuple[int, bytes]] = {}
         self._reports: list[NonceReport] = []
         self._last_total: int | None = None
+        #: Empty RxNonce packets (fifo reports) received: each answers a status request.
+        self._fifo_reports = 0
         self._last_protocol_error: AsicProtocolError | None = None
         self._emulated: bool | None = None  # known after the first status reply
         try:
@@ -173,6 +182,8 @@ class AsicSession:
         return packets
 
     def _on_nonce(self, packet: RxNonce) -> None:
+        if not packet.nonces:
+            self._fifo_reports += 1
         first = packet.total_nonce_num - len(packet.nonces)
         if self._last_total is not None and first > self._last_total:
             self.counters.lost_nonces += first - self._last_total
@@ -234,6 +245,27 @@ class AsicSession:
         while replies > 0 and self._read_status(deadline, during) is not None:
             replies -= 1
 
+    def _await_fifo_report(self, seen_before: int, during: str, patience: float) -> bool:
+        """After a status reply, read until a fifo report newer than ``seen_before`` has been
+        handled (packets after it stay pending); the wait is timeout_s, pushed out by every packet
+        while ``patience`` lasts. True when one came, or when the device is not known to send them
+        (not the emulator, none seen yet): then there is nothing to wait for."""
+        if not (self._emulated or self._fifo_reports):
+            return True
+        start = time.monotonic()
+        deadline, cap = start + self.timeout_s, start + max(patience, self.timeout_s)
+        while self._fifo_reports == seen_before:
+            if self._pending:
+                self._handle(self._pending.popleft())
+                continue
+            if time.monotonic() >= deadline:
+                return False
+            packets = self._poll(deadline, during)
+            if packets:
+                deadline = min(cap, max(deadline, time.monotonic() + self.timeout_s))
+            self._pending.extend(packets)
+        return True
+
     def _consume_available(self, during: str, settle_s: float = 0.0) -> None:
         """Handle every packet already here: the pending ones and the bytes the port holds; with
         ``settle_s`` > 0 also wait that long, at most, for a packet that has started to arrive.
@@ -255,8 +287,13 @@ class AsicSession:
             self._pending.extend(self._poll(min(settle_until, now + POLL_S), during))
 
     def _exchange_status(self, during: str, patience: float = 0.0) -> RxStatusReply:
+        """Ask for status (retried); return the reply once its fifo report is in too (a missing one
+        counts in ``missing_fifo_reports``) and whatever else has arrived has been handled."""
         start = time.monotonic()
         self._consume_available(during)
+        # Every fifo report from here on answers one of this exchange's requests (the board sends
+        # each after the nonces found before it, so it also comes after those of our TxTasks).
+        fifo_reports = self._fifo_reports
         marks = (self.counters.crc_errors, self.counters.length_errors, self.counters.protocol_errors)
         truncated = b""
         for attempt in range(self.retries + 1):
@@ -269,8 +306,12 @@ class AsicSession:
                 self._emulated = reply.hw_version == EMULATOR_HW_VERSION
                 if attempt:
                     self._drain(attempt, during)
-                # Nonce packets may have come in the same read as the reply, after it, the last
-                # one perhaps only in part: what has started to arrive is awaited (timeout_s).
+                # Nonce packets may come after the reply, in later reads: the fifo report that
+                # answers the request follows every nonce found before it, so wait for it.
+                if not self._await_fifo_report(fifo_reports, during, patience):
+                    self.counters.missing_fifo_reports += 1
+                # What arrived with or after it, the last packet perhaps only in part: what has
+                # started to arrive is awaited (timeout_s).
                 self._consume_available(during, settle_s=self.timeout_s)
                 return reply
             self.counters.timeouts += 1
@@ -334,6 +375,7 @@ class AsicSession:
             if attempt:
                 self.counters.resubmissions += 1
             lost_before = self.counters.lost_nonces
+            missing_before = self.counters.missing_fifo_reports
             damaged_before = self._reader.damaged_by_type.get(RX_NONCE, 0)
             self._work, self._reports = {}, []
             for start in range(0, len(headers), MAX_WORKS_PER_TASK):
@@ -355,13 +397,15 @@ class AsicSession:
             self._exchange_status("work submission", patience=self.timeout_s + len(headers))
             lost = self.counters.lost_nonces - lost_before
             damaged = self._reader.damaged_by_type.get(RX_NONCE, 0) - damaged_before
-            if not lost and not damaged:
+            unconfirmed = self.counters.missing_fifo_reports - missing_before
+            if not lost and not damaged and not unconfirmed:
                 return sorted(self._reports, key=lambda r: (r.header_index, r.nonce))
-        # Nonce packets were lost or damaged on every attempt: the results cannot be trusted.
+        # Nonce packets were lost, damaged or unconfirmed on every attempt: the results cannot be trusted.
         issues = [i for i in self._reader.issues if i.kind in ("crc", "length") and i.data[:1] == b"\xa2"]
         reason = (
             f"RxNonce packets lost or damaged on every one of {self.retries + 1} submissions "
-            f"({self.counters.lost_nonces} nonces missing, {damaged} damaged packets in the last)"
+            f"({self.counters.lost_nonces} nonces missing, {damaged} damaged packets in the last"
+            f"{', no fifo report to count them' if unconfirmed else ''})"
         )
         if issues and issues[-1].kind == "crc":
             raise AsicCrcError(issues[-1].data, reason, self.url)

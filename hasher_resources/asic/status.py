@@ -97,6 +97,7 @@ class AsicCounters:
     hardware_errors: int = 0
     stale_nonces: int = 0
     lost_nonces: int = 0
+    missing_fifo_reports: int = 0  # status replies whose fifo report (the nonce count) never came
     crc_errors: int = 0
     length_errors: int = 0
     garbage_bytes: int = 0

@@ -16,7 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hasher_core.asic_codec import NonceEntry, RxNonce
 from hasher_resources.asic.emulator import Emulator, FaultRule, serve_in_thread
+from hasher_resources.asic.emulator import serve as serve_module
 from hasher_resources.asic.resource import start_emulator, stop_emulator
 from hasher_resources.asic.session import AsicSession
 from hasher_tests.resources.asic.emulated import HEADERS, SHARE_BITS, expected_nonces, small_board
@@ -72,6 +74,43 @@ def test_three_packets_and_garbage_between_them_in_one_read():
     with _served("coalesced", faults=("garbage:status:*", "garbage:nonce:*")) as url, _session(url) as dev:
         assert _found(dev.submit(HEADERS)) == _expected()
         assert dev.counters.garbage_bytes > 0 and dev.counters.resubmissions == 0
+
+
+def _status_first_boundaries(headers: list[bytes]) -> list[int]:
+    """Where whole packets end in the status-first write that answers the barrier after ``headers``
+    (one work item each): the status reply, each work's nonce packet, then the fifo report."""
+    sizes = [len(small_board().status().pack())]
+    for i in range(len(headers)):
+        entries = tuple(NonceEntry(1, n) for j, n in _expected(headers) if j == i)
+        assert 0 < len(entries) <= 128  # one packet per work item
+        sizes.append(len(RxNonce(entries, 0, 0, 0).pack()))
+    return [sum(sizes[: k + 1]) for k in range(len(sizes))]
+
+
+@pytest.mark.parametrize(
+    "boundary", range(3), ids=["after-status", "between-nonce-packets", "before-fifo-report"]
+)
+def test_a_pause_between_whole_packets_behind_the_status_reply_loses_no_nonce(boundary, monkeypatch):
+    # The CI flake: a status-first write cut exactly between two packets (cuts=[132]) reads as
+    # "nothing more is coming", and the nonces behind the pause were dropped without a trace. The
+    # session must wait for the fifo report (the board's count), however long the queue drains.
+    monkeypatch.setattr(serve_module, "SPLIT_GAP_S", 0.15)
+    cut = _status_first_boundaries(HEADERS[:2])[boundary]
+    with _served("status-first", (cut,)) as url, _session(url) as dev:
+        for _ in range(2):
+            assert _found(dev.submit(HEADERS[:2])) == _expected(HEADERS[:2])
+        c = dev.counters
+        assert c.lost_nonces == c.missing_fifo_reports == c.resubmissions == c.hardware_errors == 0
+
+
+def test_a_fifo_report_that_never_comes_leaves_the_batch_unconfirmed_and_resubmitted():
+    # Nonce occurrences: the fifo report of the first status exchange, one packet per work item,
+    # then the barrier's fifo report: without it nothing says whether more nonces were queued.
+    barrier_report = 1 + len(HEADERS) + 1
+    with _served("status-first", faults=(f"drop:nonce:{barrier_report}",)) as url, _session(url) as dev:
+        assert _found(dev.submit(HEADERS)) == _expected()
+        c = dev.counters
+        assert c.missing_fifo_reports == 1 and c.resubmissions == 1 and c.lost_nonces == 0
 
 
 @pytest.fixture(scope="module")
