@@ -35,15 +35,24 @@ def slot_word(text: str) -> int:
     return value
 
 
-def token_count(text: str) -> int:
-    """A ``--max-tokens``: an integer >= 1."""
+def _count(text: str, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a token count (an integer >= 1)")
+        raise argparse.ArgumentTypeError(f"{text} is not a {what} (an integer >= 1)")
     return value
+
+
+def token_count(text: str) -> int:
+    """A ``--max-tokens``: an integer >= 1."""
+    return _count(text, "token count")
+
+
+def thread_count(text: str) -> int:
+    """A ``--threads``: an integer >= 1."""
+    return _count(text, "thread count")
 
 
 def distance(text: str) -> float:
@@ -80,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--header-time", type=int, default=None, help="override the stored header time")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="kernel backend (default auto)")
+    p.add_argument(
+        "--threads",
+        type=thread_count,
+        default=None,
+        help="CPU threads the kernel hashes on (default: every core; one step's few rows run on one thread "
+        "either way)",
+    )
     p.add_argument("--json", action="store_true", help="print the prediction as JSON")
     p.add_argument("--show", type=int, default=5, metavar="N", help="candidate rows to list (best first)")
     p.set_defaults(run=_predict)
@@ -110,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
         "0.3-0.6 with the offline embedder)",
     )
     g.add_argument("--backend", default="auto", choices=BACKENDS, help="kernel backend (default auto)")
+    g.add_argument(
+        "--threads",
+        type=thread_count,
+        default=None,
+        help="CPU threads the kernel hashes on (default: every core; one step's few rows run on one thread "
+        "either way)",
+    )
     g.add_argument("--json", action="store_true", help="print the whole generation as one JSON object")
     g.set_defaults(run=_generate)
 
@@ -161,9 +184,10 @@ def _model(args: argparse.Namespace):  # -> (Model, max_distance)
     from hasher_resources.model import load_model
     from hasher_resources.sha256.resource import Sha256Kernel
 
-    bundle = _store(args).open_bundle(args.version, verify=True)
+    # Mapped: checksums verified, the index memory-mapped; nothing is rebuilt or read whole.
+    bundle = _store(args).map_bundle(args.version)
     max_distance = DEFAULT_MAX_DISTANCE if args.max_distance is None else args.max_distance
-    return load_model(bundle, Sha256Kernel(backend=args.backend)), max_distance
+    return load_model(bundle, Sha256Kernel(backend=args.backend, threads=args.threads)), max_distance
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -210,8 +234,8 @@ def _predict(args: argparse.Namespace) -> int:
     from hasher_core.inference.readback import predict, predict_row
     from hasher_resources.sha256.resource import Sha256Kernel
 
-    bundle = _store(args).open_bundle(args.version, verify=True)
-    kernel = Sha256Kernel(backend=args.backend)
+    bundle = _store(args).map_bundle(args.version)
+    kernel = Sha256Kernel(backend=args.backend, threads=args.threads)
     backend = kernel.backend_name()
     if args.frame_index is not None:
         if args.header_time is not None:

@@ -27,10 +27,10 @@ import numpy as np
 import tiktoken
 
 from hasher_core.bundle import Bundle
+from hasher_core.bundle.index import InferenceIndex, build_index
 from hasher_core.design import TOKEN_BITS
 from hasher_core.errors import InferenceError
 from hasher_core.frames.tokens import encode_ordinary
-from hasher_core.frames.windows import unpack_slots
 from hasher_core.header import golden_token
 
 #: ``(tokens int[T], begin int[n], end int[n]) -> slots uint32[n, 12]``: stage 2's window slots.
@@ -129,7 +129,11 @@ class Recall:
 
 class Model:
     """A deployed bundle, ready to answer contexts. ``window_slots`` must be the recipe's stage-2
-    function (same tokenizer, embedder and projection); ``evaluate_rows`` the kernel's."""
+    function (same tokenizer, embedder and projection); ``evaluate_rows`` the kernel's.
+
+    The lookups run on the bundle's :class:`~hasher_core.inference.index.InferenceIndex`: the one
+    its files carry (memory-mapped by the deployment store, so opening costs no rebuild), else one
+    built here from the seed table (a bundle of an older format)."""
 
     def __init__(
         self,
@@ -147,47 +151,9 @@ class Model:
         self.window_size = int(window_size)
         self.window_slots = window_slots
         self.evaluate_rows = evaluate_rows
-        slots = bundle.slots()
-        self._seeds = bundle.best_seeds()
-        table = bundle.seeds
-        self._targets = table.column("target_token_id").to_numpy()
-        self._times = table.column("header_time").to_numpy()
-        self._sources = table.column("source_file").to_pylist()
-        self._window_ends = table.column("window_end").to_numpy()
-        self._chunk_ids = table.column("chunk_id").to_numpy()
-        self._chunk_end = _last_of_chunk(self._sources, self._chunk_ids, self._window_ends)
-        solved = table.column("solved").to_numpy(zero_copy_only=False)
-        rows = np.ascontiguousarray(slots).view(np.dtype((np.void, slots.shape[1] * 4))).ravel()
-        unique, first, group = np.unique(rows, return_index=True, return_inverse=True)
-        order = np.argsort(first, kind="stable")  # groups in bundle (source) order
-        self._index = {unique[g].tobytes(): i for i, g in enumerate(order)}
-        rank = np.empty_like(order)
-        rank[order] = np.arange(order.size)
-        group = rank[group.reshape(-1)]
-        self._group_slots = slots[first[order]]
-        self._row, self._size, self._ambiguous = self._resolve(group, first[order], solved)
-        self._features = _dequantised(self._group_slots)
-
-    def _resolve(self, group: np.ndarray, first_rows: np.ndarray, solved: np.ndarray):
-        """Per group: the row that answers (most frequent target, ties: first in source order; a
-        solved row of it when there is one), the group's size, and whether its targets differ."""
-        chosen = first_rows.astype(np.int64)
-        size = np.bincount(group, minlength=first_rows.size)
-        ambiguous = np.zeros(first_rows.size, bool)
-        members: dict[int, list[int]] = {}
-        for row in np.flatnonzero(size[group] > 1):
-            members.setdefault(int(group[row]), []).append(int(row))
-        for g, rows in members.items():
-            targets = [int(self._targets[r]) for r in rows]
-            counts: dict[int, int] = {}
-            for t in targets:
-                counts[t] = counts.get(t, 0) + 1
-            best = max(counts.values())
-            winner = next(t for t in targets if counts[t] == best)
-            with_winner = [r for r in rows if self._targets[r] == winner]
-            chosen[g] = next((r for r in with_winner if solved[r]), with_winner[0])
-            ambiguous[g] = len(counts) > 1
-        return chosen, size, ambiguous
+        self.index: InferenceIndex = bundle.index if bundle.index is not None else build_index(bundle.seeds)
+        self._answer = self.index.answer
+        self._sources = self.index.sources
 
     def context_windows(self, tokens: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(tokens, begin, end)`` of the one window a context is answered from: its last
@@ -208,47 +174,65 @@ class Model:
         slots = self.window_slots(np.asarray(tokens), np.asarray(begin), np.asarray(end))
         return self._answer_slots(slots, np.asarray(end) - np.asarray(begin), max_distance)
 
+    def _answers(
+        self, slots: np.ndarray, max_distance: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For window slots uint32[n, 12]: the answering frame int64[n], whether it matched exactly,
+        its distance float64[n] and the token its seed gives back (int64[n], -1 where it abstains)."""
+        frames = self.index.lookup(slots)
+        exact = frames >= 0
+        distance = np.zeros(frames.size)
+        for k in np.flatnonzero(~exact):
+            frames[k], distance[k] = self.index.nearest(slots[k])
+        answering = exact | (distance <= max_distance)
+        chosen = frames[answering]
+        picked = self._answer[chosen]
+        goldens = self.evaluate_rows(
+            np.ascontiguousarray(self.index.slots[chosen]),
+            np.ascontiguousarray(picked["seed"]),
+            picked["header_time"],
+        )
+        tokens = np.full(frames.size, -1, np.int64)
+        tokens[answering] = golden_token(goldens)
+        return frames, exact, distance, tokens
+
     def _answer_slots(self, slots: np.ndarray, matched: np.ndarray, max_distance: float) -> list[Step]:
         """One step for each row of window slots uint32[n, 12] made from ``matched[k]`` tokens."""
-        groups = np.empty(slots.shape[0], np.int64)
-        distance = np.zeros(slots.shape[0])
-        exact = np.ones(slots.shape[0], bool)
-        for k, words in enumerate(slots):
-            hit = self._index.get(np.ascontiguousarray(words, np.uint32).tobytes())
-            if hit is None:
-                gaps = np.linalg.norm(self._features - _dequantised(words[None, :])[0], axis=1)
-                hit = int(np.argmin(gaps))
-                distance[k], exact[k] = float(gaps[hit]), False
-            groups[k] = hit
-        answering = exact | (distance <= max_distance)
-        rows = self._row[groups[answering]]
-        goldens = self.evaluate_rows(
-            self._group_slots[groups[answering]], self._seeds[rows], self._times[rows]
-        )
-        tokens_out = iter(golden_token(goldens).tolist())
-        steps = []
-        for k in range(slots.shape[0]):
-            g, row = int(groups[k]), int(self._row[groups[k]])
-            token = next(tokens_out) if answering[k] else None
-            steps.append(
-                Step(
-                    token_id=token,
-                    text="" if token is None else self._text([token]),
-                    exact=bool(exact[k]),
-                    distance=round(float(distance[k]), 6),
-                    source_file=self._sources[row],
-                    window_end=int(self._window_ends[row]),
-                    row=row,
-                    candidates=int(self._size[g]) if exact[k] else 0,
-                    ambiguous=bool(self._ambiguous[g]) and bool(exact[k]),
-                    matched_tokens=int(matched[k]),
+        return [step for step, _ in self._steps(slots, matched, max_distance)]
+
+    def _steps(self, slots: np.ndarray, matched: np.ndarray, max_distance: float) -> list[tuple[Step, int]]:
+        """Each window's :class:`Step` and the frame that answered it."""
+        frames, exact, distance, tokens = self._answers(slots, max_distance)
+        out = []
+        for k in range(frames.size):
+            frame = int(frames[k])
+            a = self._answer[frame]
+            token = None if tokens[k] < 0 else int(tokens[k])
+            out.append(
+                (
+                    Step(
+                        token_id=token,
+                        text="" if token is None else self._text([token]),
+                        exact=bool(exact[k]),
+                        distance=round(float(distance[k]), 6),
+                        source_file=self._sources[int(a["source"])],
+                        window_end=int(a["window_end"]),
+                        row=int(a["row"]),
+                        candidates=int(a["rows"]) if exact[k] else 0,
+                        ambiguous=bool(a["ambiguous"]) and bool(exact[k]),
+                        matched_tokens=int(matched[k]),
+                    ),
+                    frame,
                 )
             )
-        return steps
+        return out
 
     def step(self, context: Sequence[int], max_distance: float = DEFAULT_MAX_DISTANCE) -> Step:
         """The answer to one context given as token ids: its window exactly, else the longest
         suffix starting at a word that a deployed frame has exactly, else the nearest frame."""
+        return self._step(context, max_distance)[0]
+
+    def _step(self, context: Sequence[int], max_distance: float) -> tuple[Step, int]:
         tokens, begin, _ = self.context_windows(context)
         window = tokens[int(begin[0]) :]
         slots = self.window_slots(window, np.array([0]), np.array([window.size]))
@@ -257,7 +241,7 @@ class Model:
             found = self._longest_deployed_suffix(window)
             if found is not None:
                 slots, matched = found
-        return self._answer_slots(slots, np.array([matched]), max_distance)[0]
+        return self._steps(slots, np.array([matched]), max_distance)[0]
 
     def _longest_deployed_suffix(self, window: np.ndarray) -> tuple[np.ndarray, int] | None:
         """The slots (uint32[1, 12]) and length of the longest suffix of ``window`` that a deployed
@@ -276,14 +260,15 @@ class Model:
         lengths = np.array([c.size for c in candidates])
         ends = np.cumsum(lengths)
         slots = self.window_slots(np.concatenate(candidates), ends - lengths, ends)
-        for k, words in enumerate(slots):  # longest first
-            if self._has(words):
-                return slots[k : k + 1], int(lengths[k])
-        return None
+        hits = np.flatnonzero(self.index.lookup(slots) >= 0)  # candidates are longest first
+        if not hits.size:
+            return None
+        k = int(hits[0])
+        return slots[k : k + 1], int(lengths[k])
 
     def _has(self, words: np.ndarray) -> bool:
         """Whether a deployed frame has exactly these slots (uint32[12])."""
-        return np.ascontiguousarray(words, np.uint32).tobytes() in self._index
+        return bool(self.index.lookup(words)[0] >= 0)
 
     def generate(
         self, prompt: str, max_tokens: int = 64, max_distance: float = DEFAULT_MAX_DISTANCE
@@ -293,20 +278,29 @@ class Model:
         produced: list[int] = []
         steps: list[Step] = []
         stopped = f"max_tokens ({max_tokens})"
+        last_frame = -1
         for _ in range(max_tokens):
-            step = self.step(tokens, max_distance)
+            step, frame = self._step(tokens, max_distance)
             last = steps[-1] if steps else None
-            if not step.exact and last is not None and last.exact and self._chunk_end[last.row]:
+            if not step.exact and last is not None and last.exact and self._answer[last_frame]["chunk_end"]:
+                chunk = int(self._answer[last_frame]["chunk_id"])
                 stopped = (
-                    f"end of the training text: {last.source_file} chunk {self._chunk_ids[last.row]} "
-                    "ends here and no deployed frame continues it"
+                    f"end of the training text: {last.source_file} chunk {chunk} ends here and no "
+                    "deployed frame continues it"
                 )
                 break
             steps.append(step)
+            last_frame = frame
             if step.token_id is None:
                 stopped = (
                     f"abstained: the nearest deployed context is at distance {step.distance:.3f} "
                     f"> max_distance {max_distance}"
+                )
+                break
+            if not self._is_token(step.token_id):
+                stopped = (
+                    f"the seed's golden stands for {step.token_id}, which is not a token id (a seed searched "
+                    f"below {TOKEN_BITS} bits gives back only the top bits of its token)"
                 )
                 break
             tokens.append(step.token_id)
@@ -320,65 +314,120 @@ class Model:
             bundle=self.bundle.version,
         )
 
-    def recall(self, chunks: Sequence[np.ndarray], stride: int = 1) -> Recall:
+    def recall(self, chunks: Sequence[np.ndarray], stride: int = 1, batch: int = 65_536) -> Recall:
         """One-step answers to every training context of ``chunks`` (token arrays, as stage 2 made
         them) against their next token. A chunk's verbatim recitation from its first window is the
-        number of leading contexts answered right: greedy generation would follow exactly them."""
-        flat, begins, ends, targets, chunk_of = [], [], [], [], []
-        offset = 0
-        for c, tokens in enumerate(chunks):
+        number of leading contexts answered right: greedy generation would follow exactly them.
+
+        Contexts are answered ``batch`` at a time (one slots call and one kernel call each), as
+        arrays: no text is decoded, so a golden whose top bits are no token id is just a wrong answer.
+        """
+        windows = []  # per chunk: (tokens, context ends, targets)
+        for tokens in chunks:
             tokens = np.asarray(tokens, np.int64)
             end = np.arange(1, tokens.size, stride)
-            flat.append(tokens)
-            begins.append(offset + np.maximum(end - self.window_size, 0))
-            ends.append(offset + end)
-            targets.append(tokens[end])
-            chunk_of.append(np.full(end.size, c))
-            offset += tokens.size
-        if not flat or offset == 0:
+            windows.append((tokens, end, tokens[end]))
+        contexts = sum(end.size for _, end, _ in windows)
+        if contexts == 0:
             return Recall(0, 0, 0, 0, 0, len(chunks), 0.0, 0)
-        steps = self.answer(
-            np.concatenate(flat), np.concatenate(begins), np.concatenate(ends), max_distance=float("inf")
-        )
-        want = np.concatenate(targets)
-        got = np.array([-1 if s.token_id is None else s.token_id for s in steps])
-        right = got == want
-        ambiguous = np.array([s.ambiguous for s in steps], bool)
-        which = np.concatenate(chunk_of)
+        right = np.zeros(contexts, bool)
+        ambiguous = np.zeros(contexts, bool)
+        abstained = np.zeros(contexts, bool)
+        chunk_of = np.repeat(np.arange(len(windows)), [end.size for _, end, _ in windows])
+        done = 0
+        pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        pending_size = 0
+
+        def flush() -> None:
+            nonlocal done, pending_size
+            flat, begins, ends, want, offset = [], [], [], [], 0
+            for tokens, end, target in pending:
+                flat.append(tokens)
+                begins.append(offset + np.maximum(end - self.window_size, 0))
+                ends.append(offset + end)
+                want.append(target)
+                offset += tokens.size
+            slots = self.window_slots(np.concatenate(flat), np.concatenate(begins), np.concatenate(ends))
+            frames, exact, _, got = self._answers(slots, float("inf"))
+            n = frames.size
+            right[done : done + n] = got == np.concatenate(want)
+            ambiguous[done : done + n] = self._answer["ambiguous"][frames] & exact
+            abstained[done : done + n] = got < 0
+            done += n
+            pending.clear()
+            pending_size = 0
+
+        for tokens, end, target in windows:
+            for lo in range(0, end.size, batch):
+                part = end[lo : lo + batch]
+                # Only the tokens these contexts read: from the first window's start to the last end.
+                first = max(0, int(part[0]) - self.window_size)
+                pending.append((tokens[first : int(part[-1])], part - first, target[lo : lo + batch]))
+                pending_size += part.size
+                if pending_size >= batch:
+                    flush()
+        if pending:
+            flush()
         verbatim = []
-        for c in range(len(chunks)):
-            mine = right[which == c]
+        for c in range(len(windows)):
+            mine = right[chunk_of == c]
             verbatim.append(int(mine.size if mine.all() else np.argmin(mine)))
         return Recall(
-            contexts=int(right.size),
+            contexts=contexts,
             correct=int(right.sum()),
             ambiguous=int(ambiguous.sum()),
             correct_unambiguous=int((right & ~ambiguous).sum()),
-            abstained=int((got < 0).sum()),
+            abstained=int(abstained.sum()),
             chunks=len(chunks),
             mean_verbatim=float(np.mean(verbatim)) if verbatim else 0.0,
             min_verbatim=min(verbatim) if verbatim else 0,
         )
 
+    def _is_token(self, token: int) -> bool:
+        return 0 <= token < self.encoding.n_vocab and token in self._decodable()
+
+    def _decodable(self) -> _Decodable:
+        if self.__dict__.get("_decodable_ids") is None:
+            self.__dict__["_decodable_ids"] = _Decodable(self.encoding)
+        return self.__dict__["_decodable_ids"]
+
     def _text(self, tokens: list[int]) -> str:
-        return self.encoding.decode(tokens)
+        """The text of ``tokens``; an id that is no token of the encoding reads as U+FFFD."""
+        ok = self._decodable()
+        if all(t in ok for t in tokens):
+            return self.encoding.decode(tokens)
+        return "".join(self.encoding.decode([t]) if t in ok else "\ufffd" for t in tokens)
 
     @property
     def exact_difficulty(self) -> bool:
         """True when every deployed seed was searched at 17 bits or more: answers are exact tokens."""
-        return min(self.bundle.seeds.column("difficulty_bits").to_pylist()) >= TOKEN_BITS
+        return min(_difficulties(self.bundle)) >= TOKEN_BITS
 
 
-def _last_of_chunk(sources: list[str], chunk_ids: np.ndarray, window_ends: np.ndarray) -> np.ndarray:
-    """bool[N]: whether each row is the last frame of its chunk (its ``(source_file, chunk_id)``)."""
-    _, source = np.unique(np.asarray(sources, dtype=str), return_inverse=True)
-    keys = source.astype(np.int64) << 32 | chunk_ids.astype(np.int64) & 0xFFFFFFFF
-    _, chunk = np.unique(keys, return_inverse=True)
-    last = np.full(chunk.max() + 1 if chunk.size else 0, np.iinfo(np.int64).min)
-    np.maximum.at(last, chunk, window_ends.astype(np.int64))
-    return last[chunk] == window_ends
+class _Decodable:
+    """Membership of the ids ``encoding.decode`` accepts: its byte-pair ranks and special tokens
+    (cl100k has no ids 100256 and 100261–100275 although ``n_vocab`` counts past them)."""
+
+    def __init__(self, encoding: tiktoken.Encoding) -> None:
+        self.encoding = encoding
+        self._ok: dict[int, bool] = {}
+
+    def __contains__(self, token: object) -> bool:
+        if not isinstance(token, int | np.integer):
+            return False
+        t = int(token)
+        if t not in self._ok:
+            try:
+                self.encoding.decode_single_token_bytes(t)
+                self._ok[t] = True
+            except (KeyError, ValueError, OverflowError):
+                self._ok[t] = False
+        return self._ok[t]
 
 
-def _dequantised(slots: np.ndarray) -> np.ndarray:
-    """The 24 features a frame's slots hold (DESIGN §3.4), back in the sigmoid's [0, 1]: float32[N, 24]."""
-    return (unpack_slots(slots).astype(np.float32) + np.float32(32768.0)) / np.float32(65535.0)
+def _difficulties(bundle: Bundle) -> list[int]:
+    """The distinct difficulties of the bundle's seeds: the manifest's recipe records them."""
+    recorded = (bundle.manifest.get("recipe") or {}).get("difficulty_bits")
+    if recorded:
+        return [int(d) for d in recorded]
+    return bundle.seeds.column("difficulty_bits").to_pylist()

@@ -3,7 +3,7 @@
 
 Layout under ``root``::
 
-    deployments/<version>/{seeds.parquet, fingerprints.txt, manifest.json}
+    deployments/<version>/{seeds.parquet, fingerprints.txt, index.json, index-*.npy, manifest.json}
     current -> deployments/<version>          (a relative symlink)
     backups/<UTC timestamp>-<version>/        (byte copies of what was current, newest N kept)
 
@@ -12,6 +12,9 @@ reader that opens ``current/seeds.parquet`` sees either the old or the new compl
 a mix, and needs no parser to follow it (``ls -l current`` says what is deployed). Version
 directories are written under a temporary name and renamed into place, so a directory named after
 a version is always complete; the directory of the previous deployment is never written to.
+
+An unchanged redeploy is recognised from the manifest's content digest and the files' checksums
+(:meth:`DeploymentStore.holds`), streaming the files once: nothing is parsed or rebuilt.
 
 The device side (health check, device-based verification, ``verify``) is injected as plain
 callables so this module does not depend on a device. Injected callables run in a worker thread so a
@@ -31,8 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hasher_core.bundle import Bundle, bundle_version
+from hasher_core.bundle import MANIFEST_FILE, Bundle, bundle_version
 from hasher_core.bundle.diff import diff_bundles
+from hasher_core.bundle.format import parse_manifest
 from hasher_core.errors import (
     BundleError,
     DeploymentFailedError,
@@ -42,7 +46,7 @@ from hasher_core.errors import (
 
 from ..files import file_sha256, fsync_dir, locked
 from ..sha256.resource import Sha256Kernel
-from .bundle_files import read_bundle, write_bundle
+from .bundle_files import map_bundle, read_bundle, verify_checksums, write_bundle
 from .steps import AttemptState, Deadline, DeployReport, StepFailed, check_health
 from .verify import VerifyReport, verify_sample_on_kernel
 
@@ -104,7 +108,17 @@ class DeploymentStore:
         return sorted(p for p in self.backups_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def open_bundle(self, version: str | None = None, *, verify: bool = True) -> Bundle:
-        """Read the current (or a named) deployed bundle, checksums verified."""
+        """Read the current (or a named) deployed bundle whole; with ``verify`` every checksum, the
+        content digest and the index are checked (``read_bundle``)."""
+        return read_bundle(self._existing_dir(version), verify=verify)
+
+    def map_bundle(self, version: str | None = None) -> Bundle:
+        """The current (or a named) deployed bundle as a model opens it: every file's checksum
+        verified, the inference index memory-mapped, the seed table read only if asked for
+        (``map_bundle``). Raises :class:`DeploymentStoreError` when there is no such deployment."""
+        return map_bundle(self._existing_dir(version))
+
+    def _existing_dir(self, version: str | None) -> Path:
         if version is None:
             version = self.current_version()
             if version is None:
@@ -117,7 +131,24 @@ class DeploymentStore:
         if not directory.is_dir():
             known = ", ".join(self.versions()) or "none"
             raise DeploymentStoreError(f"no deployment {version!r} under {self.deployments} (have: {known})")
-        return read_bundle(directory, verify=verify)
+        return directory
+
+    def holds(self, bundle: Bundle) -> bool:
+        """Whether ``deployments/<version>`` holds exactly ``bundle``: the same format and content
+        digest in its manifest and every file with the checksum the manifest records (streamed, so
+        this costs one read of the files, not a parse). False for a missing or damaged directory."""
+        directory = self.version_dir(bundle.version)
+        try:
+            manifest = parse_manifest((directory / MANIFEST_FILE).read_bytes(), directory)
+            if (manifest["format"], manifest["content_digest"]) != (
+                bundle.manifest["format"],
+                bundle.content_digest,
+            ):
+                return False
+            verify_checksums(directory, manifest)
+        except (OSError, BundleError):
+            return False
+        return True
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -170,11 +201,8 @@ class DeploymentStore:
         """Make ``deployments/<version>`` hold ``bundle``; True when this call created it."""
         final = self.version_dir(bundle.version)
         if final.is_dir():
-            try:
-                if read_bundle(final, verify=True).content_digest == bundle.content_digest:
-                    return False  # an earlier deploy of the same content, intact: reuse it
-            except BundleError:
-                pass
+            if self.holds(bundle):
+                return False  # an earlier deploy of the same content, intact: reuse it
             # Damaged leftover of an earlier failed deploy (never the current one: see deploy()).
             self._discard(final)
         self.deployments.mkdir(parents=True, exist_ok=True)
@@ -301,14 +329,18 @@ class DeploymentStore:
             previous = self.current_version()
             report = DeployReport(version=version, previous_version=previous, status="deployed")
             if previous == version:
-                try:
-                    self.open_bundle(version, verify=True)
-                except BundleError as e:
+                if not self.holds(bundle):
                     # Rewriting the current directory in place would break the rule that it is never
                     # written to; make the operator decide.
+                    try:
+                        self.open_bundle(version, verify=True)
+                        problem = "its files are not this bundle's (another bundle format)"
+                    except BundleError as e:
+                        problem = str(e)
                     raise DeploymentStoreError(
-                        f"current deployment {version} is damaged ({e}); restore it from {self.backups_dir}"
-                    ) from e
+                        f"current deployment {version} is damaged ({problem}); "
+                        f"restore it from {self.backups_dir}"
+                    )
                 report.status, report.seconds = "unchanged", clock.elapsed()
                 say(f"deployment {version} is already current and intact; nothing to do")
                 return report

@@ -46,8 +46,15 @@ SCAN_CHUNK = 1 << 16
 #: remaining workers pick up its share instead of the whole call waiting for it.
 PARALLEL_CHUNK_BLOCKS = 2
 
-#: Midstate scans of at most this many blocks run on the calling thread (see _scan_windows_blocks_serial).
-SERIAL_SCAN_BLOCKS = 8
+#: Midstate scans of at most this many blocks run on the calling thread (see _scan_windows_blocks_serial):
+#: one emulator work item (4,096 nonces, ~0.4 ms on one core) is one of them.
+SERIAL_SCAN_BLOCKS = 64
+
+#: Evaluations of at most this many rows run on the calling thread (~3 ms on one core): a parallel
+#: region waits until every worker thread is scheduled, 17–24 ms for a single row on a busy 2-core
+#: machine, against 0.2 ms for the row itself. Inference steps, deploy verification samples and the
+#: auto-choice timings are this small.
+SERIAL_EVALUATE_ROWS = 1024
 
 _K = np.array(design.SHA256_K, dtype=np.uint32)
 _IV = np.array(design.SHA256_IV, dtype=np.uint32)
@@ -136,8 +143,7 @@ def _digest_padding(w3):
         w3[15, lane] = np.uint32(256)
 
 
-@njit(parallel=True, cache=True)
-def _evaluate_blocks(words, jitter_slots, golden, keys, k, iv):  # pragma: no cover - compiled
+def _evaluate_blocks_py(words, jitter_slots, golden, keys, k, iv):  # pragma: no cover - compiled
     """``words`` uint32[N, 20] big-endian header words, ``jitter_slots`` uint32[N, 3] (slots 1–3);
     N is a multiple of LANES. Writes ``golden[N]`` and ``keys[N, 3]``."""
     zeros = np.zeros(64, dtype=np.uint32)
@@ -210,6 +216,11 @@ def _evaluate_blocks(words, jitter_slots, golden, keys, k, iv):  # pragma: no co
                 w[_MUTATED + 1, lane] = np.uint32(w[_MUTATED + 1, lane] ^ _rotr(j, 24))
                 w[_MUTATED + 2, lane] = np.uint32(w[_MUTATED + 2, lane] ^ _rotr(j, 16))
                 w[_MUTATED + 3, lane] = np.uint32(w[_MUTATED + 3, lane] ^ _rotr(j, 8))
+
+
+_evaluate_blocks = njit(parallel=True, cache=True)(_evaluate_blocks_py)
+#: The same kernel on the calling thread, for inputs too small to share (see SERIAL_EVALUATE_ROWS).
+_evaluate_blocks_serial = njit(cache=True)(_evaluate_blocks_py)
 
 
 @njit(cache=True)
@@ -486,9 +497,18 @@ def _evaluate_simd(words: np.ndarray, jitter: np.ndarray) -> tuple[np.ndarray, n
     jitter_slots = _padded_rows(jitter)
     golden = np.empty(words.shape[0], dtype=np.uint32)
     keys = np.empty((words.shape[0], len(design.STABILITY_PASSES)), dtype=np.uint32)
-    with numba.parallel_chunksize(PARALLEL_CHUNK_BLOCKS):
-        _evaluate_blocks(words, jitter_slots, golden, keys, _K, _IV)
+    if serial_call(n):
+        _evaluate_blocks_serial(words, jitter_slots, golden, keys, _K, _IV)
+    else:
+        with numba.parallel_chunksize(PARALLEL_CHUNK_BLOCKS):
+            _evaluate_blocks(words, jitter_slots, golden, keys, _K, _IV)
     return golden[:n], keys[:n]
+
+
+def serial_call(rows: int) -> bool:
+    """Whether an evaluation of ``rows`` rows runs on the calling thread: small inputs, or one
+    thread asked for (``Sha256Kernel(threads=1)``, ``hasher generate --threads 1``)."""
+    return rows <= SERIAL_EVALUATE_ROWS or numba.get_num_threads() == 1
 
 
 def scan_seed_nonces(
@@ -522,7 +542,8 @@ def scan_midstate_windows(
         _K,
         _IV,
     )
-    serial = blocks <= SERIAL_SCAN_BLOCKS  # a few hundred nonces: the worker pool costs more than they do
+    # A few thousand nonces, or one thread asked for: the worker pool costs more than they do.
+    serial = blocks <= SERIAL_SCAN_BLOCKS or numba.get_num_threads() == 1
     if select_kernel(operation="scan") == "shani":
         from . import cpu_shani
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hasher_core import design
 from hasher_core.bundle import (
     FINGERPRINTS_FILE,
+    INDEX_FILES,
     MANIFEST_FILE,
     SEEDS_FILE,
     build_bundle,
@@ -153,7 +154,7 @@ def test_version_is_content_addressed(checkpoints):
 def test_write_then_read_round_trips(tmp_path, checkpoints):
     bundle = build_bundle(checkpoints, pipeline_version="0.1.0")
     written = write_bundle(bundle, tmp_path / "b")
-    assert set(written) == {SEEDS_FILE, FINGERPRINTS_FILE, MANIFEST_FILE}
+    assert set(written) == {SEEDS_FILE, FINGERPRINTS_FILE, MANIFEST_FILE, *INDEX_FILES}
     back = read_bundle(tmp_path / "b")
     assert back.seeds.equals(bundle.seeds)
     assert back.manifest == bundle.manifest
