@@ -182,12 +182,22 @@ def _store(args: argparse.Namespace):  # -> DeploymentStore; imported late so `-
 def _model(args: argparse.Namespace):  # -> (Model, max_distance)
     from hasher_core.inference import DEFAULT_MAX_DISTANCE
     from hasher_resources.model import load_model
-    from hasher_resources.sha256.resource import Sha256Kernel
 
-    # Mapped: checksums verified, the index memory-mapped; nothing is rebuilt or read whole.
+    # Mapped: checksums verified, the index memory-mapped; nothing is rebuilt or read whole. The
+    # kernel is the plain one (not the Dagster resource): the command stays a small process.
     bundle = _store(args).map_bundle(args.version)
     max_distance = DEFAULT_MAX_DISTANCE if args.max_distance is None else args.max_distance
-    return load_model(bundle, Sha256Kernel(backend=args.backend, threads=args.threads)), max_distance
+    return load_model(bundle, _kernel(args)), max_distance
+
+
+def _kernel(args: argparse.Namespace):  # -> sha256.api.RowKernel
+    from hasher_resources.sha256.api import RowKernel
+
+    if args.threads is not None:
+        import numba
+
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    return RowKernel(args.backend)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -232,10 +242,9 @@ def _predict(args: argparse.Namespace) -> int:
     if args.text is not None:
         return _predict_text(args)
     from hasher_core.inference.readback import predict, predict_row
-    from hasher_resources.sha256.resource import Sha256Kernel
 
     bundle = _store(args).map_bundle(args.version)
-    kernel = Sha256Kernel(backend=args.backend, threads=args.threads)
+    kernel = _kernel(args)
     backend = kernel.backend_name()
     if args.frame_index is not None:
         if args.header_time is not None:

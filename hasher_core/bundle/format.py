@@ -40,7 +40,6 @@ import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from hasher_core import design
 from hasher_core.errors import (
@@ -219,6 +218,8 @@ def _sha256(data: bytes) -> str:
 
 
 def _serialise_seeds(seeds: pa.Table) -> bytes:
+    import pyarrow.parquet as pq  # here, not at import: a model answering from its index never needs it
+
     buf = io.BytesIO()
     # Seeds are random bytes: compressing them costs time for nothing. Only the two columns of a
     # few distinct names are worth a dictionary.
@@ -446,6 +447,8 @@ def check_release(manifest: Mapping[str, Any], directory: Path) -> None:
 def parse_seeds(data: bytes, directory: Path) -> pa.Table:
     """The seed table from the bytes of ``seeds.parquet``; :class:`BundleFormatError` when it does
     not parse or has another schema."""
+    import pyarrow.parquet as pq
+
     try:
         seeds = pq.read_table(io.BytesIO(data))
     except (pa.ArrowInvalid, OSError) as e:

@@ -282,7 +282,8 @@ class Model:
         for _ in range(max_tokens):
             step, frame = self._step(tokens, max_distance)
             last = steps[-1] if steps else None
-            if not step.exact and last is not None and last.exact and self._answer[last_frame]["chunk_end"]:
+            ended = last is not None and last.exact and bool(self._answer[last_frame]["chunk_end"])
+            if not step.exact and ended:
                 chunk = int(self._answer[last_frame]["chunk_id"])
                 stopped = (
                     f"end of the training text: {last.source_file} chunk {chunk} ends here and no "
@@ -351,7 +352,7 @@ class Model:
             frames, exact, _, got = self._answers(slots, float("inf"))
             n = frames.size
             right[done : done + n] = got == np.concatenate(want)
-            ambiguous[done : done + n] = self._answer["ambiguous"][frames] & exact
+            ambiguous[done : done + n] = self._answer[frames]["ambiguous"] & exact
             abstained[done : done + n] = got < 0
             done += n
             pending.clear()

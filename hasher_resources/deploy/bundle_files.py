@@ -5,15 +5,20 @@ directory. Payloads are written before the manifest, so a directory with a manif
 
 Two ways back: :func:`read_bundle` reads every file and (with ``verify``) checks it to the bottom —
 checksums, the seed table's content digest, that the index is its seed table's (what a deploy does
-after writing); :func:`map_bundle` is how a model opens: every file's checksum is verified by
-streaming it (nothing stays in memory), the index arrays are memory-mapped and the seed table is read
-only if something asks for it, so opening a million-frame model costs seconds of hashing, not a
-rebuild.
+after writing); :func:`map_bundle` is how a model opens: the index files' checksums are verified by
+streaming them (nothing stays in memory), the index arrays are memory-mapped (the answer records
+read one at a time), and the seed table is read, and its checksum verified, only if something asks
+for it: opening a million-frame model costs a read of its index, not a rebuild.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import hashlib
+import mmap
+import os
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +32,7 @@ from hasher_core.bundle.format import (
     parse_seeds,
     payload_files,
 )
-from hasher_core.bundle.index import PARAMS_FILE
+from hasher_core.bundle.index import ARRAY_FILES, PARAMS_FILE
 from hasher_core.errors import BundleChecksumError, BundleFormatError
 
 from ..files import atomic_write_bytes, file_sha256
@@ -71,47 +76,158 @@ def read_bundle(directory: Path | str, *, verify: bool = True) -> Bundle:
     return parse_bundle(files, directory, verify=verify)
 
 
-def verify_checksums(directory: Path | str, manifest: Mapping) -> None:
-    """Check that every payload file of ``directory`` has the SHA-256 its manifest records, streaming
-    each file (8 MiB at a time). Raises :class:`BundleChecksumError` naming the file and both digests,
+def verify_checksums(directory: Path | str, manifest: Mapping, names: Iterable[str] | None = None) -> None:
+    """Check that every payload file of ``directory`` (or those ``names``) has the SHA-256 its
+    manifest records, streaming each file (8 MiB at a time, the files side by side: hashlib works
+    outside the GIL). Raises :class:`BundleChecksumError` naming the file and both digests,
     :class:`BundleFormatError` for a missing file."""
     directory = Path(directory)
-    for name in payload_files(manifest):
-        path = directory / name
+    names = list(payload_files(manifest) if names is None else names)
+
+    def digest(name: str) -> str:
         try:
-            actual = file_sha256(path)
+            return file_sha256(directory / name)
         except FileNotFoundError:
-            raise BundleFormatError(path, "missing") from None
+            raise BundleFormatError(directory / name, "missing") from None
+
+    with ThreadPoolExecutor(max_workers=min(4, len(names) or 1)) as pool:
+        actual = dict(zip(names, pool.map(digest, names), strict=True))
+    for name in names:
         expected = manifest["files"][name]["sha256"]
-        if actual != expected:
-            raise BundleChecksumError(path, expected, actual)
+        if actual[name] != expected:
+            raise BundleChecksumError(directory / name, expected, actual[name])
+
+
+def _checked(directory: Path, manifest: Mapping, name: str) -> bytes:
+    """The bytes of one payload file, checked against the manifest's SHA-256."""
+    data = _read(directory / name)
+    if data is None:
+        raise BundleFormatError(directory / name, "missing")
+    expected = manifest["files"][name]["sha256"]
+    if (actual := hashlib.sha256(data).hexdigest()) != expected:
+        raise BundleChecksumError(directory / name, expected, actual)
+    return data
 
 
 def map_bundle(directory: Path | str) -> Bundle:
-    """Open a bundle directory for answering: checksums verified, the index memory-mapped, the seed
-    table read on first use. A bundle of format v2 (no index) opens too; its model then builds the
-    index in memory. Raises like :func:`read_bundle` for a missing, damaged or foreign bundle."""
+    """Open a bundle directory for answering: the index files' checksums verified and the index
+    memory-mapped; the seed table and the fingerprints are read (and their checksums verified) only
+    when something asks for them. A bundle of format v2 (no index) opens too; its model then builds
+    the index in memory. Raises like :func:`read_bundle` for a missing, damaged or foreign bundle."""
     directory = Path(directory)
     manifest = parse_manifest(_read(directory / MANIFEST_FILE), directory)
-    verify_checksums(directory, manifest)
+    v3 = manifest["format"] == BUNDLE_FORMAT
+    verify_checksums(directory, manifest, INDEX_FILES if v3 else None)
     check_release(manifest, directory)
     index = None
-    if manifest["format"] == BUNDLE_FORMAT:
-        arrays: dict[str, bytes | np.ndarray] = {PARAMS_FILE: (directory / PARAMS_FILE).read_bytes()}
+    if v3:
+        arrays: dict[str, bytes | np.ndarray | RecordsOnDisk] = {
+            PARAMS_FILE: (directory / PARAMS_FILE).read_bytes()
+        }
         for name in INDEX_FILES:
-            if name != PARAMS_FILE:
-                try:
-                    arrays[name] = np.asarray(np.load(directory / name, mmap_mode="r", allow_pickle=False))
-                except ValueError as e:
-                    raise BundleFormatError(directory / name, f"not a readable .npy array ({e})") from None
+            if name == ARRAY_FILES["answer"]:
+                arrays[name] = RecordsOnDisk(directory / name)
+            elif name != PARAMS_FILE:
+                arrays[name] = map_npy(directory / name, sequential=name in SEQUENTIAL_FILES)
         index = InferenceIndex.from_files(arrays, str(directory))
 
     def load_seeds():
-        return parse_seeds((directory / SEEDS_FILE).read_bytes(), directory)
+        return parse_seeds(_checked(directory, manifest, SEEDS_FILE), directory)
 
-    return Bundle(
-        manifest=manifest, files=_FilesOnDisk(directory, manifest), index=index, load_seeds=load_seeds
-    )
+    files = _FilesOnDisk(directory, manifest)
+    return Bundle(manifest=manifest, files=files, index=index, load_seeds=load_seeds)
+
+
+#: Index files a nearest-frame search reads cell by cell, front to back; the others are read a record
+#: at a time, where the kernel's read-ahead would map pages nobody asked for (and count them in RSS).
+SEQUENTIAL_FILES = frozenset({ARRAY_FILES["codes"], ARRAY_FILES["norm2"]})
+
+
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _npy_layout(f, path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """``(shape, dtype, data offset)`` of the open ``.npy`` file ``f``; :class:`BundleFormatError`
+    naming ``path`` unless it is a C-order array without objects whose data is all there."""
+    try:
+        version = np.lib.format.read_magic(f)
+        if version not in _NPY_HEADERS:
+            raise ValueError(f"format version {version} (this reader knows 1.0 and 2.0)")
+        shape, fortran, dtype = _NPY_HEADERS[version](f, max_header_size=1 << 20)
+        offset = f.tell()
+        if fortran or dtype.hasobject:
+            raise ValueError("a Fortran-order or object array")
+        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if os.fstat(f.fileno()).st_size < offset + size:
+            raise ValueError(f"{size} bytes of data announced, the file is shorter")
+    except (OSError, ValueError) as e:
+        raise BundleFormatError(path, f"not a readable .npy array ({e})") from None
+    return shape, dtype, offset
+
+
+def map_npy(path: Path, *, sequential: bool = False) -> np.ndarray:
+    """A read-only memory map of the ``.npy`` file at ``path`` (any C-order dtype, no pickles), the
+    kernel told to read ahead only when ``sequential``. Raises :class:`BundleFormatError` naming
+    the file when it is not a readable ``.npy`` array."""
+    with open(path, "rb") as f:
+        shape, dtype, offset = _npy_layout(f, path)
+        if not int(np.prod(shape, dtype=np.int64)):
+            return np.empty(shape, dtype)
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    mapped.madvise(mmap.MADV_SEQUENTIAL if sequential else mmap.MADV_RANDOM)
+    return np.ndarray(shape, dtype, buffer=mapped, offset=offset)
+
+
+class RecordsOnDisk:
+    """The records of a one-dimensional ``.npy`` file, read with ``pread`` when asked for.
+
+    Indexed like the array (a position, or an array of positions) it returns what the array would,
+    reading only those records: answering a step reads one record of the index's answer table.
+    A memory map would do the same work but, on a file system with large folios, every record
+    touched maps a 2 MiB folio into the process (its RSS), so a long generation would end up
+    holding the whole table.
+    """
+
+    #: Records further apart than this many bytes are read with separate calls.
+    GAP_BYTES = 1 << 16
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        with open(path, "rb") as f:
+            shape, self.dtype, self._offset = _npy_layout(f, self.path)
+        if len(shape) != 1:
+            raise BundleFormatError(path, f"expected one-dimensional records, got shape {list(shape)}")
+        self.shape = shape
+        self._fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: int | np.integer | np.ndarray) -> np.ndarray | np.void:
+        if isinstance(key, int | np.integer):
+            position = int(key) + (self.shape[0] if key < 0 else 0)
+            if not 0 <= position < self.shape[0]:
+                raise IndexError(f"record {key} outside {self.shape[0]} records of {self.path}")
+            return self._read(position, 1)[0]
+        positions = np.asarray(key, np.int64)
+        if positions.size and (positions.min() < 0 or positions.max() >= self.shape[0]):
+            raise IndexError(f"records outside the {self.shape[0]} records of {self.path}")
+        wanted, inverse = np.unique(positions, return_inverse=True)
+        out = np.empty(wanted.size, self.dtype)
+        breaks = np.flatnonzero(np.diff(wanted) * self.dtype.itemsize > self.GAP_BYTES) + 1
+        for run in np.split(np.arange(wanted.size), breaks):
+            if run.size:
+                first, last = int(wanted[run[0]]), int(wanted[run[-1]])
+                out[run] = self._read(first, last - first + 1)[wanted[run] - first]
+        return out[inverse.reshape(positions.shape)]
+
+    def _read(self, first: int, count: int) -> np.ndarray:
+        size = count * self.dtype.itemsize
+        data = os.pread(self._fd, size, self._offset + first * self.dtype.itemsize)
+        if len(data) != size:
+            raise BundleFormatError(self.path, f"records {first}..{first + count - 1}: the file is shorter")
+        return np.frombuffer(data, self.dtype)
 
 
 class _FilesOnDisk(Mapping[str, bytes]):
@@ -119,12 +235,15 @@ class _FilesOnDisk(Mapping[str, bytes]):
 
     def __init__(self, directory: Path, manifest: Mapping) -> None:
         self._directory = directory
+        self._manifest = manifest
         self._names = (*payload_files(manifest), MANIFEST_FILE)
 
     def __getitem__(self, name: str) -> bytes:
         if name not in self._names:
             raise KeyError(name)
-        return (self._directory / name).read_bytes()
+        if name == MANIFEST_FILE:
+            return (self._directory / name).read_bytes()
+        return _checked(self._directory, self._manifest, name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)

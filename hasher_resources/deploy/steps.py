@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from hasher_core.bundle.diff import BundleDiff
 
-from .verify import VerifyReport
-
 if TYPE_CHECKING:
     from .store import Backup
+    from .verify import VerifyReport
 
 
 @dataclass

@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hasher_core.bundle import MANIFEST_FILE, Bundle, bundle_version
 from hasher_core.bundle.diff import diff_bundles
@@ -45,10 +45,11 @@ from hasher_core.errors import (
 )
 
 from ..files import file_sha256, fsync_dir, locked
-from ..sha256.resource import Sha256Kernel
 from .bundle_files import map_bundle, read_bundle, verify_checksums, write_bundle
 from .steps import AttemptState, Deadline, DeployReport, StepFailed, check_health
-from .verify import VerifyReport, verify_sample_on_kernel
+
+if TYPE_CHECKING:  # the verifier imports the kernel and device resources (and Dagster): deploys only
+    from .verify import VerifyReport
 
 DEPLOYMENTS_DIR = "deployments"
 BACKUPS_DIR = "backups"
@@ -320,6 +321,9 @@ class DeploymentStore:
         say = log or (lambda _msg: None)
         if verify is None:
 
+            from ..sha256.resource import Sha256Kernel
+            from .verify import verify_sample_on_kernel
+
             def verify(b: Bundle) -> VerifyReport:
                 return verify_sample_on_kernel(b, Sha256Kernel(backend=kernel_backend), sample_size)
 
@@ -419,6 +423,8 @@ class DeploymentStore:
         if readback.version != version:
             raise StepFailed("readback", f"{self.pointer} holds {readback.version}, not {version}")
         verified = step("verify", lambda: verify(readback), injected=True)
+        from .verify import VerifyReport
+
         if not isinstance(verified, VerifyReport):
             raise StepFailed("verify", f"verifier returned {type(verified).__name__}, not a VerifyReport")
         report.verify = verified

@@ -35,6 +35,7 @@ from hasher_core import design
 from hasher_core.errors import BackendUnavailableError, KernelConfigError
 from hasher_core.header import build_headers
 from hasher_core.header import midstate as header_midstate
+from hasher_core.threads import run_serial
 
 #: Evaluations processed side by side in one block; 64 keeps a block's three 64-row schedules in L1.
 LANES = 64
@@ -506,9 +507,8 @@ def _evaluate_simd(words: np.ndarray, jitter: np.ndarray) -> tuple[np.ndarray, n
 
 
 def serial_call(rows: int) -> bool:
-    """Whether an evaluation of ``rows`` rows runs on the calling thread: small inputs, or one
-    thread asked for (``Sha256Kernel(threads=1)``, ``hasher generate --threads 1``)."""
-    return rows <= SERIAL_EVALUATE_ROWS or numba.get_num_threads() == 1
+    """Whether an evaluation of ``rows`` rows runs on the calling thread (``hasher_core.threads``)."""
+    return run_serial(rows, SERIAL_EVALUATE_ROWS)
 
 
 def scan_seed_nonces(
@@ -543,7 +543,7 @@ def scan_midstate_windows(
         _IV,
     )
     # A few thousand nonces, or one thread asked for: the worker pool costs more than they do.
-    serial = blocks <= SERIAL_SCAN_BLOCKS or numba.get_num_threads() == 1
+    serial = run_serial(blocks, SERIAL_SCAN_BLOCKS)
     if select_kernel(operation="scan") == "shani":
         from . import cpu_shani
 

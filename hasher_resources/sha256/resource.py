@@ -153,13 +153,8 @@ class Sha256Kernel(dg.ConfigurableResource):
         """Goldens uint32[N] for rows that each carry their header time (int[N]), e.g. stored seeds
         re-checked by the gate, verified after a deploy or replayed by inference; batched like
         :meth:`evaluate`, one group per distinct header time."""
-        slots, seeds = inputs.check_rows(slots, seeds)
-        golden = np.empty(slots.shape[0], dtype=np.uint32)
-        for header_time, rows in inputs.header_time_groups(header_times, slots.shape[0]):
-            golden[rows] = self.evaluate(
-                np.ascontiguousarray(slots[rows]), np.ascontiguousarray(seeds[rows]), header_time
-            )
-        return golden
+        with self._running() as name:
+            return api.evaluate_rows(slots, seeds, header_times, backend=name, batch_size=self.batch_size)
 
     def scan_seed_nonces(
         self,
