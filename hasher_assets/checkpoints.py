@@ -5,7 +5,8 @@ compiled backend (and the CPU backend when it ran on the reference), plus the AS
 nonce search on a sample of headers when a device is configured (a check of the device's own hashing,
 not of the seeds: DESIGN §5). Seeds whose golden reproduces form
 the partition's checkpoint; the mismatch rate goes into the file and the blocking asset check
-``checkpoints_gate`` fails when it exceeds the tolerance.
+``checkpoints_gate`` fails when it exceeds the tolerance. A run over a range of partitions checks the
+device once, on a sample of all their checkpointed headers.
 """
 
 import json
@@ -22,13 +23,13 @@ from hasher_core.header import build_header, golden_token, leading_equal_bits, t
 from hasher_core.search import validate_frames_table
 from hasher_resources.asic.resource import AsicResource
 from hasher_resources.asic.validation import cross_validate
-from hasher_resources.parquet_io import HASHER_METADATA_KEY, ParquetPartition, write_table_atomic
+from hasher_resources.parquet_io import HASHER_METADATA_KEY, write_table_atomic
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
 from .executors import step_op_tags
-from .metadata import preview_markdown
-from .partitions import source_files
+from .metadata import partition_results, preview_markdown
+from .partitions import PartitionInput, backfill_policy, by_partition, source_files
 
 
 class CheckpointsConfig(dg.Config):
@@ -97,6 +98,7 @@ def sample_headers(table: pa.Table, count: int) -> list[bytes]:
 
 @dg.asset(
     partitions_def=source_files,
+    backfill_policy=backfill_policy(),
     group_name="train",
     kinds={"sha256"},
     io_manager_key="parquet_io_manager",
@@ -107,33 +109,21 @@ def sample_headers(table: pa.Table, count: int) -> list[bytes]:
 def checkpoints(
     context: dg.AssetExecutionContext,
     config: CheckpointsConfig,
-    seeds: ParquetPartition,
+    seeds: PartitionInput,
     kernel: Sha256Kernel,
     asic: AsicResource,
     storage: HasherStorage,
 ) -> dg.MaterializeResult:
-    key = context.partition_key
-    table = seeds.read()
-    started = time.monotonic()
-    consistent, recomputed, verified_on = recheck_independently(table, kernel)
-    backend = "+".join(sorted(set(verified_on.values()))) or independent_backend(kernel.backend_name())
-    seconds = time.monotonic() - started
-    rows = table.num_rows
-    mismatches = int(rows - consistent.sum())
-    rate = mismatches / rows if rows else 0.0
-    good = table.filter(pa.array(consistent))
-    bad = table.filter(pa.array(~consistent)).append_column(
-        "recomputed_golden", pa.array(recomputed[~consistent])
-    )
-    if mismatches:
-        context.log.warning(f"{mismatches} of {rows} seeds do not reproduce on the {backend} backend")
-        bad_path = storage.stage_dir("checkpoint_mismatches") / f"{key}.parquet"
-        write_table_atomic(bad, bad_path)
-
+    tables = {key: handle.read() for key, handle in by_partition(context, seeds).items()}
+    checked = {key: _recheck(context, storage, kernel, key, table) for key, table in tables.items()}
+    # The device check is of the device's own hashing, not of any partition's seeds: one sample of
+    # the run's checkpointed headers, whatever the number of partitions, judged for all of them.
+    good = [table for table, *_ in checked.values() if table.num_rows]
     device: dict = {"checked": False}
     device_ok = True
-    if config.device_sample > 0 and good.num_rows:
-        report = cross_validate(asic, sample_headers(good, config.device_sample))
+    if config.device_sample > 0 and good:
+        headers = sample_headers(pa.concat_tables(good, promote_options="permissive"), config.device_sample)
+        report = cross_validate(asic, headers)
         device_ok = report.passed(config.tolerance)
         device = {"checked": True, "passed": device_ok, **report.as_metadata()}
         context.log.info(
@@ -141,16 +131,46 @@ def checkpoints(
             f"{report.nonces_verified}/{report.nonces_returned} nonces verify on the kernel, "
             f"hardware-error rate {report.hardware_error_rate:.4f}"
         )
+    results = {
+        key: _gated(config, good_rows, bad, counts, device, device_ok)
+        for key, (good_rows, bad, counts) in checked.items()
+    }
+    return partition_results(context, results)
 
+
+def _recheck(context, storage, kernel, key: str, table: pa.Table) -> tuple[pa.Table, pa.Table, dict]:
+    """One partition's seeds re-checked: ``(consistent rows, the others with their recomputed
+    golden, counts)``; the others are also written beside the checkpoints for a look."""
+    started = time.monotonic()
+    consistent, recomputed, verified_on = recheck_independently(table, kernel)
+    backend = "+".join(sorted(set(verified_on.values()))) or independent_backend(kernel.backend_name())
+    seconds = time.monotonic() - started
+    rows = table.num_rows
+    mismatches = int(rows - consistent.sum())
+    good = table.filter(pa.array(consistent))
+    bad = table.filter(pa.array(~consistent)).append_column(
+        "recomputed_golden", pa.array(recomputed[~consistent])
+    )
+    if mismatches:
+        context.log.warning(f"{key}: {mismatches} of {rows} seeds do not reproduce on the {backend} backend")
+        write_table_atomic(bad, storage.stage_dir("checkpoint_mismatches") / f"{key}.parquet")
+    counts = {"rows": rows, "mismatches": mismatches, "backend": backend, "verified_on": verified_on}
+    return good, bad, {**counts, "seconds": seconds}
+
+
+def _gated(config, good: pa.Table, bad: pa.Table, counts: dict, device: dict, device_ok: bool):
+    """One partition's checkpoint table with its gate record in the file, and its metadata."""
+    rows, mismatches = counts["rows"], counts["mismatches"]
+    rate = mismatches / rows if rows else 0.0
     gate = {
         "rows": rows,
-        "consistent": int(consistent.sum()),
+        "consistent": rows - mismatches,
         "mismatches": mismatches,
         "mismatch_rate": rate,
         "tolerance": config.tolerance,
-        "verify_backend": backend,
-        "search_backend": sorted(verified_on),
-        "verified_on": verified_on,
+        "verify_backend": counts["backend"],
+        "search_backend": sorted(counts["verified_on"]),
+        "verified_on": counts["verified_on"],
         # What the gate decided, not how long it took: the same seeds give the same file on any
         # machine or executor (the timings go to the materialization's metadata below).
         "device": {k: v for k, v in device.items() if not k.endswith("_seconds")},
@@ -168,13 +188,13 @@ def checkpoints(
         "tolerance": config.tolerance,
         "gate_passed": gate["passed"],
         "solved_checkpointed": solved,
-        "verify_backend": backend,
-        "verify_seconds": round(seconds, 3),
-        "verify_evaluations_per_s": round(rows / max(seconds, 1e-9), 1),
+        "verify_backend": counts["backend"],
+        "verify_seconds": round(counts["seconds"], 3),
+        "verify_evaluations_per_s": round(rows / max(counts["seconds"], 1e-9), 1),
         "device_hashing_check": dg.MetadataValue.json(device),
     }
     if mismatches:
         metadata["mismatch_preview"] = dg.MetadataValue.md(
             preview_markdown(bad, ["chunk_id", "window_end", "golden", "recomputed_golden"])
         )
-    return dg.MaterializeResult(value=good, metadata=metadata)
+    return good, metadata

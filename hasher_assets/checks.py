@@ -9,6 +9,7 @@ its file.
 
 import math
 import time
+from collections.abc import Iterator
 
 import dagster as dg
 import numpy as np
@@ -30,19 +31,22 @@ from .checkpoints import checkpoints as checkpoints_asset
 from .deployment import deployment as deployment_asset
 from .executors import step_op_tags
 from .knowledge_base import knowledge_base as knowledge_base_asset
-from .metadata import latest_metadata
-from .partitions import source_files
+from .metadata import latest_metadata, partition_checks
+from .partitions import PartitionInput, by_partition, source_files
 from .training_frames import training_frames as training_frames_asset
 
 
 @dg.asset_check(asset=knowledge_base_asset, partitions_def=source_files, blocking=True)
 def knowledge_base_is_well_formed(
-    context: dg.AssetCheckExecutionContext, knowledge_base: ParquetPartition
-) -> dg.AssetCheckResult:
+    context: dg.AssetCheckExecutionContext, knowledge_base: PartitionInput
+) -> Iterator:
     """Embeddings are finite floats of the configured length (``embedding_dims``, default 768), no
     content is empty, chunk ids are unique per file."""
-    dims = int(latest_metadata(context, knowledge_base_asset).get("embedding_dims", EMBEDDING_DIMS))
-    return knowledge_base_check(knowledge_base, dims)
+    results = {}
+    for key, handle in by_partition(context, knowledge_base).items():
+        dims = int(latest_metadata(context, knowledge_base_asset, key).get("embedding_dims", EMBEDDING_DIMS))
+        results[key] = knowledge_base_check(handle, dims)
+    yield from partition_checks(context, results)
 
 
 def knowledge_base_check(knowledge_base: ParquetPartition, dims: int) -> dg.AssetCheckResult:
@@ -89,23 +93,28 @@ def knowledge_base_check(knowledge_base: ParquetPartition, dims: int) -> dg.Asse
 )
 def training_frames_are_consistent(
     context: dg.AssetCheckExecutionContext,
-    training_frames: ParquetPartition,
-    knowledge_base: ParquetPartition,
-) -> dg.AssetCheckResult:
+    training_frames: PartitionInput,
+    knowledge_base: PartitionInput,
+) -> Iterator:
     """Schema is DESIGN §3.5, token ids < vocabulary, context_length = end − start ≤ W, and the row
     count equals the windows of a fresh tokenisation of the knowledge base, with the W and S the
     frames were built with (the file's own recipe, else the materialisation's metadata)."""
-    recipe = recipe_from_metadata(training_frames.schema().metadata) or latest_metadata(
-        context, training_frames_asset
-    )
-    if "window_size" not in recipe or "stride" not in recipe:
-        return dg.AssetCheckResult(
-            passed=False,
-            metadata={"problem": "the frames carry no recipe: window_size and stride are unknown"},
+    chunks = by_partition(context, knowledge_base)
+    results = {}
+    for key, frames in by_partition(context, training_frames).items():
+        recipe = recipe_from_metadata(frames.schema().metadata) or latest_metadata(
+            context, training_frames_asset, key
         )
-    return training_frames_check(
-        training_frames, knowledge_base, int(recipe["window_size"]), int(recipe["stride"])
-    )
+        if "window_size" not in recipe or "stride" not in recipe:
+            results[key] = dg.AssetCheckResult(
+                passed=False,
+                metadata={"problem": "the frames carry no recipe: window_size and stride are unknown"},
+            )
+            continue
+        results[key] = training_frames_check(
+            frames, chunks[key], int(recipe["window_size"]), int(recipe["stride"])
+        )
+    yield from partition_checks(context, results)
 
 
 def training_frames_check(
@@ -153,10 +162,16 @@ def training_frames_check(
     "tolerance; with a device, its own hashing is checked too (its nonces verify on the kernel): "
     "the device, not the seeds.",
 )
-def checkpoints_gate(checkpoints: ParquetPartition) -> dg.AssetCheckResult:
+def checkpoints_gate(context: dg.AssetCheckExecutionContext, checkpoints: PartitionInput) -> Iterator:
     """Fails when more seeds disagree with the independent implementation than the tolerance, when
     any seeds were not re-checked on an implementation other than the one that searched them, or
     when the device cross-check (a check of the device, not of the seeds) failed."""
+    results = {key: gate_check(handle) for key, handle in by_partition(context, checkpoints).items()}
+    yield from partition_checks(context, results)
+
+
+def gate_check(checkpoints: ParquetPartition) -> dg.AssetCheckResult:
+    """:func:`checkpoints_gate` for one stored partition: the gate record its file carries."""
     gate = checkpoints.hasher_metadata()
     if not gate:
         return dg.AssetCheckResult(

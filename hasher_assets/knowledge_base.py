@@ -3,7 +3,8 @@
 Reads the Data Miner's output (or a raw-text inbox file), keeps the records of this partition's
 source file, skips bad records with counted reasons, and stores the chunks as Parquet. The miner
 file is split by source file once per content fingerprint (``hasher_resources.knowledge_split``), so a
-thousand partitions of one big JSON array cost one parse, not a thousand.
+thousand partitions of one big JSON array cost one parse, not a thousand. A run over a range of
+partitions (``hasher_assets.partitions``) writes one file per partition.
 """
 
 import time
@@ -25,8 +26,8 @@ from hasher_resources.parquet_io import StagedParquet
 from hasher_resources.storage import HasherStorage
 
 from .executors import step_op_tags
-from .metadata import preview_markdown
-from .partitions import source_files
+from .metadata import partition_results, preview_markdown
+from .partitions import backfill_policy, source_files
 
 
 class KnowledgeBaseConfig(dg.Config):
@@ -41,6 +42,7 @@ class KnowledgeBaseConfig(dg.Config):
 
 @dg.asset(
     partitions_def=source_files,
+    backfill_policy=backfill_policy(),
     group_name="ingest",
     kinds={"parquet", "pyarrow"},
     io_manager_key="parquet_io_manager",
@@ -53,7 +55,27 @@ def knowledge_base(
     storage: HasherStorage,
     embedder: Embedder,
 ) -> dg.MaterializeResult:
-    key = context.partition_key
+    keys = list(context.partition_keys)
+    progress = RateReporter("knowledge_base", None, context.log.info, unit="chunks")
+    results, said, rows = {}, set(), 0
+    for key in keys:
+        results[key] = _one_partition(context, config, storage, embedder, key, said)
+        rows += results[key][1]["dagster/row_count"]
+        progress.update(rows, f"{len(results)}/{len(keys)} partitions")
+    progress.finish(rows, f"{len(keys)} partition(s)")
+    return partition_results(context, results)
+
+
+def _one_partition(
+    context: dg.AssetExecutionContext,
+    config: KnowledgeBaseConfig,
+    storage: HasherStorage,
+    embedder: Embedder,
+    key: str,
+    said: set[str],
+) -> tuple[StagedParquet, dict[str, object]]:
+    """One partition's chunks staged as Parquet, and its metadata. What the input file's reading
+    found (fallbacks, skipped records) is logged once per run (``said``), not once per partition."""
     inbox = storage.inbox_files()
     split = None
     if key in inbox and config.input_path is None:
@@ -71,14 +93,15 @@ def knowledge_base(
             dims=config.embedding_dims,
             batch_rows=2048,
         )
-        context.log.info(
-            f"{'split' if split.built else 'reusing the split of'} {split.source_path} "
-            f"({split.format}, {len(split.partitions())} source files, fingerprint {split.fingerprint[:12]})"
-        )
+        if split.fingerprint not in said:
+            said.add(split.fingerprint)
+            context.log.info(
+                f"{'split' if split.built else 'reusing the split of'} {split.source_path} ({split.format}, "
+                f"{len(split.partitions())} source files, fingerprint {split.fingerprint[:12]})"
+            )
         batches = split.read_partition(key, config.batch_rows)
     staging = storage.stage_dir(".staging") / f"knowledge_base.{key}.{context.run.run_id}.parquet"
     schema = knowledge_base_schema(config.embedding_dims)
-    progress = RateReporter("knowledge_base", None, context.log.info, unit="chunks")
     started = time.monotonic()
     rows = 0
     content_bytes = 0
@@ -92,16 +115,17 @@ def knowledge_base(
                 content_bytes += pc.sum(pc.binary_length(table.column("content"))).as_py() or 0
                 if first is None:
                     first = table
-                progress.update(rows)
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
     # What reading the input found; for the miner file it covers every source file in it.
     read = split.report if split is not None else inbox_report.as_metadata()
-    for fallback in read["fallbacks"]:
-        context.log.warning(f"fell back from {fallback}")
-    for reason, count in read["skipped"].items():
-        context.log.warning(f"{read['path_used']}: skipped {count} record(s): {reason}")
+    if str(read["path_used"]) not in said:
+        said.add(str(read["path_used"]))
+        for fallback in read["fallbacks"]:
+            context.log.warning(f"fell back from {fallback}")
+        for reason, count in read["skipped"].items():
+            context.log.warning(f"{read['path_used']}: skipped {count} record(s): {reason}")
     if rows == 0:
         staging.unlink(missing_ok=True)
         raise KnowledgeBaseError(
@@ -109,7 +133,6 @@ def knowledge_base(
             f"(file used: {read['path_used']}; skipped: {read['skipped'] or 'none'})"
         )
     seconds = time.monotonic() - started
-    progress.finish(rows)
     metadata: dict[str, object] = {
         "dagster/row_count": rows,
         "source": origin,
@@ -135,4 +158,4 @@ def knowledge_base(
         )
     if read["problems"]:
         metadata["first_problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in read["problems"][:20]))
-    return dg.MaterializeResult(value=StagedParquet(staging), metadata=metadata)
+    return StagedParquet(staging), metadata

@@ -1,6 +1,8 @@
-"""Materialisation metadata the stages share: Markdown previews, embedded plots, the latest metadata."""
+"""Materialisation metadata the stages share: Markdown previews, embedded plots, the latest metadata,
+and the results of a run that materialises (or checks) several partitions at once."""
 
 import base64
+from collections.abc import Iterator, Mapping
 
 import dagster as dg
 import pyarrow as pa
@@ -24,12 +26,56 @@ def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
-def latest_metadata(context: dg.AssetCheckExecutionContext, asset: dg.AssetsDefinition) -> dict:
-    """Plain values of the metadata of ``asset``'s newest materialisation of this partition."""
+def latest_metadata(
+    context: dg.AssetCheckExecutionContext, asset: dg.AssetsDefinition, partition: str
+) -> dict:
+    """Plain values of the metadata of ``asset``'s newest materialisation of ``partition``."""
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset.key, asset_partitions=[context.partition_key]), limit=1
+        dg.AssetRecordsFilter(asset_key=asset.key, asset_partitions=[partition]), limit=1
     ).records
     if not records:
         return {}
     materialization = records[0].asset_materialization
     return {k: v.value for k, v in (materialization.metadata if materialization else {}).items()}
+
+
+def partition_results(
+    context: dg.AssetExecutionContext, results: Mapping[str, tuple[object, Mapping[str, object]]]
+) -> dg.MaterializeResult:
+    """The result of a run over ``results`` (``{partition: (value, metadata)}``): one partition's
+    value and metadata as usual; several partitions' values as ``{partition: value}`` for the IO
+    manager, each partition's metadata on its own materialisation."""
+    if len(results) == 1:
+        ((value, metadata),) = results.values()
+        return dg.MaterializeResult(value=value, metadata=dict(metadata))
+    for key, (_, metadata) in results.items():
+        context.add_asset_metadata(dict(metadata), partition_key=key)
+    return dg.MaterializeResult(value={key: value for key, (value, _) in results.items()})
+
+
+def partition_checks(
+    context: dg.AssetCheckExecutionContext,
+    results: Mapping[str, dg.AssetCheckResult],
+    *,
+    blocking: bool = True,
+) -> Iterator[dg.AssetCheckResult | dg.AssetCheckEvaluation | dg.Output]:
+    """The check's results of a run over ``results`` (``{partition: result}``): one partition's result
+    as usual; several partitions' as one evaluation each (a failed blocking one stops the run's
+    downstream steps, every partition of the run waiting with it)."""
+    if len(results) == 1:
+        yield from results.values()
+        return
+    (check_key,) = context.selected_asset_check_keys
+    for key, result in results.items():
+        yield dg.AssetCheckEvaluation(
+            asset_key=check_key.asset_key,
+            check_name=check_key.name,
+            passed=result.passed,
+            metadata=result.metadata,
+            severity=result.severity,
+            description=result.description,
+            blocking=blocking,
+            partition=key,
+        )
+    # The check's op has one output; evaluations do not produce it.
+    yield dg.Output(None, output_name=context.op_execution_context.op_def.output_defs[0].name)

@@ -21,8 +21,8 @@ from hasher_resources.parquet_io import ParquetPartition, StagedParquet
 from hasher_resources.storage import HasherStorage
 
 from .executors import step_op_tags
-from .metadata import preview_markdown
-from .partitions import source_files
+from .metadata import partition_results, preview_markdown
+from .partitions import PartitionInput, backfill_policy, by_partition, source_files
 
 
 class TrainingFramesConfig(dg.Config):
@@ -42,6 +42,7 @@ class TrainingFramesConfig(dg.Config):
 
 @dg.asset(
     partitions_def=source_files,
+    backfill_policy=backfill_policy(),
     group_name="ingest",
     kinds={"parquet", "tiktoken"},
     io_manager_key="parquet_io_manager",
@@ -51,14 +52,13 @@ class TrainingFramesConfig(dg.Config):
 def training_frames(
     context: dg.AssetExecutionContext,
     config: TrainingFramesConfig,
-    knowledge_base: ParquetPartition,
+    knowledge_base: PartitionInput,
     storage: HasherStorage,
     embedder: Embedder,
 ) -> dg.MaterializeResult:
-    key = context.partition_key
-    chunks = knowledge_base.num_rows()
+    inputs = by_partition(context, knowledge_base)
+    chunks = sum(handle.num_rows() for handle in inputs.values())
     progress = RateReporter("training_frames", chunks, context.log.info, unit="chunks")
-    staging = storage.stage_dir(".staging") / f"training_frames.{key}.{context.run.run_id}.parquet"
     recipe = frame_recipe(
         embedder=embedder.recipe(),
         window_size=config.window_size,
@@ -66,30 +66,45 @@ def training_frames(
         embedding_source=config.embedding_source,
         projection_seed=config.seed,
     )
-    report = write_frames(
-        knowledge_base.iter_batches(batch_rows=2048),
-        staging,
-        compression=config.compression,
-        encoding=load_cl100k(),
-        window=config.window_size,
-        stride=config.stride,
-        projection=projection_matrix(config.seed),
-        embedding_source=config.embedding_source,
-        embedder=embedder if config.embedding_source == "window" else None,
-        embed_batch_size=config.batch_size,
-        progress=lambda r: progress.update(r.chunks, f"{r.frames:,} frames"),
-        metadata=recipe_to_metadata(recipe),
-    )
-    if report.ambiguous_frames:
-        context.log.info(
-            f"{report.ambiguous_frames} frames in {report.ambiguous_contexts} contexts seen with more than "
-            "one next token (repeated text): inference answers the most frequent one"
+    done = {"chunks": 0, "frames": 0}
+    results = {}
+    for key, handle in inputs.items():
+        staging = storage.stage_dir(".staging") / f"training_frames.{key}.{context.run.run_id}.parquet"
+        report = write_frames(
+            handle.iter_batches(batch_rows=2048),
+            staging,
+            compression=config.compression,
+            encoding=load_cl100k(),
+            window=config.window_size,
+            stride=config.stride,
+            projection=projection_matrix(config.seed),
+            embedding_source=config.embedding_source,
+            embedder=embedder if config.embedding_source == "window" else None,
+            embed_batch_size=config.batch_size,
+            progress=lambda r: progress.update(
+                done["chunks"] + r.chunks, f"{done['frames'] + r.frames:,} frames"
+            ),
+            metadata=recipe_to_metadata(recipe),
         )
-    for problem in report.problems:
-        context.log.warning(problem)
-    if report.colliding_frames:
-        context.log.warning(f"{report.colliding_frames} frames share their slots with a different text")
-    progress.finish(report.chunks, f"{report.frames:,} frames")
+        done["chunks"] += report.chunks
+        done["frames"] += report.frames
+        if report.ambiguous_frames:
+            context.log.info(
+                f"{key}: {report.ambiguous_frames} frames in {report.ambiguous_contexts} contexts seen with "
+                "more than one next token (repeated text): inference answers the most frequent one"
+            )
+        for problem in report.problems:
+            context.log.warning(f"{key}: {problem}")
+        if report.colliding_frames:
+            context.log.warning(
+                f"{key}: {report.colliding_frames} frames share their slots with a different text"
+            )
+        results[key] = (StagedParquet(staging), _metadata(config, embedder, recipe, report, staging, key))
+    progress.finish(done["chunks"], f"{done['frames']:,} frames in {len(results)} partition(s)")
+    return partition_results(context, results)
+
+
+def _metadata(config, embedder, recipe, report, staging, key) -> dict[str, object]:
     frames = ParquetPartition(staging, key)
     preview = next(frames.iter_batches(batch_rows=5), None)
     metadata = {
@@ -110,4 +125,4 @@ def training_frames(
                 ["chunk_id", "window_start", "window_end", "asic_slot_0", "asic_slot_11", "target_token_id"],
             )
         )
-    return dg.MaterializeResult(value=StagedParquet(staging), metadata=metadata)
+    return metadata

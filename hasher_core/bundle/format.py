@@ -32,7 +32,6 @@ import hashlib
 import io
 import json
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -350,15 +349,13 @@ def build_bundle(
 
     constants = header_constants()
     recipe = bundle_recipe(checkpoints, seeds)
-    # The four products of the seed table are independent, and their kernels (Numba, Arrow's writer,
-    # hashlib, numpy's sorts) release the GIL: build them side by side.
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        index_job = pool.submit(build_index, seeds)
-        parquet_job = pool.submit(_serialise_seeds, seeds)
-        text_job = pool.submit(_fingerprints_text, seeds)
-        digest = content_digest(seeds, pipeline_version, constants, recipe)
-        index = index_job.result()
-        files = {SEEDS_FILE: parquet_job.result(), FINGERPRINTS_FILE: text_job.result(), **index.files()}
+    digest = content_digest(seeds, pipeline_version, constants, recipe)
+    index = build_index(seeds)
+    files = {
+        SEEDS_FILE: _serialise_seeds(seeds),
+        FINGERPRINTS_FILE: _fingerprints_text(seeds),
+        **index.files(),
+    }
     counts = (
         pa.table({"partition": seeds.column("partition"), "solved": seeds.column("solved").cast(pa.int64())})
         .group_by("partition")

@@ -3,7 +3,7 @@ a generation; ``fused`` / ``fused_math``: its compiled twin; ``loop``: ``search_
 what it produces; ``results``: frames in, seeds out, and the plot."""
 
 from .config import STRATEGIES, SearchConfig
-from .loop import Evaluator, check_frames, frame_fingerprint, search_frames
+from .loop import Evaluator, check_frames, frame_fingerprint, frame_fingerprints, search_frames
 from .records import FinishedFrame, FrameStore, SearchHistory, SearchProgress, SearchResults
 from .results import attach_results, search_plot_png, validate_frames_table
 
@@ -19,6 +19,7 @@ __all__ = [
     "attach_results",
     "check_frames",
     "frame_fingerprint",
+    "frame_fingerprints",
     "search_frames",
     "search_plot_png",
     "validate_frames_table",

@@ -4,6 +4,7 @@ through, the progress reports a user watches, the history behind the plot, and t
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -129,6 +130,13 @@ class SearchResults:
 
     def __len__(self) -> int:
         return len(self.golden)
+
+    def rows(self, part: slice) -> SearchResults:
+        """The results of the input rows ``part`` (one partition's slice of a search over several);
+        the run's figures (evaluations, seconds, history) stay the whole search's."""
+        per_row = ("fingerprint", "best_seed", "golden", "matched_bits", "hamming", "reward", "generations")
+        per_row += ("evaluations", "solved", "from_store")
+        return dataclasses.replace(self, **{name: getattr(self, name)[part] for name in per_row})
 
     def summary(self) -> dict[str, float | int]:
         """The run's metadata: solved %, evaluations, mean generations, rates, search efficiency."""

@@ -320,7 +320,6 @@ class DeploymentStore:
             return self.dry_run(bundle, health_check=health_check)
         say = log or (lambda _msg: None)
         if verify is None:
-
             from ..sha256.resource import Sha256Kernel
             from .verify import verify_sample_on_kernel
 
