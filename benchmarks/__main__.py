@@ -13,6 +13,7 @@ BENCHMARKS = [
     "bench_asic",
     "bench_deploy",
     "bench_partitions",
+    "bench_scale",
 ]
 
 

@@ -7,6 +7,7 @@ deployment benchmark once built checkpoints without the frame recipe the bundle 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,22 @@ def test_the_partitions_benchmark_syncs_ticks_and_queries_the_partitions_page():
         "sensor tick, 15 files changed",
         "GraphQL: seeds partitions page",
     ]
+
+
+@pytest.mark.slow
+def test_the_scale_benchmark_deploys_probes_builds_and_runs_many_partitions(tmp_path):
+    figures = tmp_path / "scale.json"
+    out = run_benchmark(
+        "bench_scale", "--sizes", "400", "--partitions", "1,20", "--many", "4x12", "--json", str(figures)
+    )
+    assert "| 400 | nearest step, 1 / 2 threads (suffix search + search) |" in out
+    assert "| 400 | build_bundle, 20 partition(s) |" in out and "| 400 | unchanged redeploy |" in out
+    assert "| 4 × ~12 | stages 1–4 through the assets" in out
+    written = json.loads(figures.read_text())
+    for key in ("model_open_s_400", "model_rss_mb_400", "exact_step_ms_400_2threads", "nearest_step_ms_400",
+                "build_bundle_s_400_20_partitions", "unchanged_redeploy_s_400", "recall_s_400",
+                "many_partitions_ratio"):  # fmt: skip
+        assert written[key] > 0, key
 
 
 def test_results_name_the_command_as_a_user_would_retype_it():
