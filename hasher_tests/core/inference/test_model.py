@@ -204,3 +204,23 @@ def test_without_the_next_chunk_the_recitation_stops_where_its_chunk_ends():
     # One step on, the same context is just an unseen one: the nearest frame answers it.
     after = model.step(list(ENCODING.encode_ordinary(FIRST)), max_distance=10.0)
     assert not after.exact and after.distance > 0
+
+
+# --- goldens that stand for no token ---------------------------------------------------------------
+
+#: 131071 = 0xFFFFFFFF >> 15: a golden's top 17 bits, but no token id of cl100k (ids end at 100276).
+NOT_A_TOKEN = (1 << design.TOKEN_BITS) - 1
+
+
+def test_recall_counts_a_golden_that_is_no_token_as_a_wrong_answer_and_goes_on():
+    model = model_of([(100, 200, NOT_A_TOKEN), (200, 300, 300)])
+    recall = model.recall([np.array([1, 100, 200, 300])])
+    assert (recall.contexts, recall.correct, recall.abstained) == (3, 1, 0)
+
+
+def test_a_step_whose_golden_is_no_token_says_so_and_generation_stops_there():
+    model = model_of([(100, 200, NOT_A_TOKEN)])
+    step = model.step([100])
+    assert step.token_id == NOT_A_TOKEN and step.text == "\ufffd"
+    generation = model.generate(ENCODING.decode([100]), max_tokens=5)
+    assert generation.tokens == () and "which is not a token id" in generation.stopped
