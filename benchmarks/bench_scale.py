@@ -511,7 +511,9 @@ def build_rows(name: str, b: dict, counts: list[int]) -> list[list[str]]:
 
 def many_row(partitions: int, frames_each: int, m: dict) -> list[str]:
     """The table row of the many-partitions run."""
-    per_run = os.environ.get("HASHER_PARTITIONS_PER_RUN", "100")
+    from hasher_assets.partitions import partitions_per_run
+
+    per_run = partitions_per_run() or "all"
     notes = (
         f"{m['many_frames']:,} vs {m['one_frames']:,} frames ({m['many_partitions_ratio_per_frame']:.2f} "
         f"per frame); {m['many_runs']} run(s) of ≤ {per_run} partitions"

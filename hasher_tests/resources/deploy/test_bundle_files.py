@@ -86,7 +86,11 @@ def test_a_bundle_of_the_previous_format_opens_and_answers_the_same(tmp_path, di
     old.mkdir()
     manifest = json.loads((directory / MANIFEST_FILE).read_text())
     digest = content_digest(
-        bundle.seeds, manifest["pipeline_version"], manifest["header_constants"], manifest["recipe"], V2_FORMAT
+        bundle.seeds,
+        manifest["pipeline_version"],
+        manifest["header_constants"],
+        manifest["recipe"],
+        V2_FORMAT,
     )
     manifest |= {"format": V2_FORMAT, "content_digest": digest, "version": digest[:16]}
     manifest["files"] = {name: manifest["files"][name] for name in (SEEDS_FILE, FINGERPRINTS_FILE)}
@@ -97,7 +101,9 @@ def test_a_bundle_of_the_previous_format_opens_and_answers_the_same(tmp_path, di
     mapped = map_bundle(old)
     assert mapped.index is None
     contexts = np.arange(0, 60_000, 1499).reshape(-1, 1)
-    assert [model(mapped).step(c.tolist()) for c in contexts] == [model(bundle).step(c.tolist()) for c in contexts]
+    assert [model(mapped).step(c.tolist()) for c in contexts] == [
+        model(bundle).step(c.tolist()) for c in contexts
+    ]
 
 
 def test_answer_records_read_from_disk_are_the_array_s(directory, bundle):
