@@ -42,10 +42,12 @@ def knowledge_base_is_well_formed(
 ) -> Iterator:
     """Embeddings are finite floats of the configured length (``embedding_dims``, default 768), no
     content is empty, chunk ids are unique per file."""
-    results = {}
-    for key, handle in by_partition(context, knowledge_base).items():
-        dims = int(latest_metadata(context, knowledge_base_asset, key).get("embedding_dims", EMBEDDING_DIMS))
-        results[key] = knowledge_base_check(handle, dims)
+    handles = by_partition(context, knowledge_base)
+    metadata = latest_metadata(context, knowledge_base_asset, list(handles))
+    results = {
+        key: knowledge_base_check(handle, int(metadata[key].get("embedding_dims", EMBEDDING_DIMS)))
+        for key, handle in handles.items()
+    }
     yield from partition_checks(context, results)
 
 
@@ -103,8 +105,8 @@ def training_frames_are_consistent(
     results = {}
     for key, frames in by_partition(context, training_frames).items():
         recipe = recipe_from_metadata(frames.schema().metadata) or latest_metadata(
-            context, training_frames_asset, key
-        )
+            context, training_frames_asset, [key]
+        ).get(key, {})
         if "window_size" not in recipe or "stride" not in recipe:
             results[key] = dg.AssetCheckResult(
                 passed=False,

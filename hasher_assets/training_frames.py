@@ -66,7 +66,7 @@ def training_frames(
         embedding_source=config.embedding_source,
         projection_seed=config.seed,
     )
-    done = {"chunks": 0, "frames": 0}
+    done = {"chunks": 0, "frames": 0, "ambiguous_frames": 0, "ambiguous_contexts": 0}
     results = {}
     for key, handle in inputs.items():
         staging = storage.stage_dir(".staging") / f"training_frames.{key}.{context.run.run_id}.parquet"
@@ -88,11 +88,8 @@ def training_frames(
         )
         done["chunks"] += report.chunks
         done["frames"] += report.frames
-        if report.ambiguous_frames:
-            context.log.info(
-                f"{key}: {report.ambiguous_frames} frames in {report.ambiguous_contexts} contexts seen with "
-                "more than one next token (repeated text): inference answers the most frequent one"
-            )
+        done["ambiguous_frames"] += report.ambiguous_frames
+        done["ambiguous_contexts"] += report.ambiguous_contexts
         for problem in report.problems:
             context.log.warning(f"{key}: {problem}")
         if report.colliding_frames:
@@ -100,6 +97,11 @@ def training_frames(
                 f"{key}: {report.colliding_frames} frames share their slots with a different text"
             )
         results[key] = (StagedParquet(staging), _metadata(config, embedder, recipe, report, staging, key))
+    if done["ambiguous_frames"]:  # one line for the run, however many partitions
+        context.log.info(
+            f"{done['ambiguous_frames']} frames in {done['ambiguous_contexts']} contexts seen with more than "
+            "one next token (repeated text): inference answers the most frequent one"
+        )
     progress.finish(done["chunks"], f"{done['frames']:,} frames in {len(results)} partition(s)")
     return partition_results(context, results)
 

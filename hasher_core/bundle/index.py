@@ -49,6 +49,7 @@ import pyarrow as pa
 
 from hasher_core import design
 from hasher_core.errors import BundleFormatError
+from hasher_core.threads import run_serial
 
 #: Version of the on-disk index; a reader refuses another one and says what to do.
 INDEX_FORMAT = "hasher-index-v1"
@@ -59,9 +60,8 @@ ARRAY_FILES = {
     "answer": "index-answer.npy",  # ANSWER_DTYPE[F]: the answering row of each frame
     "hashes": "index-hashes.npy",  # uint64[F], slot hashes sorted ascending
     "hash_frames": "index-hash-frames.npy",  # int32[F], the frame of each sorted hash
-    "codes": "index-codes.npy",  # int8[FIRST_AXES, F], first rotated coordinates, column-major
-    "codes_rest": "index-codes-rest.npy",  # int8[F, SCAN_AXES - FIRST_AXES], the others, row-major
-    "norm2": "index-norm2.npy",  # float32[2, F], squared norm of the decoded first / all codes
+    "codes": "index-codes.npy",  # int8[SCAN_AXES, F], rotated coordinates, column-major
+    "norm2": "index-norm2.npy",  # float32[F], squared norm of each frame's decoded codes
     "cell_start": "index-cell-start.npy",  # int64[C + 1], frames of cell c: [start[c], start[c+1])
     "cell_box": "index-cell-box.npy",  # float64[C, 2, GRID_AXES], low and high corner of each cell
 }
@@ -83,11 +83,10 @@ ANSWER_DTYPE = np.dtype(
     ]
 )
 
-#: Rotated coordinates coded per frame for the lower bound; the first FIRST_AXES of them are tried
-#: on every frame of an opened cell, the rest only on the frames those leave; the first GRID_AXES
-#: cut the cells.
+#: Rotated coordinates coded per frame for the lower bound (measured at 1 M frames: 16 prunes about
+#: as well as 24 for two thirds of the work; 8 or 12 leave too many frames to measure exactly), and
+#: those the cells are cut along.
 SCAN_AXES = 16
-FIRST_AXES = 8
 GRID_AXES = 4
 #: Frames per cell the grid aims at, and the most bins along one axis: large cells keep the
 #: per-frame loop long (SIMD lanes full), fine ones prune more; measured at 1 M frames.
@@ -186,7 +185,6 @@ def _features_of(words, out):  # pragma: no cover - compiled
 def _nearest_candidates(
     frame_slots,
     codes,
-    codes_rest,
     norm2,
     cell_start,
     cell_box,
@@ -201,11 +199,10 @@ def _nearest_candidates(
 ):  # pragma: no cover - compiled
     """Frames (scan positions, int64[M]) within the margin of the least integer distance to ``q``.
 
-    ``yq2`` holds |y_q|² over the first ``FIRST_AXES`` and over all coded axes, ``slack`` the
-    float32 rounding allowed on each partial sum (see ``InferenceIndex.nearest``)."""
+    ``slack`` is the float32 rounding allowed on each frame's sum (see ``InferenceIndex.nearest``)."""
     cells = cell_start.shape[0] - 1
     grid = cell_box.shape[2]
-    first_axes = codes.shape[0]
+    axes = codes.shape[0]
     box_lb = np.empty(cells)
     for c in range(cells):
         if cell_start[c + 1] == cell_start[c]:
@@ -239,32 +236,30 @@ def _nearest_candidates(
             break
         a, b = cell_start[c], cell_start[c + 1]
         m = b - a
-        n2 = norm2[0, a:b]
-        for i in range(m):
-            acc[i] = n2[i]
-        for d in range(first_axes):
-            row = codes[d, a:b]
-            w = weights[d]
+        n2 = norm2[a:b]
+        if axes == SCAN_AXES:  # the trip count known when compiled: each sum stays in a register
+            block = codes[:, a:b]
             for i in range(m):
-                acc[i] += w * np.float32(row[i])
-        # |y_q - ŷ| over some axes is at most |y_q - y| + |y - ŷ|: a frame is wanted only if
-        # |y_q - ŷ| - error <= reach, first over the first axes, then over all of them. The
-        # survivors are collected without branches (whether a frame passes is unpredictable).
+                s = n2[i]
+                for d in range(SCAN_AXES):
+                    s += weights[d] * np.float32(block[d, i])
+                acc[i] = s
+        else:
+            for i in range(m):
+                acc[i] = n2[i]
+            for d in range(axes):
+                row = codes[d, a:b]
+                w = weights[d]
+                for i in range(m):
+                    acc[i] += w * np.float32(row[i])
+        # |y_q - ŷ| is at most |y_q - y| + |y - ŷ|: a frame is wanted only if |y_q - ŷ| - error
+        # <= reach. Survivors are collected without branches (whether one passes is unpredictable).
         bound = (reach + error_norm) ** 2
-        limit = np.float32(min(bound + slack - yq2[0], 3e38))
-        count = 0
-        for i in range(m):
-            survivors[count] = i
-            count += acc[i] <= limit
+        limit = np.float32(min(bound + slack - yq2, 3e38))
         passed = 0
-        for j in range(count):
-            i = survivors[j]
-            f = a + i
-            full = np.float64(norm2[1, f]) - np.float64(norm2[0, f]) + np.float64(acc[i])
-            for d in range(codes_rest.shape[1]):
-                full += np.float64(weights[first_axes + d]) * np.float64(codes_rest[f, d])
-            survivors[passed] = f
-            passed += full + yq2[1] <= bound + 2.0 * slack
+        for i in range(m):
+            survivors[passed] = a + i
+            passed += acc[i] <= limit
         for j in range(passed):
             f = survivors[j]
             _features_of(frame_slots[f], features)
@@ -311,7 +306,6 @@ class InferenceIndex:
     hashes: np.ndarray
     hash_frames: np.ndarray
     codes: np.ndarray
-    codes_rest: np.ndarray
     norm2: np.ndarray
     cell_start: np.ndarray
     cell_box: np.ndarray
@@ -345,15 +339,15 @@ class InferenceIndex:
         scale = np.asarray(self.params["scale"], np.float64)
         yq = (q - mean) @ axes
         weights = (-2.0 * yq * scale).astype(np.float32)
-        yq2 = np.array([yq[:FIRST_AXES] @ yq[:FIRST_AXES], yq @ yq])
+        yq2 = float(yq @ yq)
         # float32 rounding of |ŷ|^2 - 2 y_q·ŷ, bounded from the magnitudes of its terms.
-        slack = 4e-7 * (float(self.params["max_norm2"]) + 127.0 * float(np.abs(weights).sum())) * (
-            len(scale) + 2
-        ) + 1e-6 * float(yq2[1])
+        slack = (
+            4e-7 * (float(self.params["max_norm2"]) + 127.0 * float(np.abs(weights).sum())) * (len(scale) + 2)
+            + 1e-6 * yq2
+        )
         candidates = _nearest_candidates(
             self.slots,
             self.codes,
-            self.codes_rest,
             self.norm2,
             self.cell_start,
             self.cell_box,
@@ -422,9 +416,8 @@ class InferenceIndex:
             "answer": (ANSWER_DTYPE, (frames,)),
             "hashes": (np.dtype("<u8"), (frames,)),
             "hash_frames": (np.dtype("<i4"), (frames,)),
-            "codes": (np.dtype("i1"), (FIRST_AXES, frames)),
-            "codes_rest": (np.dtype("i1"), (frames, scan_axes - FIRST_AXES)),
-            "norm2": (np.dtype("<f4"), (2, frames)),
+            "codes": (np.dtype("i1"), (scan_axes, frames)),
+            "norm2": (np.dtype("<f4"), (frames,)),
             "cell_start": (np.dtype("<i8"), (cells + 1,)),
             "cell_box": (np.dtype("<f8"), (cells, 2, grid_axes)),
         }
@@ -596,28 +589,43 @@ def _last_of_chunk(source: np.ndarray, chunk_id: np.ndarray, window_end: np.ndar
 FIT_SAMPLE = 65_536
 
 
-@numba.njit(cache=True, nogil=True)
-def _rotate(slots, mean, axes, out):  # pragma: no cover - compiled
+#: Frames a worker thread rotates at a time; builds of at most SERIAL_BUILD_FRAMES frames stay on
+#: the calling thread (``hasher_core.threads``).
+ROTATE_BLOCK = 4096
+SERIAL_BUILD_FRAMES = 65536
+
+
+def _rotate_py(slots, mean, axes, out):  # pragma: no cover - compiled
     """out[f] = (features of frame f - mean) @ axes, float64[F, A]; returns max |out| per axis."""
     dims = slots.shape[1] * 2
-    extent = np.zeros(axes.shape[1])
-    x = np.empty(dims)
-    y = np.empty(axes.shape[1])
-    for f in range(slots.shape[0]):
-        for k in range(slots.shape[1]):
-            w = np.int64(slots[f, k])
-            hi = (w >> 16) & 0xFFFF
-            lo = w & 0xFFFF
-            x[2 * k] = (hi - 65536 if hi >= 32768 else hi) - mean[2 * k]
-            x[2 * k + 1] = (lo - 65536 if lo >= 32768 else lo) - mean[2 * k + 1]
-        y[:] = 0.0
-        for j in range(dims):  # over j outside, so the loop over axes runs on SIMD lanes
+    blocks = (slots.shape[0] + ROTATE_BLOCK - 1) // ROTATE_BLOCK
+    extents = np.zeros((blocks, axes.shape[1]))
+    for block in numba.prange(blocks):
+        x = np.empty(dims)
+        y = np.empty(axes.shape[1])
+        for f in range(block * ROTATE_BLOCK, min(slots.shape[0], (block + 1) * ROTATE_BLOCK)):
+            for k in range(slots.shape[1]):
+                w = np.int64(slots[f, k])
+                hi = (w >> 16) & 0xFFFF
+                lo = w & 0xFFFF
+                x[2 * k] = (hi - 65536 if hi >= 32768 else hi) - mean[2 * k]
+                x[2 * k + 1] = (lo - 65536 if lo >= 32768 else lo) - mean[2 * k + 1]
+            y[:] = 0.0
+            for j in range(dims):  # over j outside, so the loop over axes runs on SIMD lanes
+                for d in range(axes.shape[1]):
+                    y[d] += x[j] * axes[j, d]
             for d in range(axes.shape[1]):
-                y[d] += x[j] * axes[j, d]
+                out[f, d] = y[d]
+                extents[block, d] = max(extents[block, d], abs(y[d]))
+    extent = np.zeros(axes.shape[1])
+    for block in range(blocks):
         for d in range(axes.shape[1]):
-            out[f, d] = y[d]
-            extent[d] = max(extent[d], abs(y[d]))
+            extent[d] = max(extent[d], extents[block, d])
     return extent
+
+
+_rotate = numba.njit(cache=True, nogil=True, parallel=True)(_rotate_py)
+_rotate_serial = numba.njit(cache=True, nogil=True)(_rotate_py)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -632,12 +640,12 @@ def _cells(rotated, edges, bins):  # pragma: no cover - compiled
     return cell
 
 
-@numba.njit(cache=True, nogil=True)
-def _code(rotated, order, scale, cell_start, codes, norm2, box):  # pragma: no cover - compiled
+def _code_py(rotated, order, scale, cell_start, codes, norm2, box):  # pragma: no cover - compiled
     """In scan order (``order``): each frame's int8 codes and the squared norm of what they decode
     to, and each cell's box over the first ``box.shape[2]`` axes; returns the largest coding error."""
-    worst = 0.0
-    for c in range(cell_start.shape[0] - 1):
+    cells = cell_start.shape[0] - 1
+    worst = np.zeros(cells)
+    for c in numba.prange(cells):
         for d in range(box.shape[2]):
             box[c, 0, d] = np.inf
             box[c, 1, d] = -np.inf
@@ -652,18 +660,20 @@ def _code(rotated, order, scale, cell_start, codes, norm2, box):  # pragma: no c
                 decoded = q * scale[d]
                 err += (v - decoded) * (v - decoded)
                 n2 += decoded * decoded
-                if d == FIRST_AXES - 1:
-                    norm2[0, i] = np.float32(n2)
                 if d < box.shape[2]:
                     box[c, 0, d] = min(box[c, 0, d], v)
                     box[c, 1, d] = max(box[c, 1, d], v)
-            norm2[1, i] = np.float32(n2)
-            worst = max(worst, err)
+            norm2[i] = np.float32(n2)
+            worst[c] = max(worst[c], err)
         if cell_start[c + 1] == cell_start[c]:
             for d in range(box.shape[2]):
                 box[c, 0, d] = 0.0
                 box[c, 1, d] = 0.0
-    return np.sqrt(worst)
+    return np.sqrt(worst.max()) if cells else 0.0
+
+
+_code = numba.njit(cache=True, nogil=True, parallel=True)(_code_py)
+_code_serial = numba.njit(cache=True, nogil=True)(_code_py)
 
 
 def _scan_structure(frame_slots: np.ndarray) -> dict[str, Any]:
@@ -677,7 +687,10 @@ def _scan_structure(frame_slots: np.ndarray) -> dict[str, Any]:
     values, vectors = np.linalg.eigh(np.cov(sample - mean, rowvar=False) if len(sample) > 1 else np.eye(24))
     axes = np.ascontiguousarray(vectors[:, np.argsort(values)[::-1][:SCAN_AXES]])
     rotated = np.empty((frames, SCAN_AXES))
-    extent = _rotate(np.ascontiguousarray(frame_slots, np.uint32), mean, axes, rotated)
+    serial = run_serial(frames, SERIAL_BUILD_FRAMES)
+    extent = (_rotate_serial if serial else _rotate)(
+        np.ascontiguousarray(frame_slots, np.uint32), mean, axes, rotated
+    )
     bins = int(min(MAX_BINS, max(1, round((frames / CELL_FRAMES) ** (1 / GRID_AXES)))))
     sampled = rotated[:: max(1, frames // FIT_SAMPLE), :GRID_AXES]
     quantiles = np.linspace(0.0, 1.0, bins + 1)[1:-1]
@@ -688,13 +701,12 @@ def _scan_structure(frame_slots: np.ndarray) -> dict[str, Any]:
     cell_start = np.searchsorted(cell[order], np.arange(cells + 1)).astype(np.int64)
     scale = np.where(extent > 0, extent / 127.0, 1.0)
     codes = np.empty((SCAN_AXES, frames), np.int8)
-    norm2 = np.empty((2, frames), np.float32)
+    norm2 = np.empty(frames, np.float32)
     box = np.empty((cells, 2, GRID_AXES))
-    worst = _code(rotated, order, scale, cell_start, codes, norm2, box)
+    worst = (_code_serial if serial else _code)(rotated, order, scale, cell_start, codes, norm2, box)
     return {
         "order": order,
-        "codes": np.ascontiguousarray(codes[:FIRST_AXES]),
-        "codes_rest": np.ascontiguousarray(codes[FIRST_AXES:].T),
+        "codes": codes,
         "norm2": norm2,
         "cell_start": cell_start,
         "cell_box": box,
@@ -707,7 +719,7 @@ def _scan_structure(frame_slots: np.ndarray) -> dict[str, Any]:
             "scale": scale.tolist(),
             # The coding error bound, widened past the rounding of the rotation itself.
             "error_norm": float(worst) * (1 + 1e-9) + 1e-6,
-            "max_norm2": float(norm2[1].max()) if frames else 0.0,
+            "max_norm2": float(norm2.max()) if frames else 0.0,
         },
     }
 
