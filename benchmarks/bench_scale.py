@@ -390,7 +390,7 @@ def measure_many(partitions: int, frames_each: int, work: Path) -> dict[str, flo
     )  # ~1.32 tokens a word: a chunk of W words has ~1.32 W frames
     config = {"ops": {"seeds": {"config": {"difficulty_bits": 1}}}}
 
-    def run(name: str, texts: dict[str, str]) -> tuple[float, int, int]:
+    def run(name: str, texts: dict[str, str]) -> tuple[float, int, int, int]:
         root = work / name
         for sub in ("inbox", "miner"):
             (root / sub).mkdir(parents=True)
@@ -410,13 +410,13 @@ def measure_many(partitions: int, frames_each: int, work: Path) -> dict[str, flo
             "asic": EmulatedAsicDevice(backend="cpu"),
         }
         keys = sorted(texts)
-        runs = 0
+        runs, events = 0, 0
         with dg.instance_for_test() as instance:
             instance.add_dynamic_partitions("source_files", keys)
             start = time.perf_counter()
             for chunk in partition_ranges(keys, keys, partitions_per_run()):
                 tags = {RANGE_START_TAG: chunk[0], RANGE_END_TAG: chunk[-1]} if len(chunk) > 1 else {}
-                dg.materialize(
+                result = dg.materialize(
                     [*ASSETS, *ASSET_CHECKS],
                     selection=dg.AssetSelection.assets(*TRAINING_STAGES),
                     partition_key=chunk[0] if len(chunk) == 1 else None,
@@ -426,21 +426,25 @@ def measure_many(partitions: int, frames_each: int, work: Path) -> dict[str, flo
                     run_config=config,
                 )
                 runs += 1
+                events += len(instance.all_logs(result.run_id))
             seconds = time.perf_counter() - start
         import pyarrow.parquet as pq
 
         frames = sum(
             pq.ParquetFile(p).metadata.num_rows for p in (root / "data" / "checkpoints").glob("*.parquet")
         )
-        return seconds, frames, runs
+        return seconds, frames, runs, events
 
     run("warm-up", {"warm.txt": bigram_text(words_each, seed=7)})  # compiled kernels loaded once
     small = {f"doc-{i:05d}.txt": bigram_text(words_each, seed=1000 + i) for i in range(partitions)}
-    many_s, many_frames, runs = run("many", small)
+    many_s, many_frames, runs, many_events = run("many", small)
     # One file of as many frames: 150-word chunks overlapping by 25 words repeat 1/6 of the text.
     big_words = round(partitions * words_each * 125 / 150)
-    one_s, one_frames, _ = run("one", {"one.txt": bigram_text(big_words, seed=99)})
+    one_s, one_frames, _, one_events = run("one", {"one.txt": bigram_text(big_words, seed=99)})
     return {
+        "event_ms": event_cost_ms(),
+        "many_events": many_events,
+        "one_events": one_events,
         "many_s": many_s,
         "many_frames": many_frames,
         "many_runs": runs,
@@ -449,6 +453,19 @@ def measure_many(partitions: int, frames_each: int, work: Path) -> dict[str, flo
         "many_partitions_ratio": many_s / one_s,
         "many_partitions_ratio_per_frame": (many_s / many_frames) / (one_s / one_frames),
     }
+
+
+def event_cost_ms(events: int = 200) -> float:
+    """What Dagster's event log takes to store one asset event in a SQLite instance like the runs'
+    (median of ``events`` runless materialisations): the per-partition bookkeeping of a run."""
+    import dagster as dg
+
+    times = []
+    with dg.instance_for_test() as instance:
+        for i in range(events):
+            event = dg.AssetMaterialization(asset_key="bench_scale_probe", metadata={"i": i})
+            times.append(timed(lambda event=event: instance.report_runless_asset_event(event))[1])
+    return 1000 * statistics.median(times)
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -514,9 +531,12 @@ def many_row(partitions: int, frames_each: int, m: dict) -> list[str]:
     from hasher_assets.partitions import partitions_per_run
 
     per_run = partitions_per_run() or "all"
+    bookkeeping = m["many_events"] * m["event_ms"] / 1000
     notes = (
         f"{m['many_frames']:,} vs {m['one_frames']:,} frames ({m['many_partitions_ratio_per_frame']:.2f} "
-        f"per frame); {m['many_runs']} run(s) of ≤ {per_run} partitions"
+        f"per frame); {m['many_runs']} run(s) of ≤ {per_run} partitions; Dagster's event log: "
+        f"{m['many_events']:,} vs {m['one_events']:,} events at {m['event_ms']:.1f} ms each "
+        f"(≈ {bookkeeping:.0f} s of the {m['many_s']:.0f} s)"
     )
     measured = f"{m['many_s']:.0f} s ÷ {m['one_s']:.0f} s = {m['many_partitions_ratio']:.2f}"
     what = "stages 1–4 through the assets, ÷ one partition of as many frames"
@@ -569,10 +589,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.many != "skip":
             partitions, frames_each = (int(x) for x in args.many.split("x"))
             m = measure_many(partitions, frames_each, work)
-            figures |= {
-                k: m[k]
-                for k in ("many_partitions_ratio", "many_partitions_ratio_per_frame", "many_s", "one_s")
-            }
+            names = ("many_partitions_ratio", "many_partitions_ratio_per_frame", "many_s", "one_s")
+            figures |= {k: m[k] for k in (*names, "many_events", "one_events", "event_ms")}
             rows.append(many_row(partitions, frames_each, m))
     figures["load_average"] = os.getloadavg()[0]
     headers = ["size", "what", "measured", "target", "reference in the same run / notes"]
