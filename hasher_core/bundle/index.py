@@ -5,8 +5,9 @@ memory-maps, so opening a model rebuilds nothing and touches only the pages a qu
 A *frame* here is one distinct slot vector of the seed table (rows sharing slots are one context
 seen with several next tokens). The index answers three questions:
 
-- **Which frame has exactly these slots?** A sorted table of 64-bit slot hashes, searched by
-  bisection; the slots of the frame found are compared word for word.
+- **Which frame has exactly these slots?** A sorted table of 64-bit slot hashes, searched from
+  where the hash would sit (the hashes are uniform; a bisection finishes the search); the slots of
+  the frame found are compared word for word.
 - **Which row answers a frame?** The most frequent target among its rows, ties to the first row in
   source (bundle) order, a solved row of that target when there is one. The answering row's seed,
   header time, source, chunk and whether it ends its chunk are stored per frame.
@@ -29,6 +30,11 @@ seen with several next tokens). The index answers three questions:
   Every frame within ``margin`` of the best integer distance is returned, and the caller measures
   those few in float32 exactly as a scan of every frame would; the margin is many times the float32
   rounding of a distance, so the float32 minimum, and its first-in-source-order tie, is among them.
+
+  A query near trained text opens a few cells (~0.3 ms at a million frames); one far from all of it
+  (an unrelated prompt) opens most of them, and then the int8 pass over every frame is the cost
+  (~2 ms on one core): the features are high-dimensional enough that no partition of them prunes
+  such a query, which is why that pass is made cheap rather than avoided.
 
 Layering: this module builds arrays and serialises them to bytes; the model
 (``hasher_core.inference.model``) asks the questions; the deployment store
@@ -64,6 +70,7 @@ ARRAY_FILES = {
     "norm2": "index-norm2.npy",  # float32[F], squared norm of each frame's decoded codes
     "cell_start": "index-cell-start.npy",  # int64[C + 1], frames of cell c: [start[c], start[c+1])
     "cell_box": "index-cell-box.npy",  # float64[C, 2, GRID_AXES], low and high corner of each cell
+    "cell_ball": "index-cell-ball.npy",  # float64[C, SCAN_AXES + 1], each cell's centre and radius
 }
 INDEX_FILES = (PARAMS_FILE, *ARRAY_FILES.values())
 
@@ -188,10 +195,12 @@ def _nearest_candidates(
     norm2,
     cell_start,
     cell_box,
+    cell_ball,
     q,
     yq,
     weights,
     yq2,
+    full_yq,
     error_norm,
     slack,
     margin_abs,
@@ -217,6 +226,15 @@ def _nearest_candidates(
             elif x > cell_box[c, 1, d]:
                 t = x - cell_box[c, 1, d]
                 s += t * t
+        # The ball around the cell's centre holding its frames: |y_q - centre| - radius, over every
+        # coded axis (the box is over the grid's few): what prunes a query far from everything.
+        t = 0.0
+        for d in range(cell_ball.shape[1] - 1):
+            g = full_yq[d] - cell_ball[c, d]
+            t += g * g
+        t = np.sqrt(t) - cell_ball[c, cell_ball.shape[1] - 1] - error_norm
+        if t > 0 and t * t > s:
+            s = t * t
         box_lb[c] = s
     order = np.argsort(box_lb)
     largest = 0
@@ -309,6 +327,7 @@ class InferenceIndex:
     norm2: np.ndarray
     cell_start: np.ndarray
     cell_box: np.ndarray
+    cell_ball: np.ndarray
 
     @property
     def frames(self) -> int:
@@ -351,10 +370,12 @@ class InferenceIndex:
             self.norm2,
             self.cell_start,
             self.cell_box,
+            self.cell_ball,
             q,
             yq[: self.cell_box.shape[2]].copy(),
             weights,
             yq2,
+            yq,
             float(self.params["error_norm"]),
             slack,
             MARGIN_ABS,
@@ -420,6 +441,7 @@ class InferenceIndex:
             "norm2": (np.dtype("<f4"), (frames,)),
             "cell_start": (np.dtype("<i8"), (cells + 1,)),
             "cell_box": (np.dtype("<f8"), (cells, 2, grid_axes)),
+            "cell_ball": (np.dtype("<f8"), (cells, scan_axes + 1)),
         }
         for name, (dtype, shape) in expected.items():
             a = arrays[name]
@@ -676,6 +698,32 @@ _code = numba.njit(cache=True, nogil=True, parallel=True)(_code_py)
 _code_serial = numba.njit(cache=True, nogil=True)(_code_py)
 
 
+@numba.njit(cache=True, nogil=True)
+def _balls(rotated, order, cell_start):  # pragma: no cover - compiled
+    """Per cell: the mean of its frames' rotated coordinates and the largest distance from it."""
+    cells, axes = cell_start.shape[0] - 1, rotated.shape[1]
+    ball = np.zeros((cells, axes + 1))
+    for c in range(cells):
+        n = cell_start[c + 1] - cell_start[c]
+        if n == 0:
+            ball[c, axes] = np.inf
+            continue
+        for i in range(cell_start[c], cell_start[c + 1]):
+            for d in range(axes):
+                ball[c, d] += rotated[order[i], d]
+        for d in range(axes):
+            ball[c, d] /= n
+        radius = 0.0
+        for i in range(cell_start[c], cell_start[c + 1]):
+            r = 0.0
+            for d in range(axes):
+                g = rotated[order[i], d] - ball[c, d]
+                r += g * g
+            radius = max(radius, r)
+        ball[c, axes] = np.sqrt(radius) * (1 + 1e-9) + 1e-6
+    return ball
+
+
 def _scan_structure(frame_slots: np.ndarray) -> dict[str, Any]:
     """PCA axes, the cell grid, the int8 codes and their error bound for the frames' slots
     uint32[F, 12]; ``order`` is the scan order of the frames (by cell, then source order)."""
@@ -704,12 +752,14 @@ def _scan_structure(frame_slots: np.ndarray) -> dict[str, Any]:
     norm2 = np.empty(frames, np.float32)
     box = np.empty((cells, 2, GRID_AXES))
     worst = (_code_serial if serial else _code)(rotated, order, scale, cell_start, codes, norm2, box)
+    ball = _balls(rotated, order, cell_start)
     return {
         "order": order,
         "codes": codes,
         "norm2": norm2,
         "cell_start": cell_start,
         "cell_box": box,
+        "cell_ball": ball,
         "params": {
             "scan_axes": SCAN_AXES,
             "grid_axes": GRID_AXES,

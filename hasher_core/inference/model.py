@@ -16,6 +16,10 @@ its golden stands for, ``golden >> 15`` (§4.3): the bundle's stored golden is n
 
 :meth:`Model.recall` measures the honest figure of a deployment: the share of its training contexts
 whose one-step answer is their next token, and how many tokens of each chunk it recites verbatim.
+
+The lookups (exact slots, the answering row, the nearest frame) are the bundle's inference index
+(``hasher_core.bundle.index``), built once with the bundle; a golden whose top bits are no token id
+(a seed searched below 17 bits) is an answer that decodes to U+FFFD and ends a generation.
 """
 
 from __future__ import annotations
