@@ -8,6 +8,7 @@ partitions (``hasher_assets.partitions``) writes one file per partition.
 """
 
 import time
+from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
@@ -58,8 +59,9 @@ def knowledge_base(
     keys = list(context.partition_keys)
     progress = RateReporter("knowledge_base", None, context.log.info, unit="chunks")
     results, said, rows = {}, set(), 0
+    inbox = storage.inbox_files()  # one listing per run: a listing per partition is partitions²
     for key in keys:
-        results[key] = _one_partition(context, config, storage, embedder, key, said)
+        results[key] = _one_partition(context, config, storage, embedder, key, said, inbox)
         rows += results[key][1]["dagster/row_count"]
         progress.update(rows, f"{len(results)}/{len(keys)} partitions")
     progress.finish(rows, f"{len(keys)} partition(s)")
@@ -73,10 +75,11 @@ def _one_partition(
     embedder: Embedder,
     key: str,
     said: set[str],
+    inbox: dict[str, Path],
 ) -> tuple[StagedParquet, dict[str, object]]:
     """One partition's chunks staged as Parquet, and its metadata. What the input file's reading
-    found (fallbacks, skipped records) is logged once per run (``said``), not once per partition."""
-    inbox = storage.inbox_files()
+    found (fallbacks, skipped records) is logged once per run (``said``), not once per partition;
+    ``inbox`` is the run's listing of the inbox (``HasherStorage.inbox_files``)."""
     split = None
     if key in inbox and config.input_path is None:
         origin = f"inbox file {inbox[key]}"

@@ -146,7 +146,8 @@ def _search_group(context, group, search, kernel, storage, reporter, done):
         rate = f"{p.evaluations_per_s:,.0f} evaluations/s"
         reporter.update(done["frames"] + p.frames_done, f"{done['solved'] + p.solved:,} solved, {rate}")
 
-    paths = {key: storage.progress_path() / f"{key}.sqlite" for key in group}
+    progress_dir = storage.progress_path()  # once: it checks the filesystem's type
+    paths = {key: progress_dir / f"{key}.sqlite" for key in group}
     with contextlib.ExitStack() as stack:
         stores = {
             key: stack.enter_context(ProgressStore.open(path, partition=key, wait_s=30.0))
