@@ -105,8 +105,10 @@ def test_the_scale_benchmark_deploys_probes_builds_and_runs_many_partitions(tmp_
     written = json.loads(figures.read_text())
     for key in ("model_open_s_400", "model_rss_mb_400", "exact_step_ms_400_2threads", "nearest_step_ms_400",
                 "build_bundle_s_400_20_partitions", "unchanged_redeploy_s_400", "recall_s_400",
-                "many_partitions_ratio"):  # fmt: skip
+                "many_partitions_ratio", "many_event_writes_s", "suffix_search_ms_400",
+                "prompt_nearest_search_ms_400"):  # fmt: skip
         assert written[key] > 0, key
+    assert written["many_event_writes_s"] < written["many_s"]
 
 
 def test_results_name_the_command_as_a_user_would_retype_it():

@@ -42,6 +42,7 @@ class Sha256Kernel(dg.ConfigurableResource):
     batch_size: int = Field(default=65536, description="Rows per backend call; larger inputs are chunked.")
 
     _resolved: str | None = PrivateAttr(default=None)
+    _on_backends: dict = PrivateAttr(default_factory=dict)
 
     def _check_settings(self) -> None:
         if self.device_id < 0:
@@ -78,14 +79,17 @@ class Sha256Kernel(dg.ConfigurableResource):
 
     def on_backend(self, backend: str) -> Sha256Kernel:
         """The same kernel settings (threads, device, batch size) on another backend: how the
-        checkpoints gate gets its independent second opinion."""
-        return Sha256Kernel(
-            backend=backend,
-            device_id=self.device_id,
-            threads=self.threads,
-            cpu_kernel=self.cpu_kernel,
-            batch_size=self.batch_size,
-        )
+        checkpoints gate gets its independent second opinion. Made once per backend and kept: a
+        run over many partitions asks once per partition."""
+        if backend not in self._on_backends:
+            self._on_backends[backend] = Sha256Kernel(
+                backend=backend,
+                device_id=self.device_id,
+                threads=self.threads,
+                cpu_kernel=self.cpu_kernel,
+                batch_size=self.batch_size,
+            )
+        return self._on_backends[backend]
 
     def describe(self) -> dict[str, str | int]:
         """What runs, for materialization metadata: backend, and the device, or the thread count and
