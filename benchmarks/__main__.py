@@ -9,11 +9,13 @@ BENCHMARKS = [
     "bench_kernel",
     "bench_frames",
     "bench_seeds",
+    "bench_search",
     "bench_model",
     "bench_asic",
     "bench_deploy",
     "bench_partitions",
     "bench_scale",
+    "bench_serve",
 ]
 
 

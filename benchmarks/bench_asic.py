@@ -10,7 +10,7 @@
   re-check of ``cross_validate``.
 
 For scale: an Antminer S3 sweeps 441 GH/s and returns about 103 difficulty-1 nonces/s
-(performance-anchors §3); the emulator searches a bounded window per work item instead.
+(docs/performance.md §3); the emulator searches a bounded window per work item instead.
 """
 
 from __future__ import annotations

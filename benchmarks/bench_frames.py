@@ -35,9 +35,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.results import record
+from hasher_core import design
 
 WORDS_PER_CHUNK = 150
-EMBEDDING_DIM = 768
+EMBEDDING_DIM = design.EMBEDDING_DIMS
 
 _COMMON = (  # noqa: SIM905 - a word list reads better as prose
     "the of and to a in is that for it as was with be by on not he this are or his from at which but have an "

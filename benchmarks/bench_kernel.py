@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import statistics
 import tempfile
@@ -29,14 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.results import record, table
+from benchmarks.results import publish
+from hasher_core import design
 from hasher_core.design import DIFFICULTY_BITS, VOCABULARY_SIZE
 from hasher_resources import sha256
 from hasher_resources.sha256 import cpu, cpu_shani, cuda
 
-COMPRESSIONS_PER_EVALUATION = 66  # (21 passes + golden) × (2 header blocks + 1 re-hash)
+COMPRESSIONS_PER_EVALUATION = design.HASHES_PER_EVALUATION * design.COMPRESSIONS_PER_HASH
 COMPRESSIONS_PER_SCAN_NONCE = 2  # midstate path: header block 2 + the re-hash
-#: Physical limits of an H100 SXM / H200 (performance-anchors §1.2, 16 SM-clocks per compression).
+#: Physical limits of an H100 SXM / H200 (docs/performance.md §1.2, 16 SM-clocks per compression).
 HOPPER_EVALUATIONS_PER_S = 245e6
 HOPPER_MIDSTATE_NONCES_PER_S = 8.2e9
 SEARCH_POPULATION = 256
@@ -88,7 +88,7 @@ def cpu_rows(args: argparse.Namespace) -> tuple[list[list[object]], dict[str, fl
     slots, seeds = random_rows(n)
     header = bytes(range(80))
     usable, why = cpu_shani.sha_ni_usable()
-    paths = ["simd", *(["shani"] if usable else [])]
+    paths = cpu.runnable_paths()
     rows: list[list[object]] = []
     figures: dict[str, float] = {}
     for threads in [int(t) for t in args.threads.split(",")]:
@@ -206,7 +206,7 @@ def gpu_rows(args: argparse.Namespace) -> tuple[list[list[object]], dict[str, fl
         figures["gpu evaluate fraction of limit"] = evals / HOPPER_EVALUATIONS_PER_S
         figures["gpu header scan fraction of limit"] = nonces / HOPPER_MIDSTATE_NONCES_PER_S
     notes = [
-        f"GPU: {name}. Physical limits (performance-anchors §1.2, H100 SXM / H200): "
+        f"GPU: {name}. Physical limits (docs/performance.md §1.2, H100 SXM / H200): "
         f"{HOPPER_EVALUATIONS_PER_S / 1e6:.0f} M 21-pass evaluations/s, "
         f"{HOPPER_MIDSTATE_NONCES_PER_S / 1e9:.1f} G midstate nonces/s."
     ]
@@ -238,7 +238,7 @@ def sass_rows() -> tuple[list[list[object]], dict[str, float], list[str]]:
         [
             "SASS: nvcc -cubin -arch=sm_90 of the generated source, cuobjdump -sass; the pass loop is the "
             "22-pass loop of hasher_evaluate (3 compressions per pass). Plain-kernel reference ≈1,381 per "
-            "compression, ALU-pipe floor ≈1,024 (performance-anchors §1.2)."
+            "compression, ALU-pipe floor ≈1,024 (docs/performance.md §1.2)."
         ],
     )
 
@@ -276,12 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"rounds. Load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}."
     )
     title = "SHA-256 kernels: CPU paths, search, GPU" + (" (full)" if args.full else " (quick)")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
-    if args.no_record:
-        print(f"\n{title}\n{table(headers, rows)}\n" + "\n".join(notes))
-    else:
-        record(title, headers, rows, notes="\n".join(notes))
+    publish(title, headers, rows, notes, figures, json_path=args.json, no_record=args.no_record)
     return figures
 
 

@@ -27,7 +27,7 @@ from benchmarks.results import record
 from hasher_core.design import VOCABULARY_SIZE
 from hasher_core.search.config import SearchConfig
 from hasher_core.search.loop import search_frames
-from hasher_resources.progress_store import ProgressStore
+from hasher_resources.progress_store import SqliteProgressStore
 from hasher_resources.sha256 import cuda_available, evaluate_with_keys
 
 POPULATION = 256
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             # With a progress store, as the asset runs: its commits are part of the host work measured.
             with (
                 tempfile.TemporaryDirectory() as tmp,
-                ProgressStore.open(Path(tmp) / "bench.sqlite") as store,
+                SqliteProgressStore.open(Path(tmp) / "bench.sqlite") as store,
             ):
                 r = search_frames(slots, targets, config, evaluate, store=store)
             solved = int(r.solved.sum())
@@ -156,7 +156,10 @@ def main(argv: list[str] | None = None) -> None:
             max_generations=BATCH_GENERATIONS[mode],
             frames_per_call=BATCH_FRAMES,
         )
-        with tempfile.TemporaryDirectory() as tmp, ProgressStore.open(Path(tmp) / "bench.sqlite") as store:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            SqliteProgressStore.open(Path(tmp) / "bench.sqlite") as store,
+        ):
             r = search_frames(slots, targets, config, evaluate, store=store)
         efficiency_rows.append(efficiency_row(32, strategy, BATCH_FRAMES, r, kernel_rate))
     notes = (

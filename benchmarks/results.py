@@ -7,6 +7,7 @@ different machines and days stay side by side.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import sys
@@ -62,13 +63,43 @@ def command(argv: Sequence[str] | None = None) -> str:
     return " ".join(["python", *argv])
 
 
-def record(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]], notes: str = "") -> None:
-    """Print the table and append it to RESULTS.md under a dated heading."""
+def record(
+    title: str,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    notes: str = "",
+    *,
+    append: bool = True,
+) -> None:
+    """Print the table and (unless ``append`` is False: a ``--no-record`` run) append it to RESULTS.md
+    under a dated heading."""
     body = table(headers, rows)
     print(f"\n{title}\n{body}\n{notes}".rstrip())
+    if not append:
+        return
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     with RESULTS.open("a", encoding="utf-8") as f:
         f.write(f"\n## {title}\n\n- date: {stamp}\n- machine: {machine()}\n- command: `{command()}`\n\n")
         f.write(body + "\n")
         if notes:
             f.write(f"\n{notes}\n")
+
+
+def publish(
+    title: str,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    notes: Sequence[str],
+    figures: dict[str, float],
+    *,
+    json_path: Path | None,
+    no_record: bool,
+) -> None:
+    """A benchmark's end: ``figures`` to ``json_path`` (when given), then the table and notes printed,
+    and appended to RESULTS.md unless ``no_record``."""
+    if json_path:
+        json_path.write_text(json.dumps(figures, indent=2))
+    if no_record:
+        print(f"\n{title}\n{table(headers, rows)}\n" + "\n".join(notes))
+    else:
+        record(title, headers, rows, notes="\n".join(notes))

@@ -13,9 +13,10 @@ Resources are chosen here, once, from the environment, validated by
 
 import dagster as dg
 
-from hasher_resources.asic.resource import asic_resource_from_env
+from hasher_resources.asic.resource import AsicResource, asic_resource_from_env
 from hasher_resources.embedder import Embedder, HashingEmbedder, OllamaEmbedder
 from hasher_resources.parquet_io import ParquetIOManager
+from hasher_resources.pools import install as install_pool_fixes
 from hasher_resources.settings import HasherSettings, load_settings
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
@@ -53,21 +54,46 @@ def embedder_from_env(settings: HasherSettings | None = None) -> Embedder:
     return HashingEmbedder()
 
 
+def resource_set(
+    storage: HasherStorage,
+    *,
+    embedder: Embedder | None = None,
+    kernel: Sha256Kernel | None = None,
+    asic: AsicResource | None = None,
+) -> dict[str, object]:
+    """The resources the stages ask for, by key: ``storage``, the Parquet IO manager over its data
+    directory, the ``embedder`` (default: the offline hashing one), and ``kernel`` and ``asic`` when
+    given (the stages from ``seeds`` on need them). Tests, the scratch driver and the code location
+    all build their resources here."""
+    resources: dict[str, object] = {
+        "storage": storage,
+        "parquet_io_manager": ParquetIOManager(base_dir=storage.data_dir),
+        "embedder": embedder if embedder is not None else HashingEmbedder(),
+    }
+    if kernel is not None:
+        resources["kernel"] = kernel
+    if asic is not None:
+        resources["asic"] = asic
+    return resources
+
+
 def resources_from_env() -> dict[str, object]:
     """The default resources: local directories, CPU/GPU kernel, hashing embedder, emulated ASIC.
 
     Raises :class:`~hasher_resources.settings.SettingsError` for any bad ``HASHER_*`` variable.
     """
     settings = load_settings()
-    return {
-        "storage": HasherStorage(),
-        "parquet_io_manager": ParquetIOManager(),
-        "embedder": embedder_from_env(settings),
+    return resource_set(
+        HasherStorage(),
+        embedder=embedder_from_env(settings),
         # HASHER_SEEDS_CPUS: the cores the seeds step asks a cluster for are the threads it hashes on
-        "kernel": Sha256Kernel(backend=settings.kernel_backend, threads=scale_out_settings().seeds_cpus),
-        "asic": asic_resource_from_env(),
-    }
+        kernel=Sha256Kernel(backend=settings.kernel_backend, threads=scale_out_settings().seeds_cpus),
+        asic=asic_resource_from_env(),
+    )
 
+
+# Dagster's pool slots: atomic claims, and slots of killed runs freed (see hasher_resources.pools).
+install_pool_fixes()
 
 defs = dg.Definitions(
     assets=ASSETS,

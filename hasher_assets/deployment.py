@@ -1,9 +1,10 @@
 """Stage 5 — ``deployment``: one bundle from every partition's checkpoints, flashed with a backup.
 
 Only partitions whose gate passed are bundled. The store (DESIGN §6) keeps ``deployments/<version>/``
-plus an atomically swapped pointer; it backs up what is deployed, verifies a sample after the swap
-on the kernel and on the device, and rolls back on any failure, leaving the previous deployment
-byte for byte as it was.
+plus an atomically swapped pointer; it backs up what is deployed, verifies a sample of the new
+version on the kernel and on the device before the swap, and rolls back on any failure, leaving the
+previous deployment byte for byte as it was; a damaged current deployment is replaced (the same
+version written afresh).
 """
 
 import importlib.metadata
@@ -30,14 +31,22 @@ class DeploymentConfig(dg.Config):
 
     dry_run: bool = Field(default=False, description="Report what would change and touch nothing")
     only_solved: bool = Field(default=False, description="Bundle only seeds that solved their frame")
-    retries: int = Field(default=2, ge=0)
-    deadline_s: float = Field(default=300.0, gt=0)
-    keep_backups: int = Field(default=3, ge=1)
-    sample_size: int = Field(default=64, ge=1, description="Rows re-verified on the kernel after the swap")
+    retries: int = Field(
+        default=2,
+        ge=0,
+        description="Extra attempts after a failed step; each failed one is rolled back first",
+    )
+    deadline_s: float = Field(
+        default=300.0, gt=0, description="Seconds the whole deploy may take, device calls included"
+    )
+    keep_backups: int = Field(
+        default=3, ge=1, description="Backups of earlier deployments to keep (a rollback restores one)"
+    )
+    sample_size: int = Field(default=64, ge=1, description="Rows re-verified on the kernel before the swap")
     device_sample: int = Field(
         default=8,
         ge=0,
-        description="Headers re-mined on the device after the swap: checks the device's hashing, "
+        description="Headers re-mined on the device before the swap: checks the device's hashing, "
         "not the seeds",
     )
     tolerance: float = Field(
@@ -58,7 +67,13 @@ def pipeline_version() -> str:
     kinds={"parquet"},
     pool="asic",
     op_tags=step_op_tags("deployment"),
-    description="The versioned seed bundle on the target, with backup and rollback (DESIGN §6).",
+    description="The deployed model: one content-addressed bundle of every partition whose "
+    "checkpoints_gate passed, written to <data dir>/deployments/<version> after a backup of the "
+    "previous version, re-verified on a sample on the kernel (and the device), and only then made "
+    "current by an atomic pointer swap; any failure rolls back, retries, and leaves the previous "
+    "deployment intact. A damaged current deployment is rewritten by deploying again. dry_run "
+    "reports what would change. Use it with `hasher generate` and "
+    "`hasher predict`; the deployment_recall check measures it.",
 )
 def deployment(
     context: dg.AssetExecutionContext,
@@ -86,6 +101,9 @@ def deployment(
             )
     for key, why in refused.items():
         context.log.warning(f"partition {key!r} is not deployed: {why}")
+    empty = sorted(key for key, table in passed.items() if not table.num_rows)
+    for key in empty:
+        context.log.warning(f"partition {key!r} has no checkpoint rows (no frames): none of it is deployed")
     if not passed:
         raise NoCheckpointsError(
             f"no partition has checkpoints that passed the gate; looked at {sorted(checkpoints) or 'none'}"
@@ -114,8 +132,9 @@ def deployment(
     return dg.MaterializeResult(
         metadata={
             **report.as_metadata(),
-            "partitions_deployed": dg.MetadataValue.json(sorted(passed)),
+            "partitions_deployed": dg.MetadataValue.json(sorted(set(passed) - set(empty))),
             "partitions_refused": dg.MetadataValue.json(refused),
+            "partitions_empty": dg.MetadataValue.json(empty),
             "store": dg.MetadataValue.path(str(storage.data_path / "deployments")),
         }
     )

@@ -2,33 +2,41 @@
 
 Reads the Data Miner's output (or a raw-text inbox file), keeps the records of this partition's
 source file, skips bad records with counted reasons, and stores the chunks as Parquet. The miner
-file is split by source file once per content fingerprint (``hasher_resources.knowledge_split``), so a
-thousand partitions of one big JSON array cost one parse, not a thousand. A run over a range of
+file is split by source file once per content fingerprint (``hasher_resources.knowledge_source``), so
+a thousand partitions of one big JSON array cost one parse, not a thousand. A run over a range of
 partitions (``hasher_assets.partitions``) writes one file per partition.
 """
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from hasher_core.design import EMBEDDING_DIMS
 from hasher_core.errors import KnowledgeBaseError
-from hasher_core.knowledge import ReadReport, read_inbox_file
 from hasher_core.rate_log import RateReporter
-from hasher_core.schemas import knowledge_base_schema
 from hasher_resources.embedder import Embedder
-from hasher_resources.knowledge_split import ensure_split
+from hasher_resources.knowledge_source import (
+    PartitionRecords,
+    WrittenKnowledgeBase,
+    partition_records,
+    write_knowledge_base,
+)
 from hasher_resources.parquet_io import StagedParquet
 from hasher_resources.storage import HasherStorage
 
 from .executors import step_op_tags
 from .metadata import partition_results, preview_markdown
 from .partitions import backfill_policy, source_files
+
+
+class RequestedSource(dg.Config):
+    """What a run was requested for (the sensor sets it): the partition and its content fingerprint."""
+
+    partition: str = Field(description="The source_files partition the request was made for")
+    fingerprint: str = Field(description="The source's content fingerprint when it was requested")
 
 
 class KnowledgeBaseConfig(dg.Config):
@@ -39,6 +47,15 @@ class KnowledgeBaseConfig(dg.Config):
     )
     batch_rows: int = Field(default=8192, gt=0, description="Records per streamed batch")
     embedding_dims: int = Field(default=EMBEDDING_DIMS, gt=0, description="Required embedding length")
+    requested: RequestedSource | None = Field(
+        default=None,
+        description="Set by the sensor: the run trains what it reads, and says so if the source "
+        "changed since it was requested",
+    )
+    requested_sources: list[RequestedSource] = Field(
+        default_factory=list,
+        description="Set by the sensor for a run over a range of partitions: what each was requested for",
+    )
 
 
 @dg.asset(
@@ -48,7 +65,12 @@ class KnowledgeBaseConfig(dg.Config):
     kinds={"parquet", "pyarrow"},
     io_manager_key="parquet_io_manager",
     op_tags=step_op_tags("knowledge_base"),
-    description="Canonical chunks of one source file: source_file, chunk_id, content, embedding[dims].",
+    description="One source file's chunks in the canonical schema (source_file, chunk_id, content, "
+    "embedding[embedding_dims]): read from the Data Miner output under the miner directory (or the "
+    "file named by input_path), or chunked and embedded from a raw-text inbox file. Bad records are "
+    "skipped and counted in skipped_by_reason; a file in which every record is bad fails the run, "
+    "naming the file and its first problems: fix or re-export the input, or point input_path at "
+    "another file. Nothing in the miner directory or the inbox is ever written.",
 )
 def knowledge_base(
     context: dg.AssetExecutionContext,
@@ -57,15 +79,39 @@ def knowledge_base(
     embedder: Embedder,
 ) -> dg.MaterializeResult:
     keys = list(context.partition_keys)
+    requested = _requested(config, keys)
+    inbox = storage.inbox_files()  # one listing per run: a listing per partition is partitions²
     progress = RateReporter("knowledge_base", None, context.log.info, unit="chunks")
     results, said, rows = {}, set(), 0
-    inbox = storage.inbox_files()  # one listing per run: a listing per partition is partitions²
     for key in keys:
-        results[key] = _one_partition(context, config, storage, embedder, key, said, inbox)
+        before = rows
+        results[key] = _one_partition(
+            context,
+            config,
+            storage,
+            embedder,
+            key,
+            said,
+            inbox,
+            requested.get(key),
+            lambda n, before=before: progress.update(before + n),
+        )
         rows += results[key][1]["dagster/row_count"]
         progress.update(rows, f"{len(results)}/{len(keys)} partitions")
     progress.finish(rows, f"{len(keys)} partition(s)")
     return partition_results(context, results)
+
+
+def _requested(config: KnowledgeBaseConfig, keys: list[str]) -> dict[str, str]:
+    """Partition → the fingerprint the sensor requested it for. Raises :class:`KnowledgeBaseError`
+    when the config names a partition this run does not materialise."""
+    sources = [config.requested] if config.requested is not None else list(config.requested_sources)
+    stray = [s.partition for s in sources if s.partition not in keys]
+    if stray:
+        run = repr(keys[0]) if len(keys) == 1 else f"{keys[0]!r}…{keys[-1]!r} ({len(keys)} partitions)"
+        names = ", ".join(map(repr, stray[:5]))
+        raise KnowledgeBaseError(f"run config requested partition {names}, but this run is for {run}")
+    return {s.partition: s.fingerprint for s in sources}
 
 
 def _one_partition(
@@ -76,89 +122,90 @@ def _one_partition(
     key: str,
     said: set[str],
     inbox: dict[str, Path],
+    requested: str | None,
+    progress: Callable[[int], None],
 ) -> tuple[StagedParquet, dict[str, object]]:
-    """One partition's chunks staged as Parquet, and its metadata. What the input file's reading
-    found (fallbacks, skipped records) is logged once per run (``said``), not once per partition;
-    ``inbox`` is the run's listing of the inbox (``HasherStorage.inbox_files``)."""
-    split = None
-    if key in inbox and config.input_path is None:
-        origin = f"inbox file {inbox[key]}"
-        inbox_report = ReadReport()
-        batches = read_inbox_file(inbox[key], embedder, dims=config.embedding_dims, report=inbox_report)
-    else:
-        # One pass over the miner file splits it by source file (cached by content): materialising
-        # P partitions then costs one read of a big JSON array, not P.
-        origin = f"miner directory {storage.miner_path}"
-        split = ensure_split(
-            storage.miner_path,
-            storage.stage_dir("knowledge_split"),
-            explicit_path=None if config.input_path is None else storage.miner_path / config.input_path,
-            dims=config.embedding_dims,
-            batch_rows=2048,
+    """One partition's chunks staged as Parquet, and its metadata. What the input's reading found
+    (the split, fallbacks, skipped records) is logged once per run (``said``), not once per
+    partition; ``inbox`` is the run's listing of the inbox, ``requested`` the fingerprint the sensor
+    requested this partition for (None when it did not); ``progress(rows so far)`` after each batch."""
+    records = partition_records(
+        storage,
+        key,
+        embedder,
+        input_path=config.input_path,
+        dims=config.embedding_dims,
+        batch_rows=config.batch_rows,
+        inbox=inbox,
+    )
+    if (split := records.split) is not None and split.fingerprint not in said:
+        said.add(split.fingerprint)
+        context.log.info(
+            f"{'split' if split.built else 'reusing the split of'} {split.source_path} "
+            f"({split.format}, {len(split.partitions())} source files, fingerprint {split.fingerprint[:12]})"
         )
-        if split.fingerprint not in said:
-            said.add(split.fingerprint)
-            context.log.info(
-                f"{'split' if split.built else 'reusing the split of'} {split.source_path} ({split.format}, "
-                f"{len(split.partitions())} source files, fingerprint {split.fingerprint[:12]})"
-            )
-        batches = split.read_partition(key, config.batch_rows)
     staging = storage.stage_dir(".staging") / f"knowledge_base.{key}.{context.run.run_id}.parquet"
-    schema = knowledge_base_schema(config.embedding_dims)
     started = time.monotonic()
-    rows = 0
-    content_bytes = 0
-    first: pa.Table | None = None
-    try:
-        with pq.ParquetWriter(staging, schema, compression="zstd") as writer:
-            for batch in batches:
-                table = pa.Table.from_batches([batch]).cast(schema)
-                writer.write_table(table)
-                rows += table.num_rows
-                content_bytes += pc.sum(pc.binary_length(table.column("content"))).as_py() or 0
-                if first is None:
-                    first = table
-    except BaseException:
-        staging.unlink(missing_ok=True)
-        raise
-    # What reading the input found; for the miner file it covers every source file in it.
-    read = split.report if split is not None else inbox_report.as_metadata()
-    if str(read["path_used"]) not in said:
-        said.add(str(read["path_used"]))
-        for fallback in read["fallbacks"]:
-            context.log.warning(f"fell back from {fallback}")
-        for reason, count in read["skipped"].items():
-            context.log.warning(f"{read['path_used']}: skipped {count} record(s): {reason}")
-    if rows == 0:
-        staging.unlink(missing_ok=True)
-        raise KnowledgeBaseError(
-            f"partition {key!r}: no usable records for this source file in {origin} "
-            f"(file used: {read['path_used']}; skipped: {read['skipped'] or 'none'})"
-        )
+    written = write_knowledge_base(records.batches, staging, config.embedding_dims, progress, key)
+    warnings = [w for w in records.warnings() if w not in said]
+    said.update(warnings)
+    for warning in warnings:
+        context.log.warning(warning)
+    note = None
+    if written.rows == 0:
+        if records.split is not None:
+            staging.unlink(missing_ok=True)
+            raise records.nothing_usable(key)
+        note = records.empty_note()
+        context.log.warning(note)
     seconds = time.monotonic() - started
+    # What was trained, in the sensor's terms (its fingerprint of this source), so that a source
+    # whose content was materialised is not requested again, whoever materialised it.
+    fingerprint = records.fingerprint or written.fingerprint
+    if requested is not None and requested != fingerprint:
+        context.log.warning(
+            f"{key} changed since the run was requested (fingerprint {requested[:12]} "
+            f"then, {fingerprint[:12]} now): this run trains the content it read"
+        )
+    return StagedParquet(staging), _metadata(records, written, seconds, embedder, config, note)
+
+
+def _metadata(
+    records: PartitionRecords,
+    written: WrittenKnowledgeBase,
+    seconds: float,
+    embedder: Embedder,
+    config: KnowledgeBaseConfig,
+    note: str | None,
+) -> dict[str, object]:
+    read = records.read_report()
     metadata: dict[str, object] = {
-        "dagster/row_count": rows,
-        "source": origin,
+        "dagster/row_count": written.rows,
+        "source": records.origin,
         "input_file": str(read["path_used"]),
         "input_format": str(read["format"]),
+        "input_encoding": str(read.get("encoding")),
+        "source_fingerprint": records.fingerprint or written.fingerprint,
         "records_seen_in_file": read["records_seen"],
         "skipped_in_file": read["records_skipped"],
         "skipped_by_reason": dg.MetadataValue.json(read["skipped"]),
         "fallbacks": dg.MetadataValue.json(read["fallbacks"]),
         "embedder": embedder.description(),
         "embedding_dims": config.embedding_dims,
-        "content_mb": round(content_bytes / 1e6, 3),
-        "chunks_per_s": round(rows / max(seconds, 1e-9), 1),
+        "content_mb": round(written.content_bytes / 1e6, 3),
+        "chunks_per_s": round(written.rows / max(seconds, 1e-9), 1),
         "seconds": round(seconds, 3),
     }
-    if split is not None:
-        metadata["split_cache"] = dg.MetadataValue.path(str(split.path))
+    if note is not None:
+        metadata["note"] = note
+    if (split := records.split) is not None:
+        metadata["knowledge_split"] = dg.MetadataValue.path(str(split.path))
         metadata["split_built_this_run"] = split.built
         metadata["source_files_in_input"] = len(split.partitions())
-    if first is not None:
+    if written.first is not None:
         metadata["preview"] = dg.MetadataValue.md(
-            preview_markdown(first, ["source_file", "chunk_id", "content"])
+            preview_markdown(written.first, ["source_file", "chunk_id", "content"])
         )
     if read["problems"]:
         metadata["first_problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in read["problems"][:20]))
-    return StagedParquet(staging), metadata
+    return metadata

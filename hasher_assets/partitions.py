@@ -16,13 +16,21 @@ one device check. A partition is still one file per stage and one materialisatio
 metadata and check results.
 """
 
+import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 
 from hasher_resources.settings import load_settings
 from hasher_resources.storage import HasherStorage, scan_sources
+
+# Dagster 1.13 marks an asset's backfill_policy as beta and warns at every import of the code location;
+# hasher needs it (many partitions per run, above): only this one warning is silenced.
+warnings.filterwarnings(
+    "ignore", message="Parameter `backfill_policy` of function `asset`", category=dg.BetaWarning
+)
 
 #: One partition per source file (a Data Miner ``file_name`` or an inbox file); keys are made safe
 #: by ``hasher_core.knowledge.keys.safe_partition_key`` and the original name stays in the data.
@@ -93,12 +101,27 @@ def by_partition(context: dg.AssetExecutionContext, value: object) -> dict[str, 
     return {k: value[k] for k in keys}
 
 
-def register_partitions(instance: dg.DagsterInstance, storage: HasherStorage) -> list[str]:
-    """Add a partition for every source file found now; returns all keys, sorted."""
+@dataclass(frozen=True)
+class PartitionSync:
+    """What :func:`sync_partitions` found: every key, the keys it added, and the inputs it skipped
+    (path → why: see ``hasher_resources.storage.scan_sources``)."""
+
+    keys: list[str]
+    added: list[str]
+    skipped: dict[str, str]
+
+
+def sync_partitions(instance: dg.DagsterInstance, storage: HasherStorage) -> PartitionSync:
+    """Add a partition for every source file found now; what was found, added and skipped."""
     _, cursor, _ = scan_sources(storage, {}, max_files=1_000_000)
     keys = sorted(cursor["partitions"])
     existing = set(instance.get_dynamic_partitions(source_files.name))
     new = [k for k in keys if k not in existing]
     if new:
         instance.add_dynamic_partitions(source_files.name, new)
-    return keys
+    return PartitionSync(keys, new, cursor["skipped"])
+
+
+def register_partitions(instance: dg.DagsterInstance, storage: HasherStorage) -> list[str]:
+    """Add a partition for every source file found now; returns all keys, sorted."""
+    return sync_partitions(instance, storage).keys

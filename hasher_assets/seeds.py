@@ -8,10 +8,12 @@ partitions' size), each partition's finished frames committed to its own store.
 """
 
 import contextlib
+from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
 import numpy as np
+import pyarrow as pa
 import pydantic
 from pydantic import Field
 
@@ -28,7 +30,7 @@ from hasher_core.search import (
 )
 from hasher_core.search.config import Knob, knobs
 from hasher_resources.files import atomic_write_bytes
-from hasher_resources.progress_store import ProgressStore, StoresByFingerprint
+from hasher_resources.progress_store import SqliteProgressStore, StoresByFingerprint
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
@@ -59,7 +61,9 @@ def _config_field(knob: Knob) -> tuple[Any, Any]:
 SeedsConfig = pydantic.create_model(
     "SeedsConfig",
     __base__=dg.Config,
-    __doc__="The search: difficulty, population, strategy and the reward (DESIGN §4.3–4.4).",
+    __doc__="The seed search: difficulty, population, strategy, reward weights and randomness. Every "
+    "field but frames_per_call is part of each frame's fingerprint: changing it searches the frames "
+    "again instead of reusing the progress store.",
     **{knob.name: _config_field(knob) for knob in knobs()},
 )
 
@@ -83,7 +87,12 @@ SEARCH_GROUP_PARTITIONS = 128
     io_manager_key="parquet_io_manager",
     pool="sha256",
     op_tags=step_op_tags("seeds"),
-    description="Per-frame seed search: best_seed, golden, matched_bits, solved … (DESIGN §4).",
+    description="Each frame's best_seed: 32 bytes whose 21-pass SHA-256 recursion gives a golden whose "
+    "top difficulty_bits bits match target_token_id << 15 (17 = the exact token, about 2^17 "
+    "evaluations per frame), with golden, matched_bits, solved, reward, generations, evaluations and "
+    "fingerprint. Finished frames are committed to a progress store as they finish, so rerunning a "
+    "killed or failed run resumes where it stopped. Unsolved frames keep their best seed "
+    "(solved=false): raise max_generations and rerun; seeds below 17 bits predict no token.",
 )
 def seeds(
     context: dg.AssetExecutionContext,
@@ -96,11 +105,12 @@ def seeds(
     frames = {key: handle.read() for key, handle in by_partition(context, training_frames).items()}
     total = sum(t.num_rows for t in frames.values())
     kernel_info = kernel.describe()  # backend plus its device, or threads and CPU path (shani / simd)
+    driver = kernel.search_driver()  # on a GPU the generations run on the device
+    kernel_info["kernel_search_loop"] = "device" if driver is not None else "host"
+    kernel_line = ", ".join(f"{k.removeprefix('kernel_')} {v}" for k, v in kernel_info.items())
     context.log.info(
         f"searching {total:,} frames of {len(frames)} partition(s) at {search.difficulty_bits} bits "
-        f"(strategy {search.strategy}, population {search.population}, kernel "
-        + ", ".join(f"{k.removeprefix('kernel_')} {v}" for k, v in kernel_info.items())
-        + ")"
+        f"(strategy {search.strategy}, population {search.population}, kernel {kernel_line})"
     )
     reporter = RateReporter("seeds", total, context.log.info, unit="frames", every_s=5.0)
     done = {"frames": 0, "solved": 0}
@@ -108,21 +118,29 @@ def seeds(
     results: dict[str, tuple[object, dict[str, object]]] = {}
     for lo in range(0, len(keys), SEARCH_GROUP_PARTITIONS):
         group = {key: frames[key] for key in keys[lo : lo + SEARCH_GROUP_PARTITIONS]}
-        found, history = _search_group(context, group, search, kernel, storage, reporter, done)
+        found, history = _search_group(context, group, search, kernel, driver, storage, reporter, done)
         plot = search_plot_png(history)
         plot_path = atomic_write_bytes(storage.stage_dir("seeds_plots") / f"{keys[lo]}.png", plot)
         for key, (table, mine, store_path) in found.items():
-            metadata = {**_metadata(table, mine, search, store_path, plot_path), **kernel_info}
-            if len(keys) == 1:  # a run over many partitions keeps one plot file, not one copy each
-                metadata["plot"] = png_markdown(plot, "search progress")
-            results[key] = (table, metadata)
+            metadata = {
+                **mine.summary(),
+                "strategy": search.strategy,
+                "elapsed": format_duration(mine.wall_seconds),
+                **kernel_info,
+                "progress_store": dg.MetadataValue.path(str(store_path)),
+            }
+            if note := mine.note(search.max_generations):
+                context.log.warning(f"partition {key!r}: {note}")
+                metadata["note"] = note
+            # A run over many partitions keeps one plot file, not one copy in each's metadata.
+            results[key] = (table, _metadata(table, metadata, plot if len(keys) == 1 else None, plot_path))
             done["frames"] += table.num_rows
             done["solved"] += int(mine.solved.sum())
     reporter.finish(total, f"{done['solved']:,} solved")
     return partition_results(context, results)
 
 
-def _search_group(context, group, search, kernel, storage, reporter, done):
+def _search_group(context, group, search, kernel, driver, storage, reporter, done):
     """One search over the frames of the partitions ``group`` ({key: frames table}), each partition's
     finished frames committed to its own progress store. Returns ``({key: (seeds table, its rows'
     results, store path)}, the search's history)``."""
@@ -150,7 +168,7 @@ def _search_group(context, group, search, kernel, storage, reporter, done):
     paths = {key: progress_dir / f"{key}.sqlite" for key in group}
     with contextlib.ExitStack() as stack:
         stores = {
-            key: stack.enter_context(ProgressStore.open(path, partition=key, wait_s=30.0))
+            key: stack.enter_context(SqliteProgressStore.open(path, partition=key, wait_s=30.0))
             for key, path in paths.items()
         }
         stale = {key: other for key, store in stores.items() if (other := store.other_versions())}
@@ -168,6 +186,7 @@ def _search_group(context, group, search, kernel, storage, reporter, done):
             lambda s, sd, t: kernel.evaluate_with_keys(s, sd, header_time=t),
             store=StoresByFingerprint(stores, owners),
             progress=progress,
+            driver=driver,
         )
     backend = kernel.backend_name()
     out = {}
@@ -177,32 +196,12 @@ def _search_group(context, group, search, kernel, storage, reporter, done):
     return out, found.history
 
 
-def _metadata(table, results, search, store_path, plot_path) -> dict[str, object]:
-    """One partition's metadata: its rows, solves and evaluations; the search's rates (a run over
-    several partitions searches them together: rates and seconds are the whole search's)."""
-    rows = table.num_rows
-    solved = int(results.solved.sum())
-    rate = results.run_evaluations / results.wall_seconds if results.wall_seconds > 0 else 0.0
-    kernel_rate = results.run_evaluations / results.kernel_seconds if results.kernel_seconds > 0 else 0.0
+def _metadata(table: pa.Table, figures: dict, plot: bytes | None, plot_path: Path) -> dict[str, object]:
     columns = ["chunk_id", "window_end", "target_token_id", "golden", "matched_bits", "solved"]
     return {
-        "dagster/row_count": rows,
-        "solved": solved,
-        "solved_pct": round(100 * solved / max(rows, 1), 2),
-        "difficulty_bits": search.difficulty_bits,
-        "strategy": search.strategy,
-        "evaluations": int(results.evaluations.sum()),
-        "evaluations_this_run": int(results.run_evaluations),
-        "mean_generations": round(float(results.generations.mean()) if rows else 0.0, 2),
-        "evaluations_per_s": round(rate, 1),
-        "double_sha256_per_s": round(22 * rate, 1),
-        "kernel_evaluations_per_s": round(kernel_rate, 1),
-        "search_efficiency": round(rate / kernel_rate, 3) if kernel_rate else 0.0,
-        "seconds": round(results.wall_seconds, 3),
-        "elapsed": format_duration(results.wall_seconds),
-        "unique_frames": len(set(results.fingerprint.tolist())),
-        "frames_resumed_from_store": int(results.from_store.sum()),
-        "progress_store": dg.MetadataValue.path(str(store_path)),
+        "dagster/row_count": table.num_rows,
+        **figures,
+        **({"plot": png_markdown(plot, "search progress")} if plot is not None else {}),
         "plot_path": dg.MetadataValue.path(str(plot_path)),
         "preview": dg.MetadataValue.md(preview_markdown(table, columns)),
     }

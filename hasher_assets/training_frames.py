@@ -16,7 +16,7 @@ from hasher_core.frames.recipe import frame_recipe, recipe_to_metadata
 from hasher_core.frames.tokens import load_cl100k
 from hasher_core.rate_log import RateReporter
 from hasher_resources.embedder import Embedder
-from hasher_resources.frames_writer import write_frames
+from hasher_resources.frames_writer import FramesReport, write_frames
 from hasher_resources.parquet_io import ParquetPartition, StagedParquet
 from hasher_resources.storage import HasherStorage
 
@@ -37,7 +37,9 @@ class TrainingFramesConfig(dg.Config):
         "chunk: every frame of a chunk takes the chunk's knowledge-base embedding",
     )
     batch_size: int = Field(default=32, ge=1, description="Texts per embedder call (window source)")
-    compression: Literal["zstd", "snappy"] = "zstd"
+    compression: Literal["zstd", "snappy"] = Field(
+        default="zstd", description="Parquet compression of the frames file (zstd is smaller)"
+    )
 
 
 @dg.asset(
@@ -47,7 +49,12 @@ class TrainingFramesConfig(dg.Config):
     kinds={"parquet", "tiktoken"},
     io_manager_key="parquet_io_manager",
     op_tags=step_op_tags("training_frames"),
-    description="Neural frames: context windows → 12 uint32 slots + the next token (DESIGN §3).",
+    description="Neural frames of one source file: every token position's context (up to window_size "
+    "tokens) embedded and projected to 12 uint32 slots (asic_slot_0…11, stored as int32), with the next "
+    "token as target_token_id. The frame recipe (tokenizer, window_size, stride, embedding_source, "
+    "embedder, seed) is stored in the file and inference rebuilds slots from text with it, so changing "
+    "any of these means retraining and redeploying. Keep embedding_source=window to use the model on "
+    "text; ambiguous_contexts counts repeated text seen with different next tokens.",
 )
 def training_frames(
     context: dg.AssetExecutionContext,
@@ -66,7 +73,7 @@ def training_frames(
         embedding_source=config.embedding_source,
         projection_seed=config.seed,
     )
-    done = {"chunks": 0, "frames": 0, "ambiguous_frames": 0, "ambiguous_contexts": 0}
+    done = {"chunks": 0, "frames": 0}
     results = {}
     for key, handle in inputs.items():
         staging = storage.stage_dir(".staging") / f"training_frames.{key}.{context.run.run_id}.parquet"
@@ -88,27 +95,27 @@ def training_frames(
         )
         done["chunks"] += report.chunks
         done["frames"] += report.frames
-        done["ambiguous_frames"] += report.ambiguous_frames
-        done["ambiguous_contexts"] += report.ambiguous_contexts
-        for problem in report.problems:
-            context.log.warning(f"{key}: {problem}")
-        if report.colliding_frames:
-            context.log.warning(
-                f"{key}: {report.colliding_frames} frames share their slots with a different text"
-            )
-        results[key] = (StagedParquet(staging), _metadata(config, embedder, recipe, report, staging, key))
-    if done["ambiguous_frames"]:  # one line for the run, however many partitions
-        context.log.info(
-            f"{done['ambiguous_frames']} frames in {done['ambiguous_contexts']} contexts seen with more than "
-            "one next token (repeated text): inference answers the most frequent one"
-        )
+        info, warnings = report.notes()
+        where = f"{key}: " if len(inputs) > 1 else ""
+        for line in info:
+            context.log.info(where + line)
+        for line in warnings:
+            context.log.warning(where + line)
+        if note := report.empty_note():
+            context.log.warning(f"partition {key!r}: {note}")
+        metadata = _metadata(report, ParquetPartition(staging, key), recipe, embedder, config)
+        results[key] = (StagedParquet(staging), metadata)
     progress.finish(done["chunks"], f"{done['frames']:,} frames in {len(results)} partition(s)")
     return partition_results(context, results)
 
 
-def _metadata(config, embedder, recipe, report, staging, key) -> dict[str, object]:
-    frames = ParquetPartition(staging, key)
-    preview = next(frames.iter_batches(batch_rows=5), None)
+def _metadata(
+    report: FramesReport,
+    frames: ParquetPartition,
+    recipe: dict,
+    embedder: Embedder,
+    config: TrainingFramesConfig,
+) -> dict[str, object]:
     metadata = {
         **report.as_metadata(),
         "problems": dg.MetadataValue.json(report.problems),
@@ -120,6 +127,9 @@ def _metadata(config, embedder, recipe, report, staging, key) -> dict[str, objec
         "embedder": embedder.description(),
         "recipe": dg.MetadataValue.json(recipe),
     }
+    if note := report.empty_note():
+        metadata["note"] = note
+    preview = next(frames.iter_batches(batch_rows=5), None)
     if preview is not None:
         metadata["preview"] = dg.MetadataValue.md(
             preview_markdown(

@@ -12,6 +12,13 @@ Faults (``--fault KIND:TARGET[:WHICH]``, repeatable): KIND is ``crc``, ``drop``,
 ``--stall-s`` seconds, then send), ``disconnect``, ``wrong-nonce``, ``garbage``, ``truncate`` or
 ``bad-length``; TARGET is ``status`` or ``nonce``; WHICH the 1-based occurrence (default 1) or ``*``.
 
+Packet boundaries (what a USB serial port does to a stream): ``--delivery packets`` writes each
+reply on its own, ``coalesced`` every reply to one host read in one write, ``status-first`` holds the
+nonce packets back until the next status reply and writes them after it in the same write (a board
+answering status while its nonce queue drains); ``--split-at 1,3,-1`` cuts every write at those byte
+offsets (negative: from its end; here inside the header, inside the length and before the CRC's
+last byte), a few milliseconds apart, so a packet reaches the host in pieces.
+
 On start it prints one line, ``READY <url>`` (a pty path or ``socket://127.0.0.1:PORT``), and
 serves until SIGTERM/SIGINT, a ``disconnect`` fault, or its parent process exits. The model is
 described in ``hasher_resources.asic.emulator.board``, the faults in ``….faults``.
@@ -29,6 +36,7 @@ from hasher_core.asic_codec import MAX_ASICS_PER_CHAIN, MAX_CHAINS
 from hasher_core.errors import BackendUnavailableError, KernelInputError
 from hasher_resources.asic.emulator import (
     BACKENDS,
+    DELIVERIES,
     FAULT_KINDS,
     Board,
     Emulator,
@@ -77,7 +85,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads the kernel hashes on (default: every core; a work item of a few thousand "
         "nonces runs on one thread either way)",
     )
+    parser.add_argument(
+        "--delivery",
+        choices=DELIVERIES,
+        default="packets",
+        help="one write per reply, every reply to a host read in one write, or the status reply "
+        "first with the nonce packets queued behind it in the same write",
+    )
+    parser.add_argument(
+        "--split-at",
+        type=_offsets,
+        default=(),
+        metavar="N[,N...]",
+        help="cut every write at these byte offsets (negative: from its end), a few ms apart",
+    )
     return parser
+
+
+def _offsets(text: str) -> tuple[int, ...]:
+    try:
+        offsets = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--split-at {text!r}: comma-separated integers, e.g. 1,3,-1"
+        ) from None
+    if 0 in offsets:
+        raise argparse.ArgumentTypeError(f"--split-at {text!r}: an offset of 0 cuts nothing")
+    return offsets
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KernelInputError, BackendUnavailableError) as exc:
         print(f"error: --backend {args.backend}: {exc}", file=sys.stderr)
         return 2
-    emulator = Emulator(board, list(args.fault), args.stall_s)
+    emulator = Emulator(board, list(args.fault), args.stall_s, delivery=args.delivery, split_at=args.split_at)
 
     stopping = False
 

@@ -12,14 +12,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from hasher_assets.definitions import ASSET_CHECKS, ASSETS
+from hasher_assets.definitions import ASSET_CHECKS, ASSETS, resource_set
+from hasher_core.names import PARTITION_STAGES
 from hasher_resources.asic.resource import EmulatedAsicDevice
-from hasher_resources.embedder import HashingEmbedder
-from hasher_resources.parquet_io import ParquetIOManager
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
-TRAINING_STAGES = ("knowledge_base", "training_frames", "seeds", "checkpoints")
 DEPLOYMENT_WITH_CHECKS = dg.AssetSelection.assets("deployment") | dg.AssetSelection.checks_for_assets(
     "deployment"
 )
@@ -68,19 +66,17 @@ def train_and_deploy(
         data_dir=str(root / "data"),
         progress_dir=str(root / "data" / "seeds_progress"),
     )
-    resources = {
-        "storage": storage,
-        "parquet_io_manager": ParquetIOManager(base_dir=storage.data_dir),
-        "embedder": HashingEmbedder(),
-        "kernel": Sha256Kernel(backend=backend),
-        "asic": asic if asic is not None else EmulatedAsicDevice(backend=backend),
-    }
+    resources = resource_set(
+        storage,
+        kernel=Sha256Kernel(backend=backend),
+        asic=asic if asic is not None else EmulatedAsicDevice(backend=backend),
+    )
     config = {"ops": {"seeds": {"config": {"difficulty_bits": difficulty_bits, "strategy": strategy}}}}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("source_files", [text.name])
         trained = dg.materialize(
             [*ASSETS, *ASSET_CHECKS],
-            selection=dg.AssetSelection.assets(*TRAINING_STAGES),
+            selection=dg.AssetSelection.assets(*PARTITION_STAGES),
             partition_key=text.name,
             instance=instance,
             resources=resources,

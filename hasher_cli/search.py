@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from hasher_core.errors import HasherError
-from hasher_core.search import SearchConfig, attach_results, search_frames, validate_frames_table
+from hasher_core.search import SearchConfig, attach_results, validate_frames_table
 from hasher_core.search.config import knobs
 from hasher_resources.parquet_io import write_table_atomic
-from hasher_resources.progress_store import ProgressStore
+from hasher_resources.progress_store import search_resumable
 from hasher_resources.sha256 import BACKENDS
 from hasher_resources.sha256.resource import Sha256Kernel
 
@@ -102,16 +102,19 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(p.frames_done - bar.n)
             bar.set_postfix(solved=p.solved, evals_per_s=f"{p.evaluations_per_s:,.0f}", refresh=False)
 
-        with ProgressStore.open(args.store, partition=args.partition, wait_s=args.lock_wait_s) as store:
-            results = search_frames(
-                slots,
-                targets,
-                config,
-                evaluate,
-                store=store,
-                progress=progress,
-                progress_every_s=args.progress_every_s if bar is None else 0.5,
-            )
+        results = search_resumable(
+            args.store,
+            slots,
+            targets,
+            config,
+            evaluate,
+            partition=args.partition,
+            wait_s=args.lock_wait_s,
+            progress=progress,
+            progress_every_s=args.progress_every_s if bar is None else 0.5,
+            warn=lambda line: print(f"warning: {line}", file=sys.stderr, flush=True),
+            driver=kernel.search_driver(),
+        )
         if bar is not None:
             bar.close()
         write_table_atomic(attach_results(frames, results, config, backend), args.out)

@@ -26,6 +26,10 @@ STRIDE = 1
 SEED_BYTES = 32
 HEADER_BYTES = 80
 PASSES = 21
+#: Double SHA-256 of the 80-byte header per evaluation: one per pass and one for the golden.
+HASHES_PER_EVALUATION = PASSES + 1
+#: SHA-256 compressions per double SHA-256 of the header: its two 64-byte blocks, then the re-hash.
+COMPRESSIONS_PER_HASH = 3
 #: The passes whose keys feed the reward's stability term (DESIGN §4.3).
 STABILITY_PASSES = (18, 19, 20)
 

@@ -27,11 +27,30 @@ class FileChangedError(HasherError):
         super().__init__(f"{path}: changed while it was being fingerprinted; try again")
 
 
+class DirectoryNotWritableError(HasherError):
+    """A directory hasher must write cannot be written; names the variable that chose it, the
+    directory, the reason (read-only filesystem, permission, a file in the way) and what needs it."""
+
+    def __init__(self, variable: str, path: Path, reason: str, purpose: str) -> None:
+        self.variable = variable
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(
+            f"{variable}={str(path)!r}: hasher cannot write there ({reason}); {purpose} need a writable "
+            f"directory: point {variable} at one"
+        )
+
+
+class TextEncodingError(HasherError, ValueError):
+    """Bytes that should be text are in no Unicode encoding form hasher reads; the message says why
+    (the first bad byte and its offset) and the caller names the file, record or argument."""
+
+
 # --- stage 1: knowledge base --------------------------------------------------------------------
 
 
 class KnowledgeBaseError(HasherError):
-    """Family: reading a knowledge base, the inbox or the split cache failed."""
+    """Family: reading a knowledge base, the inbox or the knowledge split failed."""
 
 
 class KnowledgeBaseNotFoundError(KnowledgeBaseError):
@@ -90,11 +109,11 @@ class PartitionNotFoundError(KnowledgeBaseError):
         super().__init__(f"{path}: no record belongs to partition {partition_key!r}")
 
 
-class KnowledgeCacheError(KnowledgeBaseError):
-    """The split cache cannot be built, published or read; the message names the path."""
+class KnowledgeSplitError(KnowledgeBaseError):
+    """The knowledge split cannot be built, published or read; the message names the path."""
 
 
-class KnowledgeCacheLockTimeoutError(KnowledgeCacheError):
+class KnowledgeSplitLockTimeoutError(KnowledgeSplitError):
     """Another process held the cache lock longer than the caller was willing to wait."""
 
     def __init__(self, lock_path: Path, waited_s: float, holder: str) -> None:
@@ -104,9 +123,6 @@ class KnowledgeCacheLockTimeoutError(KnowledgeCacheError):
             f"{lock_path}: still locked after {waited_s:.1f} s by another split build ({holder}); "
             "wait for it to finish or raise the timeout"
         )
-
-
-# --- stage 2: training frames -------------------------------------------------------------------
 
 
 class FramesError(HasherError):
@@ -133,9 +149,6 @@ class FramesInputError(FramesError, ValueError):
 class TokenizeError(FramesError):
     """tiktoken (or the exact fallback for its regex limit) failed on one text; the frames writer
     skips that chunk, counts it under ``tokenizer_failed`` and names it."""
-
-
-# --- stage 3: seed search -----------------------------------------------------------------------
 
 
 class SearchError(HasherError):
@@ -183,9 +196,6 @@ class ProgressStoreLockedError(ProgressStoreError):
         self.partition = partition
 
 
-# --- the SHA-256 kernel -------------------------------------------------------------------------
-
-
 class KernelError(HasherError):
     """Family: the SHA-256 kernel was given bad input or cannot run as configured."""
 
@@ -200,9 +210,6 @@ class KernelConfigError(KernelError, ValueError):
 
 class BackendUnavailableError(KernelError, RuntimeError):
     """The requested backend cannot run here (no GPU, CuPy missing, ...)."""
-
-
-# --- where steps run (HASHER_EXECUTOR) ------------------------------------------------------------
 
 
 class ExecutorError(HasherError):
@@ -220,14 +227,8 @@ class ExecutorUnavailableError(ExecutorError, RuntimeError):
         )
 
 
-# --- the embedder -------------------------------------------------------------------------------
-
-
 class EmbedderError(HasherError, RuntimeError):
     """The embedder cannot produce embeddings (server down, model missing, malformed answer)."""
-
-
-# --- the ASIC device ----------------------------------------------------------------------------
 
 
 class AsicError(HasherError, RuntimeError):
@@ -300,9 +301,6 @@ class WrongDeviceError(AsicError):
         )
 
 
-# --- the bundle and inference -------------------------------------------------------------------
-
-
 class BundleError(HasherError):
     """Family: building, writing or reading a bundle went wrong."""
 
@@ -343,15 +341,22 @@ class PredictInputError(InferenceError, ValueError):
     """The frame given for a prediction is not 12 words that fit in 32 bits, or the row is unknown."""
 
 
-# --- stage 5: deployment ------------------------------------------------------------------------
-
-
 class DeploymentError(HasherError):
     """Family: the deployment store refused or failed a deploy."""
 
 
 class DeploymentStoreError(DeploymentError):
     """The store itself is in a state hasher will not guess about (bad pointer, missing dir)."""
+
+
+class DeploymentDamagedError(DeploymentStoreError):
+    """The current (or a named) deployment cannot be read as it is; the message says what is damaged
+    and which command recovers it."""
+
+    def __init__(self, version: str | None, problem: str, recovery: str):
+        self.version, self.problem, self.recovery = version, problem, recovery
+        what = f"deployment {version}" if version else "the current deployment"
+        super().__init__(f"{what} is damaged: {problem}; {recovery}")
 
 
 class DeploymentLockedError(DeploymentError):
@@ -372,6 +377,7 @@ class DeploymentFailedError(DeploymentError):
         restored_from_backup: bool = False,
         attempt_errors: tuple[str, ...] = (),
         rollback_completed: bool = True,
+        previous_damage: str | None = None,
     ):
         self.version, self.step, self.reason = version, step, reason
         self.rollback_completed = rollback_completed
@@ -379,6 +385,11 @@ class DeploymentFailedError(DeploymentError):
         self.restored_from_backup, self.attempt_errors = restored_from_backup, attempt_errors
         if not rollback_completed:
             previous = "the rollback did not complete: inspect the store before the next deploy"
+        elif previous_damage:
+            previous = (
+                f"rolled back to {rolled_back_to or 'no deployment'}, as damaged as before this deploy "
+                f"({previous_damage})"
+            )
         elif rolled_back_to:
             how = ", restored from backup" if restored_from_backup else ""
             previous = f"rolled back to {rolled_back_to} (intact{how})"

@@ -1,7 +1,7 @@
 """Every Parquet schema of the pipeline and its column names, in one place.
 
 The knowledge base (DESIGN §2), the frames (§3.5), the search's result columns (§4.5) and the
-bundle's seed table (§6). Kept free of heavy imports (no numba, no tiktoken) so the search, the
+bundle's seed table (DESIGN §6). Kept free of heavy imports (no numba, no tiktoken) so the search, the
 bundle and the CLI can use it without paying for stage 2's machinery.
 """
 
@@ -83,7 +83,7 @@ FRAME_SCHEMA = pa.schema(
 
 #: Columns the search adds to the frames (DESIGN §4.5), besides filling ``best_seed``; ``fingerprint``
 #: (the frame's search fingerprint, DESIGN §4.6) is what the bundle and the progress store key on;
-#: ``predicted_token_id`` is the token the best seed's golden stands for (``golden >> 15``, §4.3).
+#: ``predicted_token_id`` is the token the best seed's golden stands for (``golden >> 15``, DESIGN §4.3).
 RESULT_COLUMNS = (
     "golden",
     "matched_bits",

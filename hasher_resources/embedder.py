@@ -2,8 +2,11 @@
 
 Two implementations behind one ``Embedder`` base: ``HashingEmbedder``, the offline deterministic
 default (feature hashing of every piece of the text; lexical, not semantic), and ``OllamaEmbedder``,
-a client for a local Ollama server's ``POST /api/embed`` that batches, times out, retries transient
-failures with exponential backoff and checks every answer's count, dimension and finiteness.
+a client for a local Ollama server's ``POST /api/embed`` that batches, retries transient failures
+with exponential backoff and checks every answer's count, dimension and finiteness. Every request
+has a total deadline (``timeout_s``: connecting, headers and the whole body, not each read) and every
+batch one too (``batch_deadline_s``, retries and backoff included): a batch that cannot finish in it
+is an :class:`EmbedderError`.
 Requests to a loopback server never go through ``http_proxy`` (as Ollama's own Go client does), and
 an error on a proxied request names the proxy.
 Both are Dagster ``ConfigurableResource``s and also work as plain objects.
@@ -15,7 +18,6 @@ import http.client
 import ipaddress
 import json
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from abc import abstractmethod
@@ -29,7 +31,11 @@ from hasher_core.design import EMBEDDING_DIMS, HASHING_VERSION
 from hasher_core.embedding.lexical import LexicalEmbedder
 from hasher_core.errors import EmbedderError, InferenceError
 
+from .http_deadline import Answer, DeadlineExceeded, exchange
 from .settings import load_settings
+
+#: The version probe only adds a hint to an error message: it may not take longer than this.
+VERSION_PROBE_DEADLINE_S = 5.0
 
 
 class Embedder(dg.ConfigurableResource):
@@ -38,7 +44,7 @@ class Embedder(dg.ConfigurableResource):
     Abstract (Dagster's resource metaclass is an ``ABCMeta``): only the concrete embedders exist.
     """
 
-    dims: int = Field(default=768, gt=0, description="Length of each embedding vector.")
+    dims: int = Field(default=EMBEDDING_DIMS, gt=0, description="Length of each embedding vector.")
 
     @abstractmethod
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -87,9 +93,21 @@ class OllamaEmbedder(Embedder):
     url: str = Field(default="http://127.0.0.1:11434", description="Base URL of the Ollama server.")
     model: str = Field(default="nomic-embed-text", description="Embedding model; `ollama pull` it first.")
     batch_size: int = Field(default=32, gt=0, description="Texts per /api/embed request.")
-    timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout in seconds.")
+    timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Deadline of one /api/embed request in seconds: connecting, the headers and the whole "
+        "body (not a per-read timeout).",
+    )
     retries: int = Field(default=3, ge=0, description="Retries after a connection error, timeout or 5xx.")
     backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubles each retry.")
+    batch_deadline_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Deadline of one batch in seconds, retries and backoff included; unset: each "
+        "attempt has its full timeout_s, so a batch takes at most (retries + 1) × timeout_s plus the "
+        "backoff sleeps.",
+    )
 
     def description(self) -> str:
         return f"ollama {self.model} at {self.url}"
@@ -128,63 +146,77 @@ class OllamaEmbedder(Embedder):
         return array
 
     def _post(self, body: dict[str, object]) -> object:
-        """POST to /api/embed, retrying connection failures, timeouts and 5xx with exponential backoff."""
+        """POST to /api/embed, retrying connection failures, deadlines and 5xx with exponential
+        backoff, all within ``batch_deadline_s`` when set; raises :class:`EmbedderError` otherwise."""
         endpoint = self.url.rstrip("/") + "/api/embed"
         proxy = proxy_for(endpoint)
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({} if proxy is None else proxy))
         via = "" if proxy is None else f" through proxy {next(iter(proxy.values()))} (from the environment)"
         data = json.dumps(body).encode("utf-8")
-        last: str = ""
+        total = self.batch_deadline_s
+        give_up_at = float("inf") if total is None else time.monotonic() + total
+        last, attempts = "", 0
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                pause = self.backoff_s * 2 ** (attempt - 1)
+                if time.monotonic() + pause >= give_up_at:
+                    break  # no time left for another attempt: the batch's deadline counts the retries
+                time.sleep(pause)
+            budget = min(self.timeout_s, give_up_at - time.monotonic())
+            if budget <= 0:
+                break
+            attempts += 1
             request = urllib.request.Request(
                 endpoint, data=data, headers={"Content-Type": "application/json"}, method="POST"
             )
             try:
-                with opener.open(request, timeout=self.timeout_s) as response:
-                    payload = response.read()
-            except urllib.error.HTTPError as exc:
-                detail, is_json = _error_text(exc)
-                if exc.code >= 500:
-                    last = f"HTTP {exc.code}: {detail}"
+                answer = exchange(request, budget, {} if proxy is None else proxy)
+            except DeadlineExceeded:
+                last = (
+                    f"no complete answer within {self.timeout_s:g} s"
+                    if budget >= self.timeout_s - 0.01
+                    else f"no complete answer in the {budget:.2f} s left of the batch"
+                )
+                continue
+            except (OSError, http.client.HTTPException) as exc:
+                reason = getattr(exc, "reason", exc)
+                last = f"{type(reason).__name__}: {reason}"
+                continue
+            if answer.status >= 400:
+                detail, is_json = _error_text(answer)
+                if answer.status >= 500:
+                    last = f"HTTP {answer.status}: {detail}"
                     continue
-                if exc.code == 404 and not is_json and proxy is None:
+                if answer.status == 404 and not is_json and proxy is None:
                     # Go's mux answers an unknown path with plain "404 page not found": this server
                     # predates /api/embed (Ollama 0.3.4); a missing model is a JSON error instead.
                     raise EmbedderError(
                         f"{endpoint}: the server has no /api/embed ({detail!r}){self._server_version()}; "
                         "Ollama added it in 0.3.4: upgrade the Ollama server"
-                    ) from exc
-                if exc.code == 404 and "not found" in detail.lower():
+                    )
+                if answer.status == 404 and "not found" in detail.lower():
                     hint = f"run `ollama pull {self.model}`"
-                    raise EmbedderError(
-                        f"model {self.model!r} not found at {self.url} ({detail}); {hint}"
-                    ) from exc
-                raise EmbedderError(
-                    f"{endpoint} refused the request{via}: HTTP {exc.code}: {detail}"
-                ) from exc
-            except (TimeoutError, urllib.error.URLError, http.client.HTTPException, ConnectionError) as exc:
-                reason = getattr(exc, "reason", exc)
-                last = f"{type(reason).__name__}: {reason}"
-                continue
+                    raise EmbedderError(f"model {self.model!r} not found at {self.url} ({detail}); {hint}")
+                raise EmbedderError(f"{endpoint} refused the request{via}: HTTP {answer.status}: {detail}")
             try:
-                return json.loads(payload)
+                return json.loads(answer.body)
             except json.JSONDecodeError as exc:
-                raise EmbedderError(f"{endpoint} answered with invalid JSON{via}: {payload[:200]!r}") from exc
-        attempts = self.retries + 1
+                raise EmbedderError(
+                    f"{endpoint} answered with invalid JSON{via}: {answer.body[:200]!r}"
+                ) from exc
         hint = "" if proxy is None else "; if the proxy cannot reach the server, add its host to no_proxy"
         raise EmbedderError(
-            f"{endpoint} failed after {attempts} attempts{via} (timeout {self.timeout_s} s): {last}{hint}"
+            f"{endpoint} failed after {attempts} attempt{'s' * (attempts != 1)}{via} "
+            f"(deadline {self.timeout_s:g} s a request{'' if total is None else f', {total:g} s a batch'}): "
+            f"{last}{hint}"
         )
 
     def _server_version(self) -> str:
-        """`` (Ollama X.Y.Z)`` from ``GET /api/version``, or nothing when the server does not say."""
+        """`` (Ollama X.Y.Z)`` from ``GET /api/version``, or nothing when the server does not say
+        within its own deadline (at most ``VERSION_PROBE_DEADLINE_S``)."""
         request = urllib.request.Request(self.url.rstrip("/") + "/api/version", method="GET")
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
-            with opener.open(request, timeout=self.timeout_s) as response:
-                version = json.loads(response.read()).get("version")
+            answer = exchange(request, min(self.timeout_s, VERSION_PROBE_DEADLINE_S), {})
+            version = json.loads(answer.body).get("version") if answer.status == 200 else None
         except (OSError, ValueError, AttributeError, http.client.HTTPException):
             return ""
         return f" (Ollama {version})" if isinstance(version, str) else ""
@@ -217,17 +249,14 @@ def proxy_for(url: str) -> dict[str, str] | None:
     return {parts.scheme: proxy} if proxy else None
 
 
-def _error_text(exc: urllib.error.HTTPError) -> tuple[str, bool]:
+def _error_text(answer: Answer) -> tuple[str, bool]:
     """The error's message and whether the body was JSON (Ollama's own errors are; Go's 404 is not)."""
-    try:
-        body = exc.read().decode("utf-8", "replace")
-    except OSError:
-        return exc.reason or "", False
+    body = answer.body.decode("utf-8", "replace")
     try:
         message = json.loads(body).get("error")
     except (json.JSONDecodeError, AttributeError):
-        return str(body.strip() or exc.reason)[:300], False
-    return str(message or body or exc.reason)[:300], True
+        return str(body.strip() or answer.reason)[:300], False
+    return str(message or body or answer.reason)[:300], True
 
 
 def embedder_for_recipe(recipe: dict[str, object], ollama_url: str | None = None) -> Embedder:

@@ -1,9 +1,11 @@
 """Files, the one way: atomic writes, directory fsync, content digests with a stat memo, file locks,
-and the directories the environment names.
+the directories the environment names and the check that hasher can write them.
 
 Every writer in hasher goes through :func:`atomic_write` (a temporary file beside the target,
 fsynced, renamed over it, the directory fsynced), so a reader sees the old file or the complete
-new one, never half of one, and a failed write leaves the old file untouched. Every lock is an
+new one, never half of one, and a failed write leaves the old file untouched; every finished
+directory (a knowledge split, a deployment, a backup) and the deployment pointer appear through
+:func:`publish` (fsync, one rename, fsync of the parent). Every lock is an
 exclusive ``flock`` on a sidecar file taken by :func:`acquire_lock`; every content fingerprint of an
 input file is :func:`file_digest`, memoised by :class:`DigestMemo`.
 """
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hasher_core.errors import FileChangedError
+from hasher_core.errors import DirectoryNotWritableError, FileChangedError
 
 from .settings import load_settings
 
@@ -63,6 +65,32 @@ def default_progress_dir() -> Path | None:
     ``<data dir>/seeds_progress``. SQLite's WAL needs a local disk (see :func:`network_filesystem`)."""
     env = load_settings().progress_dir
     return Path(env).expanduser() if env else None
+
+
+def check_writable_dir(path: Path, variable: str, purpose: str) -> Path:
+    """Make sure hasher can write in ``path`` before any work starts: create it (and its parents)
+    if missing, then create and delete a file in it — the only test that sees read-only mounts,
+    permissions without root's override, ACLs and full inode tables alike. Returns ``path``.
+
+    Raises :class:`DirectoryNotWritableError` naming ``variable`` (the setting that chose the
+    directory), the directory, why (``Read-only file system``, ``Permission denied``, ``a file is in
+    the way``…) and ``purpose`` (what needs it, e.g. "the seeds progress stores").
+    """
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".hasher-write-check.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        if isinstance(exc, FileExistsError):
+            reason = "a file is in the way, not a directory"
+        elif isinstance(exc, NotADirectoryError):
+            reason = "a parent is a file, not a directory"
+        else:
+            reason = exc.strerror or str(exc)
+        raise DirectoryNotWritableError(variable, path, reason, purpose) from None
+    return path
 
 
 #: Filesystem types (``/proc/self/mounts``) on which SQLite's WAL mode is unsafe: its shared-memory
@@ -131,6 +159,26 @@ def fsync_tree(root: Path) -> None:
             finally:
                 os.close(fd)
         fsync_dir(Path(directory))
+
+
+def publish(staged: Path, final: Path) -> Path:
+    """Make ``staged`` — a finished directory tree, file or symlink beside ``final`` — appear as
+    ``final`` at once: everything in it fsynced, one rename over ``final`` (which may be a file or
+    symlink; a directory there must be empty or absent), then the parent fsynced. A reader sees the
+    old ``final`` or the whole new one, never a part; after a crash, one of the two. Raises OSError
+    (``staged`` is then left where it was). Returns ``final``."""
+    staged, final = Path(staged), Path(final)
+    if staged.is_dir() and not staged.is_symlink():
+        fsync_tree(staged)
+    elif staged.is_file() and not staged.is_symlink():
+        fd = os.open(staged, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    os.replace(staged, final)
+    fsync_dir(final.parent)
+    return final
 
 
 def atomic_write(path: Path, write: Callable[[Path], object], *, strict_dir_sync: bool = False) -> Path:
@@ -209,7 +257,7 @@ class DigestMemo:
     """Content digests of files, memoised by :func:`stat_key` so an unchanged file is read once.
 
     ``entries`` is a plain JSON-able dict (path → ``{"stat", "digest", "recorded_ns", …}``) that the
-    owner keeps where it likes: the split cache in a file, the sensor in its cursor. Other keys of
+    owner keeps where it likes: the knowledge split in a file, the sensor in its cursor. Other keys of
     an entry are kept. An entry is trusted only when the stat is unchanged and the file was last
     modified well before the digest was taken (a write in the same clock tick would be invisible).
     """

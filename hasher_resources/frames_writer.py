@@ -81,6 +81,37 @@ class FramesReport:
     def content_mb_per_second(self) -> float:
         return self.content_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
+    def notes(self) -> tuple[list[str], list[str]]:
+        """What a run's log should say about the frames: ``(information, warnings)`` lines — contexts
+        seen with several next tokens, skipped chunks, frames whose slots another text shares."""
+        info = []
+        if self.ambiguous_frames:
+            info.append(
+                f"{self.ambiguous_frames} frames in {self.ambiguous_contexts} contexts seen with more than "
+                "one next token (repeated text): inference answers the most frequent one"
+            )
+        warnings = list(self.problems)
+        if self.colliding_frames:
+            warnings.append(f"{self.colliding_frames} frames share their slots with a different text")
+        return info, warnings
+
+    def empty_note(self) -> str | None:
+        """Why the partition has no frames (DESIGN §3.2: a chunk under 2 tokens has none), or None
+        when it has some: a note for the stage where it happens, never a failed check later."""
+        if self.frames:
+            return None
+        if not self.chunks:
+            return "no frames: the knowledge base of this partition has no chunks"
+        short = self.skipped_chunks - self.tokenizer_failed
+        why = f"{short} chunk(s) under 2 tokens" if short else ""
+        if self.tokenizer_failed:
+            failed = f"{self.tokenizer_failed} the tokenizer could not take (see problems)"
+            why = f"{why}, {failed}" if why else failed
+        return (
+            f"no frames: every chunk is too short ({why}); a frame needs a context token and the next "
+            "token, so seeds and checkpoints of this partition are empty"
+        )
+
     def as_metadata(self) -> dict[str, Any]:
         """Plain values for materialization metadata (the asset wraps them; no Dagster import here)."""
         out = asdict(self)
@@ -171,7 +202,7 @@ def write_frames(
 
     def write(tmp: Path) -> None:
         # Dictionary-encode only the file name: trying it on the int columns costs ~2x the write time
-        # for no gain on hash-like slot values (performance-anchors §6).
+        # for no gain on hash-like slot values (docs/performance.md §6).
         with (
             pq.ParquetWriter(
                 tmp,

@@ -13,7 +13,7 @@ partition that exists on disk.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +66,14 @@ class ParquetPartition:
         return pl.read_parquet(self.path, columns=columns)
 
 
+def partition_path(base_dir: Path | str, asset: str | Sequence[str], partition_key: str | None) -> Path:
+    """Where a stored partition lives: ``<base_dir>/<asset>/<partition>.parquet``, or
+    ``<base_dir>/<asset>.parquet`` for an unpartitioned asset (``asset`` may be an asset key's path)."""
+    parts = [asset] if isinstance(asset, str) else list(asset)
+    folder = Path(base_dir).expanduser().joinpath(*parts)
+    return folder.with_suffix(".parquet") if partition_key is None else folder / f"{partition_key}.parquet"
+
+
 def write_table_atomic(table: pa.Table, path: Path, compression: str = "zstd") -> None:
     """Write ``table`` to ``path`` as Parquet, atomically (:func:`hasher_resources.files.atomic_write`)."""
     atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression=compression))
@@ -77,13 +85,10 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     base_dir: str = Field(
         default_factory=lambda: str(default_data_dir()), description="Root of all stored partitions"
     )
-    compression: str = "zstd"
+    compression: str = Field(default="zstd", description="Parquet compression of the stored partitions.")
 
     def _path(self, asset_key: dg.AssetKey, partition_key: str | None) -> Path:
-        folder = Path(self.base_dir).expanduser().joinpath(*asset_key.path)
-        if partition_key is None:
-            return folder.with_suffix(".parquet")
-        return folder / f"{partition_key}.parquet"
+        return partition_path(self.base_dir, asset_key.path, partition_key)
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         if context.has_asset_partitions and len(context.asset_partition_keys) != 1:

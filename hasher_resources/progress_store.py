@@ -18,12 +18,16 @@ import os
 import sqlite3
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+import numpy as np
+
 from hasher_core.design import ALGORITHM_VERSION
 from hasher_core.errors import ProgressStoreError, ProgressStoreLockedError
+from hasher_core.search import Evaluator, SearchConfig, SearchProgress, SearchResults, search_frames
+from hasher_core.search.driver import SearchDriver
 from hasher_core.search.records import FinishedFrame
 
 from .files import acquire_lock, release_lock
@@ -54,11 +58,11 @@ _GET_CHUNK = 500  # stays under SQLite's host-parameter limit
 
 
 class StoresByFingerprint:
-    """The progress stores of several partitions searched together as one ``FrameStore``: a
+    """The progress stores of several partitions searched together as one ``ProgressStore``: a
     finished frame is committed to the store of every partition that has it (``owners``:
     fingerprint → partitions), and looked up in theirs. The stores stay the owner's to close."""
 
-    def __init__(self, stores: dict[str, ProgressStore], owners: dict[str, list[str]]) -> None:
+    def __init__(self, stores: dict[str, SqliteProgressStore], owners: dict[str, list[str]]) -> None:
         self.stores, self.owners = stores, owners
 
     def get_many(self, fingerprints: Iterable[str]) -> dict[str, FinishedFrame]:
@@ -90,10 +94,11 @@ def _lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
-class ProgressStore:
-    """Finished frames of one partition, keyed by fingerprint; use as a context manager.
+class SqliteProgressStore:
+    """The progress store (``hasher_core.search.ProgressStore``) of one partition in SQLite: finished
+    frames keyed by fingerprint; use as a context manager.
 
-    ``ProgressStore.open(path, partition=..., wait_s=...)`` takes the partition lock, then opens
+    ``SqliteProgressStore.open(path, partition=..., wait_s=...)`` takes the partition lock, then opens
     (or creates) the database. Rows are committed by :meth:`put_many` in one transaction.
     """
 
@@ -114,13 +119,22 @@ class ProgressStore:
         """
         path = Path(path)
         partition = partition if partition is not None else path.stem
-        path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = _lock_path(path)
 
         def busy(waited: float, holder: str) -> ProgressStoreLockedError:
             return ProgressStoreLockedError(path, partition, wait_s, lock_path)
 
-        lock_fd = acquire_lock(lock_path, wait_s=max(0.0, wait_s), busy=busy, note=f"partition {partition}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock_fd = acquire_lock(
+                lock_path, wait_s=max(0.0, wait_s), busy=busy, note=f"partition {partition}"
+            )
+        except OSError as exc:  # read-only filesystem, permissions: the lock file cannot be created
+            raise ProgressStoreError(
+                path,
+                f"cannot write its directory {path.parent} ({exc.strerror or exc}); the progress stores "
+                "need a writable local directory (HASHER_PROGRESS_DIR)",
+            ) from exc
         try:
             _check_magic(path)
             connection = _connect(path)
@@ -246,7 +260,7 @@ class ProgressStore:
             release_lock(self._lock_fd)
             self._lock_fd = None
 
-    def __enter__(self) -> ProgressStore:
+    def __enter__(self) -> SqliteProgressStore:
         return self
 
     def __exit__(
@@ -280,3 +294,41 @@ def _connect(path: Path) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         raise ProgressStoreError(path, f"cannot be opened as SQLite: {exc}") from exc
     return db
+
+
+def search_resumable(
+    path: Path,
+    slots: np.ndarray,
+    targets: np.ndarray,
+    config: SearchConfig,
+    evaluate: Evaluator,
+    *,
+    partition: str | None = None,
+    wait_s: float = 0.0,
+    progress: Callable[[SearchProgress], None] | None = None,
+    progress_every_s: float = 5.0,
+    warn: Callable[[str], None] | None = None,
+    driver: SearchDriver | None = None,
+) -> SearchResults:
+    """:func:`~hasher_core.search.search_frames` with the progress store at ``path``: frames it holds
+    are taken from it, every frame finished here is committed to it as it finishes, so a killed run
+    resumes where it was. ``warn`` is told, once, when the store holds seeds of another algorithm
+    version (kept, never reused). ``driver`` runs the generations on a device
+    (:meth:`Sha256Kernel.search_driver`; ``None``: the host loop). Raises what
+    :meth:`SqliteProgressStore.open` raises."""
+    with SqliteProgressStore.open(path, partition=partition, wait_s=wait_s) as store:
+        if warn is not None and (stale := store.other_versions()):
+            warn(
+                f"progress store {path} holds {sum(stale.values()):,} seeds of {', '.join(sorted(stale))} "
+                f"(another objective): none is reused; this run searches for {store.algorithm_version}"
+            )
+        return search_frames(
+            slots,
+            targets,
+            config,
+            evaluate,
+            store=store,
+            progress=progress,
+            progress_every_s=progress_every_s,
+            driver=driver,
+        )

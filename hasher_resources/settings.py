@@ -1,15 +1,17 @@
 """Every ``HASHER_*`` environment variable, validated once, in one place.
 
-:class:`HasherSettings` is the registry: one field per variable, its type, default and allowed
-values. :func:`load_settings` reads the environment and returns it, or raises :class:`SettingsError`
-with a one-line message naming each bad variable, its value and what is allowed. A ``HASHER_*`` name
-that is not in the registry (``HASHER_EMBEDER``) is an error too: a typo in a name is as silent as a
-typo in a value. ``hasher_assets.definitions`` calls it at load, so ``dagster definitions validate``
-and every run fail on a bad setting before anything starts; the ``hasher`` CLI reports it in one line.
+:class:`HasherSettings` is the registry, a ``pydantic-settings`` model: one field per variable (its
+alias is the variable's name), its type, default and allowed values. pydantic-settings reads the
+environment into it; :func:`load_settings` returns it, or raises :class:`SettingsError` with a
+one-line message naming each bad variable, its value and what is allowed. A ``HASHER_*`` name that is
+not in the registry (``HASHER_EMBEDER``) is an error too, with the closest known name: a typo in a
+name is as silent as a typo in a value (pydantic-settings only reads the names it knows, so this rule
+is ours). ``hasher_assets.definitions`` calls it at load, so ``dagster definitions validate`` and
+every run fail on a bad setting before anything starts; the ``hasher`` CLI reports it in one line.
 
-An empty value means unset, as in the shell idiom ``HASHER_ASIC_URL= dagster dev``. Choices are
-matched case-insensitively. The variables read only by ``scripts/*.sh`` are listed too, so the
-registry knows every name the project uses.
+An empty (or blank) value means unset, as in the shell idiom ``HASHER_ASIC_URL= dagster dev``.
+Choices are matched case-insensitively. The variables read only by ``scripts/*.sh`` are listed too,
+so the registry knows every name the project uses.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hasher_core.errors import HasherError
+from hasher_core.names import AUTO, CPU_PATHS, KERNEL_BACKENDS
 
 PREFIX = "HASHER_"
 
@@ -40,10 +44,40 @@ def _choice(value: object) -> object:
 Choice = BeforeValidator(_choice)
 
 
-class HasherSettings(BaseModel):
+class Environment(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping (the process's environment by
+    default), with blank values taken as unset."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None) -> None:
+        super().__init__(settings_cls)
+        environ = os.environ if environ is None else environ
+        self.env_vars = {name: value for name, value in environ.items() if value.strip()}
+
+
+class HasherSettings(BaseSettings):
     """The ``HASHER_*`` environment variables (aliases) and their defaults; ``None`` means unset."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, populate_by_name=False, case_sensitive=True
+    )
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> HasherSettings:
+        """The settings ``environ`` (default: the process's environment) holds. Raises pydantic's
+        ``ValidationError`` (see :func:`load_settings` for the one-line message)."""
+        return cls.model_validate(Environment(cls, environ)())
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """``HasherSettings()`` reads what :meth:`from_environment` reads: no ``.env`` file, no secrets."""
+        return init_settings, Environment(settings_cls)
 
     # Where things are (DESIGN §2; hasher_resources.files turns them into paths with defaults).
     miner_dir: str | None = Field(None, alias="HASHER_MINER_DIR", description="Data Miner output directory")
@@ -53,10 +87,10 @@ class HasherSettings(BaseModel):
         None, alias="HASHER_PROGRESS_DIR", description="search progress stores (default under the data dir)"
     )
     # What runs where.
-    kernel_backend: Annotated[Literal["auto", "cpu", "cuda", "reference"], Choice] = Field(
+    kernel_backend: Annotated[Literal[(AUTO, *sorted(KERNEL_BACKENDS))], Choice] = Field(  # type: ignore[valid-type]
         "auto", alias="HASHER_KERNEL_BACKEND", description="SHA-256 kernel backend"
     )
-    cpu_kernel: Annotated[Literal["auto", "shani", "simd"], Choice] = Field(
+    cpu_kernel: Annotated[Literal[(AUTO, *CPU_PATHS)], Choice] = Field(  # type: ignore[valid-type]
         "auto", alias="HASHER_CPU_KERNEL", description="CPU kernel variant (SHA-NI instructions or SIMD)"
     )
     executor: Annotated[Literal["multiprocess", "ray", "k8s"], Choice] = Field(
@@ -95,6 +129,13 @@ class HasherSettings(BaseModel):
         100,
         alias="HASHER_PARTITIONS_PER_RUN",
         description="partitions one run of stages 1-4 takes (backfill policy and sensor), or 'all'",
+    )
+    # `hasher serve`.
+    serve_token: str | None = Field(
+        None,
+        alias="HASHER_SERVE_TOKEN",
+        repr=False,
+        description="bearer token `hasher serve` requires (needed to bind a non-loopback address)",
     )
     # Read only by scripts/*.sh; listed so the registry knows every name.
     python: str | None = Field(None, alias="HASHER_PYTHON", description="Python 3.12 the scripts use")
@@ -151,14 +192,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> HasherSettings:
     Raises :class:`SettingsError` naming every invalid or unknown variable, in one line.
     """
     environ = os.environ if environ is None else environ
-    values = {k: v for k, v in environ.items() if k.startswith(PREFIX) and v.strip() != ""}
     known = known_variables()
-    problems = [_unknown(name, known) for name in sorted(values) if name not in known]
+    problems = [
+        _unknown(name, known)
+        for name, value in sorted(environ.items())
+        if name.startswith(PREFIX) and value.strip() and name not in known
+    ]
+    problems += [
+        problem
+        for name, value in sorted(environ.items())
+        if name.startswith(PREFIX) and value.strip() and (problem := _not_utf8(name, value))
+    ]
     if not problems:
         try:
-            return HasherSettings.model_validate(values)
+            return HasherSettings.from_environment(environ)
         except ValidationError as exc:
-            problems = [_describe(error, values) for error in exc.errors()]
+            problems = [_describe(error, environ) for error in exc.errors()]
     raise SettingsError("; ".join(problems))
 
 
@@ -173,11 +222,24 @@ def setting(name: str) -> object:
 @functools.lru_cache(maxsize=256)
 def _validated(name: str, raw: str) -> object:
     field = next(key for key, f in HasherSettings.model_fields.items() if f.alias == name)
-    values = {name: raw} if raw.strip() else {}
     try:
-        return getattr(HasherSettings.model_validate(values), field)
+        return getattr(HasherSettings.from_environment({name: raw}), field)
     except ValidationError as exc:
-        raise SettingsError("; ".join(_describe(error, values) for error in exc.errors())) from None
+        raise SettingsError("; ".join(_describe(error, {name: raw}) for error in exc.errors())) from None
+
+
+def _not_utf8(name: str, value: str) -> str | None:
+    """Why a value whose bytes are not UTF-8 (Python keeps such bytes as lone surrogates, PEP 383) is
+    unusable, or None: pyarrow and Dagster encode every path and string as UTF-8 and fail on it."""
+    raw = os.fsencode(value)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (
+            f"{name} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}): pyarrow and "
+            "Dagster take UTF-8 paths and text only; rename the folder or re-type the value in UTF-8"
+        )
+    return None
 
 
 def _unknown(name: str, known: Mapping[str, str]) -> str:

@@ -56,16 +56,36 @@ def test_the_model_benchmark_trains_deploys_and_reports_recall(tmp_path):
 
 @pytest.mark.slow
 def test_the_kernel_benchmark_compares_both_cpu_paths_with_hashlib():
-    from hasher_resources.sha256 import cpu_shani
+    from hasher_resources.sha256 import cpu
 
     out = run_benchmark("bench_kernel", "--threads", "1", "--rows", "300")
-    paths = ["simd", "shani"] if cpu_shani.sha_ni_usable()[0] else ["simd"]
-    for path in paths:
+    for path in cpu.runnable_paths():
         assert (
             f"| cpu {path}: 21-pass evaluate | 1 |" in out and f"| cpu {path}: header nonce scan | 1 |" in out
         )
     assert "| hashlib streaming SHA-256 | 1 |" in out and "frames solved/hour at D = 17" in out
     assert " per compression; " in out or "CUDA SASS not counted" in out
+
+
+@pytest.mark.slow
+def test_the_search_benchmark_compares_the_host_loop_with_the_device_search(tmp_path):
+    out = run_benchmark(
+        "bench_search", "--batch", "16", "--waves", "1", "--device-frames", "6", "--device-difficulty", "9",
+        "--cpu-frames", "2", "--json", str(tmp_path / "search.json"),
+    )  # fmt: skip
+    for strategy in ("grpo", "scan"):
+        assert f"| host loop ({strategy}) | 16 frames × 256 |" in out
+        assert f"| device search driver ({strategy}), H100 launch sizes | " in out
+        assert f"| device search on its host build ({strategy}) | 6 frames at D = 9" in out
+        assert f"| cpu search ({strategy}, " in out
+    assert "same seeds as the host loop: yes" in out and "same seeds as the host loop: NO" not in out
+    figures = json.loads((tmp_path / "search.json").read_text())
+    for key in ("host_ns_per_evaluation_grpo", "host_ns_per_evaluation_scan",
+                "device_search_host_ns_per_evaluation", "device_search_host_ns_per_evaluation_host_build",
+                "bus_bytes_per_evaluation"):  # fmt: skip
+        assert figures[key] > 0
+    assert figures["device_search_seeds_equal_host_loop"] == 1.0
+    assert "device search kernel, sm_90 SASS (static)" in out or "CUDA SASS not counted" in out
 
 
 def test_the_gpu_check_says_when_there_is_no_gpu(tmp_path):
@@ -109,6 +129,37 @@ def test_the_scale_benchmark_deploys_probes_builds_and_runs_many_partitions(tmp_
                 "prompt_nearest_search_ms_400"):  # fmt: skip
         assert written[key] > 0, key
     assert written["many_event_writes_s"] < written["many_s"]
+
+
+def test_the_serving_benchmark_streams_from_hasher_serve_and_checks_against_model_generate(tmp_path):
+    text = tmp_path / "tiny.txt"
+    text.write_text("A tiny text of a dozen words or so, to train, deploy and serve in a test.")
+    args = [
+        "--text",
+        str(text),
+        "--difficulty",
+        "17",  # below 17 bits a seed answers no token (docs/design.md §4.3): nothing to time
+        "--frames",
+        "2000",
+        "--clients",
+        "1,3",
+        "--max-tokens",
+        "6",
+    ]
+    out = run_benchmark("bench_serve", *args)
+    rows = [
+        line.split(" | ")
+        for line in out.splitlines()
+        if line.startswith(("| sample texts |", "| ~2,000 frames |"))
+    ]
+    assert [(row[0], row[1], row[2]) for row in rows] == [
+        ("| sample texts", "19", "1"),
+        ("| sample texts", "19", "3"),
+        ("| ~2,000 frames", "2,000", "1"),
+        ("| ~2,000 frames", "2,000", "3"),
+    ]
+    # tokens/s and the server's peak RSS were measured
+    assert all(float(row[4].replace(",", "")) > 0 and float(row[11].replace(",", "")) > 0 for row in rows)
 
 
 def test_results_name_the_command_as_a_user_would_retype_it():

@@ -199,3 +199,50 @@ def test_the_helm_environment_loads_the_k8s_executor_and_the_run_config_fits_its
     )
     (container,) = job.spec.template.spec.containers
     assert container.resources.limits == {"nvidia.com/gpu": "1"}
+
+
+def serve_manifests() -> tuple[dict, dict]:
+    """The ``hasher serve`` Deployment and Service the Helm values add (``extraManifests``)."""
+    manifests = yaml.safe_load(HELM_VALUES.read_text())["extraManifests"]
+    (deployment,) = [m for m in manifests if m["kind"] == "Deployment"]
+    (service,) = [m for m in manifests if m["kind"] == "Service"]
+    return deployment, service
+
+
+def test_the_helm_values_serve_the_model_with_hashers_own_command_line():
+    from hasher_cli.main import _parser
+    from hasher_cli.serve import check_access
+
+    deployment, service = serve_manifests()
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["command"][0] == "hasher"
+    args = _parser().parse_args(container["command"][1:])  # exits on a flag hasher serve lacks
+    assert args.command == "serve" and args.backend == "cpu"
+    env = {e["name"]: e for e in container["env"]}
+    # 0.0.0.0 in the pod: the token must come from a secret, and the server would start with it
+    assert env["HASHER_SERVE_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "token"
+    check_access(args.host, "a token from the secret")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["http"] == args.port
+    assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(args.port)
+    # the same image, data directory and volume as the code location, mounted read-only
+    code_location = helm_deployment()
+    assert container["image"].split(":")[0] == code_location["image"]["repository"]
+    code_env = {e["name"]: e["value"] for e in code_location["env"]}
+    assert env["HASHER_DATA_DIR"]["value"] == code_env["HASHER_DATA_DIR"]
+    (volume,) = pod["spec"]["volumes"]
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in code_location["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert volume["persistentVolumeClaim"]["claimName"] in claims.values()
+    (mount,) = container["volumeMounts"]
+    assert mount["readOnly"] and code_env["HASHER_DATA_DIR"].startswith(mount["mountPath"] + "/")
+    # the Service reaches exactly these pods on the named port
+    labels = pod["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert service["spec"]["ports"] == [{"name": "http", "port": args.port, "targetPort": "http"}]

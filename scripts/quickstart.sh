@@ -30,7 +30,13 @@ mkdir -p "$DAGSTER_HOME" "$HASHER_DATA_DIR"
 
 echo "==> sample data: miner=$HASHER_MINER_DIR inbox=$HASHER_INBOX_DIR"
 echo "==> registering source_files partitions in $DAGSTER_HOME"
-mapfile -t keys < <(hasher partitions sync)
+# sync prints the keys on stdout and what it skipped on stderr; it fails when it found nothing, could not
+# read an input, or DAGSTER_HOME is a path Dagster's SQLite storage cannot use: stop there, not later.
+if ! synced="$(hasher partitions sync)"; then
+    echo "==> hasher partitions sync failed (see above); nothing was trained" >&2
+    exit 1
+fi
+mapfile -t keys <<<"$synced"
 printf '    %s\n' "${keys[@]}"
 if [ "$train" = all ]; then
     trained=("${keys[@]}")
@@ -74,4 +80,5 @@ echo "$prompt$continuation" | fold -s -w 100 | sed 's/^/    /'
 sed 's/^/    /' "$logs/generate.err"
 echo "==> done in $(( $(date +%s) - start )) s. Outputs under $HASHER_DATA_DIR; Dagster instance in $DAGSTER_HOME."
 echo "    Use it:     HASHER_DATA_DIR=$HASHER_DATA_DIR .venv/bin/hasher generate --prompt \"The Zen of Python\""
+echo "    Serve it:   HASHER_DATA_DIR=$HASHER_DATA_DIR .venv/bin/hasher serve    (then open http://127.0.0.1:8420/)"
 echo "    Browse it:  DAGSTER_HOME=$DAGSTER_HOME HASHER_MINER_DIR=$HASHER_MINER_DIR HASHER_INBOX_DIR=$HASHER_INBOX_DIR HASHER_DATA_DIR=$HASHER_DATA_DIR .venv/bin/dagster dev -h 127.0.0.1"

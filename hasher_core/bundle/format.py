@@ -19,7 +19,9 @@ Files of a bundle directory:
 - ``index.json`` and ``index-*.npy`` — the inference index (``hasher_core.inference.index``): what
   a deployed model looks contexts up in, computed here once so that opening a model rebuilds
   nothing (format v3; a v2 bundle has none and a model builds it in memory when it opens);
-- ``manifest.json`` — versions, header constants, counts per partition, checksums of the other files.
+- ``manifest.json`` — versions, header constants, counts per partition, checksums of the other files,
+  and ``manifest_sha256``, the SHA-256 of the manifest's own canonical bytes without that field, so a
+  flipped bit anywhere in the manifest (its creation time included) is caught too.
 
 Building costs time proportional to the rows, whatever the number of partitions: the checkpoints
 are validated as one table (``rows``), sorted once, and counted per partition with one group-by.
@@ -35,7 +37,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -43,15 +44,17 @@ import pyarrow.compute as pc
 from hasher_core import design
 from hasher_core.errors import (
     BundleChecksumError,
+    BundleError,
     BundleFormatError,
     BundleInputError,
     NoCheckpointsError,
 )
 from hasher_core.frames.recipe import RECIPE_METADATA_KEY, recipe_from_metadata, recipe_problems
+from hasher_core.jit import njit
 from hasher_core.schemas import SEED_TABLE_SCHEMA
 
 from .index import INDEX_FILES, PARAMS_FILE, InferenceIndex, build_index
-from .rows import seed_rows
+from .rows import _fixed_binary_bytes, seed_rows, seeds_array, slots_array
 
 #: v2: token-aligned objective (DESIGN §4.3) and the frame recipe in the manifest (§6).
 #: v3: the inference index beside the seed table (same seed table and digest rules as v2).
@@ -64,6 +67,29 @@ MANIFEST_FILE = "manifest.json"
 PAYLOAD_FILES = (SEEDS_FILE, FINGERPRINTS_FILE, *INDEX_FILES)
 V2_PAYLOAD_FILES = (SEEDS_FILE, FINGERPRINTS_FILE)
 VERSION_HEX_DIGITS = 16
+#: The manifest's field holding the SHA-256 of its canonical bytes without that field.
+MANIFEST_DIGEST = "manifest_sha256"
+#: Every field a manifest has (older bundles lack ``MANIFEST_DIGEST``); any other is damage.
+MANIFEST_FIELDS = frozenset(
+    {
+        "format",
+        "version",
+        "content_digest",
+        "pipeline_version",
+        "algorithm_version",
+        "header_constants",
+        "recipe",
+        "only_solved",
+        "partitions",
+        "total_rows",
+        "solved_rows",
+        "distinct_frames",
+        "inference_frames",
+        "created_at",
+        "files",
+        MANIFEST_DIGEST,
+    }
+)
 
 
 def payload_files(manifest: Mapping[str, Any]) -> tuple[str, ...]:
@@ -149,24 +175,6 @@ def header_constants() -> dict[str, Any]:
     }
 
 
-def slots_array(seeds: pa.Table) -> np.ndarray:
-    """uint32[N, 12] from a seed table's ``slots`` column."""
-    col = seeds.column("slots").combine_chunks()
-    return np.asarray(col.flatten().to_numpy(), dtype=np.uint32).reshape(-1, design.SLOT_COUNT)
-
-
-def seeds_array(seeds: pa.Table) -> np.ndarray:
-    """uint8[N, 32] from a seed table's ``best_seed`` column."""
-    return _fixed_binary_bytes(seeds.column("best_seed").combine_chunks()).reshape(-1, design.SEED_BYTES)
-
-
-def _fixed_binary_bytes(arr: pa.FixedSizeBinaryArray) -> np.ndarray:
-    width = arr.type.byte_width
-    data = arr.buffers()[1]
-    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8)
-    return raw[arr.offset * width : (arr.offset + len(arr)) * width].copy()
-
-
 def _canonical_column_bytes(col: pa.ChunkedArray) -> bytes:
     """Bytes that depend only on the values (not on chunking, offsets or the Parquet writer)."""
     arr = col.combine_chunks()
@@ -227,7 +235,7 @@ def _serialise_seeds(seeds: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _hex_words(chars, width):  # pragma: no cover - compiled
     """Fixed-width lowercase hex strings (``chars`` uint8[N * width]) as two big-endian 64-bit
     words each (right-padded with zero digits), or None when a byte is not a lowercase hex digit."""
@@ -255,7 +263,7 @@ def _hex_words(chars, width):  # pragma: no cover - compiled
     return words
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _distinct_lines(chars, width, order, words):  # pragma: no cover - compiled
     """The strings in ``order`` (sorted by ``words``), each once, one per line."""
     out = np.empty(order.shape[0] * (width + 1), np.uint8)
@@ -386,6 +394,7 @@ def build_bundle(
         "created_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "files": {name: {"sha256": _sha256(data), "bytes": len(data)} for name, data in files.items()},
     }
+    manifest[MANIFEST_DIGEST] = _sha256(_manifest_bytes(manifest))
     files[MANIFEST_FILE] = _manifest_bytes(manifest)
     return Bundle(seeds=seeds, manifest=manifest, files=files, index=index)
 
@@ -441,6 +450,23 @@ def check_release(manifest: Mapping[str, Any], directory: Path) -> None:
         )
 
 
+def check_manifest(manifest: Mapping[str, Any], raw: bytes, directory: Path) -> None:
+    """Raise unless the manifest is as written: :class:`BundleFormatError` for a field no manifest
+    has, :class:`BundleChecksumError` when its bytes are not the canonical bytes its
+    ``manifest_sha256`` was taken of (bundles written before that field have none). Called last, so
+    a manifest edited on purpose fails on the field that was edited."""
+    manifest_path = directory / MANIFEST_FILE
+    if unknown := sorted(set(manifest) - MANIFEST_FIELDS):
+        raise BundleFormatError(manifest_path, f"unknown field(s) {unknown}: damaged")
+    if MANIFEST_DIGEST in manifest:
+        own = {k: v for k, v in manifest.items() if k != MANIFEST_DIGEST}
+        actual = _sha256(_manifest_bytes(own))
+        if raw != _manifest_bytes(manifest) or actual != manifest[MANIFEST_DIGEST]:
+            raise BundleChecksumError(
+                manifest_path, str(manifest[MANIFEST_DIGEST]), actual, what="manifest sha256"
+            )
+
+
 def parse_seeds(data: bytes, directory: Path) -> pa.Table:
     """The seed table from the bytes of ``seeds.parquet``; :class:`BundleFormatError` when it does
     not parse or has another schema."""
@@ -492,7 +518,16 @@ def parse_bundle(files: Mapping[str, bytes], where: Path | str, *, verify: bool 
     Raises :class:`BundleChecksumError` naming the file and both digests on a mismatch and
     :class:`BundleFormatError` when a file is missing or does not parse.
     """
-    directory = Path(where)
+    try:
+        return _parse_bundle(files, Path(where), verify=verify)
+    except BundleError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        # A damaged manifest that still parses as JSON (a flipped bit in a key or a type).
+        raise BundleFormatError(Path(where) / MANIFEST_FILE, f"not a valid bundle manifest ({e!r})") from None
+
+
+def _parse_bundle(files: Mapping[str, bytes], directory: Path, *, verify: bool) -> Bundle:
     manifest = parse_manifest(files.get(MANIFEST_FILE), directory)
     declared = manifest["files"]
     for name in payload_files(manifest):
@@ -511,6 +546,7 @@ def parse_bundle(files: Mapping[str, bytes], where: Path | str, *, verify: bool 
     if verify:
         verify_content(bundle, directory)
         check_release(manifest, directory)
+        check_manifest(manifest, files[MANIFEST_FILE], directory)
     return bundle
 
 

@@ -55,7 +55,10 @@ import pyarrow as pa
 
 from hasher_core import design
 from hasher_core.errors import BundleFormatError
+from hasher_core.jit import njit
 from hasher_core.threads import run_serial
+
+from .rows import seeds_array, slots_array
 
 #: Version of the on-disk index; a reader refuses another one and says what to do.
 INDEX_FORMAT = "hasher-index-v1"
@@ -71,6 +74,9 @@ ARRAY_FILES = {
     "cell_start": "index-cell-start.npy",  # int64[C + 1], frames of cell c: [start[c], start[c+1])
     "cell_box": "index-cell-box.npy",  # float64[C, 2, GRID_AXES], low and high corner of each cell
     "cell_ball": "index-cell-ball.npy",  # float64[C, SCAN_AXES + 1], each cell's centre and radius
+    "row_place": "index-row-place.npy",  # ROW_DTYPE[N]: where each row of the seed table is in its text
+    "frame_rows": "index-frame-rows.npy",  # int32[N], the rows of each frame, frame by frame
+    "frame_row_start": "index-frame-row-start.npy",  # int64[F + 1], frame f's: [start[f], start[f+1])
 }
 INDEX_FILES = (PARAMS_FILE, *ARRAY_FILES.values())
 
@@ -87,7 +93,15 @@ ANSWER_DTYPE = np.dtype(
         ("chunk_id", "<i4"),
         ("source", "<i4"),  # index into the sources list
         ("chunk_end", "?"),  # the answering row is the last frame of its chunk
+        ("target", "<i4"),  # the answering row's trained token
+        ("solved", "?"),  # its search solved it
+        ("difficulty", "u1"),  # the bits it was searched at
     ]
+)
+#: Where a row of the seed table is in its text: what tells a recitation's next frame (the model's
+#: ``_continues``) and where a chunk ends.
+ROW_DTYPE = np.dtype(
+    [("source", "<i4"), ("chunk_id", "<i4"), ("window_end", "<i4"), ("chunk_end", "?"), ("pad", "u1", (3,))]
 )
 
 #: Rotated coordinates coded per frame for the lower bound (measured at 1 M frames: 16 prunes about
@@ -105,7 +119,7 @@ MARGIN_ABS = 2.0
 MARGIN_REL = 1e-4
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _slot_hashes(slots):  # pragma: no cover - compiled
     out = np.empty(slots.shape[0], np.uint64)
     for r in range(slots.shape[0]):
@@ -125,7 +139,7 @@ def slot_hashes(slots: np.ndarray) -> np.ndarray:
     return _slot_hashes(np.ascontiguousarray(slots, np.uint32))
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _first_at_least(hashes, h):  # pragma: no cover - compiled
     """The first position whose hash is >= ``h`` (``np.searchsorted``). Slot hashes are uniform, so
     the search starts where ``h`` would sit and gallops from there: a lookup touches a page or two
@@ -157,7 +171,7 @@ def _first_at_least(hashes, h):  # pragma: no cover - compiled
     return lo
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _lookup(slots, hashes, hash_frames, frame_slots, query_hashes):  # pragma: no cover - compiled
     out = np.full(slots.shape[0], -1, np.int64)
     for r in range(slots.shape[0]):
@@ -177,7 +191,7 @@ def _lookup(slots, hashes, hash_frames, frame_slots, query_hashes):  # pragma: n
     return out
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _features_of(words, out):  # pragma: no cover - compiled
     # hasher_core.frames.windows.unpack_slots for one row: even features in the high half.
     for k in range(words.shape[0]):
@@ -188,7 +202,7 @@ def _features_of(words, out):  # pragma: no cover - compiled
         out[2 * k + 1] = lo - 65536 if lo >= 32768 else lo
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _nearest_candidates(
     frame_slots,
     codes,
@@ -328,6 +342,9 @@ class InferenceIndex:
     cell_start: np.ndarray
     cell_box: np.ndarray
     cell_ball: np.ndarray
+    row_place: np.ndarray
+    frame_rows: np.ndarray
+    frame_row_start: np.ndarray
 
     @property
     def frames(self) -> int:
@@ -344,6 +361,15 @@ class InferenceIndex:
         where none has."""
         slots = np.ascontiguousarray(slots, np.uint32).reshape(-1, design.SLOT_COUNT)
         return _lookup(slots, self.hashes, self.hash_frames, self.slots, slot_hashes(slots))
+
+    def rows_of(self, frame: int) -> np.ndarray:
+        """The rows of the seed table (int64[k], ascending) whose slots are frame ``frame``'s."""
+        lo, hi = (int(x) for x in self.frame_row_start[np.array([frame, frame + 1])])
+        return np.asarray(self.frame_rows[np.arange(lo, hi)], np.int64)
+
+    def place(self, row: int) -> np.void:
+        """Where row ``row`` of the seed table is in its text (a :data:`ROW_DTYPE` record)."""
+        return self.row_place[int(row)]
 
     def nearest(self, words: np.ndarray) -> tuple[int, float]:
         """The frame nearest to slots ``words`` uint32[12] over the dequantised features and its
@@ -408,7 +434,7 @@ class InferenceIndex:
             raise BundleFormatError(f"{where}/{PARAMS_FILE}", "missing")
         try:
             params = json.loads(raw) if isinstance(raw, bytes | bytearray) else dict(raw)
-            frames = int(params["frames"])
+            frames, rows = int(params["frames"]), int(params["rows"])
         except (ValueError, KeyError, TypeError) as e:
             raise BundleFormatError(f"{where}/{PARAMS_FILE}", f"not valid index parameters ({e!r})") from None
         if params.get("format") != INDEX_FORMAT:
@@ -442,6 +468,9 @@ class InferenceIndex:
             "cell_start": (np.dtype("<i8"), (cells + 1,)),
             "cell_box": (np.dtype("<f8"), (cells, 2, grid_axes)),
             "cell_ball": (np.dtype("<f8"), (cells, scan_axes + 1)),
+            "row_place": (ROW_DTYPE, (rows,)),
+            "frame_rows": (np.dtype("<i4"), (rows,)),
+            "frame_row_start": (np.dtype("<i8"), (frames + 1,)),
         }
         for name, (dtype, shape) in expected.items():
             a = arrays[name]
@@ -464,8 +493,6 @@ def build_index(seeds: pa.Table) -> InferenceIndex:
     Time and memory are proportional to the rows (one sort of 64-bit slot hashes, one of cell ids,
     a 24 × 24 covariance); see the module docstring for what is stored and why.
     """
-    from .format import seeds_array, slots_array
-
     slots = slots_array(seeds)
     n = slots.shape[0]
     hashes = slot_hashes(slots)
@@ -474,7 +501,10 @@ def build_index(seeds: pa.Table) -> InferenceIndex:
 
     targets = seeds.column("target_token_id").to_numpy()
     solved = seeds.column("solved").to_numpy(zero_copy_only=False)
-    answer_row, rows, ambiguous = _answering_rows(frame_of_row, first_row, targets, solved)
+    difficulty = seeds.column("difficulty_bits").to_numpy()
+    # A row whose record says its seed gives back its token answers first (DESIGN §4.3).
+    exact_token = solved & (difficulty >= design.TOKEN_BITS)
+    answer_row, rows, ambiguous = _answering_rows(frame_of_row, first_row, targets, exact_token)
 
     source_dict = seeds.column("source_file").combine_chunks().dictionary_encode()
     source = source_dict.indices.to_numpy().astype(np.int64)
@@ -493,7 +523,13 @@ def build_index(seeds: pa.Table) -> InferenceIndex:
     answer["chunk_id"] = chunk_id[answer_row]
     answer["source"] = source[answer_row]
     answer["chunk_end"] = chunk_end[answer_row]
+    answer["target"] = targets[answer_row]
+    answer["solved"] = solved[answer_row]
+    answer["difficulty"] = difficulty[answer_row]
     frame_slots = slots[first_row]
+    row_place = np.zeros(n, ROW_DTYPE)
+    row_place["source"], row_place["chunk_id"] = source, chunk_id
+    row_place["window_end"], row_place["chunk_end"] = window_end, chunk_end
 
     scan = _scan_structure(frame_slots)
     order = scan.pop("order")
@@ -501,6 +537,10 @@ def build_index(seeds: pa.Table) -> InferenceIndex:
     position = np.empty(frames, np.int64)
     position[order] = np.arange(frames)
     frame_hashes = hashes[first_row]
+    row_frame = position[frame_of_row]
+    frame_rows = np.argsort(row_frame, kind="stable").astype(np.int32)  # rows ascend within a frame
+    frame_row_start = np.zeros(frames + 1, np.int64)
+    frame_row_start[1:] = np.cumsum(np.bincount(row_frame, minlength=frames))
     params = {
         "format": INDEX_FORMAT,
         "frames": frames,
@@ -514,11 +554,14 @@ def build_index(seeds: pa.Table) -> InferenceIndex:
         answer=answer,
         hashes=np.ascontiguousarray(frame_hashes[by_hash]),
         hash_frames=position[by_hash].astype(np.int32),
+        row_place=row_place,
+        frame_rows=frame_rows,
+        frame_row_start=frame_row_start,
         **scan,
     )
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _runs(order, hashes, slots):  # pragma: no cover - compiled
     """Over rows sorted by hash: the run (consecutive equal hashes) of each sorted row, and whether
     a run holds different slots (a hash collision)."""
@@ -646,11 +689,11 @@ def _rotate_py(slots, mean, axes, out):  # pragma: no cover - compiled
     return extent
 
 
-_rotate = numba.njit(cache=True, nogil=True, parallel=True)(_rotate_py)
-_rotate_serial = numba.njit(cache=True, nogil=True)(_rotate_py)
+_rotate = njit(cache=True, nogil=True, parallel=True)(_rotate_py)
+_rotate_serial = njit(cache=True, nogil=True)(_rotate_py)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _cells(rotated, edges, bins):  # pragma: no cover - compiled
     """The cell of each frame: its bins along the first ``edges.shape[0]`` axes, as one number."""
     cell = np.empty(rotated.shape[0], np.int16)
@@ -694,11 +737,11 @@ def _code_py(rotated, order, scale, cell_start, codes, norm2, box):  # pragma: n
     return np.sqrt(worst.max()) if cells else 0.0
 
 
-_code = numba.njit(cache=True, nogil=True, parallel=True)(_code_py)
-_code_serial = numba.njit(cache=True, nogil=True)(_code_py)
+_code = njit(cache=True, nogil=True, parallel=True)(_code_py)
+_code_serial = njit(cache=True, nogil=True)(_code_py)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _balls(rotated, order, cell_start):  # pragma: no cover - compiled
     """Per cell: the mean of its frames' rotated coordinates and the largest distance from it."""
     cells, axes = cell_start.shape[0] - 1, rotated.shape[1]

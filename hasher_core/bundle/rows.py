@@ -160,7 +160,7 @@ def _group_rows(keys: list[str], tables: list[pa.Table], only_solved: bool) -> p
     seed_type = pa.binary(design.SEED_BYTES)
     seeds = seed_col.cast(seed_type) if n else pa.chunked_array([], seed_type)
 
-    # Slots arrive as int32 (the uint32 bit-cast of §3.5); accept uint32/int64 holding the same words.
+    # Slots arrive as int32 (the uint32 bit-cast of DESIGN §3.5); accept uint32/int64 holding the same words.
     slot_words = np.empty((n, design.SLOT_COUNT), np.uint32)
     for k, name in enumerate(SLOT_COLUMNS):
         slot_words[:, k] = rows.ints(name, -(2**31), 2**32 - 1) & 0xFFFFFFFF
@@ -186,3 +186,21 @@ def _group_rows(keys: list[str], tables: list[pa.Table], only_solved: bool) -> p
         "difficulty_bits": pa.array(rows.ints("difficulty_bits", 0, 32), pa.uint8()),
     }
     return pa.table(columns, schema=SEED_TABLE_SCHEMA)
+
+
+def slots_array(seeds: pa.Table) -> np.ndarray:
+    """uint32[N, 12] from a seed table's ``slots`` column."""
+    col = seeds.column("slots").combine_chunks()
+    return np.asarray(col.flatten().to_numpy(), dtype=np.uint32).reshape(-1, design.SLOT_COUNT)
+
+
+def seeds_array(seeds: pa.Table) -> np.ndarray:
+    """uint8[N, 32] from a seed table's ``best_seed`` column."""
+    return _fixed_binary_bytes(seeds.column("best_seed").combine_chunks()).reshape(-1, design.SEED_BYTES)
+
+
+def _fixed_binary_bytes(arr: pa.FixedSizeBinaryArray) -> np.ndarray:
+    width = arr.type.byte_width
+    data = arr.buffers()[1]
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8)
+    return raw[arr.offset * width : (arr.offset + len(arr)) * width].copy()

@@ -23,9 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import tiktoken
-from numba import njit, prange
+from numba import prange
 
 from hasher_core.design import EMBEDDING_DIMS
+from hasher_core.jit import njit
+from hasher_core.mixing import FNV64_OFFSET, FNV64_PRIME, SPLITMIX_GAMMA, mix64_scalar
 from hasher_core.threads import run_serial
 
 RECENT_PIECES = 4
@@ -37,11 +39,9 @@ EMBED_BLOCK = 64
 SERIAL_WINDOWS = 512
 
 _WORD, _WORD_LOWER, _SPACE, _SYMBOL = 1, 2, 3, 4
-_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-_FNV_PRIME = np.uint64(0x100000001B3)
-_KIND_SEED = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
+#: Each kind of piece seeds its hash with a multiple of this (SplitMix64's increment), so the same
+#: bytes as a word and as a symbol hash apart.
+_KIND_SEED = SPLITMIX_GAMMA
 
 
 @dataclass(frozen=True)
@@ -73,13 +73,6 @@ def token_byte_table(encoding: tiktoken.Encoding) -> TokenBytes:
 
 
 @njit(cache=True, inline="always")
-def _fmix(x):
-    x = (x ^ (x >> np.uint64(30))) * _MIX1
-    x = (x ^ (x >> np.uint64(27))) * _MIX2
-    return x ^ (x >> np.uint64(31))
-
-
-@njit(cache=True, inline="always")
 def _class(b):
     """0 word, 1 space, 2 symbol, for one byte."""
     if b >= 0x80 or b == 0x5F or 0x30 <= b <= 0x39 or 0x41 <= b <= 0x5A or 0x61 <= b <= 0x7A:
@@ -91,13 +84,13 @@ def _class(b):
 
 @njit(cache=True, inline="always")
 def _hash(data, lo, hi, kind, lower):
-    h = _FNV_OFFSET ^ (np.uint64(kind) * _KIND_SEED)
+    h = FNV64_OFFSET ^ (np.uint64(kind) * _KIND_SEED)
     for i in range(lo, hi):
         b = data[i]
         if lower and 0x41 <= b <= 0x5A:
             b += 0x20
-        h = (h ^ np.uint64(b)) * _FNV_PRIME
-    return _fmix(h)
+        h = (h ^ np.uint64(b)) * FNV64_PRIME
+    return mix64_scalar(h)
 
 
 @njit(cache=True, inline="always")
@@ -143,7 +136,7 @@ def _embed_block(data, starts, ends, lo, hi, dims, recent, recent_weight, out): 
             if lowers[p]:
                 _add(vector, lowers[p], weight, dims)
             if p:
-                _add(vector, _fmix(ids[p - 1] * _KIND_SEED + ids[p]), weight, dims)
+                _add(vector, mix64_scalar(ids[p - 1] * _KIND_SEED + ids[p]), weight, dims)
         norm = 0.0
         for d in range(dims):
             norm += vector[d] * vector[d]

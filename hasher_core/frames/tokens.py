@@ -33,6 +33,8 @@ __all__ = [
     "encode_ordinary",
     "load_cl100k",
     "load_cl100k_from",
+    "repair_surrogates",
+    "token_text",
 ]
 
 
@@ -118,12 +120,19 @@ def _pattern(pat_str: str) -> regex.Pattern[str]:
     return regex.compile(pat_str)
 
 
+def repair_surrogates(text: str) -> str:
+    """``text`` as tiktoken's ``encode_ordinary`` reads it: a surrogate pair written as two code
+    points becomes its character and a lone surrogate (an undecodable byte kept by
+    ``surrogateescape``) becomes U+FFFD (tiktoken >= 0.3.3, openai/tiktoken#82)."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def _encode_by_pieces(encoding: tiktoken.Encoding, text: str) -> np.ndarray:
     # tiktoken's Encoding._encode_only_native_bpe, kept here so it yields an array and no list of ints
     # per piece: pre-tokenise with the same pattern, then merge each piece's bytes.
     ids: list[int] = []
     for piece in _pattern(encoding._pat_str).findall(text):
-        ids.extend(encoding._encode_single_piece(piece.encode("utf-8", "surrogatepass")))
+        ids.extend(encoding._encode_single_piece(piece.encode("utf-8")))
     return np.asarray(ids, dtype=np.uint32)
 
 
@@ -133,13 +142,17 @@ def encode_ordinary(encoding: tiktoken.Encoding, text: str) -> np.ndarray:
 
     tiktoken's ``encode_to_numpy`` first; when its regex engine raises (``Max stack size exceeded for
     backtracking`` on very long whitespace runs), the same pattern and merges in tiktoken's reference
-    order give the ids tiktoken would return without that limit. Raises :class:`TokenizeError` when
-    both fail (the caller names the chunk).
+    order give the ids tiktoken would return without that limit. Text holding surrogates is read as
+    tiktoken reads it (:func:`repair_surrogates`). Raises :class:`TokenizeError` when both fail (the
+    caller names the chunk).
     """
     try:
         return encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
     except _INTERRUPTS:
         raise
+    except UnicodeEncodeError:
+        # Only surrogates make a str unencodable; encode_to_numpy lacks encode_ordinary's repair.
+        return encode_ordinary(encoding, repair_surrogates(text))
     except BaseException as first:
         try:
             return _encode_by_pieces(encoding, text)
@@ -150,3 +163,17 @@ def encode_ordinary(encoding: tiktoken.Encoding, text: str) -> np.ndarray:
                 f"tiktoken failed ({type(first).__name__}: {first}) and so did splitting by pieces "
                 f"({type(second).__name__}: {second})"
             ) from second
+
+
+def token_text(encoding: tiktoken.Encoding, token_id: int) -> str | None:
+    """The text of one token id, or None when the encoding has no token with that id.
+
+    How to decode a golden (DESIGN §4.3) without crashing: its top 17 bits range over 0..131071, but
+    cl100k's ids stop at 100276 and leave gaps (100256, 100261–100275), where ``decode`` raises
+    ``KeyError``. A token that is a fragment of a multi-byte character decodes with U+FFFD, as
+    tiktoken's ``decode`` does.
+    """
+    try:
+        return encoding.decode_single_token_bytes(int(token_id)).decode("utf-8", errors="replace")
+    except (KeyError, ValueError, OverflowError):
+        return None

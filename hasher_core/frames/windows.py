@@ -27,6 +27,8 @@ from hasher_core.design import (
 )
 from hasher_core.embedding import TextEmbedder, check_embeddings
 from hasher_core.errors import FramesConfigError, FramesInputError, TokenizeError
+from hasher_core.jit import njit
+from hasher_core.mixing import FNV64_OFFSET, FNV64_PRIME, mix64
 from hasher_core.schemas import FRAME_SCHEMA
 from hasher_core.threads import run_serial
 
@@ -123,9 +125,9 @@ def _features_kernel_py(embeddings: np.ndarray, projection_t: np.ndarray, out: n
             out[r, :] = acc
 
 
-_features_kernel = numba.njit(cache=True, nogil=True, parallel=True)(_features_kernel_py)
+_features_kernel = njit(cache=True, nogil=True, parallel=True)(_features_kernel_py)
 #: The same on the calling thread, for up to SERIAL_PROJECTION_ROWS rows (``hasher_core.threads``).
-_features_kernel_serial = numba.njit(cache=True, nogil=True)(_features_kernel_py)
+_features_kernel_serial = njit(cache=True, nogil=True)(_features_kernel_py)
 SERIAL_PROJECTION_ROWS = 1024
 
 
@@ -278,9 +280,9 @@ def build_frames(
     options: FrameOptions,
 ) -> BatchFrames:
     """The frames of one knowledge-base batch whose chunks were already tokenised (``token_arrays``,
-    one int array per row): windows (§3.2), slots from the chunk's or each window's embedding (§3.3,
-    §3.4), targets; ``FRAME_SCHEMA`` with ``best_seed`` null. Raises :class:`FramesInputError` for a
-    null or non-finite embedding, naming the chunk."""
+    one int array per row): windows (DESIGN §3.2), slots from the chunk's or each window's embedding
+    (DESIGN §3.3, §3.4), targets; ``FRAME_SCHEMA`` with ``best_seed`` null. Raises
+    :class:`FramesInputError` for a null or non-finite embedding, naming the chunk."""
     window, stride, embedder = options.window, options.stride, options.embedder
     lengths = np.fromiter((a.size for a in token_arrays), dtype=np.int64, count=len(token_arrays))
     flat = (
@@ -385,13 +387,13 @@ def window_slots(
     return slots
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _window_hashes(tokens, begin, end):  # pragma: no cover - compiled
     out = np.empty(begin.shape[0], np.uint64)
     for k in range(begin.shape[0]):
-        h = np.uint64(0xCBF29CE484222325)
+        h = FNV64_OFFSET
         for i in range(begin[k], end[k]):
-            h = (h ^ np.uint64(tokens[i])) * np.uint64(0x100000001B3)
+            h = (h ^ np.uint64(tokens[i])) * FNV64_PRIME
         out[k] = h ^ np.uint64(end[k] - begin[k])
     return out
 
@@ -424,15 +426,11 @@ def slot_fingerprints(slots: np.ndarray) -> np.ndarray:
     words, finished with SplitMix64's finaliser. Equal slots, equal fingerprints; two different rows
     share one with probability 2^-64 (for 10^8 frames, about 3 · 10^-4 that any pair does)."""
     slots = np.asarray(slots, dtype=np.uint32)
-    h = np.full(slots.shape[0], 0xCBF29CE484222325, np.uint64)
+    h = np.full(slots.shape[0], FNV64_OFFSET, np.uint64)
     for column in range(slots.shape[1]):
         h ^= slots[:, column].astype(np.uint64)
-        h *= np.uint64(0x100000001B3)
-    h ^= h >> np.uint64(30)
-    h *= np.uint64(0xBF58476D1CE4E5B9)
-    h ^= h >> np.uint64(27)
-    h *= np.uint64(0x94D049BB133111EB)
-    return h ^ (h >> np.uint64(31))
+        h *= FNV64_PRIME
+    return mix64(h)
 
 
 def ambiguity(slots: np.ndarray, targets: np.ndarray, context_hashes: np.ndarray) -> Ambiguity:

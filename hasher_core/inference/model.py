@@ -7,24 +7,33 @@ resolve to the most frequent target (ties: the first in source order). When the 
 tokens match no frame, the context's shorter suffixes that start at a word are tried next, longest
 first: the frames at the start of a chunk have windows shorter than ``window_size``, and chunks
 overlap (DESIGN §2), so this is how a recitation crosses from the end of one chunk into the next.
-A context neither finds goes to the nearest deployed frame by Euclidean distance over the 24
-dequantised features, said with its distance, and beyond ``max_distance`` the model abstains.
+A suffix shorter than the window is trusted only when it is long enough to say where it is
+(:data:`MIN_SUFFIX_TOKENS`) or when it continues the recitation in progress in the same source file
+(the next frame of the chunk the previous exact step came from, or the start of that file's next
+chunk after its last frame): a one-token suffix such as " to" is the first frame of many chunks and
+says nothing about which text the context is in. A context neither finds goes to the nearest
+deployed frame by Euclidean distance over the 24 dequantised features, said with its distance, and
+beyond ``max_distance`` the model abstains.
 Greedy generation stops at the end of the training text: after the last frame of a chunk answered
 exactly, a context nothing continues is the end of that text, not a question for the nearest frame.
 The chosen row's seed is run through the 21-pass recursion on the kernel and the answer is the token
-its golden stands for, ``golden >> 15`` (§4.3): the bundle's stored golden is never trusted for it.
+its golden stands for, ``golden >> 15`` (DESIGN §4.3): the bundle's stored golden is never trusted for it.
+That token is the answer only when it is the row's trained token (the rule ``hasher predict
+--frame-index`` applies: the row *solves*); a seed searched below 17 bits fixes only a prefix of the
+token's bits and an unsolved row's golden stands for some other token (or for no token id at all),
+so such a step has no token and says why (``Step.reason``).
 
 :meth:`Model.recall` measures the honest figure of a deployment: the share of its training contexts
 whose one-step answer is their next token, and how many tokens of each chunk it recites verbatim.
 
-The lookups (exact slots, the answering row, the nearest frame) are the bundle's inference index
-(``hasher_core.bundle.index``), built once with the bundle; a golden whose top bits are no token id
-(a seed searched below 17 bits) is an answer that decodes to U+FFFD and ends a generation.
+The lookups (exact slots, the answering row, the rows of a frame, the nearest frame) are the bundle's
+inference index (``hasher_core.bundle.index``), built once with the bundle and memory-mapped by a
+deployed model: opening one rebuilds nothing, and a step reads only the records it needs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -34,17 +43,24 @@ from hasher_core.bundle import Bundle
 from hasher_core.bundle.index import InferenceIndex, build_index
 from hasher_core.design import TOKEN_BITS
 from hasher_core.errors import InferenceError
-from hasher_core.frames.tokens import encode_ordinary
+from hasher_core.frames.tokens import encode_ordinary, token_text
 from hasher_core.header import golden_token
+
+from .readback import RowEvaluator
 
 #: ``(tokens int[T], begin int[n], end int[n]) -> slots uint32[n, 12]``: stage 2's window slots.
 WindowSlots = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-#: ``(slots uint32[N, 12], seeds uint8[N, 32], header_times int[N]) -> goldens uint32[N]``.
-RowEvaluator = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-#: Beyond this distance over the dequantised features the model abstains. With the offline embedder
-#: a context one token past a trained one lies at ~0.02, unrelated prompts at ~0.3–0.6: the
-#: distance says how far an answer is from what was trained, not whether it is right.
-DEFAULT_MAX_DISTANCE = 0.5
+#: Beyond this distance over the dequantised features the model abstains. Measured with the offline
+#: embedder on the bundled sample texts (``python -m hasher_tests.end_to_end.max_distance``): the
+#: guesses a recitation needs lie at 0.015, a context one token past a trained one at 0.018–0.058,
+#: unrelated prompts at 0.24–0.58; the default sits between them. The distance says how far a
+#: context is from what was trained, not whether the answer is right.
+DEFAULT_MAX_DISTANCE = 0.15
+#: A suffix of the context this long or longer that a deployed frame has exactly answers exactly even
+#: without a recitation to continue (a prompt that ends with a chunk's first words). In the sample
+#: texts a chunk's first 1–6 tokens also occur elsewhere (``The "with" statement``), never 7 or more;
+#: a bridge between overlapping chunks matches their 25-word overlap, far more.
+MIN_SUFFIX_TOKENS = 8
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,9 @@ class Step:
     ambiguous: bool
     #: Tokens of context the answering frame was matched on: the window, or a suffix of it.
     matched_tokens: int = 0
+    #: Why there is no token (None when there is one): the nearest context is too far, or the frame
+    #: that answers has a seed that does not give back its trained token.
+    reason: str | None = None
 
     def as_json(self) -> dict[str, object]:
         return {k: v for k, v in asdict(self).items() if k not in ("row", "candidates", "ambiguous")}
@@ -113,7 +132,8 @@ class Recall:
         unambiguous = self.contexts - self.ambiguous
         return (
             f"recall {self.recall:.2%} ({self.correct_unambiguous}/{unambiguous} unambiguous contexts), "
-            f"{self.ambiguous} ambiguous, {self.abstained} abstained; each chunk recited verbatim for "
+            f"{self.ambiguous} ambiguous, {self.abstained} abstained (the answering frame's seed does not "
+            f"give back its token); each chunk recited verbatim for "
             f"{self.mean_verbatim:.1f} tokens on average (min {self.min_verbatim}) "
             f"over {self.chunks} chunk(s)"
         )
@@ -135,9 +155,9 @@ class Model:
     """A deployed bundle, ready to answer contexts. ``window_slots`` must be the recipe's stage-2
     function (same tokenizer, embedder and projection); ``evaluate_rows`` the kernel's.
 
-    The lookups run on the bundle's :class:`~hasher_core.inference.index.InferenceIndex`: the one
-    its files carry (memory-mapped by the deployment store, so opening costs no rebuild), else one
-    built here from the seed table (a bundle of an older format)."""
+    The lookups run on the bundle's :class:`~hasher_core.bundle.index.InferenceIndex`: the one its
+    files carry (memory-mapped by the deployment store, so opening costs no rebuild), else one built
+    here from the seed table (a bundle of an older format)."""
 
     def __init__(
         self,
@@ -180,78 +200,112 @@ class Model:
 
     def _answers(
         self, slots: np.ndarray, max_distance: float
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """For window slots uint32[n, 12]: the answering frame int64[n], whether it matched exactly,
-        its distance float64[n] and the token its seed gives back (int64[n], -1 where it abstains)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For window slots uint32[n, 12]: the answering frame int64[n], whether it matched exactly
+        bool[n], its distance float64[n], the token its seed gives back (int64[n], -1 where the
+        model does not ask it: beyond ``max_distance``) and the answer: that token where it is the
+        answering row's trained token, else -1."""
         frames = self.index.lookup(slots)
         exact = frames >= 0
         distance = np.zeros(frames.size)
         for k in np.flatnonzero(~exact):
             frames[k], distance[k] = self.index.nearest(slots[k])
         answering = exact | (distance <= max_distance)
-        chosen = frames[answering]
-        picked = self._answer[chosen]
+        picked = self._answer[frames[answering]]
         goldens = self.evaluate_rows(
-            np.ascontiguousarray(self.index.slots[chosen]),
+            np.ascontiguousarray(self.index.slots[frames[answering]]),
             np.ascontiguousarray(picked["seed"]),
             picked["header_time"],
         )
+        given = np.full(frames.size, -1, np.int64)
+        given[answering] = golden_token(goldens)
         tokens = np.full(frames.size, -1, np.int64)
-        tokens[answering] = golden_token(goldens)
-        return frames, exact, distance, tokens
+        mine = np.flatnonzero(answering)[given[answering] == picked["target"]]
+        tokens[mine] = given[mine]
+        return frames, exact, distance, given, tokens
 
     def _answer_slots(self, slots: np.ndarray, matched: np.ndarray, max_distance: float) -> list[Step]:
         """One step for each row of window slots uint32[n, 12] made from ``matched[k]`` tokens."""
-        return [step for step, _ in self._steps(slots, matched, max_distance)]
-
-    def _steps(self, slots: np.ndarray, matched: np.ndarray, max_distance: float) -> list[tuple[Step, int]]:
-        """Each window's :class:`Step` and the frame that answered it."""
-        frames, exact, distance, tokens = self._answers(slots, max_distance)
-        out = []
+        frames, exact, distance, given, tokens = self._answers(slots, max_distance)
+        records = self._answer[frames]
+        steps = []
         for k in range(frames.size):
-            frame = int(frames[k])
-            a = self._answer[frame]
-            token = None if tokens[k] < 0 else int(tokens[k])
-            out.append(
-                (
-                    Step(
-                        token_id=token,
-                        text="" if token is None else self._text([token]),
-                        exact=bool(exact[k]),
-                        distance=round(float(distance[k]), 6),
-                        source_file=self._sources[int(a["source"])],
-                        window_end=int(a["window_end"]),
-                        row=int(a["row"]),
-                        candidates=int(a["rows"]) if exact[k] else 0,
-                        ambiguous=bool(a["ambiguous"]) and bool(exact[k]),
-                        matched_tokens=int(matched[k]),
-                    ),
-                    frame,
+            a = records[k]
+            token, reason = None, None
+            if not exact[k] and distance[k] > max_distance:
+                reason = (
+                    f"the nearest deployed context is at distance {distance[k]:.3f} "
+                    f"> max_distance {max_distance}"
+                )
+            elif tokens[k] >= 0:
+                token = int(tokens[k])
+            else:
+                reason = self._not_reproduced(a, int(given[k]))
+            steps.append(
+                Step(
+                    token_id=token,
+                    text="" if token is None else token_text(self.encoding, token) or "",
+                    exact=bool(exact[k]),
+                    distance=round(float(distance[k]), 6),
+                    source_file=self._sources[int(a["source"])],
+                    window_end=int(a["window_end"]),
+                    row=int(a["row"]),
+                    candidates=int(a["rows"]) if exact[k] else 0,
+                    ambiguous=bool(a["ambiguous"]) and bool(exact[k]),
+                    matched_tokens=int(matched[k]),
+                    reason=reason,
                 )
             )
-        return out
+        return steps
 
-    def step(self, context: Sequence[int], max_distance: float = DEFAULT_MAX_DISTANCE) -> Step:
+    def _not_reproduced(self, answer: np.void, seed_token: int) -> str:
+        """Why the answering row (its :data:`~hasher_core.bundle.index.ANSWER_DTYPE` record) gives no
+        token: its seed's golden stands for ``seed_token``, not its target."""
+        row = int(answer["row"])
+        text = token_text(self.encoding, seed_token)
+        given = f"{seed_token} ({text!r})" if text is not None else f"{seed_token}, which is no token id"
+        bits = int(answer["difficulty"])
+        if bits < TOKEN_BITS:
+            why = (
+                f"its seed was searched at {bits} bits, which fix only the top {bits} of the token's "
+                f"{TOKEN_BITS} bits (DESIGN §4.3): retrain with difficulty_bits >= {TOKEN_BITS}"
+            )
+        elif not answer["solved"]:
+            why = f"its search did not solve the frame (`hasher predict --frame-index {row}` shows it)"
+        else:
+            why = f"the seed does not reproduce its golden (`hasher predict --frame-index {row}` shows it)"
+        return (
+            f"the deployed frame that answers ({self._sources[int(answer['source'])]} chunk "
+            f"{int(answer['chunk_id'])} window_end {int(answer['window_end'])}) does not give back its "
+            f"trained token {int(answer['target'])}: its seed's golden stands for {given}; {why}"
+        )
+
+    def step(
+        self, context: Sequence[int], max_distance: float = DEFAULT_MAX_DISTANCE, *, after: Step | None = None
+    ) -> Step:
         """The answer to one context given as token ids: its window exactly, else the longest
-        suffix starting at a word that a deployed frame has exactly, else the nearest frame."""
-        return self._step(context, max_distance)[0]
-
-    def _step(self, context: Sequence[int], max_distance: float) -> tuple[Step, int]:
+        trusted suffix starting at a word that a deployed frame has exactly, else the nearest frame.
+        ``after`` is the step that produced the context's last token, if any (generation passes
+        it): a short suffix is trusted when it continues that step's frame (module docstring)."""
         tokens, begin, _ = self.context_windows(context)
         window = tokens[int(begin[0]) :]
         slots = self.window_slots(window, np.array([0]), np.array([window.size]))
         matched = window.size
         if not self._has(slots[0]):
-            found = self._longest_deployed_suffix(window)
+            found = self._longest_deployed_suffix(window, after)
             if found is not None:
                 slots, matched = found
-        return self._steps(slots, np.array([matched]), max_distance)[0]
+        return self._answer_slots(slots, np.array([matched]), max_distance)[0]
 
-    def _longest_deployed_suffix(self, window: np.ndarray) -> tuple[np.ndarray, int] | None:
-        """The slots (uint32[1, 12]) and length of the longest suffix of ``window`` that a deployed
-        frame has exactly: token suffixes (a frame further into a chunk whose tokens agree), and the
-        text's suffixes from each word on, re-tokenised as a chunk starting there was (a chunk's
-        first word has no leading space). None when none is deployed."""
+    def _longest_deployed_suffix(
+        self, window: np.ndarray, after: Step | None = None
+    ) -> tuple[np.ndarray, int] | None:
+        """The slots (uint32[1, 12]) and length of the longest trusted suffix of ``window`` that a
+        deployed frame has exactly: token suffixes (a frame further into a chunk whose tokens
+        agree), and the text's suffixes from each word on, re-tokenised as a chunk starting there
+        was (a chunk's first word has no leading space). A suffix is trusted when it has at least
+        :data:`MIN_SUFFIX_TOKENS` tokens or continues ``after``'s frame (:meth:`_continues`). None
+        when no trusted suffix is deployed."""
         candidates = [window[j:] for j in range(1, window.size)]
         text = self._text(window.tolist())
         for i in range(1, len(text)):
@@ -264,52 +318,72 @@ class Model:
         lengths = np.array([c.size for c in candidates])
         ends = np.cumsum(lengths)
         slots = self.window_slots(np.concatenate(candidates), ends - lengths, ends)
-        hits = np.flatnonzero(self.index.lookup(slots) >= 0)  # candidates are longest first
-        if not hits.size:
-            return None
-        k = int(hits[0])
-        return slots[k : k + 1], int(lengths[k])
+        frames = self.index.lookup(slots)
+        for k in np.flatnonzero(frames >= 0):  # longest first
+            if lengths[k] >= MIN_SUFFIX_TOKENS or self._continues(after, int(frames[k])):
+                return slots[k : k + 1], int(lengths[k])
+        return None
+
+    def _continues(self, after: Step | None, frame: int) -> bool:
+        """Whether a row of ``frame`` continues the exact step ``after`` in the same source file:
+        the next frame of its chunk, or, after its chunk's last frame, a frame of the next chunk
+        (chunks overlap, DESIGN §2, so the next chunk's first frames end in the text just recited)."""
+        if after is None or not after.exact or after.token_id is None or after.row is None:
+            return False
+        previous = self.index.place(after.row)
+        places = self.index.row_place[self.index.rows_of(frame)]
+        same_file = places["source"] == previous["source"]
+        chunk = places["chunk_id"].astype(np.int64)
+        next_frame = (chunk == int(previous["chunk_id"])) & (
+            places["window_end"] == int(previous["window_end"]) + 1
+        )
+        next_chunk = (chunk == int(previous["chunk_id"]) + 1) & bool(previous["chunk_end"])
+        return bool((same_file & (next_frame | next_chunk)).any())
 
     def _has(self, words: np.ndarray) -> bool:
         """Whether a deployed frame has exactly these slots (uint32[12])."""
         return bool(self.index.lookup(words)[0] >= 0)
 
+    def iter_steps(
+        self, prompt: str, max_tokens: int = 64, max_distance: float = DEFAULT_MAX_DISTANCE
+    ) -> Generator[Step, None, str]:
+        """Greedy generation one step at a time (DESIGN §6.1): yields each :class:`Step` as it is
+        answered (an abstention too, as the last one) and returns why it stopped, the generator's
+        return value. :meth:`generate` is this loop run to its end; a server streams it.
+
+        Raises :class:`InferenceError` for a prompt without tokens, at the first ``next()``.
+        """
+        tokens = encode_ordinary(self.encoding, prompt).tolist()
+        last: Step | None = None
+        for _ in range(max_tokens):
+            step = self.step(tokens, max_distance, after=last)
+            place = self.index.place(last.row) if last is not None and last.row is not None else None
+            ended = last is not None and last.exact and place is not None and bool(place["chunk_end"])
+            if not step.exact and ended:
+                return (
+                    f"end of the training text: {last.source_file} chunk {int(place['chunk_id'])} "
+                    "ends here and no deployed frame continues it"
+                )
+            yield step
+            if step.token_id is None:
+                return f"abstained: {step.reason}"
+            tokens.append(step.token_id)
+            last = step
+        return f"max_tokens ({max_tokens})"
+
     def generate(
         self, prompt: str, max_tokens: int = 64, max_distance: float = DEFAULT_MAX_DISTANCE
     ) -> Generation:
         """Greedy generation: answer the prompt, append the token, repeat (DESIGN §6.1)."""
-        tokens = encode_ordinary(self.encoding, prompt).tolist()
-        produced: list[int] = []
         steps: list[Step] = []
-        stopped = f"max_tokens ({max_tokens})"
-        last_frame = -1
-        for _ in range(max_tokens):
-            step, frame = self._step(tokens, max_distance)
-            last = steps[-1] if steps else None
-            ended = last is not None and last.exact and bool(self._answer[last_frame]["chunk_end"])
-            if not step.exact and ended:
-                chunk = int(self._answer[last_frame]["chunk_id"])
-                stopped = (
-                    f"end of the training text: {last.source_file} chunk {chunk} ends here and no "
-                    "deployed frame continues it"
-                )
+        running = self.iter_steps(prompt, max_tokens, max_distance)
+        while True:
+            try:
+                steps.append(next(running))
+            except StopIteration as done:
+                stopped = done.value
                 break
-            steps.append(step)
-            last_frame = frame
-            if step.token_id is None:
-                stopped = (
-                    f"abstained: the nearest deployed context is at distance {step.distance:.3f} "
-                    f"> max_distance {max_distance}"
-                )
-                break
-            if not self._is_token(step.token_id):
-                stopped = (
-                    f"the seed's golden stands for {step.token_id}, which is not a token id (a seed searched "
-                    f"below {TOKEN_BITS} bits gives back only the top bits of its token)"
-                )
-                break
-            tokens.append(step.token_id)
-            produced.append(step.token_id)
+        produced = [s.token_id for s in steps if s.token_id is not None]
         return Generation(
             prompt=prompt,
             tokens=tuple(produced),
@@ -353,7 +427,7 @@ class Model:
                 want.append(target)
                 offset += tokens.size
             slots = self.window_slots(np.concatenate(flat), np.concatenate(begins), np.concatenate(ends))
-            frames, exact, _, got = self._answers(slots, float("inf"))
+            frames, exact, _, _, got = self._answers(slots, float("inf"))
             n = frames.size
             right[done : done + n] = got == np.concatenate(want)
             ambiguous[done : done + n] = self._answer[frames]["ambiguous"] & exact
@@ -388,46 +462,13 @@ class Model:
             min_verbatim=min(verbatim) if verbatim else 0,
         )
 
-    def _is_token(self, token: int) -> bool:
-        return 0 <= token < self.encoding.n_vocab and token in self._decodable()
-
-    def _decodable(self) -> _Decodable:
-        if self.__dict__.get("_decodable_ids") is None:
-            self.__dict__["_decodable_ids"] = _Decodable(self.encoding)
-        return self.__dict__["_decodable_ids"]
-
     def _text(self, tokens: list[int]) -> str:
-        """The text of ``tokens``; an id that is no token of the encoding reads as U+FFFD."""
-        ok = self._decodable()
-        if all(t in ok for t in tokens):
-            return self.encoding.decode(tokens)
-        return "".join(self.encoding.decode([t]) if t in ok else "\ufffd" for t in tokens)
+        return self.encoding.decode(tokens)
 
     @property
     def exact_difficulty(self) -> bool:
         """True when every deployed seed was searched at 17 bits or more: answers are exact tokens."""
         return min(_difficulties(self.bundle)) >= TOKEN_BITS
-
-
-class _Decodable:
-    """Membership of the ids ``encoding.decode`` accepts: its byte-pair ranks and special tokens
-    (cl100k has no ids 100256 and 100261–100275 although ``n_vocab`` counts past them)."""
-
-    def __init__(self, encoding: tiktoken.Encoding) -> None:
-        self.encoding = encoding
-        self._ok: dict[int, bool] = {}
-
-    def __contains__(self, token: object) -> bool:
-        if not isinstance(token, int | np.integer):
-            return False
-        t = int(token)
-        if t not in self._ok:
-            try:
-                self.encoding.decode_single_token_bytes(t)
-                self._ok[t] = True
-            except (KeyError, ValueError, OverflowError):
-                self._ok[t] = False
-        return self._ok[t]
 
 
 def _difficulties(bundle: Bundle) -> list[int]:

@@ -9,7 +9,7 @@ schema is ``hasher_core.schemas.knowledge_base_schema``; the errors are ``hasher
 from .formats import DISCOVERY_ORDER, Format, detect_format, discovery_candidates
 from .inbox import chunk_words, read_inbox_file
 from .keys import safe_partition_key
-from .read import SourceFileInfo, list_source_files, read_knowledge_base
+from .read import SourceFileInfo, SourceFingerprint, list_source_files, read_knowledge_base
 from .report import ReadReport
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "Format",
     "ReadReport",
     "SourceFileInfo",
+    "SourceFingerprint",
     "chunk_words",
     "detect_format",
     "discovery_candidates",

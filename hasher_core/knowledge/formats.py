@@ -14,7 +14,7 @@ chunk.
 
 from __future__ import annotations
 
-import codecs
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -29,6 +29,12 @@ from hasher_core.errors import KnowledgeBaseFormatError
 
 from .keys import safe_partition_key
 from .report import MALFORMED_JSON, TRUNCATED, ReadReport
+from .text import (
+    INVALID_TEXT_ERRORS,
+    describe_encoding,
+    incremental_decoder,
+    sniff_json_encoding,
+)
 
 Format = Literal["parquet", "arrow_file", "arrow_stream", "json_array", "jsonl", "json_stream"]
 
@@ -64,6 +70,7 @@ PIECE_BYTES = 128 << 20
 MAX_RECORD_CHARS = 512 << 20
 
 _HEAD_BYTES = 4096
+_JSON_SPACE = " \t\n\r"
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _NEXT_OBJECT = re.compile(r",[ \t\n\r]*(?=\{)")
 # Between concatenated objects (what ``jq '.[]'`` writes) a new object starts a line.
@@ -80,7 +87,8 @@ def discovery_candidates(miner_dir: Path, explicit: Path | None = None) -> list[
 
 
 def detect_format(path: Path) -> Format:
-    """The file's format from its first bytes (magic numbers, or the first non-space JSON character)."""
+    """The file's format from its first bytes (magic numbers, or the first non-space JSON character in
+    whichever Unicode encoding form :func:`~hasher_core.knowledge.text.sniff_json_encoding` finds)."""
     path = Path(path)
     with open(path, "rb") as f:
         head = f.read(_HEAD_BYTES)
@@ -92,33 +100,68 @@ def detect_format(path: Path) -> Format:
             return "arrow_file"
         if head.startswith(b"\xff\xff\xff\xff"):
             return "arrow_stream"
-        text = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+        codec, bom = sniff_json_encoding(head)
+        decoder = incremental_decoder(codec)
+        text = decoder.decode(head[bom:]).lstrip(_JSON_SPACE)
         while not text:
             more = f.read(_HEAD_BYTES)
             if not more:
                 raise KnowledgeBaseFormatError(path, None, "file holds only whitespace")
-            text = more.lstrip(b" \t\r\n")
-    if text.startswith(b"["):
+            text = decoder.decode(more).lstrip(_JSON_SPACE)
+    if text.startswith("["):
         return "json_array"
-    if text.startswith(b"{"):
+    if text.startswith("{"):
         return "jsonl" if _first_line_is_one_object(path) else "json_stream"
-    hint = " (JSON null: the Go writer's output for an empty run)" if text.startswith(b"null") else ""
+    hint = " (JSON null: the Go writer's output for an empty run)" if text.startswith("null") else ""
+    return _unrecognised(path, head, codec, bom, hint)
+
+
+def _unrecognised(path: Path, head: bytes, codec: str, bom: int, hint: str) -> Format:
+    if codec == "utf-8":
+        try:
+            head[bom:].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if exc.reason != "unexpected end of data" or len(head) < _HEAD_BYTES:  # not cut by the read
+                raise KnowledgeBaseFormatError(
+                    path,
+                    None,
+                    f"not valid UTF-8: byte 0x{head[bom + exc.start]:02x} at offset {bom + exc.start} "
+                    f"({exc.reason}); JSON is read in UTF-8, UTF-16 or UTF-32, never in a legacy code page "
+                    "such as Windows-1252: save it as UTF-8",
+                ) from None
     raise KnowledgeBaseFormatError(
         path,
         None,
-        f"unrecognised content{hint}, first bytes {head[:8].hex(' ')}; expected Parquet (PAR1), Arrow IPC "
-        "file (ARROW1) or stream (0xFFFFFFFF), a JSON array ([) or JSON lines ({)",
+        f"unrecognised content{hint}, first bytes {head[:8].hex(' ')} (read as "
+        f"{describe_encoding(codec, bom)}); expected Parquet (PAR1), Arrow IPC file (ARROW1) or stream "
+        "(0xFFFFFFFF), a JSON array ([) or JSON lines ({)",
     )
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str, bool, int]]:
+    """``(1-based line number, text, ends with a newline, bytes)`` of each line of a JSON text, the
+    byte-order mark dropped. UTF-8 is split on bytes (invalid bytes kept as lone surrogates, which
+    validation rejects per record); UTF-16/32 are decoded first and split on U+000A."""
+    with open(path, "rb") as f:
+        codec, bom = sniff_json_encoding(f.read(4))
+        f.seek(bom)
+        if codec == "utf-8":
+            for number, raw in enumerate(f, start=1):
+                yield number, raw.decode("utf-8", "surrogateescape"), raw.endswith(b"\n"), len(raw)
+            return
+        unit = 2 if codec.startswith("utf-16") else 4
+        with io.TextIOWrapper(f, encoding=codec, errors=INVALID_TEXT_ERRORS, newline="\n") as text:
+            for number, line in enumerate(text, start=1):
+                yield number, line, line.endswith("\n"), unit * len(line)
 
 
 def _first_line_is_one_object(path: Path) -> bool:
     """True when the first non-blank line holds a whole object (JSON lines), False when an object spans
     lines (pretty-printed objects one after another, as ``jq '.[]'`` writes)."""
-    with open(path, "rb") as f:
-        for raw in f:
-            line = raw.strip().removeprefix(b"\xef\xbb\xbf").strip()
-            if line:
-                return line.endswith(b"}")
+    for _number, line, _newline, _size in _text_lines(path):
+        line = line.strip(_JSON_SPACE + "\ufeff")
+        if line:
+            return line.endswith("}")
     return False
 
 
@@ -256,43 +299,48 @@ def iter_arrow_stream(
 def iter_jsonl(path: Path, batch_rows: int, report: ReadReport) -> Iterator[tuple[list[Any], list[int]]]:
     """Decoded JSON lines with their 1-based line numbers; bad lines are counted, not fatal.
 
-    Bytes are decoded with ``surrogateescape`` so invalid UTF-8 inside a string survives as lone
-    surrogates and is rejected per record (``invalid_utf8``) rather than failing the whole file.
+    UTF-8, UTF-16 and UTF-32 are read (:func:`~hasher_core.knowledge.text.sniff_json_encoding`).
+    Invalid text inside a string survives as lone surrogates and is rejected per record
+    (``invalid_utf8``) rather than failing the whole file.
     """
     values: list[Any] = []
     lines: list[int] = []
     pending_bytes = 0
-    with open(path, "rb") as f:
-        for line_number, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            text = raw.decode("utf-8", "surrogateescape")
-            if line_number == 1:
-                text = text.removeprefix("\ufeff")
-            try:
-                value = json.loads(text)
-            except JSON_VALUE_ERRORS as exc:
-                report.records_seen += 1
-                # Only the last line can be a cut-off write; a bad line with a newline after it is malformed.
-                reason = TRUNCATED if not raw.endswith(b"\n") else MALFORMED_JSON
-                report.skip(reason, f"{path}: line {line_number}", _json_error(exc))
-                continue
-            values.append(value)
-            lines.append(line_number)
-            pending_bytes += len(raw)
-            if len(values) >= batch_rows or pending_bytes >= PIECE_BYTES:
-                yield values, lines
-                values, lines, pending_bytes = [], [], 0
+    report.encoding = _json_encoding_name(path)
+    for line_number, text, has_newline, size in _text_lines(path):
+        if not text.strip(_JSON_SPACE):
+            continue
+        if line_number == 1:
+            text = text.removeprefix("\ufeff")
+        try:
+            value = json.loads(text)
+        except JSON_VALUE_ERRORS as exc:
+            report.records_seen += 1
+            # Only the last line can be a cut-off write; a bad line with a newline after it is malformed.
+            reason = TRUNCATED if not has_newline else MALFORMED_JSON
+            report.skip(reason, f"{path}: line {line_number}", _json_error(exc))
+            continue
+        values.append(value)
+        lines.append(line_number)
+        pending_bytes += size
+        if len(values) >= batch_rows or pending_bytes >= PIECE_BYTES:
+            yield values, lines
+            values, lines, pending_bytes = [], [], 0
     if values:
         yield values, lines
+
+
+def _json_encoding_name(path: Path) -> str:
+    with open(path, "rb") as f:
+        return describe_encoding(*sniff_json_encoding(f.read(4)))
 
 
 class _TextWindow:
     """A sliding window of decoded text over a binary file, for incremental JSON parsing."""
 
-    def __init__(self, f: Any) -> None:
+    def __init__(self, f: Any, codec: str = "utf-8") -> None:
         self._file = f
-        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self._decoder = incremental_decoder(codec)
         self.text = ""
         self.pos = 0
         self.offset = 0  # characters dropped from the front so far
@@ -349,8 +397,11 @@ def _iter_json_values(
     values: list[Any] = []
     indexes: list[int] = []
     pending_chars = 0
+    report.encoding = _json_encoding_name(path)
     with open(path, "rb") as f:
-        window = _TextWindow(f)
+        codec, bom = sniff_json_encoding(f.read(4))
+        f.seek(bom)
+        window = _TextWindow(f, codec)
         window.fill()
         window.text = window.text.removeprefix("\ufeff")
         if in_array:

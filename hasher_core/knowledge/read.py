@@ -156,12 +156,14 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-class _SourceFingerprint:
+class SourceFingerprint:
     """blake2b over a source's records, fed group by group but independent of where batches split.
 
     Chunk ids, content lengths, content bytes and embedding bytes each go to their own stream, so
     concatenating groups gives the same digest as feeding records one at a time, and the lengths
-    stream keeps contents from running into each other.
+    stream keeps contents from running into each other. The fingerprint of a miner source file in
+    :func:`list_source_files` (what the sensor compares) and in the ``knowledge_base`` asset's
+    metadata (what was trained) are both this, over the same canonical records in file order.
     """
 
     def __init__(self, name: str) -> None:
@@ -182,6 +184,20 @@ class _SourceFingerprint:
         embedding_stream.update(np.ascontiguousarray(embeddings, dtype="<f4").tobytes())
         self.chunks += len(ids)
 
+    def update_table(self, table: pa.Table | pa.RecordBatch) -> None:
+        """Feed canonical knowledge-base rows (``chunk_id``, ``content``, ``embedding`` list<float32>)."""
+        embedding = table.column("embedding")
+        if isinstance(embedding, pa.ChunkedArray):
+            embedding = embedding.combine_chunks()
+        content = table.column("content")
+        if isinstance(content, pa.ChunkedArray):
+            content = content.combine_chunks()
+        rows = len(table)
+        values = embedding.flatten().to_numpy(zero_copy_only=False)
+        self.update(
+            table.column("chunk_id").to_numpy(), content, values.reshape(rows, -1) if rows else values
+        )
+
     def hexdigest(self) -> str:
         return hashlib.blake2b(b"".join(h.digest() for h in self._streams), digest_size=16).hexdigest()
 
@@ -198,14 +214,14 @@ def list_source_files(
     The fingerprint changes when any kept record of that source (chunk id, content or embedding)
     changes, so a sensor can re-run exactly the partitions whose input changed.
     """
-    sources: dict[str, _SourceFingerprint] = {}
+    sources: dict[str, SourceFingerprint] = {}
     for batch in read_knowledge_base(miner_dir, explicit_path=explicit_path, dims=dims, report=report):
         ids = batch.column("chunk_id").to_numpy()
         content = batch.column("content")
         embeddings = batch.column("embedding").flatten().to_numpy().reshape(-1, dims)
         for name, rows in groups(batch.column("source_file")):
             key = safe_partition_key(name)
-            source = sources.setdefault(key, _SourceFingerprint(name))
+            source = sources.setdefault(key, SourceFingerprint(name))
             if source.name != name:
                 raise KnowledgeBaseError(f"source files {source.name!r} and {name!r} share key {key!r}")
             source.update(ids[rows], content.take(pa.array(rows)), embeddings[rows])

@@ -39,6 +39,8 @@ class ReadReport:
 
     path_used: Path | None = None
     format: str | None = None
+    #: The text encoding of a JSON or text input (``"UTF-16LE with BOM"``); None for Parquet/Arrow.
+    encoding: str | None = None
     partition_key: str | None = None
     searched: list[Path] = field(default_factory=list)
     fallbacks: list[tuple[Path, str]] = field(default_factory=list)
@@ -66,6 +68,7 @@ class ReadReport:
         """Forget the per-file counts after a fallback; the list of rejected candidates stays."""
         self.path_used = None
         self.format = None
+        self.encoding = None
         self.records_seen = self.records_kept = self.batches = 0
         self.skipped = collections.Counter()
         self.problems = []
@@ -75,6 +78,7 @@ class ReadReport:
         return {
             "path_used": str(self.path_used) if self.path_used else None,
             "format": self.format,
+            "encoding": self.encoding,
             "partition_key": self.partition_key,
             "fallbacks": [f"{p}: {why}" for p, why in self.fallbacks],
             "records_seen": self.records_seen,

@@ -8,6 +8,7 @@ in the :class:`ReadReport` and keeping the first ``(source_file, chunk_id)`` of 
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,33 @@ def _has_surrogates(text: str) -> bool:
     return False
 
 
+def _invalid_text(field: str, text: str, encoding: str | None) -> str:
+    """Where a decoded record's text is invalid: the first lone surrogate and the byte it stands for."""
+    at = next(i for i, ch in enumerate(text) if "\ud800" <= ch <= "\udfff")
+    mark = ord(text[at])
+    what = f"byte 0x{mark - 0xDC00:02x}" if 0xDC80 <= mark <= 0xDCFF else f"U+{mark:04X}"
+    return (
+        f"{field} is not valid {encoding or 'UTF-8'} text ({what} at character {at}, after "
+        f"{text[max(0, at - 20) : at]!r}); legacy code pages such as Windows-1252 are not read: save the "
+        "file as UTF-8"
+    )
+
+
+def nfc(name: str) -> str:
+    """A source file name in Unicode NFC (UAX #15): a macOS NFD name and a typed one are the same name."""
+    return name if unicodedata.is_normalized("NFC", name) else unicodedata.normalize("NFC", name)
+
+
+def nfc_column(names: pa.Array) -> pa.Array:
+    """:func:`nfc` over a string column, one normalisation per distinct name."""
+    encoded = pc.dictionary_encode(names)
+    dictionary = encoded.dictionary.to_pylist()
+    if all(n is None or unicodedata.is_normalized("NFC", n) for n in dictionary):
+        return names
+    normal = pa.array([None if n is None else nfc(n) for n in dictionary], encoded.dictionary.type)
+    return pa.DictionaryArray.from_arrays(encoded.indices, normal).dictionary_decode()
+
+
 def integral_chunk_id(value: Any) -> int | None:
     """A chunk id as an int, or None when it is not integral.
 
@@ -138,8 +166,9 @@ class Validator:
         content = _lookup(record, "content")
         if not isinstance(content, str):
             return MISSING_CONTENT, "" if content is None else f"content is {type(content).__name__}"
-        if _has_surrogates(name) or _has_surrogates(content):
-            return INVALID_UTF8, "file_name or content is not valid UTF-8"
+        for field, text in (("file_name", name), ("content", content)):
+            if _has_surrogates(text):
+                return INVALID_UTF8, _invalid_text(field, text, self.report.encoding)
         if not content.strip():
             return EMPTY_CONTENT, ""
         embedding = _lookup(record, "embedding")
@@ -199,7 +228,7 @@ class Validator:
             reason = EMBEDDING_NOT_NUMERIC if not numeric[i] else EMBEDDING_NOT_FINITE
             report.skip(reason, self._where(label, kept[i][1]), "")
         good = np.flatnonzero(numeric & finite)
-        names = pa.array([_lookup(kept[i][0], "file_name") for i in good], pa.string())
+        names = pa.array([nfc(_lookup(kept[i][0], "file_name")) for i in good], pa.string())
         ids = np.array([integral_chunk_id(_lookup(kept[i][0], "chunk_id")) for i in good], dtype=np.int32)
         keep = self._drop_duplicates(names, ids, [f"{label} {kept[i][1]}" for i in good])
         good = good[keep]
@@ -297,7 +326,7 @@ class Validator:
         if len(good) == 0:
             return None
         good_mask = pa.array(reasons == "")
-        names, content = names.filter(good_mask), content.filter(good_mask)
+        names, content = nfc_column(names.filter(good_mask)), content.filter(good_mask)
         ids = ids[good]
         keep = self._drop_duplicates(names, ids, [f"record {positions[i]}" for i in good])
         keep_mask = pa.array(keep)

@@ -10,9 +10,9 @@ fraction of a kernel evaluation per population member.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from hasher_core.design import EXTRANONCE_BYTES, SEED_BYTES, SEED_NONCE_OFFSET, TOKEN_SHIFT, VOCABULARY_SIZE
+from hasher_core.jit import njit
 
 from .fused_math import BYTE_MASK, leading_equal, pairwise_sum, popcount32, put_le, stream_base, stream_word
 from .reward import (
@@ -283,8 +283,8 @@ def generation_step(
     ``difficulty`` or out of generations), and builds the next population of every other frame in
     place: GRPO (:func:`grpo_next_population`, elites keep their goldens) or the next scan block.
     Adds each frame's mean and best reward to the history sums at its generation (``np.add.at``
-    order). Frames are independent, so they run in parallel; results equal the numpy definitions
-    above bit for bit, whatever the thread count.
+    order). Frames are stepped one after another on the calling thread (the kernel call before it is
+    what runs on every core); results equal the numpy definitions above bit for bit.
     """
     population = seeds.shape[1]
     n_keys = keys.shape[2]

@@ -6,21 +6,13 @@ float32 summation (so the fused means equal ``ndarray.mean`` bit for bit). Numba
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from .reward import SPLITMIX_GAMMA, SPLITMIX_MUL1, SPLITMIX_MUL2
+from hasher_core.jit import njit
+from hasher_core.mixing import SPLITMIX_GAMMA, mix64_scalar
 
-_U30, _U27, _U31, _U8, BYTE_MASK = (np.uint64(v) for v in (30, 27, 31, 8, 0xFF))
+_U8, BYTE_MASK = np.uint64(8), np.uint64(0xFF)
 _PAIRWISE_BLOCK = 128  # numpy's PW_BLOCKSIZE
 _PAIRWISE_STACK = 3 * 64  # three tasks per halving, at most 64 halvings
-
-
-@njit(cache=True, inline="always")
-def mix64_scalar(z):
-    """SplitMix64's finaliser on one uint64 (``reward.mix64`` for a scalar)."""
-    z = (z ^ (z >> _U30)) * SPLITMIX_MUL1
-    z = (z ^ (z >> _U27)) * SPLITMIX_MUL2
-    return z ^ (z >> _U31)
 
 
 @njit(cache=True)

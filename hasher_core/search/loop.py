@@ -27,7 +27,8 @@ from hasher_core.header import target_word
 
 from . import fused
 from .config import SearchConfig
-from .records import FinishedFrame, FrameStore, SearchHistory, SearchProgress, SearchResults
+from .driver import PendingFrames, SearchDriver, SearchSink
+from .records import FinishedFrame, ProgressStore, SearchHistory, SearchProgress, SearchResults
 
 #: ``(slots uint32[N, 12], seeds uint8[N, 32], header_time) -> (golden uint32[N], keys uint32[N, 3])``.
 #: The input arrays are buffers the search reuses on its next call: copy them to keep them.
@@ -134,16 +135,19 @@ def search_frames(
     config: SearchConfig,
     evaluate: Evaluator,
     *,
-    store: FrameStore | None = None,
+    store: ProgressStore | None = None,
     progress: Callable[[SearchProgress], None] | None = None,
     progress_every_s: float = 5.0,
     clock: Callable[[], float] = time.monotonic,
+    driver: SearchDriver | None = None,
 ) -> SearchResults:
     """Search a seed for every frame (DESIGN §4.4) and return the per-row results.
 
     Identical (slots, target) rows are searched once. Frames whose fingerprint is in ``store`` are
     taken from it; every frame finished here is committed to it as it finishes. ``progress`` is
-    called at most every ``progress_every_s`` seconds, and once at the end.
+    called at most every ``progress_every_s`` seconds, and once at the end. ``driver`` runs the
+    generations instead of the host loop (``evaluate`` is then not called): the device-resident
+    search of the ``cuda`` backend; the results are the same either way.
     """
     config.validate()
     slots, targets = check_frames(slots, targets)
@@ -224,7 +228,24 @@ def search_frames(
         stats["done"] += len(finished)
         stats["solved"] += sum(r.solved for r in finished)
 
-    if pending:
+    if pending and driver is not None:
+        idx = np.asarray(pending, np.int64)
+        work = PendingFrames(
+            slots=u_slots[idx],
+            target_words=u_words[idx],
+            keys=np.array([frame_key(fingerprints[i], config.rng_seed) for i in pending], np.uint64),
+            fingerprints=[fingerprints[i] for i in pending],
+        )
+        sink = SearchSink(
+            lambda results, positions: finish(results, [pending[j] for j in positions]),
+            report,
+            history,
+            stats,
+            clock,
+            start,
+        )
+        driver.run(config, work, sink)
+    elif pending:
         _run(
             config,
             evaluate,

@@ -10,7 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
-from hasher_core.design import SEED_BYTES
+from hasher_core.design import HASHES_PER_EVALUATION, SEED_BYTES
 from hasher_core.rate_log import format_duration
 
 
@@ -33,10 +33,10 @@ class FinishedFrame:
             raise ValueError(f"frame {self.fingerprint}: best_seed must be {SEED_BYTES} bytes")
 
 
-class FrameStore(Protocol):
+class ProgressStore(Protocol):
     """Where finished frames are committed as they finish, keyed by fingerprint (DESIGN §4.6).
 
-    The embedded implementation is the SQLite progress store, ``hasher_resources.progress_store``.
+    The embedded implementation is SQLite: ``hasher_resources.progress_store.SqliteProgressStore``.
     """
 
     def get_many(self, fingerprints: list[str]) -> dict[str, FinishedFrame]:
@@ -132,29 +132,60 @@ class SearchResults:
         return len(self.golden)
 
     def rows(self, part: slice) -> SearchResults:
-        """The results of the input rows ``part`` (one partition's slice of a search over several);
-        the run's figures (evaluations, seconds, history) stay the whole search's."""
+        """The results of the input rows ``part`` (one partition's slice of a search over several):
+        its rows and distinct frames; the run's figures (evaluations, seconds, history) stay the
+        whole search's."""
         per_row = ("fingerprint", "best_seed", "golden", "matched_bits", "hamming", "reward", "generations")
         per_row += ("evaluations", "solved", "from_store")
-        return dataclasses.replace(self, **{name: getattr(self, name)[part] for name in per_row})
+        fingerprints, searched = self.fingerprint[part], ~self.from_store[part]
+        return dataclasses.replace(
+            self,
+            unique_frames=len(set(fingerprints.tolist())),
+            frames_searched=len(set(fingerprints[searched].tolist())),
+            **{name: getattr(self, name)[part] for name in per_row},
+        )
+
+    def note(self, max_generations: int) -> str | None:
+        """What a user should know when the run found nothing to keep: no frames at all (an empty
+        partition, DESIGN §3.2), or no frame solved within ``max_generations``; None otherwise."""
+        if not len(self):
+            return (
+                "no seeds: the partition has no frames (see training_frames' note), so nothing was searched"
+            )
+        if not self.solved.any():
+            return (
+                f"no frame solved at {self.difficulty_bits} bits within {max_generations} generations: "
+                "every row keeps its best seed, unsolved"
+            )
+        return None
 
     def summary(self) -> dict[str, float | int]:
-        """The run's metadata: solved %, evaluations, mean generations, rates, search efficiency."""
+        """The run's figures, the one source for the ``seeds`` asset's metadata and the search CLI's
+        summary. Rows (``frames``, ``frames_from_store``) and distinct frames (``unique_frames_*``)
+        are counted apart; so are the two kinds of
+        evaluations: ``evaluations_this_run`` is what this process ran (the rates divide it), and
+        ``evaluations_all_frames`` is what every distinct frame's seed cost, in this run or in the
+        run that stored it. ``search_efficiency`` is the share of the wall time spent in the kernel."""
         n = len(self)
         wall = max(self.wall_seconds, 1e-9)
         kernel = max(self.kernel_seconds, 1e-9)
+        _, first_rows = np.unique(self.fingerprint, return_index=True)
+        rate = self.run_evaluations / wall
         return {
             "frames": n,
+            "frames_from_store": int(self.from_store.sum()),
             "unique_frames": self.unique_frames,
-            "frames_searched": self.frames_searched,
-            "frames_from_store": self.unique_frames - self.frames_searched,
+            "unique_frames_searched": self.frames_searched,
+            "unique_frames_from_store": self.unique_frames - self.frames_searched,
             "solved": int(self.solved.sum()),
-            "solved_pct": round(100.0 * float(self.solved.mean()), 3) if n else 0.0,
+            "solved_pct": round(100.0 * float(self.solved.mean()), 2) if n else 0.0,
             "difficulty_bits": self.difficulty_bits,
-            "evaluations": self.run_evaluations,
-            "mean_generations": round(float(self.generations.mean()), 3) if n else 0.0,
-            "evaluations_per_s": round(self.run_evaluations / wall, 1),
+            "evaluations_this_run": int(self.run_evaluations),
+            "evaluations_all_frames": int(self.evaluations[first_rows].sum()),
+            "mean_generations": round(float(self.generations.mean()), 2) if n else 0.0,
+            "evaluations_per_s": round(rate, 1),
+            "double_sha256_per_s": round(HASHES_PER_EVALUATION * rate, 1),
             "kernel_evaluations_per_s": round(self.run_evaluations / kernel, 1),
-            "search_efficiency": round(self.kernel_seconds / wall, 4) if self.run_evaluations else 0.0,
-            "wall_seconds": round(self.wall_seconds, 3),
+            "search_efficiency": round(self.kernel_seconds / wall, 3) if self.run_evaluations else 0.0,
+            "seconds": round(self.wall_seconds, 3),
         }

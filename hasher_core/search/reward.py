@@ -19,11 +19,7 @@ import numpy as np
 
 from hasher_core.design import EXTRANONCE_BYTES, SEED_BYTES, SEED_NONCE_OFFSET, VOCABULARY_SIZE
 from hasher_core.header import golden_token, leading_equal_bits
-
-#: SplitMix64's increment and finaliser multipliers.
-SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-SPLITMIX_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
-SPLITMIX_MUL2 = np.uint64(0x94D049BB133111EB)
+from hasher_core.mixing import SPLITMIX_GAMMA, mix64
 
 # Stream ids: each kind of draw gets its own independent sequence per (frame, generation).
 STREAM_FRESH = 1
@@ -39,13 +35,6 @@ NONCE_FLIP_SHARE = 0.7
 MAX_FLIPS = 10
 MAX_NONCE_FLIPS = 7  # round(0.7 * 10)
 MAX_EXTRANONCE_FLIPS = 3  # 10 - round(0.7 * 9)
-
-
-def mix64(z: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser: a bijection on uint64 with full avalanche (array in, array out)."""
-    z = (z ^ (z >> np.uint64(30))) * SPLITMIX_MUL1
-    z = (z ^ (z >> np.uint64(27))) * SPLITMIX_MUL2
-    return z ^ (z >> np.uint64(31))
 
 
 def random_words(frame_keys: np.ndarray, generations: np.ndarray, stream: int, count: int) -> np.ndarray:

@@ -56,13 +56,16 @@ def start_emulator(
     backend: str = "auto",
     faults: Sequence[str] = (),
     stall_s: float = 2.0,
+    delivery: str = "packets",
+    split_at: Sequence[int] = (),
     ready_timeout_s: float = 60.0,
     threads: int | None = None,
 ) -> tuple[subprocess.Popen, str]:
     """Start ``hasher-asic-emulator`` as a child process; return it and the URL it printed.
 
     ``transport`` is ``pty`` or ``tcp`` (a loopback port it picks); ``faults`` are ``--fault``
-    specs. Raises ValueError for another transport and :class:`AsicNotFoundError` (with the tail of
+    specs; ``delivery`` and ``split_at`` arrange the replies into writes (``--delivery``,
+    ``--split-at``). Raises ValueError for another transport and :class:`AsicNotFoundError` (with the tail of
     its stderr) when it does not print ``READY <url>`` within ``ready_timeout_s`` seconds.
     """
     if transport not in ("pty", "tcp"):
@@ -75,6 +78,9 @@ def start_emulator(
         argv += ["--threads", str(threads)]
     for fault in faults:
         argv += ["--fault", fault]
+    argv += ["--delivery", delivery]
+    if split_at:
+        argv.append("--split-at=" + ",".join(str(at) for at in split_at))  # "-1,3" would look like a flag
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
@@ -115,13 +121,17 @@ class AsicResource(dg.ConfigurableResource, ABC):
     :class:`AsicError` without one.
     """
 
-    baudrate: int = 115200
+    baudrate: int = Field(
+        default=115200, description="Serial speed (cgminer's S3 setting; ignored over USB bulk or TCP)."
+    )
     timeout_s: float = Field(default=1.0, description="Deadline of each read exchange, seconds.")
     retries: int = Field(default=2, description="Extra attempts after a timeout, CRC failure or loss.")
-    frequency_mhz: int = 250
+    frequency_mhz: int = Field(
+        default=250, description="Chip clock sent in TxConfig, MHz (the S3 runs 200–275)."
+    )
     voltage: str = Field(default="0000", description="Two voltage bytes as hex (S3 default 0000).")
-    chain_count: int = 8
-    chip_count: int = 32
+    chain_count: int = Field(default=8, description="Hash chains configured in TxConfig (8 on an S3).")
+    chip_count: int = Field(default=32, description="Chips per chain configured in TxConfig (32 on an S3).")
     share_bits: int = Field(
         default=8,
         description="Leading zero bits a returned nonce must have. A real S3 reports ≥ 32 + diff "

@@ -10,9 +10,12 @@ with that nonce must have ``verify_bits`` leading zero bits); one that does not 
 
 Completion: a board streams nonces and never says "done", so after sending TxTasks the host asks
 for status and takes the status reply as a barrier — nonces found before it (the emulator finds
-them all before it answers) are collected. A board needs time to sweep; ``collect_s`` waits that
-long before the barrier (0 for the emulator). Lost RxNonce packets show up as a jump in the
-running ``total_nonce_num``; the batch is then resubmitted (bounded by ``retries``).
+them all before it answers) are collected, and so is every packet that arrived with it: a read may
+hold a status reply and nonce packets in either order, or end inside a packet, and like cgminer's
+``bitmain_parse_results`` (which ``memmove``s the rest of its buffer forward for the next pass)
+the session keeps every packet after the one it was waiting for. A board needs time to sweep;
+``collect_s`` waits that long before the barrier (0 for the emulator). Lost RxNonce packets show up
+as a jump in the running ``total_nonce_num``; the batch is then resubmitted (bounded by ``retries``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import termios
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict
 
@@ -94,6 +98,8 @@ class AsicSession:
         self.chip_count = chip_count
         self.counters = AsicCounters()
         self._reader = PacketReader()
+        #: Packets read but not yet handled: what came after a status reply in the same read.
+        self._pending: deque[Packet] = deque()
         self._first_bytes = bytearray()
         self._next_work_id = 1
         self._issued_work_ids: set[int] = set()
@@ -188,29 +194,39 @@ class AsicSession:
             self.counters.hardware_errors += not valid
             self._reports.append(NonceReport(index, entry.work_id, entry.nonce, bits, valid))
 
+    def _handle(self, packet: Packet) -> RxStatusReply | None:
+        """Act on one packet: a nonce packet is verified and recorded; a status reply is returned."""
+        try:
+            record = decode(packet)
+        except AsicProtocolError as exc:
+            self.counters.protocol_errors += 1
+            self._last_protocol_error = exc
+            return None
+        if isinstance(record, RxNonce):
+            self._on_nonce(record)
+        elif isinstance(record, RxStatusReply):
+            return record
+        else:
+            self.counters.protocol_errors += 1  # host-to-device packets echoed back
+        return None
+
     def _read_status(self, deadline: float, during: str, patience: float = 0.0) -> RxStatusReply | None:
-        """Read until a status reply or the deadline. While work is pending (``patience`` > 0) each
-        valid packet means the device is busy, not silent: it pushes the deadline out by timeout_s,
-        never past ``patience`` seconds from now."""
+        """Read until a status reply or the deadline; packets after the reply stay pending for the
+        next read. While work is pending (``patience`` > 0) each valid packet means the device is
+        busy, not silent: it pushes the deadline out by timeout_s, never past ``patience`` seconds
+        from now."""
         cap = time.monotonic() + patience
-        while time.monotonic() < deadline:
+        while True:
+            while self._pending:
+                reply = self._handle(self._pending.popleft())
+                if reply is not None:
+                    return reply
+            if time.monotonic() >= deadline:
+                return None
             packets = self._poll(deadline, during)
             if packets and patience:
                 deadline = min(cap, max(deadline, time.monotonic() + self.timeout_s))
-            for packet in packets:
-                try:
-                    record = decode(packet)
-                except AsicProtocolError as exc:
-                    self.counters.protocol_errors += 1
-                    self._last_protocol_error = exc
-                    continue
-                if isinstance(record, RxNonce):
-                    self._on_nonce(record)
-                elif isinstance(record, RxStatusReply):
-                    return record
-                else:
-                    self.counters.protocol_errors += 1  # host-to-device packets echoed back
-        return None
+            self._pending.extend(packets)
 
     def _drain(self, replies: int, during: str) -> None:
         """After retries, swallow the late replies to the earlier requests (bounded by timeout_s)."""
@@ -218,21 +234,29 @@ class AsicSession:
         while replies > 0 and self._read_status(deadline, during) is not None:
             replies -= 1
 
-    def _discard_stale(self, during: str) -> None:
-        """Before asking, consume what already arrived: nonces count, old status replies do not
-        (late answers to earlier retried requests must not pass for this request's answer)."""
-        for _ in range(64):
+    def _consume_available(self, during: str, settle_s: float = 0.0) -> None:
+        """Handle every packet already here: the pending ones and the bytes the port holds; with
+        ``settle_s`` > 0 also wait that long, at most, for a packet that has started to arrive.
+        Nonces count; status replies do not (before a request they are late answers to earlier
+        retried requests, after a reply they answer nothing anyone waits for)."""
+        start = time.monotonic()
+        settle_until = start + settle_s
+        stop_at = start + max(settle_s, self.timeout_s)  # bounded, even for a device that never stops
+        while True:
+            while self._pending:
+                self._handle(self._pending.popleft())
             try:
                 waiting = self._port.in_waiting
             except PORT_ERRORS as exc:
                 raise AsicDisconnectedError(self.url, during, str(exc)) from exc
-            if not waiting:
+            now = time.monotonic()
+            if now >= stop_at or not (waiting or (self._reader.pending() and now < settle_until)):
                 return
-            self._read_status(time.monotonic() + POLL_S, during)
+            self._pending.extend(self._poll(min(settle_until, now + POLL_S), during))
 
     def _exchange_status(self, during: str, patience: float = 0.0) -> RxStatusReply:
         start = time.monotonic()
-        self._discard_stale(during)
+        self._consume_available(during)
         marks = (self.counters.crc_errors, self.counters.length_errors, self.counters.protocol_errors)
         truncated = b""
         for attempt in range(self.retries + 1):
@@ -245,6 +269,9 @@ class AsicSession:
                 self._emulated = reply.hw_version == EMULATOR_HW_VERSION
                 if attempt:
                     self._drain(attempt, during)
+                # Nonce packets may have come in the same read as the reply, after it, the last
+                # one perhaps only in part: what has started to arrive is awaited (timeout_s).
+                self._consume_available(during, settle_s=self.timeout_s)
                 return reply
             self.counters.timeouts += 1
         truncated = self._reader.pending() or truncated

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from hasher_core.bundle.diff import BundleDiff
 
 if TYPE_CHECKING:
-    from .store import Backup
     from .verify import VerifyReport
 
 
@@ -37,6 +36,8 @@ class DeployReport:
     health_after: dict[str, Any] | None = None
     retried_errors: list[str] = field(default_factory=list)
     current_error: str | None = None
+    #: What killed deploys had left and this deploy removed (paths relative to the store).
+    stale_removed: list[str] = field(default_factory=list)
 
     @property
     def would_change(self) -> bool:
@@ -64,6 +65,8 @@ class DeployReport:
             meta["health_after"] = self.health_after
         if self.current_error:
             meta["current_error"] = self.current_error
+        if self.stale_removed:
+            meta["stale_removed"] = list(self.stale_removed)
         return meta
 
 
@@ -104,17 +107,6 @@ def check_health(result: Any, step: str) -> dict[str, Any]:
         if key in result and not result[key]:
             raise StepFailed(step, f"device reports unhealthy: {dict(result)}")
     return dict(result)
-
-
-@dataclass
-class AttemptState:
-    """What survives between attempts of one deploy: the backup is taken once."""
-
-    previous: str | None
-    backup: Backup | None = None
-    created: bool = False
-    restored: bool = False
-    errors: list[str] = field(default_factory=list)
 
 
 class Deadline:

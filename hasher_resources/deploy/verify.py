@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from hasher_core.bundle import Bundle
-from hasher_core.design import TOKEN_BITS
-from hasher_core.header import build_header, golden_token, leading_equal_bits, target_word
+from hasher_core.header import build_header
+from hasher_core.search.reproduce import check_reproduction
 
 from ..asic.resource import AsicResource
 from ..asic.session import AsicSession
@@ -76,41 +76,28 @@ def sample_rows(bundle: Bundle, sample_size: int) -> np.ndarray:
 
 
 def verify_sample_on_kernel(bundle: Bundle, kernel: Sha256Kernel, sample_size: int = 64) -> VerifyReport:
-    """Recompute the golden of a sample of rows on the kernel resource and compare with the bundle:
-    the golden itself, the matched bits it implies against the target word (DESIGN §4.3), the solved
-    flag at the row's difficulty, and, for rows solved at 17 bits or more, the token it gives back."""
+    """Recompute the golden of a sample of rows on the kernel resource and judge each row by the one
+    rule the checkpoints gate applies too (:func:`hasher_core.search.reproduce.check_reproduction`:
+    golden, matched bits, solved flag, token)."""
     start = time.perf_counter()
     rows = sample_rows(bundle, sample_size)
     table = bundle.seeds.take(rows)
     recomputed = kernel.evaluate_rows(
         bundle.slots()[rows], bundle.best_seeds()[rows], table.column("header_time").to_numpy()
     )
-    stored = table.column("golden").to_numpy()
-    target = table.column("target_token_id").to_numpy()
-    matched = table.column("matched_bits").to_numpy()
-    difficulty = table.column("difficulty_bits").to_numpy()
-    solved = table.column("solved").to_numpy(zero_copy_only=False)
+    found = check_reproduction(table, recomputed)
     fingerprints = table.column("fingerprint").to_pylist()
-    real_matched = leading_equal_bits(recomputed, target_word(target))
-    mismatches = []
-    for k, row in enumerate(rows):
-        problems = []
-        if recomputed[k] != stored[k]:
-            problems.append(f"golden {int(recomputed[k]):08x}, bundle says {int(stored[k]):08x}")
-        if real_matched[k] != matched[k]:
-            problems.append(f"matches {int(real_matched[k])} leading bits, bundle says {int(matched[k])}")
-        if bool(real_matched[k] >= difficulty[k]) != bool(solved[k]):
-            problems.append(
-                f"solved={not solved[k]} at {int(difficulty[k])} bits, bundle says {bool(solved[k])}"
-            )
-        if solved[k] and difficulty[k] >= TOKEN_BITS and golden_token(recomputed[k]) != target[k]:
-            problems.append(f"predicts token {int(golden_token(recomputed[k]))}, not {int(target[k])}")
-        if problems:
-            mismatches.append(
-                SampleMismatch(
-                    int(row), fingerprints[k], int(stored[k]), int(recomputed[k]), "; ".join(problems)
-                )
-            )
+    mismatches = [
+        SampleMismatch(
+            int(row),
+            fingerprints[k],
+            int(found.stored_golden[k]),
+            int(found.recomputed[k]),
+            "; ".join(found.problems(k)),
+        )
+        for k, row in enumerate(rows)
+        if not found.consistent[k]
+    ]
     verifier = f"kernel:{kernel.backend_name()}"
     return VerifyReport(verifier, len(rows), tuple(mismatches), time.perf_counter() - start)
 

@@ -2,6 +2,6 @@
 publishes one Parquet directory per partition, ``read`` reads one partition of a published split."""
 
 from .build import CACHE_FORMAT_VERSION, ensure_split
-from .read import SplitCache
+from .read import KnowledgeSplit
 
-__all__ = ["CACHE_FORMAT_VERSION", "SplitCache", "ensure_split"]
+__all__ = ["CACHE_FORMAT_VERSION", "KnowledgeSplit", "ensure_split"]

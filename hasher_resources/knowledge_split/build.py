@@ -1,10 +1,12 @@
-"""A split cache of the miner's knowledge base: one pass over the file, then one directory per partition.
+"""Building the knowledge split: one pass over the miner's knowledge base, then one directory per
+partition.
 
 ``read_knowledge_base(partition_key=k)`` streams the whole miner file to keep one source file's
 records, so materialising P partitions would cost P full passes (a 1 GB Go JSON array parses at
 ~3k records/s). :func:`ensure_split` instead streams the file once through the canonical reader and
 lets ``pyarrow.dataset.write_dataset`` fan the records out into one Parquet directory per partition
-key; :meth:`~hasher_resources.knowledge_split.read.SplitCache.read_partition` then reads only that directory.
+key; :meth:`~hasher_resources.knowledge_split.read.KnowledgeSplit.read_partition` then reads only
+that directory.
 
 Layout under ``cache_root`` (never inside the miner directory)::
 
@@ -42,18 +44,18 @@ import pyarrow.dataset as ds
 from hasher_core.design import EMBEDDING_DIMS
 from hasher_core.errors import (
     KnowledgeBaseNotFoundError,
-    KnowledgeCacheError,
-    KnowledgeCacheLockTimeoutError,
+    KnowledgeSplitError,
+    KnowledgeSplitLockTimeoutError,
 )
 from hasher_core.knowledge import ReadReport, discovery_candidates, read_knowledge_base, safe_partition_key
 from hasher_core.schemas import knowledge_base_schema
 
-from ..files import DigestMemo, atomic_write_text, fsync_dir, fsync_tree, locked, stat_key
-from .read import DATA_NAME, SEQ_COLUMN, SplitCache
+from ..files import DigestMemo, atomic_write_text, locked, publish, stat_key
+from .read import DATA_NAME, SEQ_COLUMN, KnowledgeSplit
 
 __all__ = ["CACHE_FORMAT_VERSION", "ensure_split"]
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: source names in NFC, UTF-16/32 JSON read
 DEFAULT_KEEP = 2
 DEFAULT_LOCK_TIMEOUT_S = 1800.0
 # The writer keeps one open file (and its row-group buffer) per partition; beyond this many it closes
@@ -122,7 +124,7 @@ class _Chain:
         return all(stat_key(self.existing[i]) == self.stats[i] for i in range(upto + 1))
 
 
-def _load(cache_root: Path, fingerprint: str, source_path: Path) -> SplitCache | None:
+def _load(cache_root: Path, fingerprint: str, source_path: Path) -> KnowledgeSplit | None:
     directory = cache_root / fingerprint
     try:
         report = json.loads((directory / _REPORT_NAME).read_text(encoding="utf-8"))
@@ -130,10 +132,10 @@ def _load(cache_root: Path, fingerprint: str, source_path: Path) -> SplitCache |
         return None
     if report.get("format_version") != CACHE_FORMAT_VERSION or report.get("fingerprint") != fingerprint:
         return None
-    return SplitCache(directory, fingerprint, source_path, str(report["format"]), report)
+    return KnowledgeSplit(directory, fingerprint, source_path, str(report["format"]), report)
 
 
-def _lookup(cache_root: Path, chain: _Chain) -> SplitCache | None:
+def _lookup(cache_root: Path, chain: _Chain) -> KnowledgeSplit | None:
     for k, path in enumerate(chain.existing):
         cache = _load(cache_root, chain.fingerprint(k), path)
         if cache is not None:
@@ -162,7 +164,7 @@ def _split_batches(
                 if key not in dirs:
                     directory = _partition_dir(key)
                     if owners.setdefault(directory, key) != key:
-                        raise KnowledgeCacheError(
+                        raise KnowledgeSplitError(
                             f"partition keys {owners[directory]!r} and {key!r} share directory {directory}"
                         )
                     dirs[key] = directory
@@ -230,7 +232,7 @@ def _build(
     batch_rows: int,
     max_open_files: int,
     slice_bytes: int,
-) -> SplitCache:
+) -> KnowledgeSplit:
     tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=cache_root))
     try:
         report = ReadReport()
@@ -260,11 +262,11 @@ def _build(
                 raise failure[0] from None
             raise
         if report.path_used is None:
-            raise KnowledgeCacheError(f"{miner_dir}: the read ended without naming the file it used")
+            raise KnowledgeSplitError(f"{miner_dir}: the read ended without naming the file it used")
         used = chain.existing.index(report.path_used)
         fingerprint = chain.fingerprint(used)
         if not chain.unchanged(used):
-            raise KnowledgeCacheError(f"{report.path_used}: changed while it was being split; try again")
+            raise KnowledgeSplitError(f"{report.path_used}: changed while it was being split; try again")
         metadata = report.as_metadata()
         metadata.update(
             format_version=CACHE_FORMAT_VERSION,
@@ -276,18 +278,16 @@ def _build(
             built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
         (tmp / _REPORT_NAME).write_text(json.dumps(metadata, indent=1, ensure_ascii=False), encoding="utf-8")
-        fsync_tree(tmp)
         target = cache_root / fingerprint
         if target.exists():
             # Only an incomplete leftover can be here: complete ones were found by the lookup under the lock.
             shutil.rmtree(target)
-        os.rename(tmp, target)
-        os.utime(target)
-        fsync_dir(cache_root)
+        os.utime(tmp)  # the newest split, for pruning (the rename keeps the time)
+        publish(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return SplitCache(target, fingerprint, report.path_used, str(report.format), metadata, built=True)
+    return KnowledgeSplit(target, fingerprint, report.path_used, str(report.format), metadata, built=True)
 
 
 def _remove_stale_temps(cache_root: Path) -> None:
@@ -330,7 +330,7 @@ def ensure_split(
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     max_open_files: int = MAX_OPEN_FILES,
     slice_bytes: int = WRITE_SLICE_BYTES,
-) -> SplitCache:
+) -> KnowledgeSplit:
     """The split of the knowledge base discovery would read, built (one streamed pass) if not cached.
 
     Finds the split by fingerprint without locking; otherwise takes ``cache_root/.lock`` (waiting up
@@ -339,7 +339,7 @@ def ensure_split(
     the ``keep`` most recently used splits are kept.
 
     Raises what :func:`read_knowledge_base` raises for an unreadable knowledge base,
-    :class:`KnowledgeCacheLockTimeoutError`, or :class:`KnowledgeCacheError` (cache inside the miner
+    :class:`KnowledgeSplitLockTimeoutError`, or :class:`KnowledgeSplitError` (cache inside the miner
     directory, input changed while being split).
     """
     if min(batch_rows, keep, max_open_files, slice_bytes) <= 0:
@@ -350,7 +350,9 @@ def ensure_split(
     cache_root = Path(cache_root).expanduser().resolve()
     candidates = discovery_candidates(miner_dir, explicit_path)
     if explicit_path is None and _is_within(cache_root, Path(miner_dir).expanduser().resolve()):
-        raise KnowledgeCacheError(f"{cache_root}: the split cache must not live inside the miner directory")
+        raise KnowledgeSplitError(
+            f"{cache_root}: the knowledge split must not live inside the miner directory"
+        )
     existing = [p for p in candidates if p.is_file()]
     if not existing:
         raise KnowledgeBaseNotFoundError(candidates)
@@ -361,7 +363,7 @@ def ensure_split(
         found = _lookup(cache_root, chain)
         if found is None:
             lock_path = cache_root / _LOCK_NAME
-            busy = functools.partial(KnowledgeCacheLockTimeoutError, lock_path)
+            busy = functools.partial(KnowledgeSplitLockTimeoutError, lock_path)
             with locked(lock_path, wait_s=lock_timeout_s, busy=busy):
                 found = _lookup(cache_root, chain)
                 if found is None:

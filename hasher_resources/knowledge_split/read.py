@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hasher_core.errors import KnowledgeCacheError, PartitionNotFoundError
+from hasher_core.errors import KnowledgeSplitError, PartitionNotFoundError
 from hasher_core.schemas import knowledge_base_schema
 
 #: Where a split keeps its Parquet files, and the column that records each row's place in the input.
@@ -23,7 +23,7 @@ SEQ_COLUMN = "_seq"
 
 
 @dataclass(frozen=True)
-class SplitCache:
+class KnowledgeSplit:
     """A published split of one knowledge-base file: per-partition Parquet plus the read report."""
 
     path: Path
@@ -54,7 +54,7 @@ class SplitCache:
             raise PartitionNotFoundError(self.source_path, key)
         files = sorted((self.path / DATA_NAME / directory).glob("*.parquet"))
         if not files:
-            raise KnowledgeCacheError(f"{self.path}: partition {key!r} has no data files; delete the cache")
+            raise KnowledgeSplitError(f"{self.path}: partition {key!r} has no data files; delete the cache")
         schema = knowledge_base_schema(self.dims)
         return _rebatch(ordered_tables(files), schema, batch_rows)
 

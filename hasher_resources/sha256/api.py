@@ -22,6 +22,7 @@ import numpy as np
 from hasher_core.design import EXTRANONCE_BYTES, HEADER_BYTES, SLOT_COUNT, VOCABULARY_SIZE
 from hasher_core.errors import KernelInputError
 from hasher_core.header import leading_equal_bits, target_word
+from hasher_core.names import KERNEL_BACKENDS
 
 from .inputs import (
     check_array,
@@ -34,7 +35,7 @@ from .inputs import (
     header_time_groups,
 )
 
-BACKENDS = ("reference", "cpu", "cuda")
+BACKENDS = KERNEL_BACKENDS
 
 
 def _backend_module(name: str) -> ModuleType:

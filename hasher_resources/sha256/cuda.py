@@ -32,6 +32,8 @@ KERNELS = ("hasher_evaluate", "hasher_scan_seed", "hasher_scan_midstate")
 
 _modules: dict[int, Any] = {}
 _buffers: dict[tuple[int, str], Any] = {}
+_streams: dict[int, Any] = {}
+_pinned: dict[tuple[str, str], np.ndarray] = {}
 
 
 def cuda_prelude() -> str:
@@ -123,6 +125,32 @@ def _buffer(name: str, count: int, dtype: type) -> Any:
     return buf[:count]
 
 
+def stream() -> Any:
+    """The CUDA stream of CuPy's current device (one per device, non-blocking): the rows' copies,
+    the kernels and the device search's copies and launches all go through it."""
+    cupy = _cupy()
+    device = cupy.cuda.Device().id
+    found = _streams.get(device)
+    if found is None:
+        found = _streams[device] = cupy.cuda.Stream(non_blocking=True)
+    return found
+
+
+def pinned(name: str, count: int, dtype: Any) -> np.ndarray:
+    """A page-locked host array of ``count`` elements for copies named ``name`` (reused, grown,
+    never shrunk): copies from pinned memory run at the bus's speed, pageable ones are staged by
+    the driver first. A caller synchronizes its stream before the next use of the same name."""
+    import cupyx
+
+    dtype = np.dtype(dtype)
+    key = (name, dtype.str)
+    buf = _pinned.get(key)
+    if buf is None or buf.size < count:
+        buf = cupyx.empty_pinned(max(count, 1024), dtype)
+        _pinned[key] = buf
+    return buf[:count]
+
+
 def _grid(n: int) -> tuple[int]:
     return ((n + CUDA_BLOCK - 1) // CUDA_BLOCK,)
 
@@ -136,15 +164,25 @@ def evaluate_with_keys(
     d_seeds = _buffer("seeds", n * design.SEED_BYTES // 4, np.uint32)
     d_golden = _buffer("golden", n, np.uint32)
     d_keys = _buffer("keys", n * 3, np.uint32)
-    d_slots.set(slots.reshape(-1))
+    up_slots = pinned("slots", d_slots.size, np.uint32)
+    up_seeds = pinned("seeds", d_seeds.size, np.uint32)
+    np.copyto(up_slots, slots.reshape(-1))
     # 32 seed bytes per row read as 8 little-endian words; the kernel byte-swaps what it needs.
-    d_seeds.set(seeds.view(np.uint32).reshape(-1))
-    _kernel("hasher_evaluate")(
-        _grid(n),
-        (CUDA_BLOCK,),
-        (d_slots, d_seeds, np.uint32(header_time), d_golden, d_keys, np.uint64(n)),
-    )
-    return d_golden.get(), d_keys.get().reshape(n, 3)
+    np.copyto(up_seeds, seeds.view(np.uint32).reshape(-1))
+    golden, keys = pinned("golden", n, np.uint32), pinned("keys", n * 3, np.uint32)
+    s = stream()
+    with s:
+        d_slots.set(up_slots, stream=s)
+        d_seeds.set(up_seeds, stream=s)
+        _kernel("hasher_evaluate")(
+            _grid(n),
+            (CUDA_BLOCK,),
+            (d_slots, d_seeds, np.uint32(header_time), d_golden, d_keys, np.uint64(n)),
+        )
+        d_golden.get(stream=s, out=golden)
+        d_keys.get(stream=s, out=keys)
+    s.synchronize()
+    return golden.copy(), keys.copy().reshape(n, 3)
 
 
 def _run_seed_scan(

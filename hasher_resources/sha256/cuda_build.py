@@ -4,7 +4,7 @@ with ``nvcc``, read ptxas's resource report, and count the SASS of the recursion
 What it owns: finding the tools (``nvcc`` on PATH; ``cuobjdump``/``nvdisasm`` on PATH or from the
 ``nvidia-cuda-cuobjdump`` / ``nvidia-cuda-nvdisasm`` wheels), running them, and parsing their text.
 The test suite uses it to prove the kernel has no register spills and no local memory; the kernel
-benchmark records the SASS instructions per compression (performance-anchors §1.2: ≈1,381 for a
+benchmark records the SASS instructions per compression (docs/performance.md §1.2: ≈1,381 for a
 plain kernel, ≈1,024 ALU-pipe ops the floor).
 """
 
@@ -18,10 +18,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from hasher_core import design
+
 from . import cuda
 
 #: Compressions one pass of ``hasher_evaluate`` nominally does (header blocks 1 and 2, the re-hash).
-COMPRESSIONS_PER_PASS = 3
+COMPRESSIONS_PER_PASS = design.COMPRESSIONS_PER_HASH
 
 _PROPS = re.compile(
     r"Function properties for (\w+)\n\s*(\d+) bytes stack frame, "
@@ -76,17 +78,25 @@ def tool(name: str) -> str:
     raise CudaToolMissing(f"{name} not found on PATH or in NVIDIA's pip wheels: install {package}")
 
 
-def build_cubin(out_dir: Path, arch: str = "sm_90") -> tuple[Path, str]:
-    """Compile the generated kernel source (``cuda.cuda_source()``) to ``out_dir/recursion_<arch>.cubin``.
+def build_cubin(
+    out_dir: Path,
+    arch: str = "sm_90",
+    *,
+    source: str | None = None,
+    name: str = "recursion",
+    options: tuple[str, ...] = (),
+) -> tuple[Path, str]:
+    """Compile a generated kernel source (default ``cuda.cuda_source()``) to ``out_dir/<name>_<arch>.cubin``
+    with nvcc and extra ``options`` (e.g. the device search's float options).
 
     Returns (cubin path, ptxas's ``-v`` report). Raises CudaToolMissing without nvcc and
     RuntimeError with nvcc's output when compilation fails."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    source = out_dir / "recursion_full.cu"
-    source.write_text(cuda.cuda_source())
-    cubin = out_dir / f"recursion_{arch}.cubin"
+    path = out_dir / f"{name}_full.cu"
+    path.write_text(cuda.cuda_source() if source is None else source)
+    cubin = out_dir / f"{name}_{arch}.cubin"
     done = subprocess.run(
-        [tool("nvcc"), "-cubin", f"-arch={arch}", "-Xptxas", "-v", "-o", str(cubin), str(source)],
+        [tool("nvcc"), "-cubin", f"-arch={arch}", *options, "-Xptxas", "-v", "-o", str(cubin), str(path)],
         capture_output=True,
         text=True,
         timeout=600,

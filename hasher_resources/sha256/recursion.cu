@@ -24,7 +24,7 @@ HASHER_FN hasher_u32 hasher_bswap(hasher_u32 x) { return __byte_perm(x, 0, 0x012
 HASHER_FN int hasher_clz(hasher_u32 x) { return __clz(x); }
 #else
 #define HASHER_FN static inline
-#define HASHER_UNROLL
+#define HASHER_UNROLL _Pragma("GCC unroll 64")
 #define HASHER_NO_UNROLL
 static const hasher_u32 hasher_k[64] = {HASHER_SHA256_K};
 HASHER_FN hasher_u32 hasher_rotr(hasher_u32 x, int n) { return (x >> n) | (x << (32 - n)); }
@@ -206,7 +206,8 @@ HASHER_FN hasher_u32 hasher_target_word(hasher_u32 token_id) {
   return token_id << HASHER_TOKEN_SHIFT;
 }
 
-#ifdef __CUDACC__
+// HASHER_DEVICE_FUNCTIONS_ONLY: device_search.cu uses the functions above, not these kernels.
+#if defined(__CUDACC__) && !defined(HASHER_DEVICE_FUNCTIONS_ONLY)
 
 // slots [n,12], seeds [n,8] (the 32 seed bytes as little-endian words), golden [n], keys [n,3].
 extern "C" __global__ void __launch_bounds__(HASHER_CUDA_BLOCK, HASHER_CUDA_MIN_BLOCKS)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import dagster as dg
 import numpy as np
@@ -19,16 +19,22 @@ from pydantic import Field, PrivateAttr
 
 from hasher_core.design import STABILITY_PASSES
 from hasher_core.errors import BackendUnavailableError, KernelConfigError
+from hasher_core.names import AUTO, KERNEL_BACKENDS
 
+from ..pools import hold_lease, release_lease
 from . import api, inputs
 from . import cuda as cuda_backend
 from .api import NonceScanResult
 
+if TYPE_CHECKING:
+    from hasher_core.search.driver import SearchDriver
+
 
 class Sha256Kernel(dg.ConfigurableResource):
-    """Runs DESIGN §4.2 evaluations and nonce scans on the configured backend."""
+    """The SHA-256 kernel every stage hashes through: 21-pass recursion evaluations and Bitcoin nonce
+    scans on the configured backend (reference, cpu or cuda; auto takes CUDA when a GPU is visible)."""
 
-    backend: Literal["auto", "reference", "cpu", "cuda"] = Field(
+    backend: Literal[(AUTO, *KERNEL_BACKENDS)] = Field(  # type: ignore[valid-type]
         default="auto",
         description="'auto' uses CUDA when CuPy sees a GPU, else the CPU; 'reference' is hashlib (slow).",
     )
@@ -36,8 +42,9 @@ class Sha256Kernel(dg.ConfigurableResource):
     threads: int | None = Field(default=None, description="CPU worker threads; None uses every core.")
     cpu_kernel: str | None = Field(
         default=None,
-        description="CPU path: 'shani' (x86 SHA extensions), 'simd' (any CPU) or 'auto' (SHA-NI when the "
-        "CPU has it); None reads HASHER_CPU_KERNEL (default auto).",
+        description="CPU path: 'shani' (x86 SHA extensions), 'simd' (any CPU) or 'auto' (SIMD where SHA-NI "
+        "cannot run, else the faster of the two here, timed once per process); None reads "
+        "HASHER_CPU_KERNEL (default auto).",
     )
     batch_size: int = Field(default=65536, description="Rows per backend call; larger inputs are chunked.")
 
@@ -55,6 +62,14 @@ class Sha256Kernel(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Resolve at run start, so a run asking for an unavailable GPU fails before any work.
         context.log.info(f"Sha256Kernel runs on backend {self.backend_name()!r}")
+        # The steps that hash hold the device pools (sha256, asic): while one works, its run's lease
+        # says the run is alive, even if its run worker was killed (hasher_resources.pools).
+        if context.run is not None:
+            hold_lease(context.instance.root_directory, context.run.run_id)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if context.run is not None:
+            release_lease(context.run.run_id)
 
     def backend_name(self) -> str:
         """The backend that actually runs ('reference', 'cpu' or 'cuda'), resolved once.
@@ -132,6 +147,17 @@ class Sha256Kernel(dg.ConfigurableResource):
                 yield name
         else:
             yield name
+
+    def search_driver(self) -> SearchDriver | None:
+        """What runs the seed search's generations on this backend: on ``cuda`` the device-resident
+        search on ``device_id`` (``device_search.DeviceSearch``: many generations per launch, only
+        finished frames come back); elsewhere None, the host loop that calls
+        :meth:`evaluate_with_keys` once per generation. Same seeds either way (DESIGN §4.4)."""
+        if self.backend_name() != "cuda":
+            return None
+        from .device_search import DeviceSearch
+
+        return DeviceSearch(device_id=self.device_id)
 
     def evaluate_with_keys(
         self, slots: np.ndarray, seeds: np.ndarray, header_time: int = 0

@@ -16,6 +16,7 @@ from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 from hasher_tests.assets.local import local_resources
 from hasher_tests.core.bundle.test_bundle import make_checkpoints
+from hasher_tests.core.search.test_reproduce import marked_unsolved_although_it_reaches_its_difficulty
 
 KEY = "a.txt"
 
@@ -101,3 +102,14 @@ def test_the_device_check_is_labelled_as_a_check_of_the_device_not_the_seeds(ins
     assert "the device, not the seeds" in checkpoints_gate.check_specs_by_output_name["result"].description
     config = CheckpointsConfig.model_fields["device_sample"].description
     assert "device's own hashing" in config and "not the seeds" in config
+
+
+def test_a_row_marked_unsolved_whose_golden_reaches_its_difficulty_fails_the_gate(instance, storage):
+    """The row deployment verification rejects is rejected here first: one rule for both."""
+    table, row = marked_unsolved_although_it_reaches_its_difficulty()
+    table = table.append_column("kernel_backend", pa.array(["cpu"] * table.num_rows, pa.string()))
+    pq.write_table(table, storage.stage_dir("seeds") / f"{KEY}.parquet")
+    (check,) = run_gate(instance, storage).get_asset_check_evaluations()
+    assert not check.passed and check.metadata["mismatches"].value == 1
+    kept = pq.read_table(storage.data_path / "checkpoints" / f"{KEY}.parquet")
+    assert table.column("fingerprint")[row] not in kept.column("fingerprint")

@@ -161,3 +161,13 @@ def test_a_materialised_partition_with_non_default_w_and_s_passes_its_check(inst
     (check,) = result.get_asset_check_evaluations()
     assert check.passed
     assert (check.metadata["window_size"].value, check.metadata["stride"].value) == (16, 5)
+
+
+def test_an_empty_knowledge_base_passes_its_check_with_a_note_unless_its_schema_is_wrong(
+    stored_kb, tmp_path: Path
+):
+    empty = rewrite(stored_kb, stored_kb.read().slice(0, 0), tmp_path, "empty")
+    result = knowledge_base_check(empty, 768)
+    assert result.passed and result.metadata["rows"].value == 0
+    assert result.metadata["note"].value == "no chunks: nothing to check (see knowledge_base's note)"
+    assert not knowledge_base_check(empty, 384).passed  # an embedding length the partition does not have

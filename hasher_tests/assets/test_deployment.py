@@ -145,3 +145,21 @@ def test_a_device_with_no_chip_alive_is_not_deployed_to(instance, storage, store
     assert not result.success
     assert "no chip alive (0 of 4)" in str(result.all_events)
     assert store.current_version() is None
+
+
+def test_the_deployment_asset_repairs_a_damaged_current_deployment_of_the_same_checkpoints(
+    instance, storage, store
+):
+    # Bughunt round 3, case 01: one flipped bit, then the same checkpoints deployed again.
+    store_checkpoints(storage, seed=1)
+    assert deploy(instance, storage).success
+    version = store.current_version()
+    seeds = store.version_dir(version) / "seeds.parquet"
+    data = bytearray(seeds.read_bytes())
+    data[len(data) // 2] ^= 1
+    seeds.write_bytes(bytes(data))
+    result = deploy(instance, storage)
+    assert result.success
+    meta = metadata(result)
+    assert meta["status"] == "deployed" and "BundleChecksumError" in meta["current_error"]
+    assert store.current_version() == version and not store.inspect().damaged

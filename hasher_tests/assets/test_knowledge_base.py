@@ -9,9 +9,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from hasher_assets.checks import knowledge_base_check, knowledge_base_is_well_formed
+from hasher_assets.definitions import resource_set
 from hasher_assets.knowledge_base import knowledge_base
 from hasher_resources.embedder import HashingEmbedder
-from hasher_resources.parquet_io import ParquetIOManager, ParquetPartition
+from hasher_resources.parquet_io import ParquetPartition
 from hasher_resources.sample_writer import write_sample_knowledge_base
 from hasher_resources.storage import HasherStorage
 from hasher_tests.assets.local import local_resources
@@ -90,11 +91,7 @@ def test_embedding_dims_other_than_768_materialise_and_pass_the_check(instance, 
         [knowledge_base, knowledge_base_is_well_formed],
         partition_key="doc.txt",
         instance=instance,
-        resources={
-            "storage": storage,
-            "parquet_io_manager": ParquetIOManager(base_dir=storage.data_dir),
-            "embedder": HashingEmbedder(dims=dims),
-        },
+        resources=resource_set(storage, embedder=HashingEmbedder(dims=dims)),
         run_config={"ops": {"knowledge_base": {"config": {"embedding_dims": dims}}}},
     )
     table = pq.read_table(storage.data_path / "knowledge_base" / "doc.txt.parquet")

@@ -75,13 +75,13 @@ def test_a_rerun_resumes_every_frame_from_the_progress_store_and_a_new_search_no
     first = _seeds_metadata(_materialize_seeds(instance, storage, SMALL_SEARCH))
     stored = pq.read_table(storage.data_path / "seeds" / "notes.txt.parquet")
     frames = stored.num_rows
-    assert frames > 10 and first["frames_resumed_from_store"] == 0 and first["evaluations_this_run"] > 0
+    assert frames > 10 and first["frames_from_store"] == 0 and first["evaluations_this_run"] > 0
 
     again = _seeds_metadata(_materialize_seeds(instance, storage, SMALL_SEARCH))
-    assert again["frames_resumed_from_store"] == frames and again["evaluations_this_run"] == 0
+    assert again["frames_from_store"] == frames and again["evaluations_this_run"] == 0
     resumed = pq.read_table(storage.data_path / "seeds" / "notes.txt.parquet")
     for column in ("best_seed", "golden", "matched_bits", "solved"):
         assert resumed.column(column).to_pylist() == stored.column(column).to_pylist(), column
 
     other = _seeds_metadata(_materialize_seeds(instance, storage, {**SMALL_SEARCH, "rng_seed": 7}))
-    assert other["frames_resumed_from_store"] == 0 and other["evaluations_this_run"] > 0
+    assert other["frames_from_store"] == 0 and other["evaluations_this_run"] > 0

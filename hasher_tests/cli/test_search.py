@@ -29,7 +29,7 @@ from hasher_core.frames.recipe import recipe_from_metadata, recipe_to_metadata
 from hasher_core.search.config import SearchConfig, knobs
 from hasher_core.search.loop import frame_fingerprint, search_frames
 from hasher_core.search.results import attach_results
-from hasher_resources.progress_store import ProgressStore
+from hasher_resources.progress_store import SqliteProgressStore
 from hasher_tests.core.bundle.test_bundle import RECIPE
 from hasher_tests.core.search.test_search import frames_table, make_frames, reference_evaluate
 
@@ -79,7 +79,7 @@ def test_a_search_killed_with_sigkill_resumes_to_the_uninterrupted_output(tmp_pa
         time.sleep(0.01)
     # While it runs, a second run of the same partition is refused, naming the partition.
     with pytest.raises(ProgressStoreLockedError, match="another run of partition 'part-a' holds"):
-        ProgressStore.open(store, partition="part-a", wait_s=0)
+        SqliteProgressStore.open(store, partition="part-a", wait_s=0)
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=10)
     assert victim.returncode == -signal.SIGKILL, "the search finished before it could be killed"
@@ -91,7 +91,7 @@ def test_a_search_killed_with_sigkill_resumes_to_the_uninterrupted_output(tmp_pa
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads(rerun.stdout)
     assert summary["frames_from_store"] == len(before)
-    assert summary["frames_searched"] == FRAMES - len(before)
+    assert summary["unique_frames_searched"] == FRAMES - len(before)
     after = stored_rows(store)
     assert len(after) == FRAMES
     assert all(after[fp] == t for fp, t in before.items()), "finished frames were recomputed"

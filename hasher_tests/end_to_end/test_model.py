@@ -3,7 +3,12 @@ recited verbatim by ``hasher generate`` from its first words; its recall check p
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -86,6 +91,55 @@ def test_predict_text_answers_one_step_and_an_unseen_prompt_abstains_beyond_max_
     assert err[1] == "hasher generate: stopped at --max-tokens 2"
 
 
+def generate_argv(run: ScratchRun, *options: str) -> list[str]:
+    """``hasher generate`` on ``run``'s deployment with the CPU kernel, then ``options``."""
+    return ["generate", "--deployment-root", run.storage.data_dir, "--backend", "cpu", *options]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "how", ["file utf-8", "file utf-16 bom", "file utf-8 bom crlf", "stdin utf-16 bom", "stdin utf-8"]
+)
+def test_a_prompt_from_a_file_or_standard_input_continues_like_the_argument(
+    deployed, capsys, monkeypatch, tmp_path, how
+):
+    base = generate_argv(deployed, "--max-tokens", "3")
+    assert main([*base, "--prompt", PROMPT]) == 0
+    expected = capsys.readouterr()
+    text = PROMPT + ("\r\n" if "crlf" in how else "\n")  # a trailing newline is dropped, as $(cat) drops it
+    data = (codecs.BOM_UTF16_LE + text.encode("utf-16-le")) if "utf-16" in how else text.encode("utf-8")
+    if "bom" in how and "utf-8" in how:
+        data = codecs.BOM_UTF8 + data
+    if how.startswith("file"):
+        (tmp_path / "prompt.txt").write_bytes(data)
+        assert main([*base, "--prompt-file", str(tmp_path / "prompt.txt")]) == 0
+    else:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        assert main([*base, "--prompt", "-"]) == 0
+    assert capsys.readouterr() == expected
+
+
+@pytest.mark.slow
+def test_a_prompt_over_the_argument_limit_is_read_from_a_file(deployed, capsys, tmp_path):
+    # Linux refuses one argument over 128 KiB (MAX_ARG_STRLEN); a file has no such limit.
+    path = tmp_path / "long.txt"
+    path.write_text(("lorem ipsum dolor sit amet " * 8000)[:200_000] + " " + PROMPT, encoding="utf-8")
+    base = generate_argv(deployed, "--max-tokens", "2")
+    assert main([*base, "--prompt-file", str(path)]) == 0
+    assert capsys.readouterr().out == " of times\n"
+
+
+@pytest.mark.slow
+def test_generate_json_is_utf8_on_an_ascii_locale(deployed):
+    result = subprocess.run(
+        [sys.executable, "-m", "hasher_cli.main",
+         *generate_argv(deployed, "--max-tokens", "2", "--json", "--prompt", "Café — " + PROMPT)],
+        capture_output=True, timeout=120, check=False, env={**os.environ, "PYTHONIOENCODING": "ascii"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.decode("utf-8"))["prompt"] == "Café — " + PROMPT
+
+
 @pytest.mark.slow
 def test_the_recall_check_passes_with_every_context_answered(deployed):
     check, meta = deployed.recall_check()
@@ -94,13 +148,39 @@ def test_the_recall_check_passes_with_every_context_answered(deployed):
     assert check.description.startswith("deployment_recall of ") and "recall 100.00%" in check.description
 
 
+@pytest.fixture(scope="module")
+def trial(tmp_path_factory: pytest.TempPathFactory):
+    # At 12 bits a solved seed fixes only the top 12 of the 17 token bits (DESIGN §4.3).
+    return train_and_deploy(tmp_path_factory.mktemp("trial"), 12)
+
+
 @pytest.mark.slow
-def test_the_recall_check_fails_for_seeds_that_do_not_reproduce_their_tokens(tmp_path):
-    # At 12 bits a solved seed fixes only the top 12 of the 17 token bits (DESIGN §4.3): the pipeline
-    # runs and deploys, and the check says the model does not answer.
-    run = train_and_deploy(tmp_path, 12)
+def test_the_recall_check_fails_for_seeds_that_do_not_reproduce_their_tokens(trial):
+    # The pipeline runs and deploys, and the check says the model does not answer.
+    run = trial
     assert run.seeds_metadata()["difficulty_bits"] == 12
     check, meta = run.recall_check()
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert meta["recall"] < 0.5 and meta["contexts"] > 30
     assert "seeds searched below 17 bits do not reproduce tokens" in check.description
+
+
+@pytest.mark.slow
+def test_a_model_trained_at_12_bits_never_answers_a_token_it_was_not_trained_on(trial, capsys):
+    # The bughunt's case 03 through the real pipeline: every answer is the trained token or none.
+    encoding = load_cl100k()
+    tokens = encoding.encode_ordinary(TEXT)
+    base = ["--deployment-root", trial.storage.data_dir, "--backend", "cpu"]
+    code = main(["generate", *base, "--prompt", PROMPT, "--max-tokens", "40", "--json"])
+    generation = json.loads(capsys.readouterr().out)
+    want = tokens[len(encoding.encode_ordinary(PROMPT)) :]
+    for k, step in enumerate(generation["steps"]):
+        assert step["token_id"] in (None, want[k]) and (step["token_id"] is None) == (
+            step["reason"] is not None
+        )
+    assert code == (0 if generation["tokens"] else 1)
+    assert generation["stopped"].startswith(
+        ("abstained: the deployed frame that answers", "end of the training")
+    )
+    if generation["stopped"].startswith("abstained"):
+        assert "its seed was searched at 12 bits" in generation["stopped"]

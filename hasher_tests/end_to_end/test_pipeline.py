@@ -12,30 +12,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hasher_assets.definitions import ASSET_CHECKS, ASSETS
+from hasher_assets.definitions import ASSET_CHECKS, ASSETS, resource_set
 from hasher_cli.main import main
 from hasher_core.header import target_word
+from hasher_core.names import PARTITION_STAGES
 from hasher_resources.asic.resource import AsicDevice, EmulatedAsicDevice, start_emulator, stop_emulator
 from hasher_resources.deploy.store import DeploymentStore
-from hasher_resources.embedder import HashingEmbedder
-from hasher_resources.parquet_io import ParquetIOManager
 from hasher_resources.sha256 import cpu, evaluate
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
 KEY = "gettysburg_address.txt"
-STAGES = ["knowledge_base", "training_frames", "seeds", "checkpoints"]
+STAGES = PARTITION_STAGES
 FAST_SEEDS = {"difficulty_bits": 6, "population": 32, "max_generations": 64}
 
 
 def _resources(storage: HasherStorage) -> dict:
-    return {
-        "storage": storage,
-        "parquet_io_manager": ParquetIOManager(base_dir=storage.data_dir),
-        "embedder": HashingEmbedder(),
-        "kernel": Sha256Kernel(backend="cpu"),
-        "asic": EmulatedAsicDevice(share_bits=4),
-    }
+    return resource_set(storage, kernel=Sha256Kernel(backend="cpu"), asic=EmulatedAsicDevice(share_bits=4))
 
 
 def _materialize(instance, storage, selection, *, partition=KEY, config=None, raise_on_error=True):
@@ -78,6 +71,7 @@ def test_four_stages_materialise_and_every_check_passes(trained):
     meta = result.asset_materializations_for_node("seeds")[0].metadata
     assert meta["kernel_backend"].value == "cpu"
     assert meta["kernel_cpu_path"].value == cpu.select_kernel()  # which CPU path searched: shani or simd
+    assert meta["kernel_search_loop"].value == "host"  # "device" on a GPU: generations run there
     assert 0 < meta["solved"].value <= seeds.num_rows
 
 

@@ -14,13 +14,14 @@ import psycopg2
 import pytest
 import yaml
 
+from hasher_core.names import PARTITION_STAGES
 from hasher_tests.servers import BIN, ROOT, dagster_env, dagster_home, postgres_cluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 DEPLOY_YAML = ROOT / "deploy" / "dagster-postgres.yaml"
 KEY = "lincoln.txt"
-STAGES = ["knowledge_base", "training_frames", "seeds", "checkpoints"]
+STAGES = PARTITION_STAGES
 TEXT = "Four score and seven years ago our fathers brought forth on this continent a new nation."
 
 

@@ -22,17 +22,21 @@ import dagster as dg
 import pytest
 
 from hasher_assets.executors import RAY_STEP_TAG, step_op_tags
+from hasher_core.names import PARTITION_STAGES
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ["knowledge_base", "training_frames", "seeds", "checkpoints"]
+STAGES = PARTITION_STAGES
 KEYS = ["gettysburg_address.txt", "zen_of_python.txt"]
 FAST_SEEDS = {"difficulty_bits": 6, "population": 32, "max_generations": 64}
 BIN = Path(sys.executable).parent
 HEAD_START_S = 120
 RUN_S = 480
 STOP_S = 30
+# The module fixture starts a head and runs two pairs of runs, each pair bounded by RUN_S: on a
+# loaded 2-core machine (load 12) that takes more than pytest's default 600 s, so it gets its own.
+pytestmark.append(pytest.mark.timeout(HEAD_START_S + 2 * RUN_S + 2 * STOP_S + 120))
 
 
 def _free_port() -> int:

@@ -251,7 +251,7 @@ def test_a_slow_response_times_out_and_is_retried(ollama: FakeOllama) -> None:
 
 def test_a_server_that_is_always_too_slow_is_an_error_naming_the_timeout(ollama: FakeOllama) -> None:
     ollama.slow_first, ollama.delay_s = 100, 0.5
-    with pytest.raises(EmbedderError, match=r"failed after 2 attempts \(timeout 0.1 s\)"):
+    with pytest.raises(EmbedderError, match=r"failed after 2 attempts \(deadline 0.1 s a request"):
         client(ollama, timeout_s=0.1, retries=1).embed(["abc"])
 
 

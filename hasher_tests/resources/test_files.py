@@ -20,6 +20,46 @@ def test_an_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path: Pat
     assert [p.name for p in target.parent.iterdir()] == ["out.bin"]
 
 
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The paths os.fsync is called on, in order."""
+    seen: list[Path] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        seen.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(files.os, "fsync", spy)
+    return seen
+
+
+def test_a_published_directory_appears_whole_with_every_file_and_its_parent_synced(tmp_path, synced):
+    staged = tmp_path / ".tmp-build"
+    (staged / "data").mkdir(parents=True)
+    (staged / "data" / "part-0.parquet").write_bytes(b"rows")
+    (staged / "report.json").write_text("{}")
+    final = files.publish(staged, tmp_path / "abc123")
+    assert not staged.exists() and (final / "data" / "part-0.parquet").read_bytes() == b"rows"
+    tree = {staged / "data" / "part-0.parquet", staged / "report.json", staged / "data", staged}
+    assert tree <= set(synced)
+    assert synced[-1] == tmp_path  # the rename itself made durable last
+
+
+def test_publishing_over_a_symlink_swaps_it_and_over_a_full_directory_fails_leaving_both(tmp_path, synced):
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v2").mkdir()
+    os.symlink("v1", tmp_path / "current")
+    os.symlink("v2", tmp_path / ".current.tmp")
+    files.publish(tmp_path / ".current.tmp", tmp_path / "current")
+    assert os.readlink(tmp_path / "current") == "v2" and not (tmp_path / ".current.tmp").exists()
+    (tmp_path / "v1" / "seeds.parquet").write_bytes(b"old")
+    (tmp_path / ".tmp-v1").mkdir()
+    with pytest.raises(OSError):
+        files.publish(tmp_path / ".tmp-v1", tmp_path / "v1")
+    assert (tmp_path / ".tmp-v1").is_dir() and (tmp_path / "v1" / "seeds.parquet").read_bytes() == b"old"
+
+
 def test_a_failed_atomic_write_keeps_the_old_file_and_removes_its_temporary(tmp_path: Path):
     target = tmp_path / "out.txt"
     files.atomic_write_text(target, "kept")

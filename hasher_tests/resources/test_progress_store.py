@@ -13,7 +13,7 @@ from hasher_core.search.config import SearchConfig
 from hasher_core.search.loop import search_frames
 from hasher_core.search.records import FinishedFrame
 from hasher_resources import progress_store
-from hasher_resources.progress_store import ProgressStore, ProgressStoreVersionWarning
+from hasher_resources.progress_store import ProgressStoreVersionWarning, SqliteProgressStore
 from hasher_tests.core.search.test_search import fast_oracle, make_frames
 
 
@@ -23,9 +23,9 @@ def result(fp: str, solved: bool = True) -> FinishedFrame:
 
 def test_results_survive_close_and_reopen_in_wal_mode(tmp_path):
     path = tmp_path / "seeds.sqlite"
-    with ProgressStore.open(path) as store:
+    with SqliteProgressStore.open(path) as store:
         store.put_many([result("aa"), result("bb", solved=False)])
-    with ProgressStore.open(path) as store:
+    with SqliteProgressStore.open(path) as store:
         got = store.get_many(["aa", "bb", "cc"])
         assert len(store) == 2
     assert got == {"aa": result("aa"), "bb": result("bb", solved=False)}
@@ -34,7 +34,7 @@ def test_results_survive_close_and_reopen_in_wal_mode(tmp_path):
 
 def test_many_fingerprints_are_looked_up_in_chunks(tmp_path):
     fps = [f"{i:032x}" for i in range(1300)]
-    with ProgressStore.open(tmp_path / "s.sqlite") as store:
+    with SqliteProgressStore.open(tmp_path / "s.sqlite") as store:
         store.put_many([result(f) for f in fps[::2]])
         assert set(store.get_many(fps)) == set(fps[::2])
 
@@ -43,7 +43,7 @@ def test_a_rerun_takes_finished_frames_from_the_store_and_gives_the_same_output(
     slots, targets = make_frames(12)
     config = SearchConfig(difficulty_bits=9, population=32, max_generations=64, frames_per_call=4)
     full = search_frames(slots, targets, config, fast_oracle)
-    with ProgressStore.open(tmp_path / "s.sqlite") as store:
+    with SqliteProgressStore.open(tmp_path / "s.sqlite") as store:
         search_frames(slots[:5], targets[:5], config, fast_oracle, store=store)  # a run cut short
     calls = []
 
@@ -51,7 +51,7 @@ def test_a_rerun_takes_finished_frames_from_the_store_and_gives_the_same_output(
         calls.append(len(s))
         return fast_oracle(s, seeds, t)
 
-    with ProgressStore.open(tmp_path / "s.sqlite") as store:
+    with SqliteProgressStore.open(tmp_path / "s.sqlite") as store:
         resumed = search_frames(slots, targets, config, counting, store=store)
         assert len(store) == 12
     assert resumed.from_store.tolist() == [True] * 5 + [False] * 7
@@ -64,11 +64,11 @@ def test_a_rerun_takes_finished_frames_from_the_store_and_gives_the_same_output(
 
 def test_a_second_run_of_the_partition_fails_clearly_and_the_first_keeps_working(tmp_path):
     path = tmp_path / "part-a.sqlite"
-    with ProgressStore.open(path, partition="part-a") as first:
+    with SqliteProgressStore.open(path, partition="part-a") as first:
         with pytest.raises(ProgressStoreLockedError, match="another run of partition 'part-a' holds"):
-            ProgressStore.open(path, partition="part-a", wait_s=0.1)
+            SqliteProgressStore.open(path, partition="part-a", wait_s=0.1)
         first.put_many([result("aa")])
-    with ProgressStore.open(path, partition="part-a") as again:  # released on close
+    with SqliteProgressStore.open(path, partition="part-a") as again:  # released on close
         assert set(again.get_many(["aa"])) == {"aa"}
 
 
@@ -77,9 +77,9 @@ def test_a_file_that_is_not_sqlite_is_refused_and_left_untouched(tmp_path):
     path.write_bytes(b"PAR1 this is a parquet file, not a progress store")
     before = path.read_bytes()
     with pytest.raises(ProgressStoreError, match=f"progress store {path}: is not an SQLite database"):
-        ProgressStore.open(path)
+        SqliteProgressStore.open(path)
     assert path.read_bytes() == before
-    ProgressStore.open(tmp_path / "other.sqlite").close()  # the lock was released
+    SqliteProgressStore.open(tmp_path / "other.sqlite").close()  # the lock was released
 
 
 def test_a_corrupt_sqlite_file_is_refused_and_left_untouched(tmp_path):
@@ -87,7 +87,7 @@ def test_a_corrupt_sqlite_file_is_refused_and_left_untouched(tmp_path):
     path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 2000)
     before = path.read_bytes()
     with pytest.raises(ProgressStoreError, match=str(path)):
-        ProgressStore.open(path)
+        SqliteProgressStore.open(path)
     assert path.read_bytes() == before
 
 
@@ -101,7 +101,7 @@ def test_an_unrelated_sqlite_database_is_refused_and_left_untouched(tmp_path):
     with pytest.raises(
         ProgressStoreError, match=r"not a hasher progress store \(it has tables \['customers'\]\)"
     ):
-        ProgressStore.open(path)
+        SqliteProgressStore.open(path)
     assert sqlite3.connect(path).execute("SELECT name FROM customers").fetchall() == [("ada",)]
 
 
@@ -113,13 +113,13 @@ def test_a_store_from_another_algorithm_version_warns_is_kept_and_is_not_reused(
     from hasher_core.search import config as search_config
 
     monkeypatch.setattr(search_config, "ALGORITHM_VERSION", "hasher-recursion-v0")
-    with ProgressStore.open(path) as store:
+    with SqliteProgressStore.open(path) as store:
         search_frames(slots, targets, config, fast_oracle, store=store)
     monkeypatch.undo()
     with pytest.warns(
         ProgressStoreVersionWarning, match="written by algorithm version 'hasher-recursion-v0'"
     ):
-        store = ProgressStore.open(path)
+        store = SqliteProgressStore.open(path)
     with store:
         r = search_frames(slots, targets, config, fast_oracle, store=store)
         assert r.frames_searched == 3 and not r.from_store.any()
@@ -128,7 +128,7 @@ def test_a_store_from_another_algorithm_version_warns_is_kept_and_is_not_reused(
 
 def test_the_current_version_opens_without_warning(tmp_path):
     path = tmp_path / "s.sqlite"
-    ProgressStore.open(path).close()
+    SqliteProgressStore.open(path).close()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ProgressStore.open(path).close()
+        SqliteProgressStore.open(path).close()

@@ -49,6 +49,23 @@ def test_defaults_when_nothing_is_set_and_empty_means_unset() -> None:
     assert (settings.embedder, settings.kernel_backend, settings.sensor_max_files) == ("hashing", "auto", 8)
 
 
+def test_the_settings_model_reads_the_process_environment_as_load_settings_does(
+    monkeypatch, tmp_path
+) -> None:
+    for name in [n for n in os.environ if n.startswith("HASHER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HASHER_EMBEDDER", " Ollama ")
+    monkeypatch.setenv("HASHER_ASIC_URL", " ")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("HASHER_KERNEL_BACKEND=reference\n")  # never read: the environment only
+    assert HasherSettings() == load_settings()
+    assert (HasherSettings().embedder, HasherSettings().asic_url, HasherSettings().kernel_backend) == (
+        "ollama",
+        None,
+        "auto",
+    )
+
+
 def test_good_values_are_taken_and_choices_ignore_case() -> None:
     settings = load_settings(
         {
@@ -182,3 +199,14 @@ def test_one_setting_is_validated_like_all_of_them_and_follows_the_environment(m
         == str(whole.value)
         == ("HASHER_CPU_KERNEL='sse4' is invalid: allowed values: auto, shani, simd")
     )
+
+
+@pytest.mark.parametrize(
+    "name", ["HASHER_DATA_DIR", "HASHER_INBOX_DIR", "HASHER_MINER_DIR", "HASHER_OLLAMA_URL"]
+)
+def test_a_value_whose_bytes_are_not_utf8_is_named_with_its_byte(name: str) -> None:
+    value = os.fsdecode(b"/srv/caf\xe9/data")  # how Python holds a Latin-1 byte of the environment
+    with pytest.raises(SettingsError) as caught:
+        load_settings({name: value})
+    assert str(caught.value).startswith(f"{name} is not valid UTF-8 (byte 0xe9 at offset 8): ")
+    assert load_settings({name: "/srv/café/data" if name != "HASHER_OLLAMA_URL" else "http://café:1"})

@@ -3,7 +3,10 @@ directory (HASHER_PROGRESS_DIR), which must be on a local disk."""
 
 from __future__ import annotations
 
+import json
+import os
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ import pytest
 import hasher_resources.files as files
 from hasher_core.errors import ProgressDirOnNetworkError
 from hasher_resources.files import filesystem_type, network_filesystem
-from hasher_resources.storage import HasherStorage, scan_sources
+from hasher_resources.storage import HasherStorage, read_scan_report, record_scan, scan_sources
 
 MOUNTS = """\
 overlay / overlay rw,relatime 0 0
@@ -36,8 +39,8 @@ def _inbox(tmp_path: Path, files_count: int) -> HasherStorage:
 def test_a_scan_lists_the_inbox_once_however_many_files_changed(tmp_path, monkeypatch):
     storage = _inbox(tmp_path, 50)
     listings = []
-    original = HasherStorage.inbox_files
-    monkeypatch.setattr(HasherStorage, "inbox_files", lambda self: listings.append(1) or original(self))
+    original = HasherStorage.inbox_listing
+    monkeypatch.setattr(HasherStorage, "inbox_listing", lambda self: listings.append(1) or original(self))
     changed, cursor, _ = scan_sources(storage, {}, max_files=1000)
     assert len(changed) == 50 and len(cursor["partitions"]) == 50
     assert len(listings) == 1
@@ -67,6 +70,80 @@ def test_the_inbox_lists_text_files_only_in_name_order(tmp_path):
         (storage.inbox_path / name).write_text("x")
     (storage.inbox_path / "folder.txt").mkdir()
     assert list(storage.inbox_files()) == ["README.MD", "note_000.txt", "note_001.txt", "note_002.txt"]
+
+
+def test_an_nfd_inbox_name_is_keyed_by_its_nfc_spelling(tmp_path):
+    storage = _inbox(tmp_path, 0)
+    nfd = unicodedata.normalize("NFD", "résumé notes.txt")
+    (storage.inbox_path / nfd).write_text("one two three")
+    assert storage.inbox_files() == {"résumé notes.txt": storage.inbox_path / nfd}
+
+
+def test_two_spellings_of_one_name_are_one_key_and_the_other_is_skipped_with_why(tmp_path):
+    storage = _inbox(tmp_path, 0)
+    nfc = "résumé notes.txt"
+    nfd = unicodedata.normalize("NFD", nfc)
+    (storage.inbox_path / nfd).write_text("saved on a Mac")
+    (storage.inbox_path / nfc).write_text("saved on Linux")
+    changed, cursor, _ = scan_sources(storage, {}, max_files=100)
+    assert list(changed) == [nfc] and storage.inbox_files() == {nfc: storage.inbox_path / nfc}
+    assert cursor["skipped"] == {
+        str(storage.inbox_path / nfd): f"the same name as {nfc!r} in Unicode NFC (one spelled decomposed, "
+        f"as macOS writes names): only {nfc!r} is read; rename or remove one"
+    }
+
+
+def test_inbox_entries_that_are_not_taken_are_skipped_with_why_and_kept_for_hasher_status(tmp_path):
+    storage = _inbox(tmp_path, 1)
+    inbox = storage.inbox_path
+    (inbox / "report.docx").write_bytes(b"PK")
+    (inbox / "folder.md").mkdir()
+    (inbox / ".DS_Store").write_bytes(b"\0")  # hidden: ignored silently
+    _, cursor, _ = scan_sources(storage, {}, max_files=100)
+    expected = {
+        str(inbox / "folder.md"): "not a regular file (the inbox is not searched recursively)",
+        str(inbox / "report.docx"): "not a .txt or .md file",
+    }
+    assert cursor["skipped"] == expected
+    assert read_scan_report(storage.data_path)["skipped"] == expected
+    (inbox / "report.docx").unlink()
+    scan_sources(storage, cursor, max_files=100)
+    assert list(read_scan_report(storage.data_path)["skipped"]) == [str(inbox / "folder.md")]
+
+
+def test_an_unreadable_inbox_file_is_skipped_with_why_and_the_scan_goes_on(tmp_path, monkeypatch):
+    storage = _inbox(tmp_path, 2)
+    locked = storage.inbox_path / "note_000.txt"
+    original = files.file_digest
+
+    def digest(path, **kw):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return original(path, **kw)
+
+    monkeypatch.setattr(files, "file_digest", digest)
+    changed, cursor, notes = scan_sources(storage, {}, max_files=100)
+    assert list(changed) == ["note_001.txt"]
+    assert cursor["skipped"] == {str(locked): "cannot be read: Permission denied"}
+    assert f"{locked}: cannot be read: Permission denied; skipped" in notes
+
+
+def test_a_miner_file_with_skipped_records_is_reported_until_it_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "_now_ns", lambda: time.time_ns() + 10_000_000_000)
+    storage = _inbox(tmp_path, 0)
+    miner = storage.miner_path / "json" / "ai_knowledge_base.json"
+    miner.parent.mkdir(parents=True)
+    good = {"file_name": "a.txt", "chunk_id": 0, "content": "text", "embedding": [0.5] * 768}
+    bad = {**good, "chunk_id": 1, "embedding": [0.5] * 3}
+    miner.write_text(json.dumps([good, bad]))
+    _, cursor, _ = scan_sources(storage, {}, max_files=100)
+    (why,) = cursor["skipped"].values()
+    assert why.startswith("1 record(s) skipped (embedding_length 1); first: ") and "record 1" in why
+    _, again, _ = scan_sources(storage, cursor, max_files=100)  # not read again, still reported
+    assert again["skipped"] == cursor["skipped"]
+    miner.write_text(json.dumps([good]))
+    _, fixed, _ = scan_sources(storage, again, max_files=100)
+    assert fixed["skipped"] == {} and read_scan_report(storage.data_path)["skipped"] == {}
 
 
 @pytest.mark.parametrize(
@@ -101,3 +178,10 @@ def test_a_progress_dir_on_a_network_filesystem_is_refused_naming_the_variable(t
         storage.progress_path()
     assert "HASHER_PROGRESS_DIR" in str(info.value) and "(nfs4)" in str(info.value)
     assert not (tmp_path / "shared").exists()  # nothing created on the refused path
+
+
+def test_the_scan_report_keeps_a_path_with_undecodable_bytes(tmp_path):
+    storage = _inbox(tmp_path, 0)
+    skipped = {os.fsdecode(b"/srv/caf\xe9/notes.rtf"): "not a .txt or .md file"}
+    record_scan(storage, skipped)
+    assert read_scan_report(storage.data_path)["skipped"] == skipped

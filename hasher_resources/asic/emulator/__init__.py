@@ -8,15 +8,17 @@ command is ``hasher_cli.asic_emulator``; the host starts it as a child process
 
 from .board import BACKENDS, FIFO_DEPTH, KERNEL_MAX_SHARE_BITS, Board
 from .faults import FAULT_KINDS, FAULT_TARGETS, GARBAGE, FaultRule, damage, with_bad_length
-from .serve import WRITE_DEADLINE_S, Emulator, serve_in_thread, serve_pty, serve_tcp
+from .serve import DELIVERIES, SPLIT_GAP_S, WRITE_DEADLINE_S, Emulator, serve_in_thread, serve_pty, serve_tcp
 
 __all__ = [
     "BACKENDS",
+    "DELIVERIES",
     "FAULT_KINDS",
     "FAULT_TARGETS",
     "FIFO_DEPTH",
     "GARBAGE",
     "KERNEL_MAX_SHARE_BITS",
+    "SPLIT_GAP_S",
     "WRITE_DEADLINE_S",
     "Board",
     "Emulator",

@@ -1,9 +1,12 @@
 """The emulator's byte stream: fault injection around a :class:`~.board.Board`, served on a pty or TCP.
 
 This module owns the I/O side: reading host bytes, cutting them into packets, applying the fault
-rules (stall, drop, disconnect, damaged bytes) to the board's replies and writing them with a
-deadline. ``serve_pty``/``serve_tcp`` run the ``hasher-asic-emulator`` process;
-``serve_in_thread`` runs the same loop from a thread of the caller (the fault-matrix tests).
+rules (stall, drop, disconnect, damaged bytes) to the board's replies, arranging them into writes
+(the ``delivery``: one write per packet, every reply to one host read in one write, or the status
+reply first with the nonce packets still queued behind it, each write optionally cut at
+``split_at``) and writing them with a deadline. ``serve_pty``/``serve_tcp`` run the
+``hasher-asic-emulator`` process; ``serve_in_thread`` runs the same loop from a thread of the
+caller (the fault-matrix tests).
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ from .board import Board
 from .faults import FaultRule, damage
 
 WRITE_DEADLINE_S = 2.0
+#: How replies become writes: ``packets`` one write each; ``coalesced`` every reply to one host read
+#: in one write; ``status-first`` nonce packets held back until the next status reply, then written
+#: after it in the same write (a board answering status while its nonce queue still drains).
+DELIVERIES = ("packets", "coalesced", "status-first")
+#: The pause between the pieces of a cut write, so that the host reads them separately.
+SPLIT_GAP_S = 0.005
 
 
 @dataclass
@@ -40,6 +49,14 @@ class Emulator:
     counts: dict[str, int] = field(default_factory=lambda: {"status": 0, "nonce": 0, "task": 0})
     reader: PacketReader = field(default_factory=PacketReader)
     disconnect_requested: bool = False
+    delivery: str = "packets"
+    #: Byte offsets at which every write is cut (negative: from its end), ``SPLIT_GAP_S`` apart.
+    split_at: tuple[int, ...] = ()
+    _held: bytearray = field(default_factory=bytearray, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.delivery not in DELIVERIES:
+            raise ValueError(f"delivery {self.delivery!r} is not one of {', '.join(DELIVERIES)}")
 
     def _rules(self, target: str, count: int) -> list[str]:
         return [r.kind for r in self.faults if r.fires(target, count)]
@@ -49,11 +66,45 @@ class Emulator:
         return any(r.kind == "wrong-nonce" and r.fires("nonce", self.counts["task"]) for r in self.faults)
 
     def receive(self, data: bytes) -> Iterator[bytes | float]:
-        """Bytes from the host → what to write (bytes) and when to stall (float seconds), in order.
+        """Bytes from the host → each reply's bytes and when to stall (float seconds), in order.
 
         A host packet the board cannot decode is reported on stderr and ignored; after a
         ``disconnect`` fault fires nothing more is yielded and ``disconnect_requested`` is set.
         """
+        for item in self._replies(data):
+            yield item if isinstance(item, float) else item[1]
+
+    def deliver(self, data: bytes) -> Iterator[bytes | float]:
+        """Bytes from the host → what to write (bytes) and how long to pause (float seconds): the
+        replies of :meth:`receive` arranged by ``delivery`` and cut at ``split_at``."""
+        together = bytearray()
+        for item in self._replies(data):
+            if isinstance(item, float):
+                yield from self._cut(bytes(together))
+                together.clear()
+                yield item
+                continue
+            target, reply = item
+            if self.delivery == "packets":
+                yield from self._cut(reply)
+            elif self.delivery == "coalesced":
+                together += reply
+            elif target == "status":
+                yield from self._cut(reply + bytes(self._held))
+                self._held.clear()
+            else:
+                self._held += reply
+        yield from self._cut(bytes(together))
+
+    def _cut(self, data: bytes) -> Iterator[bytes | float]:
+        cuts = sorted({at % len(data) if at < 0 else at for at in self.split_at if 0 < abs(at) < len(data)})
+        for begin, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
+            if begin:
+                yield SPLIT_GAP_S
+            if end > begin:
+                yield data[begin:end]
+
+    def _replies(self, data: bytes) -> Iterator[tuple[str, bytes] | float]:
         for packet in self.reader.feed(data):
             try:
                 yield from self._reply(packet)
@@ -62,7 +113,7 @@ class Emulator:
             if self.disconnect_requested:
                 return
 
-    def _reply(self, packet: Packet) -> Iterator[bytes | float]:
+    def _reply(self, packet: Packet) -> Iterator[tuple[str, bytes] | float]:
         for target, reply in self.board.handle(packet, self._task_gets_wrong_nonce):
             self.counts[target] += 1
             kinds = self._rules(target, self.counts[target])
@@ -73,7 +124,7 @@ class Emulator:
                 yield self.stall_s
             if "drop" in kinds:
                 continue
-            yield damage(reply, kinds)
+            yield target, damage(reply, kinds)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -107,7 +158,7 @@ def _pump(emulator: Emulator, read_fd: int, write_fd: int, alive: Callable[[], b
             raise
         if not data:
             return True
-        for item in emulator.receive(data):
+        for item in emulator.deliver(data):
             if isinstance(item, float):
                 time.sleep(item)
             else:

@@ -21,6 +21,7 @@ from hasher_core.frames.tokens import (
     encode_ordinary,
     load_cl100k,
     load_cl100k_from,
+    repair_surrogates,
 )
 
 
@@ -176,3 +177,25 @@ def test_a_rust_panic_in_tiktoken_falls_back_to_the_piecewise_path(monkeypatch: 
 
     monkeypatch.setattr(tiktoken_core.Encoding, "encode_to_numpy", tiktoken_panics)
     assert encode_ordinary(enc, "hello world").tolist() == enc.encode_ordinary("hello world")
+
+
+def test_an_undecodable_byte_tokenises_as_tiktoken_reads_it() -> None:
+    # b"caf\xe9 The river" as Python hands over argv (PEP 383): tiktoken reads the lone surrogate as
+    # U+FFFD (token 5809), never as the UTF-8 bytes of a surrogate (ED B3 A9, three byte tokens).
+    enc = load_cl100k()
+    text = b"caf\xe9 The river".decode("utf-8", "surrogateescape")
+    assert encode_ordinary(enc, text).tolist() == enc.encode_ordinary(text) == [69896, 5809, 578, 15140]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(st.characters(categories=("L", "N", "P", "Z", "Cs")), max_size=40))
+def test_text_with_lone_surrogates_tokenises_exactly_as_tiktoken_encode_ordinary(text: str) -> None:
+    enc = load_cl100k()
+    assert encode_ordinary(enc, text).tolist() == enc.encode_ordinary(text)
+
+
+def test_a_surrogate_in_a_text_too_long_for_tiktokens_regex_is_repaired_then_split_by_pieces() -> None:
+    enc = load_cl100k()
+    text = "caf\udce9" + " " * 1_000_000 + "x"
+    expected = enc._encode_only_native_bpe(repair_surrogates(text))
+    assert encode_ordinary(enc, text).tolist() == expected and expected[1] == 5809

@@ -75,9 +75,6 @@ def scalar_slots(embedding: np.ndarray, projection: np.ndarray) -> list[int]:
     return [(q[2 * k] << 16) | q[2 * k + 1] for k in range(12)]
 
 
-# --- schema -------------------------------------------------------------------------------------
-
-
 def test_frame_schema_is_design_3_5_exactly() -> None:
     assert FRAME_SCHEMA.names == [
         "source_file",
@@ -95,9 +92,6 @@ def test_frame_schema_is_design_3_5_exactly() -> None:
     assert FRAME_SCHEMA.field("best_seed").type == pa.binary()
     assert FRAME_SCHEMA.field("best_seed").nullable
     assert tuple(f"asic_slot_{k}" for k in range(12)) == SLOT_COLUMNS
-
-
-# --- windows ------------------------------------------------------------------------------------
 
 
 def test_window_example_from_the_go_encoder() -> None:
@@ -141,11 +135,8 @@ def test_window_properties(tokens: list[int], window: int, stride: int) -> None:
         assert targets.tolist() == [tokens[i] for i in range(1, n, stride)]
 
 
-# --- mapper -------------------------------------------------------------------------------------
-
-
 def test_mapper_golden_vector_from_the_go_mapper() -> None:
-    # go-reference-analysis §8.1: emb[j] = float32(sin(j)*0.05), seed 1337.
+    # DESIGN §3.4's vector from the Go mapper: emb[j] = float32(sin(j)*0.05), seed 1337.
     emb = np.float32(np.sin(np.arange(768)) * 0.05)[None, :]
     slots = project_to_slots(emb, projection_matrix())
     assert slots.dtype == np.uint32 and slots.shape == (1, 12)
@@ -256,9 +247,6 @@ def test_slot_packing_round_trips(q: np.ndarray) -> None:
     assert slots.dtype == np.uint32 and slots.shape == (q.shape[0], 12)
     assert (slots >> 16).astype(np.uint16).view(np.int16).tolist() == q[:, 0::2].tolist()
     np.testing.assert_array_equal(unpack_slots(slots), q)
-
-
-# --- frames_from_batch --------------------------------------------------------------------------
 
 
 def test_frames_from_batch_follows_windows_and_chunk_embeddings() -> None:
@@ -395,9 +383,6 @@ def test_variable_length_embedding_lists_are_zero_padded() -> None:
 def test_bad_options_are_rejected_with_the_option_named(options: dict, message: str) -> None:
     with pytest.raises(FramesConfigError, match=message):
         validate_frame_options(**options)
-
-
-# --- write_frames -------------------------------------------------------------------------------
 
 
 def test_write_frames_streams_batches_into_one_parquet_file(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Every Arrow/Parquet layout common writers produce reads to the same canonical records (§2).
+"""Every Arrow/Parquet layout common writers produce reads to the same canonical records (DESIGN §2).
 
 polars 1.x+ writes ``string_view`` text and ``large_list<double>`` embeddings to Arrow and
 ``large_string`` to Parquet; pandas and Spark dictionary-encode strings; NumPy-minded writers use

@@ -1,9 +1,11 @@
-"""JSON input as real writers produce it (§2): every parser failure is one skipped record, integral
+"""JSON input as real writers produce it (DESIGN §2): every parser failure is one skipped record, integral
 float chunk ids follow one rule in every format, and concatenated pretty-printed objects are read."""
 
 from __future__ import annotations
 
+import codecs
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hasher_core.knowledge import detect_format
+from hasher_core.errors import AllRecordsInvalidError, NoReadableKnowledgeBaseError
+from hasher_core.knowledge import detect_format, list_source_files
 
-from .test_read import GO_JSON, PARQUET, arrow_table, digest, read_all, records, write
+from .test_read import GO_JSON, PARQUET, arrow_table, digest, go_names, read_all, records, write
 
 BIG = "__BIG__"
 
@@ -135,3 +138,97 @@ def test_a_stream_cut_off_mid_object_keeps_the_objects_before(tmp_path: Path) ->
 def test_one_object_per_line_is_still_json_lines(tmp_path: Path) -> None:
     path = write(tmp_path / GO_JSON, "jsonl", records(3))
     assert detect_format(path) == "jsonl"
+
+
+UNICODE_FORMS = {
+    "utf-8": b"",
+    "utf-8+bom": codecs.BOM_UTF8,
+    "utf-16-le": b"",
+    "utf-16-le+bom": codecs.BOM_UTF16_LE,  # Windows PowerShell 5.1's Out-File
+    "utf-16-be": b"",
+    "utf-16-be+bom": codecs.BOM_UTF16_BE,
+    "utf-32-le": b"",
+    "utf-32-le+bom": codecs.BOM_UTF32_LE,
+    "utf-32-be": b"",
+    "utf-32-be+bom": codecs.BOM_UTF32_BE,
+}
+
+
+def json_text(fmt: str, recs: list[dict[str, Any]]) -> str:
+    if fmt == "json_array":
+        return json.dumps([go_names(r) for r in recs], indent=1, ensure_ascii=False)
+    if fmt == "json_stream":
+        return "".join(json.dumps(r, indent=2, ensure_ascii=False) + "\n" for r in recs)
+    return "".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in recs)  # CRLF, as Windows writes
+
+
+@pytest.mark.parametrize("form", list(UNICODE_FORMS))
+@pytest.mark.parametrize("fmt", ["json_array", "jsonl", "json_stream"])
+def test_miner_json_in_every_unicode_form_reads_the_same_records(tmp_path: Path, fmt: str, form: str) -> None:
+    recs = records(6, names=("résumé.pdf", "中文.txt"))
+    for i, r in enumerate(recs):
+        r["content"] = f"chunk {i}: café, 中文, 😀 " + "word " * 10
+    codec = form.removesuffix("+bom")
+    path = tmp_path / GO_JSON
+    path.parent.mkdir(parents=True)
+    path.write_bytes(UNICODE_FORMS[form] + json_text(fmt, recs).encode(codec))
+    before = digest(path)
+    table, report = read_all(tmp_path)
+    assert (report.format, report.skipped) == (fmt, {})
+    assert table.column("content").to_pylist() == [r["content"] for r in recs]
+    assert table.column("source_file").to_pylist() == [r["file_name"] for r in recs]
+    assert report.encoding == codec.upper().replace("-LE", "LE").replace("-BE", "BE") + (
+        " with BOM" if form.endswith("+bom") else ""
+    )
+    assert digest(path) == before
+
+
+@pytest.mark.parametrize("fmt", ["json_array", "jsonl", "json_stream"])
+def test_a_cp1252_miner_json_skips_each_record_with_a_non_ascii_byte_naming_it(
+    tmp_path: Path, fmt: str
+) -> None:
+    recs = records(4)
+    recs[1]["content"] = "naïve “quotes” " + "word " * 10
+    path = tmp_path / GO_JSON
+    path.parent.mkdir(parents=True)
+    path.write_bytes(json_text(fmt, recs).encode("cp1252"))
+    table, report = read_all(tmp_path)
+    assert report.skipped == {"invalid_utf8": 1} and table.num_rows == 3
+    (problem,) = report.problems
+    assert "content is not valid UTF-8 text (byte 0xef at character 2, after 'na')" in problem
+    assert "legacy code pages such as Windows-1252 are not read" in problem
+
+
+def test_a_miner_json_that_is_all_cp1252_is_an_error_naming_the_file_and_the_byte(tmp_path: Path) -> None:
+    recs = records(3)
+    for r in recs:
+        r["file_name"] = "café.txt"
+    path = tmp_path / GO_JSON
+    path.parent.mkdir(parents=True)
+    path.write_bytes(json_text("json_array", recs).encode("latin-1"))
+    with pytest.raises(AllRecordsInvalidError) as caught:
+        read_all(tmp_path)
+    assert str(path) in str(caught.value) and "file_name is not valid UTF-8 text (byte 0xe9" in str(
+        caught.value
+    )
+
+
+def test_a_json_file_in_no_unicode_form_is_a_format_error_saying_what_it_was_read_as(tmp_path: Path) -> None:
+    path = tmp_path / GO_JSON
+    path.parent.mkdir(parents=True)
+    path.write_bytes("«".encode("cp1252") + b"[]")
+    with pytest.raises(NoReadableKnowledgeBaseError) as caught:
+        read_all(tmp_path)
+    assert "not valid UTF-8: byte 0xab at offset 0" in str(caught.value)
+
+
+@pytest.mark.parametrize("fmt", ["json_array", "parquet", "arrow_stream"])
+def test_nfd_and_nfc_file_names_are_one_source_file_in_nfc(tmp_path: Path, fmt: str) -> None:
+    nfc = "résumé notes.txt"
+    recs = records(4, names=(unicodedata.normalize("NFD", nfc), nfc))  # chunk ids 0, 0, 1, 1
+    path = write(tmp_path / (PARQUET if fmt == "parquet" else GO_JSON), fmt, recs)
+    table, report = read_all(tmp_path, explicit_path=path)
+    assert set(table.column("source_file").to_pylist()) == {nfc}
+    assert table.column("chunk_id").to_pylist() == [0, 1]  # the second spelling's copies are duplicates
+    assert report.skipped == {"duplicate_chunk_id": 2}
+    assert list(list_source_files(tmp_path, explicit_path=path)) == [nfc]

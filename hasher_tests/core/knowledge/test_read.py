@@ -1,4 +1,5 @@
-"""Reading Data Miner output: discovery, formats, fallbacks, bad records, partitions, streaming (§2)."""
+"""Reading Data Miner output (DESIGN §2): discovery, formats, fallbacks, bad records, partitions,
+streaming."""
 
 from __future__ import annotations
 

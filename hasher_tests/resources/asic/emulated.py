@@ -7,6 +7,7 @@ import contextlib
 import subprocess
 from collections.abc import Iterator
 
+from hasher_core.asic_codec import Work, wire_midstate
 from hasher_resources.asic.emulator import Board
 from hasher_resources.asic.resource import start_emulator, stop_emulator
 
@@ -17,6 +18,16 @@ HEADERS = [bytes([i]) * 80 for i in range(3)]
 def small_board() -> Board:
     """The 1 × 4-chip board the in-thread emulators of these tests serve."""
     return Board(chains=1, chips=4, share_bits=SHARE_BITS, nonces_per_work=512)
+
+
+def expected_nonces(headers: list[bytes] = HEADERS) -> list[tuple[int, int]]:
+    """(header index, nonce) of every share the small board finds for ``headers``, by its own search."""
+    board = small_board()
+    return [
+        (i, n)
+        for i, h in enumerate(headers)
+        for n in sorted(board.search(Work(0, wire_midstate(h), h[64:76]), SHARE_BITS))
+    ]
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ import threading
 import pytest
 import serial
 
-from hasher_core.asic_codec import Work, wire_midstate
 from hasher_core.errors import (
     AsicCrcError,
     AsicDisconnectedError,
@@ -24,18 +23,18 @@ from hasher_core.errors import (
 )
 from hasher_resources.asic.emulator import Emulator, FaultRule, serve_in_thread
 from hasher_resources.asic.session import AsicSession
-from hasher_tests.resources.asic.emulated import HEADERS, SHARE_BITS, emulator_process, small_board
+from hasher_tests.resources.asic.emulated import (
+    HEADERS,
+    SHARE_BITS,
+    emulator_process,
+    expected_nonces,
+    small_board,
+)
 
 pytestmark = pytest.mark.timeout(30)  # no test here may hang
 
 
-def _expected(headers=HEADERS) -> list[tuple[int, int]]:
-    board = small_board()
-    return [
-        (i, n)
-        for i, h in enumerate(headers)
-        for n in sorted(board.search(Work(0, wire_midstate(h), h[64:76]), SHARE_BITS))
-    ]
+_expected = expected_nonces
 
 
 def _session(url: str, retries: int = 2, timeout_s: float = 0.3) -> AsicSession:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from hasher_core.bundle import MANIFEST_FILE, SEEDS_FILE, V2_FORMAT, build_bundle
-from hasher_core.bundle.format import FINGERPRINTS_FILE, content_digest
+from hasher_core.bundle.format import FINGERPRINTS_FILE, MANIFEST_DIGEST, content_digest
+from hasher_core.bundle.format import _manifest_bytes as manifest_bytes
 from hasher_core.bundle.index import ANSWER_DTYPE, ARRAY_FILES
 from hasher_core.errors import BundleChecksumError, BundleFormatError
 from hasher_core.frames.tokens import load_cl100k
@@ -68,12 +69,16 @@ def test_a_damaged_index_file_is_refused_at_open_naming_it(directory):
         map_bundle(directory)
 
 
-def test_a_damaged_seed_table_is_refused_when_it_is_read(directory):
+def test_a_damaged_seed_table_is_refused_on_open_and_when_it_is_read(directory):
+    mapped = map_bundle(directory)  # intact: it opens
     path = directory / SEEDS_FILE
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
-    mapped = map_bundle(directory)  # a model needs no seed table: it opens
+    # A model needs no seed table, yet a damaged one keeps the deployment from answering.
+    with pytest.raises(BundleChecksumError, match=r"seeds\.parquet: sha256 mismatch"):
+        map_bundle(directory)
+    # Damaged after it was opened: refused when it is read.
     with pytest.raises(BundleChecksumError, match=r"seeds\.parquet: sha256 mismatch"):
         mapped.seeds  # noqa: B018
     with pytest.raises(BundleChecksumError, match=r"seeds\.parquet"):
@@ -94,9 +99,11 @@ def test_a_bundle_of_the_previous_format_opens_and_answers_the_same(tmp_path, di
     )
     manifest |= {"format": V2_FORMAT, "content_digest": digest, "version": digest[:16]}
     manifest["files"] = {name: manifest["files"][name] for name in (SEEDS_FILE, FINGERPRINTS_FILE)}
+    del manifest["inference_frames"], manifest[MANIFEST_DIGEST]  # as a v2 writer wrote it
+    manifest[MANIFEST_DIGEST] = hashlib.sha256(manifest_bytes(manifest)).hexdigest()
     for name in (SEEDS_FILE, FINGERPRINTS_FILE):
         (old / name).write_bytes((directory / name).read_bytes())
-    (old / MANIFEST_FILE).write_text(json.dumps(manifest))
+    (old / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
     assert read_bundle(old).version == digest[:16]  # the deep check passes under v2's rules
     mapped = map_bundle(old)
     assert mapped.index is None

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,12 +21,19 @@ import pytest
 
 import hasher_resources.deploy.bundle_files as bundle_files_module
 import hasher_resources.deploy.store as store_module
-from hasher_core.bundle import SEEDS_FILE, Bundle, build_bundle
-from hasher_core.errors import DeploymentFailedError, DeploymentLockedError
+from hasher_core.bundle import (
+    FINGERPRINTS_FILE,
+    MANIFEST_FILE,
+    SEEDS_FILE,
+    Bundle,
+    build_bundle,
+    parse_bundle,
+)
+from hasher_core.errors import BundleError, DeploymentFailedError, DeploymentLockedError, DeploymentStoreError
 from hasher_resources.asic.emulator import Emulator, serve_in_thread
 from hasher_resources.asic.session import AsicSession
 from hasher_resources.deploy.bundle_files import write_bundle
-from hasher_resources.deploy.store import DeploymentStore
+from hasher_resources.deploy.store import REDEPLOY_COMMAND, ROLLBACK_COMMAND, DeploymentStore
 from hasher_resources.deploy.verify import SampleMismatch, VerifyReport, verify_sample_on_kernel
 from hasher_resources.files import file_sha256
 from hasher_resources.sha256.resource import Sha256Kernel
@@ -32,6 +43,7 @@ from hasher_tests.resources.asic.emulated import SHARE_BITS, small_board
 REFERENCE = Sha256Kernel(backend="reference")
 
 FAST = {"retry_delay_s": 0.0, "kernel_backend": "reference"}
+FILES = (SEEDS_FILE, FINGERPRINTS_FILE, MANIFEST_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -378,3 +390,253 @@ def test_a_device_with_dead_chips_or_hardware_errors_stops_the_deploy(deployed, 
         assert_failed_deploy_left_previous_intact(
             deployed, v2, before, "health_before", text, health_check=device.health_check, retries=0
         )
+
+
+# --- damaged state: every member has a way back ----------------------------------------------------
+
+
+def flip_bit(path: Path, at: float = 0.5) -> None:
+    """Flip one bit of a file (bit rot, a bad copy), at a fraction ``at`` of its length."""
+    data = bytearray(path.read_bytes())
+    data[min(int(len(data) * at), len(data) - 1)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def damage_pointer(store: DeploymentStore, how: str) -> None:
+    store.pointer.unlink()
+    if how == "file":
+        store.pointer.write_text("f333692b55744425\n")
+    elif how == "directory":  # what a copy that follows symlinks (cp -rL, some sync tools) makes
+        store.pointer.mkdir()
+    elif how == "outside":
+        os.symlink("/nonexistent/deployments/abc", store.pointer)
+    elif how == "temporary":
+        os.symlink("deployments/.tmp-abc-12345678", store.pointer)
+
+
+DAMAGES = {
+    **{f"flipped bit in {name}": (lambda s, v, n=name: flip_bit(s.version_dir(v) / n)) for name in FILES},
+    **{f"truncated {name}": (lambda s, v, n=name: truncate(s.version_dir(v) / n)) for name in FILES},
+    **{f"missing {name}": (lambda s, v, n=name: (s.version_dir(v) / n).unlink()) for name in FILES},
+    "version directory missing (dangling pointer)": lambda s, v: shutil.rmtree(s.version_dir(v)),
+    "version directory is a file": lambda s, v: (
+        shutil.rmtree(s.version_dir(v)),
+        s.version_dir(v).write_bytes(b"x"),
+    ),
+    "pointer missing": lambda s, v: s.pointer.unlink(),
+    "pointer is a file": lambda s, v: damage_pointer(s, "file"),
+    "pointer is a directory": lambda s, v: damage_pointer(s, "directory"),
+    "pointer points outside deployments/": lambda s, v: damage_pointer(s, "outside"),
+    "pointer points at a temporary": lambda s, v: damage_pointer(s, "temporary"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_every_damaged_current_state_is_reported_and_a_redeploy_of_the_same_bundle_repairs_it(
+    deployed, v1, damage
+):
+    DAMAGES[damage](deployed, v1.version)
+    health = deployed.inspect()
+    assert health.damaged and health.current_problem
+    assert REDEPLOY_COMMAND in health.recovery and ROLLBACK_COMMAND in health.recovery
+    with pytest.raises(DeploymentStoreError) as e:
+        deployed.open_bundle()
+    assert REDEPLOY_COMMAND in str(e.value) and str(deployed.root) in str(e.value)
+    lines: list[str] = []
+    report = deployed.deploy(v1, log=lines.append, **FAST)
+    assert report.status == "deployed" and report.verify.ok and deployed.current_version() == v1.version
+    assert snapshot(deployed) == (v1.version, {n: file_sha256_of(v1, n) for n in sorted(v1.files)})
+    assert deployed.open_bundle().content_digest == v1.content_digest
+    assert not deployed.inspect().damaged and no_temporaries(deployed)
+    if damage != "pointer missing":  # no pointer: nothing to say is damaged while deploying
+        assert report.current_error and any("is damaged" in line for line in lines)
+    assert deployed.backups() == []  # damage is not backed up
+
+
+def file_sha256_of(bundle: Bundle, name: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(bundle.files[name]).hexdigest()
+
+
+def test_a_pointer_that_is_a_file_or_directory_is_kept_aside_not_deleted(deployed, v1):
+    damage_pointer(deployed, "file")
+    deployed.deploy(v1, **FAST)
+    (aside,) = deployed.root.glob("current.damaged-*")
+    assert aside.read_text() == "f333692b55744425\n"
+
+
+@pytest.mark.parametrize("at", [0.0, 0.25, 0.5, 0.75, 1.0])
+@pytest.mark.parametrize("name", FILES)
+def test_one_flipped_bit_anywhere_in_any_file_of_a_bundle_is_caught(deployed, v1, name, at):
+    flip_bit(deployed.version_dir(v1.version) / name, at)
+    assert deployed.inspect().damaged
+
+
+def test_one_flipped_bit_in_every_byte_of_the_manifest_is_caught(tmp_path, v1):
+    # The manifest's creation time and counts are in no checksum of the payloads: its own digest is.
+    raw = v1.files[MANIFEST_FILE]
+    caught = 0
+    for i in range(len(raw)):
+        files = dict(v1.files)
+        files[MANIFEST_FILE] = raw[:i] + bytes([raw[i] ^ (1 << (i % 8))]) + raw[i + 1 :]
+        try:
+            parse_bundle(files, tmp_path)
+        except BundleError:
+            caught += 1
+    assert caught == len(raw)
+
+
+def test_a_deploy_over_a_damaged_current_takes_no_backup_of_the_damage(deployed, v1, v2):
+    flip_bit(deployed.version_dir(v1.version) / SEEDS_FILE)
+    report = deployed.deploy(v2, **FAST)
+    assert report.status == "deployed" and deployed.current_version() == v2.version
+    assert deployed.backups() == [] and report.backup_path is None
+    health = deployed.inspect()
+    assert not health.damaged and health.versions[v1.version].startswith("BundleChecksumError")
+
+
+def test_a_failed_deploy_over_a_damaged_current_puts_the_pointer_back_and_says_it_was_damaged(
+    deployed, v1, v2
+):
+    flip_bit(deployed.version_dir(v1.version) / SEEDS_FILE)
+    with pytest.raises(DeploymentFailedError, match=f"rolled back to {v1.version}, as damaged as before"):
+        deployed.deploy(v2, verify=lambda b: VerifyReport("x", 0), retries=0, **FAST)
+    assert deployed.pointer_state() == (v1.version, None) and deployed.inspect().damaged
+    assert v2.version not in deployed.versions() and no_temporaries(deployed)
+
+
+def test_what_a_killed_deploy_left_is_listed_and_removed_by_the_next_deploy(deployed, v2):
+    leftovers = [
+        deployed.deployments / f".tmp-{v2.version}-0badc0de",
+        deployed.deployments / ".discard-abc-0badc0de",
+        deployed.deployments / ".restore-abc-0badc0de",
+        deployed.backups_dir / ".tmp-x-0badc0de",
+    ]
+    for path in leftovers:
+        path.mkdir(parents=True)
+        (path / SEEDS_FILE).write_bytes(b"half")
+    (deployed.root / ".current.tmp-1-0badc0de").symlink_to("deployments/x")
+    assert len(deployed.inspect().stale) == 5 and not deployed.inspect().damaged
+    report = deployed.deploy(v2, **FAST)
+    assert len(report.stale_removed) == 5 and "stale_removed" in report.as_metadata()
+    assert no_temporaries(deployed) and deployed.inspect().stale == ()
+
+
+def test_rollback_goes_back_to_the_previous_version(deployed, v1, v2):
+    deployed.deploy(v2, **FAST)
+    report = deployed.rollback(**FAST)
+    assert report.version == v1.version and deployed.current_version() == v1.version
+
+
+def test_rollback_restores_a_damaged_earlier_version_from_its_backup(deployed, v1, v2):
+    deployed.deploy(v2, **FAST)  # backs up v1
+    flip_bit(deployed.version_dir(v1.version) / SEEDS_FILE)
+    report = deployed.rollback(**FAST)
+    assert report.status == "deployed" and report.verify.ok
+    assert deployed.open_bundle().content_digest == v1.content_digest and not deployed.inspect().damaged
+
+
+def test_rollback_to_the_damaged_current_version_repairs_it_from_a_backup(deployed, v1, v2):
+    deployed.deploy(v2, **FAST)
+    deployed.deploy(v1, **FAST)  # v1 current again; a backup of v1 is left from the first swap
+    flip_bit(deployed.version_dir(v1.version) / MANIFEST_FILE)
+    assert deployed.inspect().damaged
+    deployed.rollback(to=v1.version, **FAST)
+    assert deployed.open_bundle().content_digest == v1.content_digest
+
+
+def test_a_damaged_backup_is_reported_and_never_rolled_back_to(deployed, v1, v2):
+    deployed.deploy(v2, **FAST)
+    (backup,) = deployed.backups()
+    flip_bit(backup / SEEDS_FILE)
+    flip_bit(deployed.version_dir(v1.version) / SEEDS_FILE)
+    health = deployed.inspect()
+    assert health.backups[backup.name].startswith("BundleChecksumError") and not health.damaged
+    with pytest.raises(DeploymentStoreError) as e:
+        deployed.rollback(**FAST)
+    message = str(e.value)
+    assert f"no intact copy of {v1.version}" in message and str(backup) in message
+    assert REDEPLOY_COMMAND in message and deployed.current_version() == v2.version
+
+
+def test_rollback_with_no_earlier_version_says_what_to_do(deployed):
+    with pytest.raises(DeploymentStoreError, match="no earlier deployment to roll back to"):
+        deployed.rollback(**FAST)
+
+
+def test_a_dry_run_over_a_damaged_pointer_reports_it(deployed, v2):
+    damage_pointer(deployed, "outside")
+    report = deployed.deploy(v2, dry_run=True, **FAST)
+    assert "not into deployments/" in report.current_error
+
+
+# --- a deploy killed at any step --------------------------------------------------------------------
+
+KILLED_DEPLOY = """
+import os, signal, sys
+from pathlib import Path
+import hasher_resources.deploy.store as store_module
+from hasher_core.bundle import build_bundle
+from hasher_resources.deploy.store import REDEPLOY_COMMAND, ROLLBACK_COMMAND, DeploymentStore
+from hasher_resources.deploy.verify import verify_sample_on_kernel
+from hasher_resources.sha256.resource import Sha256Kernel
+from hasher_tests.core.bundle.test_bundle import make_checkpoints
+
+root, point = Path(sys.argv[1]), sys.argv[2]
+kill = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+a = make_checkpoints(10, seed=1).slice(0, 8)
+b = make_checkpoints(6, partition="b.txt", seed=7)
+v2 = build_bundle({"a.txt": a, "b.txt": b}, pipeline_version="0.1.0")
+store = DeploymentStore(root)
+verify = lambda b: verify_sample_on_kernel(b, Sha256Kernel(backend="reference"), 64)
+health = None
+if point == "backup":  # the copy is made, not yet renamed into backups/
+    real_copy = store_module.shutil.copytree
+    store_module.shutil.copytree = lambda *a, **k: (real_copy(*a, **k), kill())
+elif point == "write":  # the first file of the new version is written
+    real_write = store_module.write_bundle
+    store_module.write_bundle = lambda b, d: (real_write(b, d), kill())
+elif point == "verify":
+    verify = kill
+elif point == "swap":  # the version directory is in place, the pointer not yet swapped
+    store_module.DeploymentStore._swap_pointer = kill
+elif point == "health_after":
+    calls = []
+    health = lambda: kill() if calls.append(1) or len(calls) > 1 else {"ok": True}
+store.deploy(v2, verify=verify, health_check=health, retry_delay_s=0)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["backup", "write", "verify", "swap", "health_after"])
+def test_a_deploy_killed_at_any_step_leaves_a_verified_current_and_the_next_deploy_completes(
+    deployed, v1, v2, point
+):
+    root = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_DEPLOY, str(deployed.root), point],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    current = deployed.current_version()
+    # Only a kill after the swap (which follows verification) leaves the new version current.
+    assert current == (v2.version if point == "health_after" else v1.version)
+    assert not deployed.inspect().damaged
+    verified: list[Bundle] = []
+
+    def verify(b: Bundle) -> VerifyReport:
+        verified.append(b)
+        return verify_sample_on_kernel(b, REFERENCE, 64)
+
+    report = deployed.deploy(v2, verify=verify, **FAST)
+    assert deployed.current_version() == v2.version and no_temporaries(deployed)
+    if point != "health_after":
+        assert report.status == "deployed" and verified and verified[0].version == v2.version

@@ -1,4 +1,4 @@
-"""The knowledge-base split cache: one pass over the miner file, partitions identical to direct reads."""
+"""The knowledge split: one pass over the miner file, partitions identical to direct reads."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pytest
 
 from hasher_core.errors import (
     KnowledgeBaseNotFoundError,
-    KnowledgeCacheError,
-    KnowledgeCacheLockTimeoutError,
+    KnowledgeSplitError,
+    KnowledgeSplitLockTimeoutError,
     PartitionNotFoundError,
 )
 from hasher_core.knowledge import ReadReport, read_knowledge_base, safe_partition_key
@@ -26,8 +26,8 @@ from hasher_core.schemas import KNOWLEDGE_BASE_SCHEMA, knowledge_base_schema
 from hasher_resources import files
 from hasher_resources.knowledge_split import build as knowledge_split
 from hasher_resources.knowledge_split import ensure_split
-from hasher_resources.knowledge_split import read as split_cache
-from hasher_resources.knowledge_split.read import SplitCache, ordered_tables
+from hasher_resources.knowledge_split import read as split_read
+from hasher_resources.knowledge_split.read import KnowledgeSplit, ordered_tables
 
 PARQUET = "ai_knowledge_base.parquet"
 GO_JSON = "json/ai_knowledge_base.json"
@@ -39,7 +39,7 @@ def direct(miner_dir: Path, key: str, **kwargs: Any) -> pa.Table:
     return pa.Table.from_batches(batches, schema=batches[0].schema)
 
 
-def cached(cache: SplitCache, key: str, batch_rows: int = 8192) -> pa.Table:
+def cached(cache: KnowledgeSplit, key: str, batch_rows: int = 8192) -> pa.Table:
     batches = list(cache.read_partition(key, batch_rows))
     assert all(b.schema.equals(knowledge_base_schema(cache.dims)) for b in batches)
     assert all(b.num_rows == batch_rows for b in batches[:-1])
@@ -110,7 +110,7 @@ def test_the_split_never_writes_in_the_miner_directory(miner_dir: Path, tmp_path
     before = tree_digest(miner_dir)
     ensure_split(miner_dir, tmp_path / "cache")
     assert tree_digest(miner_dir) == before
-    with pytest.raises(KnowledgeCacheError, match="must not live inside the miner directory"):
+    with pytest.raises(KnowledgeSplitError, match="must not live inside the miner directory"):
         ensure_split(miner_dir, miner_dir / "cache")
     assert tree_digest(miner_dir) == before and not (miner_dir / "cache").exists()
 
@@ -260,7 +260,7 @@ def test_odd_source_names_round_trip_in_order_with_many_files_per_partition(
     assert len(calls) > 3 if slice_bytes == 4096 else any(f.name.endswith("-10.parquet") for f in data_files)
     assert sorted(cache.partitions()) == sorted(safe_partition_key(n) for n in ODD_NAMES)
     # Row groups are streamed in sequence order; the read-whole-and-sort fallback must not be needed.
-    monkeypatch.setattr(split_cache.pq, "read_table", None)
+    monkeypatch.setattr(split_read.pq, "read_table", None)
     for name in ODD_NAMES:
         key = safe_partition_key(name)
         got = cached(cache, key, batch_rows=7)
@@ -333,7 +333,7 @@ def test_no_knowledge_base_is_not_found_and_creates_nothing(tmp_path: Path) -> N
 def test_concurrent_callers_share_one_build(miner_dir: Path, tmp_path: Path) -> None:
     cache_root = tmp_path / "cache"
     start = threading.Barrier(3)
-    results: list[SplitCache | BaseException] = []
+    results: list[KnowledgeSplit | BaseException] = []
 
     def call() -> None:
         start.wait()
@@ -347,7 +347,7 @@ def test_concurrent_callers_share_one_build(miner_dir: Path, tmp_path: Path) -> 
         t.start()
     for t in threads:
         t.join(timeout=60)
-    assert all(isinstance(r, SplitCache) for r in results), results
+    assert all(isinstance(r, KnowledgeSplit) for r in results), results
     assert len({r.path for r in results}) == 1  # type: ignore[union-attr]
     assert sum(r.built for r in results) == 1  # type: ignore[union-attr]
     assert len(fingerprints(cache_root)) == 1
@@ -358,7 +358,7 @@ def test_a_held_lock_times_out_with_a_clear_error(miner_dir: Path, tmp_path: Pat
     cache_root.mkdir()
     with (
         files.locked(cache_root / ".lock", wait_s=1.0, busy=lambda waited, holder: RuntimeError(holder)),
-        pytest.raises(KnowledgeCacheLockTimeoutError, match=r"\.lock: still locked after .* by .*pid"),
+        pytest.raises(KnowledgeSplitLockTimeoutError, match=r"\.lock: still locked after .* by .*pid"),
     ):
         ensure_split(miner_dir, cache_root, lock_timeout_s=0.2)
     assert fingerprints(cache_root) == set()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from hasher_core.names import CPU_PATHS
 from hasher_resources.sha256 import cpu, cpu_shani
 
 
-@pytest.fixture(params=["simd", "shani"])
+@pytest.fixture(params=CPU_PATHS)
 def cpu_path(request: pytest.FixtureRequest):
     """Force one CPU path for the test (both paths must give the same bits as the reference). The
     SHA-NI run is skipped, saying why, only on a CPU or Numba target without the SHA extensions."""

@@ -240,9 +240,6 @@ def test_seed_scan_uses_a_backends_own_reduction_when_it_has_one(monkeypatch):
     assert plain.best_nonce == 0x1C1D1E1F and plain.best_bits == 17
 
 
-# --- scan_midstate_nonces: the header scan from what a mining chip is given ------------------------
-
-
 def _same_scan(a: sha256.NonceScanResult, b: sha256.NonceScanResult) -> bool:
     return _fields(a) == _fields(b) and a.nonces.dtype == b.nonces.dtype and a.bits.dtype == b.bits.dtype
 

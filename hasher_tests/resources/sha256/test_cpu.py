@@ -11,7 +11,7 @@ import pytest
 
 from hasher_core.header import midstate
 from hasher_resources import sha256
-from hasher_resources.sha256 import cpu, reference
+from hasher_resources.sha256 import cpu, cpu_simd, reference
 from hasher_tests.resources.sha256.cases import VECTOR_SEED, VECTOR_SLOTS, VECTOR_TOKEN, random_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("cpu_path")]  # every test on both CPU paths
@@ -32,7 +32,7 @@ def test_cpu_matches_reference_on_random_rows(header_time):
     assert np.array_equal(keys, ref_keys)
 
 
-@pytest.mark.parametrize("n", [1, cpu.LANES - 1, cpu.LANES + 1])
+@pytest.mark.parametrize("n", [1, cpu_simd.LANES - 1, cpu_simd.LANES + 1])
 def test_row_counts_that_are_not_a_whole_block(n):
     slots, seeds = random_rows(n + 2, seed=n, edges=True)
     slots, seeds = slots[2:].copy(), seeds[2:].copy()
@@ -68,7 +68,7 @@ def test_one_numba_thread_runs_every_evaluation_serially():
 
 
 def test_thread_count_does_not_change_results():
-    slots, seeds = random_rows(4 * cpu.LANES, seed=7, edges=True)
+    slots, seeds = random_rows(4 * cpu_simd.LANES, seed=7, edges=True)
     cpu.set_threads(1)
     one = sha256.evaluate(slots, seeds, backend="cpu")
     cpu.set_threads(None)
@@ -106,13 +106,17 @@ def test_header_scan_finds_a_known_share():
         "67768f617fc81bc3888a51323a9fb8aa4b1e5e4a29ab5f49ffff001d1dac2b7c"
     )
     result = sha256.scan_header_nonces(
-        header, share_bits=32, nonce_count=2 * cpu.LANES, nonce_start=2083236893 - cpu.LANES, backend="cpu"
+        header,
+        share_bits=32,
+        nonce_count=2 * cpu_simd.LANES,
+        nonce_start=2083236893 - cpu_simd.LANES,
+        backend="cpu",
     )
     assert result.nonces.tolist() == [2083236893]
     assert result.bits.tolist() == [43]
 
 
-@pytest.mark.parametrize("count", [1, 40, cpu.SERIAL_SCAN_BLOCKS * cpu.LANES + 3, 3000])
+@pytest.mark.parametrize("count", [1, 40, cpu.SERIAL_SCAN_BLOCKS * cpu_simd.LANES + 3, 3000])
 def test_midstate_scan_equals_the_header_scan_across_the_nonce_wrap(count):
     # Sizes on both sides of SERIAL_SCAN_BLOCKS: the one-thread and the parallel compilation.
     rng = np.random.default_rng(count)

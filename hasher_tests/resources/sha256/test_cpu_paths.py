@@ -20,9 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hasher_core.errors import BackendUnavailableError, KernelConfigError
+from hasher_core.header import build_headers
 from hasher_resources import sha256
 from hasher_resources.settings import SettingsError
-from hasher_resources.sha256 import cpu, cpu_shani, reference
+from hasher_resources.sha256 import cpu, cpu_shani, cpu_simd, reference
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_tests.resources.sha256.cases import random_rows
 
@@ -66,13 +67,26 @@ def test_real_block_headers_are_found_by_the_header_scan_on_each_cpu_path(cpu_pa
     assert hashlib.sha256(hashlib.sha256(header).digest()).digest()[::-1].hex() == block_hash
     nonce = int.from_bytes(header[76:80], "little")
     result = sha256.scan_header_nonces(
-        header, share_bits=32, nonce_count=3 * cpu.LANES + 1, nonce_start=nonce - cpu.LANES, backend="cpu"
+        header,
+        share_bits=32,
+        nonce_count=3 * cpu_simd.LANES + 1,
+        nonce_start=nonce - cpu_simd.LANES,
+        backend="cpu",
     )
     assert result.nonces.tolist() == [nonce]
     assert result.bits.tolist() == [_zero_bits(block_hash)]
 
 
-@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 7, 11, cpu.LANES + 1])
+@pytest.mark.parametrize("header_time", [0, 1, 0x5F5E1000, 2**32 - 1])
+def test_the_header_words_both_paths_read_are_the_design_header_read_big_endian(header_time):
+    slots, seeds = random_rows(40, seed=header_time % 97, edges=True)
+    expect = build_headers(slots, seeds, header_time).view(">u4").astype(np.uint32)
+    assert np.array_equal(cpu.header_words(slots, seeds, header_time), expect)
+    # Views that are not contiguous (the seed scan broadcasts one frame's slots) read the same.
+    assert np.array_equal(cpu.header_words(slots[::2], seeds[::2], header_time), expect[::2])
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 7, 11, cpu_simd.LANES + 1])
 def test_every_row_count_gives_the_reference_bits(cpu_path, n):
     slots, seeds = random_rows(n + 3, seed=n, edges=True)  # rows 0-2: all-zero / all-ones
     slots, seeds = slots[:n].copy(), seeds[:n].copy()

@@ -19,7 +19,7 @@ import pytest
 from hasher_core import design
 from hasher_core.header import golden_token, leading_equal_bits, midstate, target_word
 from hasher_resources import sha256
-from hasher_resources.sha256 import cuda, cuda_build, reference
+from hasher_resources.sha256 import cuda, cuda_build, device_search, reference
 from hasher_tests.resources.sha256.cases import VECTOR_SEED, VECTOR_SLOTS, random_rows
 
 # A few macros' worth of host harness: loop the device functions over rows.
@@ -60,6 +60,8 @@ def test_prelude_defines_every_constant_from_constants_py():
     assert [int(k.rstrip("u"), 16) for k in k_line.split(" ", 2)[2].split(", ")] == list(design.SHA256_K)
     used = set(re.findall(r"\bHASHER_[A-Z0-9_]+\b", cuda.SOURCE_PATH.read_text()))
     defined = set(re.findall(r"#define (HASHER_[A-Z0-9_]+)", cuda.cuda_source()))
+    # the one switch is not a constant: device_search.cu's prelude sets it to leave these kernels out
+    defined |= set(re.findall(r"#define (HASHER_[A-Z0-9_]+)", device_search.search_prelude()))
     assert used <= defined, f"recursion.cu uses constants nobody defines: {sorted(used - defined)}"
 
 
@@ -256,7 +258,7 @@ def test_sm90_build_has_no_spills_and_no_local_memory(sm90_build):
 
 @pytest.mark.slow
 def test_the_pass_loop_costs_about_one_plain_compression_per_compression(sm90_build):
-    # performance-anchors §1.2: a plain kernel compiles to ~1,381 SASS per compression, and ~1,024
+    # docs/performance.md §1.2: a plain kernel compiles to ~1,381 SASS per compression, and ~1,024
     # of them (rotates and LOP3) are the floor; the pass loop does 3 compressions.
     _require("cuobjdump")
     loop = cuda_build.pass_loop(cuda_build.sass(sm90_build[0])["hasher_evaluate"])
@@ -301,19 +303,16 @@ def _nvrtc() -> ctypes.CDLL | None:
     return None
 
 
-def test_nvrtc_compiles_the_source_as_cupy_would():
+def nvrtc_ptx(source: str, name: str, options: tuple[str, ...] = ()) -> str:
+    """The PTX NVRTC makes of ``source`` for compute_90 with ``options`` (as CuPy compiles it);
+    skips where NVRTC is not installed, fails with NVRTC's log when it does not compile."""
     lib = _nvrtc()
     if lib is None:
         pytest.skip("NVRTC not installed (CuPy's runtime compiler)")
     prog = ctypes.c_void_p()
-    assert (
-        lib.nvrtcCreateProgram(
-            ctypes.byref(prog), cuda.cuda_source().encode(), b"recursion.cu", 0, None, None
-        )
-        == 0
-    )
-    options = [b"-arch=compute_90", b"-std=c++17"]
-    status = lib.nvrtcCompileProgram(prog, len(options), (ctypes.c_char_p * len(options))(*options))
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None) == 0
+    flags = [b"-arch=compute_90", b"-std=c++17", *(o.encode() for o in options)]
+    status = lib.nvrtcCompileProgram(prog, len(flags), (ctypes.c_char_p * len(flags))(*flags))
     size = ctypes.c_size_t()
     lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
     log = ctypes.create_string_buffer(size.value)
@@ -322,7 +321,12 @@ def test_nvrtc_compiles_the_source_as_cupy_would():
     lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
     ptx = ctypes.create_string_buffer(size.value)
     lib.nvrtcGetPTX(prog, ptx)
-    assert all(f".entry {kernel}(" in ptx.value.decode() for kernel in cuda.KERNELS)
+    return ptx.value.decode()
+
+
+def test_nvrtc_compiles_the_source_as_cupy_would():
+    ptx = nvrtc_ptx(cuda.cuda_source(), "recursion.cu")
+    assert all(f".entry {kernel}(" in ptx for kernel in cuda.KERNELS)
 
 
 gpu = pytest.mark.skipif(not sha256.cuda_available(), reason="needs CuPy and a CUDA device")

@@ -137,3 +137,15 @@ def test_on_backend_keeps_the_settings_and_changes_only_the_backend():
     assert other.backend_name() == "reference" and kernel.backend_name() == "cpu"
     assert kernel.on_backend("reference") is other  # made once: a range run asks once per partition
     assert kernel.on_backend("cpu") is not other
+
+
+def test_the_search_runs_on_the_device_only_on_cuda(monkeypatch):
+    from hasher_resources.sha256 import api, device_search
+    from hasher_resources.sha256 import cuda as cuda_backend
+
+    assert Sha256Kernel(backend="cpu").search_driver() is None
+    assert Sha256Kernel(backend="reference").search_driver() is None
+    monkeypatch.setattr(api, "resolve_backend", lambda name: name)  # as on a machine with two GPUs
+    monkeypatch.setattr(cuda_backend, "device_count", lambda: 2)
+    driver = Sha256Kernel(backend="cuda", device_id=1).search_driver()
+    assert isinstance(driver, device_search.DeviceSearch) and driver.device_id == 1

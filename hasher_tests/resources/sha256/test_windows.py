@@ -12,12 +12,13 @@ from hypothesis import strategies as st
 
 from hasher_core.errors import KernelInputError
 from hasher_core.header import midstate
+from hasher_core.names import KERNEL_BACKENDS
 from hasher_resources import sha256
-from hasher_resources.sha256 import cpu, reference
+from hasher_resources.sha256 import cpu, cpu_simd, reference
 
 HEADER = bytes(range(21, 101))
 MID, TAIL = midstate(HEADER), HEADER[64:76]
-BACKENDS = ["reference", "cpu", *(["cuda"] if sha256.cuda_available() else [])]
+BACKENDS = [b for b in KERNEL_BACKENDS if b != "cuda" or sha256.cuda_available()]
 # Wrapping past 2**32 - 1, overlapping (0 and 5 share nonces), the last nonce, and a repeat.
 EDGE_STARTS = [2**32 - 7, 0, 5, 2**31, 2**32 - 1, 0]
 
@@ -42,7 +43,7 @@ def per_window(starts: list[int], size: int, share_bits: int, backend: str) -> t
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("size", [1, 16, cpu.LANES + 6])
+@pytest.mark.parametrize("size", [1, 16, cpu_simd.LANES + 6])
 def test_windows_scan_equals_the_per_window_scans(backend, size):
     result = sha256.scan_midstate_windows(
         MID, TAIL, share_bits=3, window_starts=EDGE_STARTS, window_size=size, backend=backend
