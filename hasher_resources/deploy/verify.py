@@ -1,5 +1,6 @@
-"""Deployment verification (DESIGN §5–6): after the pointer swap, a sample of the deployed bundle is
-recomputed on the kernel resource and, with a device, re-mined on it; the report says what disagreed.
+"""Deployment verification (DESIGN §5–6): before the pointer swap, a sample of the bundle as written
+and read back is recomputed on the kernel resource and, with a device, re-mined on it; the report says
+what disagreed, and a failed verification leaves ``current`` where it was.
 
 The device is judged by the same rule as the checkpoints gate (``CrossValidationReport.passed``).
 """

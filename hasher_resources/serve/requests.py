@@ -90,7 +90,7 @@ class CompletionBody(_Body):
     best_of: int | None = Field(None, ge=1)
     logprobs: int | None = None
     suffix: str | None = None
-    #: hasher's extension: abstain beyond this distance (default 0.5).
+    #: hasher's extension: abstain beyond this distance (default: the model's, 0.15).
     max_distance: float | None = Field(None, ge=0)
 
 

@@ -25,6 +25,9 @@ TEXT = (
     "of foolishness, it was the epoch of belief."
 )
 PROMPT = "It was the best"
+#: A prompt whose words are the text's first 11 tokens: after other text (a prefix no frame has), its
+#: suffix is long enough to be trusted (MIN_SUFFIX_TOKENS), where PROMPT's 4 tokens would not be.
+LONG_PROMPT = "It was the best of times, it was the worst"
 
 
 def train_and_deploy(root: Path, difficulty_bits: int) -> ScratchRun:
@@ -123,7 +126,7 @@ def test_a_prompt_from_a_file_or_standard_input_continues_like_the_argument(
 def test_a_prompt_over_the_argument_limit_is_read_from_a_file(deployed, capsys, tmp_path):
     # Linux refuses one argument over 128 KiB (MAX_ARG_STRLEN); a file has no such limit.
     path = tmp_path / "long.txt"
-    path.write_text(("lorem ipsum dolor sit amet " * 8000)[:200_000] + " " + PROMPT, encoding="utf-8")
+    path.write_text(("lorem ipsum dolor sit amet " * 8000)[:200_000] + " " + LONG_PROMPT, encoding="utf-8")
     base = generate_argv(deployed, "--max-tokens", "2")
     assert main([*base, "--prompt-file", str(path)]) == 0
     assert capsys.readouterr().out == " of times\n"
@@ -133,11 +136,12 @@ def test_a_prompt_over_the_argument_limit_is_read_from_a_file(deployed, capsys, 
 def test_generate_json_is_utf8_on_an_ascii_locale(deployed):
     result = subprocess.run(
         [sys.executable, "-m", "hasher_cli.main",
-         *generate_argv(deployed, "--max-tokens", "2", "--json", "--prompt", "Café — " + PROMPT)],
+         *generate_argv(deployed, "--max-tokens", "2", "--json", "--prompt", "Café — " + LONG_PROMPT)],
         capture_output=True, timeout=120, check=False, env={**os.environ, "PYTHONIOENCODING": "ascii"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.decode("utf-8"))["prompt"] == "Café — " + PROMPT
+    answer = json.loads(result.stdout.decode("utf-8"))
+    assert answer["prompt"] == "Café — " + LONG_PROMPT and answer["continuation"] == " of times"
 
 
 @pytest.mark.slow
