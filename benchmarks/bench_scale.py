@@ -389,7 +389,7 @@ def measure_many(partitions: int, frames_each: int, work: Path) -> dict[str, flo
 
     from hasher_assets.definitions import ASSET_CHECKS, ASSETS
     from hasher_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_ranges, partitions_per_run
-    from hasher_cli.scratch import TRAINING_STAGES
+    from hasher_core.names import PARTITION_STAGES as TRAINING_STAGES
     from hasher_resources.asic.resource import EmulatedAsicDevice
     from hasher_resources.embedder import HashingEmbedder
     from hasher_resources.parquet_io import ParquetIOManager
