@@ -14,6 +14,7 @@ BENCHMARKS = [
     "bench_asic",
     "bench_deploy",
     "bench_partitions",
+    "bench_scale",
     "bench_serve",
 ]
 

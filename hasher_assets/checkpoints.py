@@ -5,7 +5,8 @@ compiled backend (and the CPU backend when it ran on the reference), plus the AS
 nonce search on a sample of headers when a device is configured (a check of the device's own hashing,
 not of the seeds: DESIGN §5). Seeds whose golden reproduces form
 the partition's checkpoint; the mismatch rate goes into the file and the blocking asset check
-``checkpoints_gate`` fails when it exceeds the tolerance.
+``checkpoints_gate`` fails when it exceeds the tolerance. A run over a range of partitions checks the
+device once, on a sample of all their checkpointed headers.
 """
 
 import json
@@ -19,7 +20,6 @@ from pydantic import Field
 from hasher_resources.asic.resource import AsicResource
 from hasher_resources.parquet_io import (
     HASHER_METADATA_KEY,
-    ParquetPartition,
     partition_path,
     write_table_atomic,
 )
@@ -28,8 +28,8 @@ from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
 from .executors import step_op_tags
-from .metadata import preview_markdown
-from .partitions import source_files
+from .metadata import partition_results, preview_markdown
+from .partitions import PartitionInput, backfill_policy, by_partition, source_files
 
 
 class CheckpointsConfig(dg.Config):
@@ -46,6 +46,7 @@ class CheckpointsConfig(dg.Config):
 
 @dg.asset(
     partitions_def=source_files,
+    backfill_policy=backfill_policy(),
     group_name="train",
     kinds={"sha256"},
     io_manager_key="parquet_io_manager",
@@ -61,41 +62,56 @@ class CheckpointsConfig(dg.Config):
 def checkpoints(
     context: dg.AssetExecutionContext,
     config: CheckpointsConfig,
-    seeds: ParquetPartition,
+    seeds: PartitionInput,
     kernel: Sha256Kernel,
     asic: AsicResource,
     storage: HasherStorage,
 ) -> dg.MaterializeResult:
-    key = context.partition_key
-    table = seeds.read()
-    started = time.monotonic()
-    checked = recheck_independently(table, kernel)
-    seconds = time.monotonic() - started
-    backend = checked.verify_backend(kernel)
-    if checked.mismatches:
-        context.log.warning(
-            f"{checked.mismatches} of {checked.rows} seeds do not reproduce on the {backend} backend"
-        )
-        write_table_atomic(
-            checked.mismatch_table(table), partition_path(storage.data_path, "checkpoint_mismatches", key)
-        )
-    good = table.filter(pa.array(checked.consistent))
-    device, report = device_hashing_check(asic, good, config.device_sample, config.tolerance)
+    tables = {key: handle.read() for key, handle in by_partition(context, seeds).items()}
+    checked = {key: _recheck(context, storage, kernel, key, table) for key, table in tables.items()}
+    # The device check is of the device's own hashing, not of any partition's seeds: one sample of
+    # the run's checkpointed headers, whatever the number of partitions, judged for all of them.
+    good = [kept for kept, *_ in checked.values() if kept.num_rows]
+    together = pa.concat_tables(good, promote_options="permissive") if len(good) > 1 else (good or [None])[0]
+    if together is None:
+        device, report = {"checked": False}, None
+    else:
+        device, report = device_hashing_check(asic, together, config.device_sample, config.tolerance)
     if report is not None:
         context.log.info(
             f"device hashing check (the device, not the seeds) on {report.headers} headers: "
             f"{report.nonces_verified}/{report.nonces_returned} nonces verify on the kernel, "
             f"hardware-error rate {report.hardware_error_rate:.4f}"
         )
-    gate = _gate(checked, backend, device, config.tolerance)
-    if not checked.rows:
-        # Nothing was re-checked because there is nothing: the gate passes vacuously and says so.
-        gate["note"] = "no seeds to check: the partition has no frames (see training_frames' note)"
-        context.log.warning(f"partition {key!r}: {gate['note']}")
-    good = good.replace_schema_metadata(
-        {**(good.schema.metadata or {}), HASHER_METADATA_KEY: json.dumps(gate).encode()}
-    )
-    return dg.MaterializeResult(value=good, metadata=_metadata(good, table, checked, gate, device, seconds))
+    results = {}
+    for key, (kept, recheck, backend, seconds) in checked.items():
+        gate = _gate(recheck, backend, device, config.tolerance)
+        if not recheck.rows:
+            # Nothing was re-checked because there is nothing: the gate passes vacuously and says so.
+            gate["note"] = "no seeds to check: the partition has no frames (see training_frames' note)"
+            context.log.warning(f"partition {key!r}: {gate['note']}")
+        kept = kept.replace_schema_metadata(
+            {**(kept.schema.metadata or {}), HASHER_METADATA_KEY: json.dumps(gate).encode()}
+        )
+        results[key] = (kept, _metadata(kept, tables[key], recheck, gate, device, seconds))
+    return partition_results(context, results)
+
+
+def _recheck(context, storage, kernel, key: str, table: pa.Table) -> tuple[pa.Table, Recheck, str, float]:
+    """One partition's seeds re-checked: ``(consistent rows, the recheck, the verify backend, its
+    seconds)``; the rows that do not reproduce are written beside the checkpoints for a look."""
+    started = time.monotonic()
+    checked = recheck_independently(table, kernel)
+    seconds = time.monotonic() - started
+    backend = checked.verify_backend(kernel)
+    if checked.mismatches:
+        context.log.warning(
+            f"{key}: {checked.mismatches} of {checked.rows} seeds do not reproduce on the {backend} backend"
+        )
+        write_table_atomic(
+            checked.mismatch_table(table), partition_path(storage.data_path, "checkpoint_mismatches", key)
+        )
+    return table.filter(pa.array(checked.consistent)), checked, backend, seconds
 
 
 def _gate(checked: Recheck, backend: str, device: dict, tolerance: float) -> dict:

@@ -8,7 +8,9 @@ its file.
 """
 
 import math
+import time
 import warnings
+from collections.abc import Iterator
 
 import dagster as dg
 import numpy as np
@@ -30,8 +32,8 @@ from .checkpoints import checkpoints as checkpoints_asset
 from .deployment import deployment as deployment_asset
 from .executors import step_op_tags
 from .knowledge_base import knowledge_base as knowledge_base_asset
-from .metadata import latest_metadata
-from .partitions import source_files
+from .metadata import latest_metadata, partition_checks
+from .partitions import PartitionInput, by_partition, source_files
 from .training_frames import training_frames as training_frames_asset
 
 # Dagster 1.13 marks a partitions_def on an asset check as a preview feature and warns at every import of
@@ -52,12 +54,17 @@ warnings.filterwarnings(
     "embedder's length) and rematerialise knowledge_base.",
 )
 def knowledge_base_is_well_formed(
-    context: dg.AssetCheckExecutionContext, knowledge_base: ParquetPartition
-) -> dg.AssetCheckResult:
+    context: dg.AssetCheckExecutionContext, knowledge_base: PartitionInput
+) -> Iterator:
     """Embeddings are finite floats of the configured length (``embedding_dims``, default 768), no
     content is empty, chunk ids are unique per file."""
-    dims = int(latest_metadata(context, knowledge_base_asset).get("embedding_dims", EMBEDDING_DIMS))
-    return knowledge_base_check(knowledge_base, dims)
+    handles = by_partition(context, knowledge_base)
+    metadata = latest_metadata(context, knowledge_base_asset, list(handles))
+    results = {
+        key: knowledge_base_check(handle, int(metadata[key].get("embedding_dims", EMBEDDING_DIMS)))
+        for key, handle in handles.items()
+    }
+    yield from partition_checks(context, results)
 
 
 def knowledge_base_check(knowledge_base: ParquetPartition, dims: int) -> dg.AssetCheckResult:
@@ -115,23 +122,28 @@ def knowledge_base_check(knowledge_base: ParquetPartition, dims: int) -> dg.Asse
 )
 def training_frames_are_consistent(
     context: dg.AssetCheckExecutionContext,
-    training_frames: ParquetPartition,
-    knowledge_base: ParquetPartition,
-) -> dg.AssetCheckResult:
+    training_frames: PartitionInput,
+    knowledge_base: PartitionInput,
+) -> Iterator:
     """Schema is DESIGN §3.5, token ids < vocabulary, context_length = end − start ≤ W, and the row
     count equals the windows of a fresh tokenisation of the knowledge base, with the W and S the
     frames were built with (the file's own recipe, else the materialisation's metadata)."""
-    recipe = recipe_from_metadata(training_frames.schema().metadata) or latest_metadata(
-        context, training_frames_asset
-    )
-    if "window_size" not in recipe or "stride" not in recipe:
-        return dg.AssetCheckResult(
-            passed=False,
-            metadata={"problem": "the frames carry no recipe: window_size and stride are unknown"},
+    chunks = by_partition(context, knowledge_base)
+    results = {}
+    for key, frames in by_partition(context, training_frames).items():
+        recipe = recipe_from_metadata(frames.schema().metadata) or latest_metadata(
+            context, training_frames_asset, [key]
+        ).get(key, {})
+        if "window_size" not in recipe or "stride" not in recipe:
+            results[key] = dg.AssetCheckResult(
+                passed=False,
+                metadata={"problem": "the frames carry no recipe: window_size and stride are unknown"},
+            )
+            continue
+        results[key] = training_frames_check(
+            frames, chunks[key], int(recipe["window_size"]), int(recipe["stride"])
         )
-    return training_frames_check(
-        training_frames, knowledge_base, int(recipe["window_size"]), int(recipe["stride"])
-    )
+    yield from partition_checks(context, results)
 
 
 def training_frames_check(
@@ -182,10 +194,16 @@ def training_frames_check(
     "checkpoint_mismatches/<partition>.parquet and rematerialise seeds (another kernel backend shows "
     "whether one is at fault); a failed device check points at the device or its connection.",
 )
-def checkpoints_gate(checkpoints: ParquetPartition) -> dg.AssetCheckResult:
+def checkpoints_gate(context: dg.AssetCheckExecutionContext, checkpoints: PartitionInput) -> Iterator:
     """Fails when more seeds disagree with the independent implementation than the tolerance, when
     any seeds were not re-checked on an implementation other than the one that searched them, or
     when the device cross-check (a check of the device, not of the seeds) failed."""
+    results = {key: gate_check(handle) for key, handle in by_partition(context, checkpoints).items()}
+    yield from partition_checks(context, results)
+
+
+def gate_check(checkpoints: ParquetPartition) -> dg.AssetCheckResult:
+    """:func:`checkpoints_gate` for one stored partition: the gate record its file carries."""
     gate = checkpoints.hasher_metadata()
     if not gate:
         return dg.AssetCheckResult(
@@ -217,10 +235,6 @@ def checkpoints_gate(checkpoints: ParquetPartition) -> dg.AssetCheckResult:
     )
 
 
-#: One-step answers computed by ``deployment_recall`` at most (chunks are taken in order up to it).
-RECALL_MAX_CONTEXTS = 200_000
-
-
 @dg.asset_check(
     asset=deployment_asset,
     additional_ins={"knowledge_base": dg.AssetIn("knowledge_base")},
@@ -238,21 +252,21 @@ def deployment_recall(
     storage: HasherStorage,
     kernel: Sha256Kernel,
 ) -> dg.AssetCheckResult:
-    """Recall of the current deployment on its own training text, and the tokens it recites verbatim."""
-    bundle = DeploymentStore(storage.data_path).open_bundle()
+    """Recall of the current deployment on its own training text, every context of every deployed
+    chunk, and the tokens it recites verbatim."""
+    started = time.monotonic()
+    bundle = DeploymentStore(storage.data_path).map_bundle()
     model = load_model(bundle, kernel)
     deployed = [key for key, counts in bundle.manifest["partitions"].items() if counts["rows"]]
     encoding = load_cl100k()
-    chunks, contexts = [], 0
+    chunks = []
     for key in deployed:
-        if key not in knowledge_base or contexts >= RECALL_MAX_CONTEXTS:
+        if key not in knowledge_base:
             continue
         for batch in knowledge_base[key].iter_batches(columns=["content"]):
-            for tokens in tokenize(batch_texts(batch), encoding, failures=[]):
-                if contexts < RECALL_MAX_CONTEXTS:
-                    chunks.append(tokens)
-                    contexts += max(0, tokens.size - 1)
+            chunks.extend(tokenize(batch_texts(batch), encoding, failures=[]))
     recall = model.recall(chunks, stride=int(bundle.manifest["recipe"]["stride"]))
+    seconds = time.monotonic() - started
     exact = model.exact_difficulty
     summary = f"deployment_recall of {bundle.version}: {recall.summary()}"
     if not exact:
@@ -264,6 +278,8 @@ def deployment_recall(
         description=summary,
         metadata={
             **recall.as_metadata(),
+            "seconds": round(seconds, 3),
+            "contexts_per_s": round(recall.contexts / max(seconds, 1e-9), 1),
             "bundle": bundle.version,
             "partitions": dg.MetadataValue.json(deployed),
         },

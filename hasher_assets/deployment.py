@@ -8,6 +8,8 @@ version written afresh).
 """
 
 import importlib.metadata
+import json
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 from pydantic import Field
@@ -17,7 +19,7 @@ from hasher_core.errors import NoCheckpointsError
 from hasher_resources.asic.resource import AsicResource
 from hasher_resources.deploy.store import DeploymentStore
 from hasher_resources.deploy.verify import verify_on_kernel_and_device
-from hasher_resources.parquet_io import ParquetPartition
+from hasher_resources.parquet_io import HASHER_METADATA_KEY, ParquetPartition
 from hasher_resources.sha256.resource import Sha256Kernel
 from hasher_resources.storage import HasherStorage
 
@@ -83,10 +85,16 @@ def deployment(
 ) -> dg.MaterializeResult:
     passed: dict = {}
     refused: dict[str, str] = {}
-    for key, handle in sorted(checkpoints.items()):
-        gate = handle.hasher_metadata()
+    # Each checkpoint file read once (its gate record is in its own metadata), several at a time:
+    # ten thousand partitions are ten thousand small files.
+    keys = sorted(checkpoints)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        tables = dict(zip(keys, pool.map(lambda k: checkpoints[k].read(), keys), strict=True))
+    for key, table in tables.items():
+        raw = (table.schema.metadata or {}).get(HASHER_METADATA_KEY)
+        gate = json.loads(raw) if raw else {}
         if gate.get("passed"):
-            passed[key] = handle.read()
+            passed[key] = table
         else:
             refused[key] = (
                 f"gate failed (mismatch rate {gate.get('mismatch_rate', '?')})" if gate else "no gate record"

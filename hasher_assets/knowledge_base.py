@@ -3,10 +3,13 @@
 Reads the Data Miner's output (or a raw-text inbox file), keeps the records of this partition's
 source file, skips bad records with counted reasons, and stores the chunks as Parquet. The miner
 file is split by source file once per content fingerprint (``hasher_resources.knowledge_source``), so
-a thousand partitions of one big JSON array cost one parse, not a thousand.
+a thousand partitions of one big JSON array cost one parse, not a thousand. A run over a range of
+partitions (``hasher_assets.partitions``) writes one file per partition.
 """
 
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -25,8 +28,8 @@ from hasher_resources.parquet_io import StagedParquet
 from hasher_resources.storage import HasherStorage
 
 from .executors import step_op_tags
-from .metadata import preview_markdown
-from .partitions import source_files
+from .metadata import partition_results, preview_markdown
+from .partitions import backfill_policy, source_files
 
 
 class RequestedSource(dg.Config):
@@ -49,10 +52,15 @@ class KnowledgeBaseConfig(dg.Config):
         description="Set by the sensor: the run trains what it reads, and says so if the source "
         "changed since it was requested",
     )
+    requested_sources: list[RequestedSource] = Field(
+        default_factory=list,
+        description="Set by the sensor for a run over a range of partitions: what each was requested for",
+    )
 
 
 @dg.asset(
     partitions_def=source_files,
+    backfill_policy=backfill_policy(),
     group_name="ingest",
     kinds={"parquet", "pyarrow"},
     io_manager_key="parquet_io_manager",
@@ -70,11 +78,57 @@ def knowledge_base(
     storage: HasherStorage,
     embedder: Embedder,
 ) -> dg.MaterializeResult:
-    key = context.partition_key
-    if config.requested is not None and config.requested.partition != key:
-        raise KnowledgeBaseError(
-            f"run config requested partition {config.requested.partition!r}, but this run is for {key!r}"
+    keys = list(context.partition_keys)
+    requested = _requested(config, keys)
+    inbox = storage.inbox_files()  # one listing per run: a listing per partition is partitions²
+    progress = RateReporter("knowledge_base", None, context.log.info, unit="chunks")
+    results, said, rows = {}, set(), 0
+    for key in keys:
+        before = rows
+        results[key] = _one_partition(
+            context,
+            config,
+            storage,
+            embedder,
+            key,
+            said,
+            inbox,
+            requested.get(key),
+            lambda n, before=before: progress.update(before + n),
         )
+        rows += results[key][1]["dagster/row_count"]
+        progress.update(rows, f"{len(results)}/{len(keys)} partitions")
+    progress.finish(rows, f"{len(keys)} partition(s)")
+    return partition_results(context, results)
+
+
+def _requested(config: KnowledgeBaseConfig, keys: list[str]) -> dict[str, str]:
+    """Partition → the fingerprint the sensor requested it for. Raises :class:`KnowledgeBaseError`
+    when the config names a partition this run does not materialise."""
+    sources = [config.requested] if config.requested is not None else list(config.requested_sources)
+    stray = [s.partition for s in sources if s.partition not in keys]
+    if stray:
+        run = repr(keys[0]) if len(keys) == 1 else f"{keys[0]!r}…{keys[-1]!r} ({len(keys)} partitions)"
+        names = ", ".join(map(repr, stray[:5]))
+        raise KnowledgeBaseError(f"run config requested partition {names}, but this run is for {run}")
+    return {s.partition: s.fingerprint for s in sources}
+
+
+def _one_partition(
+    context: dg.AssetExecutionContext,
+    config: KnowledgeBaseConfig,
+    storage: HasherStorage,
+    embedder: Embedder,
+    key: str,
+    said: set[str],
+    inbox: dict[str, Path],
+    requested: str | None,
+    progress: Callable[[int], None],
+) -> tuple[StagedParquet, dict[str, object]]:
+    """One partition's chunks staged as Parquet, and its metadata. What the input's reading found
+    (the split, fallbacks, skipped records) is logged once per run (``said``), not once per
+    partition; ``inbox`` is the run's listing of the inbox, ``requested`` the fingerprint the sensor
+    requested this partition for (None when it did not); ``progress(rows so far)`` after each batch."""
     records = partition_records(
         storage,
         key,
@@ -82,17 +136,20 @@ def knowledge_base(
         input_path=config.input_path,
         dims=config.embedding_dims,
         batch_rows=config.batch_rows,
+        inbox=inbox,
     )
-    if (split := records.split) is not None:
+    if (split := records.split) is not None and split.fingerprint not in said:
+        said.add(split.fingerprint)
         context.log.info(
             f"{'split' if split.built else 'reusing the split of'} {split.source_path} "
             f"({split.format}, {len(split.partitions())} source files, fingerprint {split.fingerprint[:12]})"
         )
     staging = storage.stage_dir(".staging") / f"knowledge_base.{key}.{context.run.run_id}.parquet"
-    progress = RateReporter("knowledge_base", None, context.log.info, unit="chunks")
     started = time.monotonic()
-    written = write_knowledge_base(records.batches, staging, config.embedding_dims, progress.update, key)
-    for warning in records.warnings():
+    written = write_knowledge_base(records.batches, staging, config.embedding_dims, progress, key)
+    warnings = [w for w in records.warnings() if w not in said]
+    said.update(warnings)
+    for warning in warnings:
         context.log.warning(warning)
     note = None
     if written.rows == 0:
@@ -102,18 +159,15 @@ def knowledge_base(
         note = records.empty_note()
         context.log.warning(note)
     seconds = time.monotonic() - started
-    progress.finish(written.rows)
     # What was trained, in the sensor's terms (its fingerprint of this source), so that a source
     # whose content was materialised is not requested again, whoever materialised it.
     fingerprint = records.fingerprint or written.fingerprint
-    if config.requested is not None and config.requested.fingerprint != fingerprint:
+    if requested is not None and requested != fingerprint:
         context.log.warning(
-            f"{key} changed since the run was requested (fingerprint {config.requested.fingerprint[:12]} "
+            f"{key} changed since the run was requested (fingerprint {requested[:12]} "
             f"then, {fingerprint[:12]} now): this run trains the content it read"
         )
-    return dg.MaterializeResult(
-        value=StagedParquet(staging), metadata=_metadata(records, written, seconds, embedder, config, note)
-    )
+    return StagedParquet(staging), _metadata(records, written, seconds, embedder, config, note)
 
 
 def _metadata(

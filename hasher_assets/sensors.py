@@ -8,10 +8,12 @@ file edited back to an earlier content runs again); a tick handles at most
 ``HASHER_SENSOR_MAX_FILES`` changed files and leaves the rest for the next tick. A source whose
 content is trained already — its latest ``knowledge_base`` materialisation has this fingerprint and
 ``checkpoints`` was materialised after it, by the sensor's run, the CLI or the UI — is not requested
-again. Each run's config names the partition and fingerprint it was requested for (what
-``dagster sensor preview`` prints).
+again. Changed partitions are run in ranges of up to ``HASHER_PARTITIONS_PER_RUN`` consecutive ones
+(``hasher_assets.partitions``); each run's config names the partitions and fingerprints it was
+requested for (what ``dagster sensor preview`` prints).
 """
 
+import hashlib
 import json
 from collections.abc import Mapping
 
@@ -21,16 +23,17 @@ from hasher_resources.settings import load_settings
 from hasher_resources.storage import CURSOR_VERSION, HasherStorage, scan_sources
 
 from .jobs import partition_pipeline_job
-from .partitions import source_files
+from .partitions import partition_ranges, partitions_per_run, range_run_request, source_files
 
 
-def sensor_run_config(partition: str, fingerprint: str) -> dict:
-    """Run config of the sensor's run for ``partition``: what it was requested for (the partition
-    and its content fingerprint), and ``HASHER_SENSOR_DIFFICULTY_BITS`` overriding the seeds'
-    difficulty (the default, 17 bits = an exact token, costs about 2^17 evaluations per frame)."""
-    ops: dict = {
-        "knowledge_base": {"config": {"requested": {"partition": partition, "fingerprint": fingerprint}}}
-    }
+def sensor_run_config(requested: Mapping[str, str]) -> dict:
+    """Run config of the sensor's run for ``requested`` (partition → content fingerprint): what it was
+    requested for (``requested`` in ``knowledge_base``'s config for one partition, ``requested_sources``
+    for a range), and ``HASHER_SENSOR_DIFFICULTY_BITS`` overriding the seeds' difficulty (the default,
+    17 bits = an exact token, costs about 2^17 evaluations per frame)."""
+    sources = [{"partition": k, "fingerprint": fp} for k, fp in requested.items()]
+    kb = {"requested": sources[0]} if len(sources) == 1 else {"requested_sources": sources}
+    ops: dict = {"knowledge_base": {"config": kb}}
     bits = load_settings().sensor_difficulty_bits
     if bits is not None:
         ops["seeds"] = {"config": {"difficulty_bits": bits}}
@@ -84,7 +87,8 @@ def miner_output_sensor(context: dg.SensorEvaluationContext, storage: HasherStor
         if new_cursor != cursor:
             return dg.SensorResult(skip_reason=reason, cursor=json.dumps(new_cursor))
         return dg.SkipReason(reason)
-    existing = set(context.instance.get_dynamic_partitions(source_files.name))
+    registered = context.instance.get_dynamic_partitions(source_files.name)
+    existing = set(registered)
     new_keys = sorted(k for k in changed if k not in existing)
     adds = [source_files.build_add_request(new_keys)] if new_keys else []
     trained = trained_content(context.instance, changed)
@@ -103,13 +107,22 @@ def miner_output_sensor(context: dg.SensorEvaluationContext, storage: HasherStor
             dynamic_partitions_requests=adds,
             cursor=json.dumps(new_cursor),
         )
+    # Runs of up to HASHER_PARTITIONS_PER_RUN consecutive partitions (new ones are added in order,
+    # after the existing ones), as a backfill would run them.
+    order = [*registered, *new_keys]
+    run_keys = {k: f"{k}:{changes[k]}:{fp[:16]}" for k, fp in wanted.items()}
+    requests = []
+    for keys in partition_ranges(order, list(wanted), partitions_per_run()):
+        run_key = run_keys[keys[0]] if len(keys) == 1 else _range_run_key(keys, run_keys)
+        requests.append(range_run_request(keys, run_key, sensor_run_config({k: wanted[k] for k in keys})))
     return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(
-                partition_key=k, run_key=f"{k}:{changes[k]}:{fp[:16]}", run_config=sensor_run_config(k, fp)
-            )
-            for k, fp in sorted(wanted.items())
-        ],
+        run_requests=requests,
         dynamic_partitions_requests=adds,
         cursor=json.dumps(new_cursor),
     )
+
+
+def _range_run_key(keys: list[str], run_keys: dict[str, str]) -> str:
+    """A range run's key: its ends and a digest of its partitions' own keys (each counts its changes)."""
+    digest = hashlib.sha256("\n".join(run_keys[k] for k in keys).encode()).hexdigest()[:16]
+    return f"{keys[0]}...{keys[-1]}:{len(keys)}:{digest}"

@@ -21,8 +21,8 @@ from hasher_resources.parquet_io import ParquetPartition, StagedParquet
 from hasher_resources.storage import HasherStorage
 
 from .executors import step_op_tags
-from .metadata import preview_markdown
-from .partitions import source_files
+from .metadata import partition_results, preview_markdown
+from .partitions import PartitionInput, backfill_policy, by_partition, source_files
 
 
 class TrainingFramesConfig(dg.Config):
@@ -44,6 +44,7 @@ class TrainingFramesConfig(dg.Config):
 
 @dg.asset(
     partitions_def=source_files,
+    backfill_policy=backfill_policy(),
     group_name="ingest",
     kinds={"parquet", "tiktoken"},
     io_manager_key="parquet_io_manager",
@@ -58,13 +59,13 @@ class TrainingFramesConfig(dg.Config):
 def training_frames(
     context: dg.AssetExecutionContext,
     config: TrainingFramesConfig,
-    knowledge_base: ParquetPartition,
+    knowledge_base: PartitionInput,
     storage: HasherStorage,
     embedder: Embedder,
 ) -> dg.MaterializeResult:
-    key = context.partition_key
-    progress = RateReporter("training_frames", knowledge_base.num_rows(), context.log.info, unit="chunks")
-    staging = storage.stage_dir(".staging") / f"training_frames.{key}.{context.run.run_id}.parquet"
+    inputs = by_partition(context, knowledge_base)
+    chunks = sum(handle.num_rows() for handle in inputs.values())
+    progress = RateReporter("training_frames", chunks, context.log.info, unit="chunks")
     recipe = frame_recipe(
         embedder=embedder.recipe(),
         window_size=config.window_size,
@@ -72,32 +73,40 @@ def training_frames(
         embedding_source=config.embedding_source,
         projection_seed=config.seed,
     )
-    report = write_frames(
-        knowledge_base.iter_batches(batch_rows=2048),
-        staging,
-        compression=config.compression,
-        encoding=load_cl100k(),
-        window=config.window_size,
-        stride=config.stride,
-        projection=projection_matrix(config.seed),
-        embedding_source=config.embedding_source,
-        embedder=embedder if config.embedding_source == "window" else None,
-        embed_batch_size=config.batch_size,
-        progress=lambda r: progress.update(r.chunks, f"{r.frames:,} frames"),
-        metadata=recipe_to_metadata(recipe),
-    )
-    info, warnings = report.notes()
-    for line in info:
-        context.log.info(line)
-    for line in warnings:
-        context.log.warning(line)
-    progress.finish(report.chunks, f"{report.frames:,} frames")
-    if note := report.empty_note():
-        context.log.warning(f"partition {key!r}: {note}")
-    return dg.MaterializeResult(
-        value=StagedParquet(staging),
-        metadata=_metadata(report, ParquetPartition(staging, key), recipe, embedder, config),
-    )
+    done = {"chunks": 0, "frames": 0}
+    results = {}
+    for key, handle in inputs.items():
+        staging = storage.stage_dir(".staging") / f"training_frames.{key}.{context.run.run_id}.parquet"
+        report = write_frames(
+            handle.iter_batches(batch_rows=2048),
+            staging,
+            compression=config.compression,
+            encoding=load_cl100k(),
+            window=config.window_size,
+            stride=config.stride,
+            projection=projection_matrix(config.seed),
+            embedding_source=config.embedding_source,
+            embedder=embedder if config.embedding_source == "window" else None,
+            embed_batch_size=config.batch_size,
+            progress=lambda r: progress.update(
+                done["chunks"] + r.chunks, f"{done['frames'] + r.frames:,} frames"
+            ),
+            metadata=recipe_to_metadata(recipe),
+        )
+        done["chunks"] += report.chunks
+        done["frames"] += report.frames
+        info, warnings = report.notes()
+        where = f"{key}: " if len(inputs) > 1 else ""
+        for line in info:
+            context.log.info(where + line)
+        for line in warnings:
+            context.log.warning(where + line)
+        if note := report.empty_note():
+            context.log.warning(f"partition {key!r}: {note}")
+        metadata = _metadata(report, ParquetPartition(staging, key), recipe, embedder, config)
+        results[key] = (StagedParquet(staging), metadata)
+    progress.finish(done["chunks"], f"{done['frames']:,} frames in {len(results)} partition(s)")
+    return partition_results(context, results)
 
 
 def _metadata(

@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--stall-s", type=float, default=2.0, help="how long a 'stall' fault stays silent")
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads the kernel hashes on (default: every core; a work item of a few thousand "
+        "nonces runs on one thread either way)",
+    )
+    parser.add_argument(
         "--delivery",
         choices=DELIVERIES,
         default="packets",
@@ -119,6 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.nonces_per_work <= 1 << 32:
         print("error: --nonces-per-work must be in [1, 2**32]", file=sys.stderr)
         return 2
+    if args.threads is not None:
+        import numba
+
+        if not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
+            print(f"error: --threads must be in [1, {numba.config.NUMBA_NUM_THREADS}]", file=sys.stderr)
+            return 2
+        numba.set_num_threads(args.threads)
     board = Board(args.chains, args.chips, args.share_bits, args.nonces_per_work, backend=args.backend)
     try:
         board.warm_up()

@@ -42,15 +42,24 @@ def slot_word(text: str) -> int:
     return value
 
 
-def token_count(text: str) -> int:
-    """A ``--max-tokens``: an integer >= 1."""
+def _count(text: str, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a token count (an integer >= 1)")
+        raise argparse.ArgumentTypeError(f"{text} is not a {what} (an integer >= 1)")
     return value
+
+
+def token_count(text: str) -> int:
+    """A ``--max-tokens``: an integer >= 1."""
+    return _count(text, "token count")
+
+
+def thread_count(text: str) -> int:
+    """A ``--threads``: an integer >= 1."""
+    return _count(text, "thread count")
 
 
 def distance(text: str) -> float:
@@ -90,6 +99,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--header-time", type=int, default=None, help="override the stored header time")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="kernel backend (default auto)")
+    p.add_argument(
+        "--threads",
+        type=thread_count,
+        default=None,
+        help="CPU threads the kernel hashes on (default: every core; one step's few rows run on one thread "
+        "either way)",
+    )
     p.add_argument("--json", action="store_true", help="print the prediction as JSON")
     p.add_argument("--show", type=int, default=5, metavar="N", help="candidate rows to list (best first)")
     p.set_defaults(run=_predict)
@@ -131,6 +147,13 @@ def _parser() -> argparse.ArgumentParser:
         "0.02-0.06, unrelated prompts at 0.24-0.58)",
     )
     g.add_argument("--backend", default="auto", choices=BACKENDS, help="kernel backend (default auto)")
+    g.add_argument(
+        "--threads",
+        type=thread_count,
+        default=None,
+        help="CPU threads the kernel hashes on (default: every core; one step's few rows run on one thread "
+        "either way)",
+    )
     g.add_argument("--json", action="store_true", help="print the whole generation as one JSON object")
     g.set_defaults(run=_generate)
 
@@ -218,11 +241,22 @@ def _store(args: argparse.Namespace):  # -> DeploymentStore; imported late so `-
 def _model(args: argparse.Namespace):  # -> (Model, max_distance)
     from hasher_core.inference import DEFAULT_MAX_DISTANCE
     from hasher_resources.model import load_model
-    from hasher_resources.sha256.resource import Sha256Kernel
 
-    bundle = _store(args).open_bundle(args.version, verify=True)
+    # Mapped: checksums verified, the index memory-mapped; nothing is rebuilt or read whole. The
+    # kernel is the plain one (not the Dagster resource): the command stays a small process.
+    bundle = _store(args).map_bundle(args.version)
     max_distance = DEFAULT_MAX_DISTANCE if args.max_distance is None else args.max_distance
-    return load_model(bundle, Sha256Kernel(backend=args.backend)), max_distance
+    return load_model(bundle, _kernel(args)), max_distance
+
+
+def _kernel(args: argparse.Namespace):  # -> sha256.api.RowKernel
+    from hasher_resources.sha256.api import RowKernel
+
+    if args.threads is not None:
+        import numba
+
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    return RowKernel(args.backend)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -273,12 +307,11 @@ def _predict(args: argparse.Namespace) -> int:
     if args.text is not None or args.text_file is not None:
         return _predict_text(args)
     from hasher_core.inference.readback import predict, predict_row
-    from hasher_resources.sha256.resource import Sha256Kernel
 
     from .text_io import print_json
 
-    bundle = _store(args).open_bundle(args.version, verify=True)
-    kernel = Sha256Kernel(backend=args.backend)
+    bundle = _store(args).map_bundle(args.version)
+    kernel = _kernel(args)
     backend = kernel.backend_name()
     if args.frame_index is not None:
         if args.header_time is not None:

@@ -28,7 +28,7 @@ import tiktoken
 from pydantic import Field
 
 from hasher_core.design import EMBEDDING_DIMS, HASHING_VERSION
-from hasher_core.embedding.lexical import embed_texts, embed_token_windows, token_byte_table
+from hasher_core.embedding.lexical import LexicalEmbedder
 from hasher_core.errors import EmbedderError, InferenceError
 
 from .http_deadline import Answer, DeadlineExceeded, exchange
@@ -69,13 +69,13 @@ class HashingEmbedder(Embedder):
     """
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        return embed_texts(list(texts), self.dims)
+        return LexicalEmbedder(self.dims).embed(texts)
 
     def embed_token_windows(
         self, tokens: np.ndarray, begin: np.ndarray, end: np.ndarray, encoding: tiktoken.Encoding
     ) -> np.ndarray:
         """float32[len(begin), dims]: the embedding of each window ``tokens[begin[k]:end[k]]``."""
-        return embed_token_windows(tokens, begin, end, token_byte_table(encoding), self.dims)
+        return LexicalEmbedder(self.dims).embed_token_windows(tokens, begin, end, encoding)
 
     def description(self) -> str:
         return (

@@ -5,7 +5,7 @@ file, read and embedded here, or the miner file's knowledge split — and the st
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,13 +75,15 @@ def partition_records(
     input_path: str | None,
     dims: int,
     batch_rows: int,
+    inbox: Mapping[str, Path] | None = None,
 ) -> PartitionRecords:
     """The records of ``partition_key``: its inbox file when it has one (and no ``input_path`` names a
     file under the miner directory), else its source file's records from the miner file, split once
-    per content fingerprint so P partitions of one big JSON array cost one parse, not P.
+    per content fingerprint so P partitions of one big JSON array cost one parse, not P. ``inbox`` is
+    a listing of the inbox (``HasherStorage.inbox_files``) a run over many partitions makes once.
 
     Raises what reading the knowledge base raises (:class:`KnowledgeBaseError` and its family)."""
-    inbox = storage.inbox_files()
+    inbox = storage.inbox_files() if inbox is None else inbox
     if partition_key in inbox and input_path is None:
         report = ReadReport()
         batches = read_inbox_file(inbox[partition_key], embedder, dims=dims, report=report)

@@ -3,15 +3,17 @@
 Assets hand over either a table (``pa.Table`` or ``pl.DataFrame``) or a :class:`StagedParquet`,
 a finished file their streaming writer produced; either way the file lands at
 ``<base_dir>/<asset>/<partition>.parquet`` with one ``os.replace``, so a reader never sees half a
-file. Downstream assets receive a :class:`ParquetPartition` handle and stream record batches from
-it instead of loading a partition whole; an unpartitioned asset gets ``{partition: handle}`` for
-every partition that exists on disk.
+file. A run over a range of partitions hands over ``{partition: table or StagedParquet}``: one file
+each (their metadata is the asset's, per partition). Downstream assets receive a
+:class:`ParquetPartition` handle and stream record batches from it instead of loading a partition
+whole; an unpartitioned asset, or a run over a range, gets ``{partition: handle}`` for every
+partition that exists on disk.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,11 +92,30 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         if context.has_asset_partitions and len(context.asset_partition_keys) != 1:
-            raise dg.DagsterInvariantViolationError(
-                "ParquetIOManager stores one partition per run; launch a multi-run backfill instead"
-            )
+            # A run over a range of partitions hands over {partition: value}: one file each.
+            keys = set(context.asset_partition_keys)
+            if not isinstance(obj, Mapping) or set(obj) != keys:
+                got = sorted(obj) if isinstance(obj, Mapping) else type(obj).__name__
+                raise dg.DagsterInvariantViolationError(
+                    f"{context.asset_key.to_user_string()} ran for {len(keys)} partitions and must return "
+                    f"{{partition: table}} for exactly those; got {str(got)[:200]}"
+                )
+            for key, value in obj.items():
+                self._store(context, self._path(context.asset_key, key), value)
+            return
         key = context.asset_partition_key if context.has_asset_partitions else None
         path = self._path(context.asset_key, key)
+        self._store(context, path, obj)
+        meta = pq.ParquetFile(path).metadata
+        context.add_output_metadata(
+            {
+                "path": dg.MetadataValue.path(str(path)),
+                "dagster/row_count": meta.num_rows,
+                "size_bytes": path.stat().st_size,
+            }
+        )
+
+    def _store(self, context: dg.OutputContext, path: Path, obj: object) -> None:
         if isinstance(obj, StagedParquet):
             move_into_place(obj.path, path)
         elif isinstance(obj, pl.DataFrame):
@@ -107,14 +128,6 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()}; "
                 "return a pyarrow Table, a polars DataFrame or a StagedParquet"
             )
-        meta = pq.ParquetFile(path).metadata
-        context.add_output_metadata(
-            {
-                "path": dg.MetadataValue.path(str(path)),
-                "dagster/row_count": meta.num_rows,
-                "size_bytes": path.stat().st_size,
-            }
-        )
 
     def load_input(self, context: dg.InputContext) -> ParquetPartition | dict[str, ParquetPartition]:
         asset_key = context.asset_key

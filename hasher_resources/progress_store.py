@@ -57,6 +57,35 @@ CREATE TABLE IF NOT EXISTS frames (
 _GET_CHUNK = 500  # stays under SQLite's host-parameter limit
 
 
+class StoresByFingerprint:
+    """The progress stores of several partitions searched together as one ``ProgressStore``: a
+    finished frame is committed to the store of every partition that has it (``owners``:
+    fingerprint → partitions), and looked up in theirs. The stores stay the owner's to close."""
+
+    def __init__(self, stores: dict[str, SqliteProgressStore], owners: dict[str, list[str]]) -> None:
+        self.stores, self.owners = stores, owners
+
+    def get_many(self, fingerprints: Iterable[str]) -> dict[str, FinishedFrame]:
+        """Stored results among ``fingerprints``, from any store that owns them."""
+        wanted: dict[str, list[str]] = {}
+        for fingerprint in fingerprints:
+            for key in self.owners.get(fingerprint, ()):
+                wanted.setdefault(key, []).append(fingerprint)
+        found: dict[str, FinishedFrame] = {}
+        for key, mine in wanted.items():
+            found.update(self.stores[key].get_many(mine))
+        return found
+
+    def put_many(self, results: Sequence[FinishedFrame]) -> None:
+        """Commit each finished frame to every store that owns it (one transaction per store)."""
+        by_store: dict[str, list[FinishedFrame]] = {}
+        for result in results:
+            for key in self.owners.get(result.fingerprint, ()):
+                by_store.setdefault(key, []).append(result)
+        for key, mine in by_store.items():
+            self.stores[key].put_many(mine)
+
+
 class ProgressStoreVersionWarning(UserWarning):
     """The store was written by another algorithm version: its rows will not be reused."""
 

@@ -124,6 +124,12 @@ class HasherSettings(BaseSettings):
         alias="HASHER_SENSOR_DIFFICULTY_BITS",
         description="seeds difficulty of sensor runs",
     )
+    # Runs.
+    partitions_per_run: int | Literal["all"] = Field(
+        100,
+        alias="HASHER_PARTITIONS_PER_RUN",
+        description="partitions one run of stages 1-4 takes (backfill policy and sensor), or 'all'",
+    )
     # `hasher serve`.
     serve_token: str | None = Field(
         None,
@@ -142,6 +148,17 @@ class HasherSettings(BaseSettings):
     quickstart_prompt: str | None = Field(
         None, alias="HASHER_QUICKSTART_PROMPT", description="quickstart's generation prompt"
     )
+
+    @field_validator("partitions_per_run", mode="before")
+    @classmethod
+    def _count_or_all(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "all":
+            return "all"
+        if isinstance(value, str) and value.strip().isdigit() and int(value) >= 1:
+            return int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        raise ValueError("must be a number of partitions >= 1, or all")
 
     @field_validator("ray_runtime_env")
     @classmethod

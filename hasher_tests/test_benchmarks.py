@@ -114,6 +114,23 @@ def test_the_partitions_benchmark_syncs_ticks_and_queries_the_partitions_page():
 
 
 @pytest.mark.slow
+def test_the_scale_benchmark_deploys_probes_builds_and_runs_many_partitions(tmp_path):
+    figures = tmp_path / "scale.json"
+    out = run_benchmark(
+        "bench_scale", "--sizes", "400", "--partitions", "1,20", "--many", "4x12", "--json", str(figures)
+    )
+    assert "| 400 | nearest step, 1 / 2 threads (suffix search + search) |" in out
+    assert "| 400 | build_bundle, 20 partition(s) |" in out and "| 400 | unchanged redeploy |" in out
+    assert "| 4 × ~12 | stages 1–4 through the assets" in out
+    written = json.loads(figures.read_text())
+    for key in ("model_open_s_400", "model_rss_mb_400", "exact_step_ms_400_2threads", "nearest_step_ms_400",
+                "build_bundle_s_400_20_partitions", "unchanged_redeploy_s_400", "recall_s_400",
+                "many_partitions_ratio", "many_event_writes_s", "suffix_search_ms_400",
+                "prompt_nearest_search_ms_400"):  # fmt: skip
+        assert written[key] > 0, key
+    assert written["many_event_writes_s"] < written["many_s"]
+
+
 def test_the_serving_benchmark_streams_from_hasher_serve_and_checks_against_model_generate(tmp_path):
     text = tmp_path / "tiny.txt"
     text.write_text("A tiny text of a dozen words or so, to train, deploy and serve in a test.")

@@ -28,11 +28,15 @@ from numba import prange
 from hasher_core.design import EMBEDDING_DIMS
 from hasher_core.jit import njit
 from hasher_core.mixing import FNV64_OFFSET, FNV64_PRIME, SPLITMIX_GAMMA, mix64_scalar
+from hasher_core.threads import run_serial
 
 RECENT_PIECES = 4
 RECENT_WEIGHT = 2.0
 #: Windows one worker thread embeds at a time (each its own scratch buffers).
 EMBED_BLOCK = 64
+#: At most this many windows are embedded on the calling thread (``hasher_core.threads``): an
+#: inference step's window and its suffixes.
+SERIAL_WINDOWS = 512
 
 _WORD, _WORD_LOWER, _SPACE, _SYMBOL = 1, 2, 3, 4
 #: Each kind of piece seeds its hash with a multiple of this (SplitMix64's increment), so the same
@@ -141,8 +145,7 @@ def _embed_block(data, starts, ends, lo, hi, dims, recent, recent_weight, out): 
             out[k, d] = np.float32(vector[d] * scale)
 
 
-@njit(cache=True, parallel=True)
-def _embed_spans(data, starts, ends, dims, recent, recent_weight, out):  # pragma: no cover - compiled
+def _embed_spans_py(data, starts, ends, dims, recent, recent_weight, out):  # pragma: no cover - compiled
     """``out[k]`` = the embedding of ``data[starts[k]:ends[k]]`` (float32[n, dims]): blocks of
     ``EMBED_BLOCK`` windows on every Numba thread; each window's arithmetic is the same sequence
     whichever thread runs it, so the result does not depend on the thread count."""
@@ -150,6 +153,10 @@ def _embed_spans(data, starts, ends, dims, recent, recent_weight, out):  # pragm
     for block in prange((n + EMBED_BLOCK - 1) // EMBED_BLOCK):
         lo = block * EMBED_BLOCK
         _embed_block(data, starts, ends, lo, min(lo + EMBED_BLOCK, n), dims, recent, recent_weight, out)
+
+
+_embed_spans = njit(cache=True, parallel=True)(_embed_spans_py)
+_embed_spans_serial = njit(cache=True)(_embed_spans_py)  # hasher_core.threads: one step's few windows
 
 
 @njit(cache=True)
@@ -165,8 +172,27 @@ def _gather(table_data, table_offsets, tokens, out_offsets, out):  # pragma: no 
 def _embed(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, dims: int) -> np.ndarray:
     out = np.empty((starts.shape[0], dims), np.float32)
     if starts.shape[0]:
-        _embed_spans(data, starts, ends, int(dims), RECENT_PIECES, RECENT_WEIGHT, out)
+        kernel = _embed_spans_serial if run_serial(starts.shape[0], SERIAL_WINDOWS) else _embed_spans
+        kernel(data, starts, ends, int(dims), RECENT_PIECES, RECENT_WEIGHT, out)
     return out
+
+
+@dataclass(frozen=True)
+class LexicalEmbedder:
+    """The offline hashing embedder as a plain object (``embed`` and ``embed_token_windows``): what
+    the ``HashingEmbedder`` resource runs, and what a model answers with without Dagster."""
+
+    dims: int = EMBEDDING_DIMS
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """float32[len(texts), dims]; row i embeds texts[i] (:func:`embed_texts`)."""
+        return embed_texts(list(texts), self.dims)
+
+    def embed_token_windows(
+        self, tokens: np.ndarray, begin: np.ndarray, end: np.ndarray, encoding: tiktoken.Encoding
+    ) -> np.ndarray:
+        """float32[len(begin), dims]: the embedding of each window ``tokens[begin[k]:end[k]]``."""
+        return embed_token_windows(tokens, begin, end, token_byte_table(encoding), self.dims)
 
 
 def embed_texts(texts: list[str], dims: int = EMBEDDING_DIMS) -> np.ndarray:

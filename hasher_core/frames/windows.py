@@ -30,6 +30,7 @@ from hasher_core.errors import FramesConfigError, FramesInputError, TokenizeErro
 from hasher_core.jit import njit
 from hasher_core.mixing import FNV64_OFFSET, FNV64_PRIME, mix64
 from hasher_core.schemas import FRAME_SCHEMA
+from hasher_core.threads import run_serial
 
 from .tokens import encode_ordinary
 
@@ -103,8 +104,7 @@ def window_indices(
 _FEATURES_BLOCK = 256
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _features_kernel(embeddings: np.ndarray, projection_t: np.ndarray, out: np.ndarray) -> None:
+def _features_kernel_py(embeddings: np.ndarray, projection_t: np.ndarray, out: np.ndarray) -> None:
     # One float32 accumulator per feature, j ascending: Go's `sum += emb[j]*P[i][j]` rounding order.
     # Vectorising across the 24 features (not across j) keeps every accumulator's sequence intact;
     # numba does not contract the multiply-add into an FMA without fastmath, which would change bits.
@@ -125,6 +125,12 @@ def _features_kernel(embeddings: np.ndarray, projection_t: np.ndarray, out: np.n
             out[r, :] = acc
 
 
+_features_kernel = njit(cache=True, nogil=True, parallel=True)(_features_kernel_py)
+#: The same on the calling thread, for up to SERIAL_PROJECTION_ROWS rows (``hasher_core.threads``).
+_features_kernel_serial = njit(cache=True, nogil=True)(_features_kernel_py)
+SERIAL_PROJECTION_ROWS = 1024
+
+
 def _features(embeddings: np.ndarray, projection: np.ndarray) -> np.ndarray:
     dims = min(embeddings.shape[1], projection.shape[1])
     # Missing dimensions count as zero, so a shorter embedding simply stops the sum early
@@ -132,7 +138,8 @@ def _features(embeddings: np.ndarray, projection: np.ndarray) -> np.ndarray:
     emb = np.ascontiguousarray(embeddings[:, :dims], dtype=np.float32)
     proj_t = np.ascontiguousarray(projection[:, :dims].T, dtype=np.float32)
     out = np.empty((emb.shape[0], projection.shape[0]), dtype=np.float32)
-    _features_kernel(emb, proj_t, out)
+    serial = run_serial(emb.shape[0], SERIAL_PROJECTION_ROWS)
+    (_features_kernel_serial if serial else _features_kernel)(emb, proj_t, out)
     return out
 
 

@@ -25,6 +25,10 @@ so such a step has no token and says why (``Step.reason``).
 
 :meth:`Model.recall` measures the honest figure of a deployment: the share of its training contexts
 whose one-step answer is their next token, and how many tokens of each chunk it recites verbatim.
+
+The lookups (exact slots, the answering row, the rows of a frame, the nearest frame) are the bundle's
+inference index (``hasher_core.bundle.index``), built once with the bundle and memory-mapped by a
+deployed model: opening one rebuilds nothing, and a step reads only the records it needs.
 """
 
 from __future__ import annotations
@@ -36,10 +40,10 @@ import numpy as np
 import tiktoken
 
 from hasher_core.bundle import Bundle
+from hasher_core.bundle.index import InferenceIndex, build_index
 from hasher_core.design import TOKEN_BITS
 from hasher_core.errors import InferenceError
 from hasher_core.frames.tokens import encode_ordinary, token_text
-from hasher_core.frames.windows import unpack_slots
 from hasher_core.header import golden_token
 
 from .readback import RowEvaluator
@@ -149,7 +153,11 @@ class Recall:
 
 class Model:
     """A deployed bundle, ready to answer contexts. ``window_slots`` must be the recipe's stage-2
-    function (same tokenizer, embedder and projection); ``evaluate_rows`` the kernel's."""
+    function (same tokenizer, embedder and projection); ``evaluate_rows`` the kernel's.
+
+    The lookups run on the bundle's :class:`~hasher_core.bundle.index.InferenceIndex`: the one its
+    files carry (memory-mapped by the deployment store, so opening costs no rebuild), else one built
+    here from the seed table (a bundle of an older format)."""
 
     def __init__(
         self,
@@ -167,53 +175,9 @@ class Model:
         self.window_size = int(window_size)
         self.window_slots = window_slots
         self.evaluate_rows = evaluate_rows
-        slots = bundle.slots()
-        self._seeds = bundle.best_seeds()
-        table = bundle.seeds
-        self._targets = table.column("target_token_id").to_numpy()
-        self._times = table.column("header_time").to_numpy()
-        self._sources = table.column("source_file").to_pylist()
-        self._window_ends = table.column("window_end").to_numpy()
-        self._chunk_ids = table.column("chunk_id").to_numpy()
-        self._source_ids = np.unique(np.asarray(self._sources, dtype=str), return_inverse=True)[1]
-        self._chunk_end = _last_of_chunk(self._source_ids, self._chunk_ids, self._window_ends)
-        self._solved = table.column("solved").to_numpy(zero_copy_only=False)
-        self._difficulty = table.column("difficulty_bits").to_numpy()
-        rows = np.ascontiguousarray(slots).view(np.dtype((np.void, slots.shape[1] * 4))).ravel()
-        unique, first, group = np.unique(rows, return_index=True, return_inverse=True)
-        order = np.argsort(first, kind="stable")  # groups in bundle (source) order
-        self._index = {unique[g].tobytes(): i for i, g in enumerate(order)}
-        rank = np.empty_like(order)
-        rank[order] = np.arange(order.size)
-        group = rank[group.reshape(-1)]
-        self._group = group
-        self._group_slots = slots[first[order]]
-        # Rows whose record says their seed gives back their token answer first (DESIGN §4.3).
-        exact_token = self._solved & (self._difficulty >= TOKEN_BITS)
-        self._row, self._size, self._ambiguous = self._resolve(group, first[order], exact_token)
-        self._features = _dequantised(self._group_slots)
-
-    def _resolve(self, group: np.ndarray, first_rows: np.ndarray, solved: np.ndarray):
-        """Per group: the row that answers (most frequent target, ties: first in source order; a
-        row of it solved at 17 bits or more when there is one), the group's size, and whether its
-        targets differ."""
-        chosen = first_rows.astype(np.int64)
-        size = np.bincount(group, minlength=first_rows.size)
-        ambiguous = np.zeros(first_rows.size, bool)
-        members: dict[int, list[int]] = {}
-        for row in np.flatnonzero(size[group] > 1):
-            members.setdefault(int(group[row]), []).append(int(row))
-        for g, rows in members.items():
-            targets = [int(self._targets[r]) for r in rows]
-            counts: dict[int, int] = {}
-            for t in targets:
-                counts[t] = counts.get(t, 0) + 1
-            best = max(counts.values())
-            winner = next(t for t in targets if counts[t] == best)
-            with_winner = [r for r in rows if self._targets[r] == winner]
-            chosen[g] = next((r for r in with_winner if solved[r]), with_winner[0])
-            ambiguous[g] = len(counts) > 1
-        return chosen, size, ambiguous
+        self.index: InferenceIndex = bundle.index if bundle.index is not None else build_index(bundle.seeds)
+        self._answer = self.index.answer
+        self._sources = self.index.sources
 
     def context_windows(self, tokens: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(tokens, begin, end)`` of the one window a context is answered from: its last
@@ -234,72 +198,86 @@ class Model:
         slots = self.window_slots(np.asarray(tokens), np.asarray(begin), np.asarray(end))
         return self._answer_slots(slots, np.asarray(end) - np.asarray(begin), max_distance)
 
+    def _answers(
+        self, slots: np.ndarray, max_distance: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For window slots uint32[n, 12]: the answering frame int64[n], whether it matched exactly
+        bool[n], its distance float64[n], the token its seed gives back (int64[n], -1 where the
+        model does not ask it: beyond ``max_distance``) and the answer: that token where it is the
+        answering row's trained token, else -1."""
+        frames = self.index.lookup(slots)
+        exact = frames >= 0
+        distance = np.zeros(frames.size)
+        for k in np.flatnonzero(~exact):
+            frames[k], distance[k] = self.index.nearest(slots[k])
+        answering = exact | (distance <= max_distance)
+        picked = self._answer[frames[answering]]
+        goldens = self.evaluate_rows(
+            np.ascontiguousarray(self.index.slots[frames[answering]]),
+            np.ascontiguousarray(picked["seed"]),
+            picked["header_time"],
+        )
+        given = np.full(frames.size, -1, np.int64)
+        given[answering] = golden_token(goldens)
+        tokens = np.full(frames.size, -1, np.int64)
+        mine = np.flatnonzero(answering)[given[answering] == picked["target"]]
+        tokens[mine] = given[mine]
+        return frames, exact, distance, given, tokens
+
     def _answer_slots(self, slots: np.ndarray, matched: np.ndarray, max_distance: float) -> list[Step]:
         """One step for each row of window slots uint32[n, 12] made from ``matched[k]`` tokens."""
-        groups = np.empty(slots.shape[0], np.int64)
-        distance = np.zeros(slots.shape[0])
-        exact = np.ones(slots.shape[0], bool)
-        for k, words in enumerate(slots):
-            hit = self._index.get(np.ascontiguousarray(words, np.uint32).tobytes())
-            if hit is None:
-                gaps = np.linalg.norm(self._features - _dequantised(words[None, :])[0], axis=1)
-                hit = int(np.argmin(gaps))
-                distance[k], exact[k] = float(gaps[hit]), False
-            groups[k] = hit
-        answering = exact | (distance <= max_distance)
-        rows = self._row[groups[answering]]
-        goldens = self.evaluate_rows(
-            self._group_slots[groups[answering]], self._seeds[rows], self._times[rows]
-        )
-        given = iter(golden_token(goldens).tolist())
+        frames, exact, distance, given, tokens = self._answers(slots, max_distance)
+        records = self._answer[frames]
         steps = []
-        for k in range(slots.shape[0]):
-            g, row = int(groups[k]), int(self._row[groups[k]])
+        for k in range(frames.size):
+            a = records[k]
             token, reason = None, None
-            if not answering[k]:
+            if not exact[k] and distance[k] > max_distance:
                 reason = (
                     f"the nearest deployed context is at distance {distance[k]:.3f} "
                     f"> max_distance {max_distance}"
                 )
-            elif (seed_token := next(given)) == int(self._targets[row]):
-                token = seed_token
+            elif tokens[k] >= 0:
+                token = int(tokens[k])
             else:
-                reason = self._not_reproduced(row, seed_token)
+                reason = self._not_reproduced(a, int(given[k]))
             steps.append(
                 Step(
                     token_id=token,
                     text="" if token is None else token_text(self.encoding, token) or "",
                     exact=bool(exact[k]),
                     distance=round(float(distance[k]), 6),
-                    source_file=self._sources[row],
-                    window_end=int(self._window_ends[row]),
-                    row=row,
-                    candidates=int(self._size[g]) if exact[k] else 0,
-                    ambiguous=bool(self._ambiguous[g]) and bool(exact[k]),
+                    source_file=self._sources[int(a["source"])],
+                    window_end=int(a["window_end"]),
+                    row=int(a["row"]),
+                    candidates=int(a["rows"]) if exact[k] else 0,
+                    ambiguous=bool(a["ambiguous"]) and bool(exact[k]),
                     matched_tokens=int(matched[k]),
                     reason=reason,
                 )
             )
         return steps
 
-    def _not_reproduced(self, row: int, seed_token: int) -> str:
-        """Why row ``row`` gives no token: its seed's golden stands for ``seed_token``, not its target."""
+    def _not_reproduced(self, answer: np.void, seed_token: int) -> str:
+        """Why the answering row (its :data:`~hasher_core.bundle.index.ANSWER_DTYPE` record) gives no
+        token: its seed's golden stands for ``seed_token``, not its target."""
+        row = int(answer["row"])
         text = token_text(self.encoding, seed_token)
         given = f"{seed_token} ({text!r})" if text is not None else f"{seed_token}, which is no token id"
-        bits = int(self._difficulty[row])
+        bits = int(answer["difficulty"])
         if bits < TOKEN_BITS:
             why = (
                 f"its seed was searched at {bits} bits, which fix only the top {bits} of the token's "
                 f"{TOKEN_BITS} bits (DESIGN §4.3): retrain with difficulty_bits >= {TOKEN_BITS}"
             )
-        elif not self._solved[row]:
+        elif not answer["solved"]:
             why = f"its search did not solve the frame (`hasher predict --frame-index {row}` shows it)"
         else:
             why = f"the seed does not reproduce its golden (`hasher predict --frame-index {row}` shows it)"
         return (
-            f"the deployed frame that answers ({self._sources[row]} chunk {self._chunk_ids[row]} "
-            f"window_end {self._window_ends[row]}) does not give back its trained token "
-            f"{int(self._targets[row])}: its seed's golden stands for {given}; {why}"
+            f"the deployed frame that answers ({self._sources[int(answer['source'])]} chunk "
+            f"{int(answer['chunk_id'])} window_end {int(answer['window_end'])}) does not give back its "
+            f"trained token {int(answer['target'])}: its seed's golden stands for {given}; {why}"
         )
 
     def step(
@@ -340,31 +318,31 @@ class Model:
         lengths = np.array([c.size for c in candidates])
         ends = np.cumsum(lengths)
         slots = self.window_slots(np.concatenate(candidates), ends - lengths, ends)
-        for k, words in enumerate(slots):  # longest first
-            group = self._index.get(np.ascontiguousarray(words, np.uint32).tobytes())
-            if group is not None and (lengths[k] >= MIN_SUFFIX_TOKENS or self._continues(after, group)):
+        frames = self.index.lookup(slots)
+        for k in np.flatnonzero(frames >= 0):  # longest first
+            if lengths[k] >= MIN_SUFFIX_TOKENS or self._continues(after, int(frames[k])):
                 return slots[k : k + 1], int(lengths[k])
         return None
 
-    def _continues(self, after: Step | None, group: int) -> bool:
-        """Whether a frame of ``group`` continues the exact step ``after`` in the same source file:
+    def _continues(self, after: Step | None, frame: int) -> bool:
+        """Whether a row of ``frame`` continues the exact step ``after`` in the same source file:
         the next frame of its chunk, or, after its chunk's last frame, a frame of the next chunk
         (chunks overlap, DESIGN §2, so the next chunk's first frames end in the text just recited)."""
         if after is None or not after.exact or after.token_id is None or after.row is None:
             return False
-        previous = after.row
-        rows = np.flatnonzero(self._group == group)
-        same_file = self._source_ids[rows] == self._source_ids[previous]
-        chunk = self._chunk_ids[rows].astype(np.int64)
-        next_frame = (chunk == self._chunk_ids[previous]) & (
-            self._window_ends[rows] == self._window_ends[previous] + 1
+        previous = self.index.place(after.row)
+        places = self.index.row_place[self.index.rows_of(frame)]
+        same_file = places["source"] == previous["source"]
+        chunk = places["chunk_id"].astype(np.int64)
+        next_frame = (chunk == int(previous["chunk_id"])) & (
+            places["window_end"] == int(previous["window_end"]) + 1
         )
-        next_chunk = (chunk == int(self._chunk_ids[previous]) + 1) & bool(self._chunk_end[previous])
+        next_chunk = (chunk == int(previous["chunk_id"]) + 1) & bool(previous["chunk_end"])
         return bool((same_file & (next_frame | next_chunk)).any())
 
     def _has(self, words: np.ndarray) -> bool:
         """Whether a deployed frame has exactly these slots (uint32[12])."""
-        return np.ascontiguousarray(words, np.uint32).tobytes() in self._index
+        return bool(self.index.lookup(words)[0] >= 0)
 
     def iter_steps(
         self, prompt: str, max_tokens: int = 64, max_distance: float = DEFAULT_MAX_DISTANCE
@@ -379,9 +357,11 @@ class Model:
         last: Step | None = None
         for _ in range(max_tokens):
             step = self.step(tokens, max_distance, after=last)
-            if not step.exact and last is not None and last.exact and self._chunk_end[last.row]:
+            place = self.index.place(last.row) if last is not None and last.row is not None else None
+            ended = last is not None and last.exact and place is not None and bool(place["chunk_end"])
+            if not step.exact and ended:
                 return (
-                    f"end of the training text: {last.source_file} chunk {self._chunk_ids[last.row]} "
+                    f"end of the training text: {last.source_file} chunk {int(place['chunk_id'])} "
                     "ends here and no deployed frame continues it"
                 )
             yield step
@@ -413,41 +393,70 @@ class Model:
             bundle=self.bundle.version,
         )
 
-    def recall(self, chunks: Sequence[np.ndarray], stride: int = 1) -> Recall:
+    def recall(self, chunks: Sequence[np.ndarray], stride: int = 1, batch: int = 65_536) -> Recall:
         """One-step answers to every training context of ``chunks`` (token arrays, as stage 2 made
         them) against their next token. A chunk's verbatim recitation from its first window is the
-        number of leading contexts answered right: greedy generation would follow exactly them."""
-        flat, begins, ends, targets, chunk_of = [], [], [], [], []
-        offset = 0
-        for c, tokens in enumerate(chunks):
+        number of leading contexts answered right: greedy generation would follow exactly them.
+
+        Contexts are answered ``batch`` at a time (one slots call and one kernel call each), as
+        arrays: no text is decoded, so a golden whose top bits are no token id is just a wrong answer.
+        """
+        windows = []  # per chunk: (tokens, context ends, targets)
+        for tokens in chunks:
             tokens = np.asarray(tokens, np.int64)
             end = np.arange(1, tokens.size, stride)
-            flat.append(tokens)
-            begins.append(offset + np.maximum(end - self.window_size, 0))
-            ends.append(offset + end)
-            targets.append(tokens[end])
-            chunk_of.append(np.full(end.size, c))
-            offset += tokens.size
-        if not flat or offset == 0:
+            windows.append((tokens, end, tokens[end]))
+        contexts = sum(end.size for _, end, _ in windows)
+        if contexts == 0:
             return Recall(0, 0, 0, 0, 0, len(chunks), 0.0, 0)
-        steps = self.answer(
-            np.concatenate(flat), np.concatenate(begins), np.concatenate(ends), max_distance=float("inf")
-        )
-        want = np.concatenate(targets)
-        got = np.array([-1 if s.token_id is None else s.token_id for s in steps])
-        right = got == want
-        ambiguous = np.array([s.ambiguous for s in steps], bool)
-        which = np.concatenate(chunk_of)
+        right = np.zeros(contexts, bool)
+        ambiguous = np.zeros(contexts, bool)
+        abstained = np.zeros(contexts, bool)
+        chunk_of = np.repeat(np.arange(len(windows)), [end.size for _, end, _ in windows])
+        done = 0
+        pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        pending_size = 0
+
+        def flush() -> None:
+            nonlocal done, pending_size
+            flat, begins, ends, want, offset = [], [], [], [], 0
+            for tokens, end, target in pending:
+                flat.append(tokens)
+                begins.append(offset + np.maximum(end - self.window_size, 0))
+                ends.append(offset + end)
+                want.append(target)
+                offset += tokens.size
+            slots = self.window_slots(np.concatenate(flat), np.concatenate(begins), np.concatenate(ends))
+            frames, exact, _, _, got = self._answers(slots, float("inf"))
+            n = frames.size
+            right[done : done + n] = got == np.concatenate(want)
+            ambiguous[done : done + n] = self._answer[frames]["ambiguous"] & exact
+            abstained[done : done + n] = got < 0
+            done += n
+            pending.clear()
+            pending_size = 0
+
+        for tokens, end, target in windows:
+            for lo in range(0, end.size, batch):
+                part = end[lo : lo + batch]
+                # Only the tokens these contexts read: from the first window's start to the last end.
+                first = max(0, int(part[0]) - self.window_size)
+                pending.append((tokens[first : int(part[-1])], part - first, target[lo : lo + batch]))
+                pending_size += part.size
+                if pending_size >= batch:
+                    flush()
+        if pending:
+            flush()
         verbatim = []
-        for c in range(len(chunks)):
-            mine = right[which == c]
+        for c in range(len(windows)):
+            mine = right[chunk_of == c]
             verbatim.append(int(mine.size if mine.all() else np.argmin(mine)))
         return Recall(
-            contexts=int(right.size),
+            contexts=contexts,
             correct=int(right.sum()),
             ambiguous=int(ambiguous.sum()),
             correct_unambiguous=int((right & ~ambiguous).sum()),
-            abstained=int((got < 0).sum()),
+            abstained=int(abstained.sum()),
             chunks=len(chunks),
             mean_verbatim=float(np.mean(verbatim)) if verbatim else 0.0,
             min_verbatim=min(verbatim) if verbatim else 0,
@@ -459,19 +468,12 @@ class Model:
     @property
     def exact_difficulty(self) -> bool:
         """True when every deployed seed was searched at 17 bits or more: answers are exact tokens."""
-        return min(self.bundle.seeds.column("difficulty_bits").to_pylist()) >= TOKEN_BITS
+        return min(_difficulties(self.bundle)) >= TOKEN_BITS
 
 
-def _last_of_chunk(source: np.ndarray, chunk_ids: np.ndarray, window_ends: np.ndarray) -> np.ndarray:
-    """bool[N]: whether each row is the last frame of its chunk (its ``(source_file, chunk_id)``;
-    ``source`` int[N] numbers the source files)."""
-    keys = source.astype(np.int64) << 32 | chunk_ids.astype(np.int64) & 0xFFFFFFFF
-    _, chunk = np.unique(keys, return_inverse=True)
-    last = np.full(chunk.max() + 1 if chunk.size else 0, np.iinfo(np.int64).min)
-    np.maximum.at(last, chunk, window_ends.astype(np.int64))
-    return last[chunk] == window_ends
-
-
-def _dequantised(slots: np.ndarray) -> np.ndarray:
-    """The 24 features a frame's slots hold (DESIGN §3.4), back in the sigmoid's [0, 1]: float32[N, 24]."""
-    return (unpack_slots(slots).astype(np.float32) + np.float32(32768.0)) / np.float32(65535.0)
+def _difficulties(bundle: Bundle) -> list[int]:
+    """The distinct difficulties of the bundle's seeds: the manifest's recipe records them."""
+    recorded = (bundle.manifest.get("recipe") or {}).get("difficulty_bits")
+    if recorded:
+        return [int(d) for d in recorded]
+    return bundle.seeds.column("difficulty_bits").to_pylist()

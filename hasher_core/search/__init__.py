@@ -5,7 +5,7 @@ what it produces; ``results``: frames in, seeds out, and the plot."""
 from typing import Any
 
 from .config import STRATEGIES, SearchConfig
-from .loop import Evaluator, check_frames, frame_fingerprint, search_frames
+from .loop import Evaluator, check_frames, frame_fingerprint, frame_fingerprints, search_frames
 from .records import FinishedFrame, ProgressStore, SearchHistory, SearchProgress, SearchResults
 
 _RESULTS = ("attach_results", "search_plot_png", "validate_frames_table")
@@ -33,6 +33,7 @@ __all__ = [
     "attach_results",
     "check_frames",
     "frame_fingerprint",
+    "frame_fingerprints",
     "search_frames",
     "search_plot_png",
     "validate_frames_table",

@@ -58,6 +58,15 @@ def frame_fingerprint(slots: np.ndarray, target: int, config: SearchConfig) -> s
     return _Fingerprinter(config)(slots.astype(np.uint32), target)
 
 
+def frame_fingerprints(slots: np.ndarray, targets: np.ndarray, config: SearchConfig) -> list[str]:
+    """The fingerprint of each frame (``slots`` int32/uint32[N, 12], ``targets`` int[N]) under
+    ``config``, as :func:`search_frames` computes them: what a store owner needs to know which of
+    its frames a finished fingerprint is. Raises :class:`FramesInputError` like ``check_frames``."""
+    slots, targets = check_frames(slots, targets)
+    fp = _Fingerprinter(config)
+    return [fp(slots[i], int(targets[i])) for i in range(slots.shape[0])]
+
+
 def frame_key(fingerprint: str, rng_seed: int) -> int:
     """The 64-bit key of a frame's random stream, from (rng_seed, fingerprint)."""
     h = hashlib.blake2b(digest_size=8, person=b"hasher-rng")

@@ -4,6 +4,7 @@ through, the progress reports a user watches, the history behind the plot, and t
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -129,6 +130,20 @@ class SearchResults:
 
     def __len__(self) -> int:
         return len(self.golden)
+
+    def rows(self, part: slice) -> SearchResults:
+        """The results of the input rows ``part`` (one partition's slice of a search over several):
+        its rows and distinct frames; the run's figures (evaluations, seconds, history) stay the
+        whole search's."""
+        per_row = ("fingerprint", "best_seed", "golden", "matched_bits", "hamming", "reward", "generations")
+        per_row += ("evaluations", "solved", "from_store")
+        fingerprints, searched = self.fingerprint[part], ~self.from_store[part]
+        return dataclasses.replace(
+            self,
+            unique_frames=len(set(fingerprints.tolist())),
+            frames_searched=len(set(fingerprints[searched].tolist())),
+            **{name: getattr(self, name)[part] for name in per_row},
+        )
 
     def note(self, max_generations: int) -> str | None:
         """What a user should know when the run found nothing to keep: no frames at all (an empty

@@ -59,6 +59,7 @@ def start_emulator(
     delivery: str = "packets",
     split_at: Sequence[int] = (),
     ready_timeout_s: float = 60.0,
+    threads: int | None = None,
 ) -> tuple[subprocess.Popen, str]:
     """Start ``hasher-asic-emulator`` as a child process; return it and the URL it printed.
 
@@ -73,6 +74,8 @@ def start_emulator(
     argv = [sys.executable, "-m", EMULATOR_MODULE, *where, "--share-bits", str(share_bits)]
     argv += ["--nonces-per-work", str(nonces_per_work), "--chains", str(chains), "--chips", str(chips)]
     argv += ["--stall-s", str(stall_s), "--backend", backend]
+    if threads is not None:
+        argv += ["--threads", str(threads)]
     for fault in faults:
         argv += ["--fault", fault]
     argv += ["--delivery", delivery]
@@ -241,6 +244,12 @@ class EmulatedAsicDevice(AsicResource):
         description="Kernel backend the emulator hashes on: auto (cuda if a GPU is visible, else cpu), "
         "cpu, cuda or reference.",
     )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU threads the emulator hashes on; None uses every core (small work items run on "
+        "one thread either way).",
+    )
 
     _emulator: EmulatorProcess | None = PrivateAttr(default=None)
 
@@ -252,6 +261,7 @@ class EmulatedAsicDevice(AsicResource):
             chains=self.chain_count,
             chips=self.chip_count,
             backend=self.backend,
+            threads=self.threads,
         )
         self._emulator = EmulatorProcess(proc, url)
         cleanup.callback(self._stop, proc)

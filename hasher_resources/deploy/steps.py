@@ -10,11 +10,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hasher_core.bundle.diff import BundleDiff
 
-from .verify import VerifyReport
+if TYPE_CHECKING:
+    from .verify import VerifyReport
 
 
 @dataclass

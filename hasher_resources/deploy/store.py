@@ -3,7 +3,7 @@
 
 Layout under ``root``::
 
-    deployments/<version>/{seeds.parquet, fingerprints.txt, manifest.json}
+    deployments/<version>/{seeds.parquet, fingerprints.txt, index.json, index-*.npy, manifest.json}
     current -> deployments/<version>          (a relative symlink)
     backups/<UTC timestamp>-<version>/        (byte copies of what was current, newest N kept)
 
@@ -27,6 +27,10 @@ directory or, when that is damaged, from its newest intact backup. Readers get
 :class:`DeploymentDamagedError`, which names both ways back, and :meth:`DeploymentStore.inspect`
 says what is damaged (``hasher deployments``, ``hasher status``).
 
+An unchanged redeploy is recognised from the manifest (its content digest and its own checksum)
+and the files' checksums (:meth:`DeploymentStore.holds`), streaming the files once: nothing is
+parsed or rebuilt. A model opens a deployment mapped (:meth:`DeploymentStore.map_bundle`).
+
 The device side (health check, device-based verification, ``verify``) is injected as plain
 callables so this module does not depend on a device. Injected callables run in a worker thread so a
 hung device cannot outlive the deadline (``steps``).
@@ -43,10 +47,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hasher_core.bundle import Bundle, bundle_version
+from hasher_core.bundle import MANIFEST_FILE, Bundle, bundle_version
 from hasher_core.bundle.diff import diff_bundles
+from hasher_core.bundle.format import check_manifest, parse_manifest
 from hasher_core.errors import (
     BundleError,
     DeploymentDamagedError,
@@ -56,10 +61,11 @@ from hasher_core.errors import (
 )
 
 from ..files import file_sha256, fsync_dir, locked, publish
-from ..sha256.resource import Sha256Kernel
-from .bundle_files import read_bundle, write_bundle
+from .bundle_files import map_bundle, read_bundle, verify_checksums, write_bundle
 from .steps import Deadline, DeployReport, StepFailed, check_health
-from .verify import VerifyReport, verify_sample_on_kernel
+
+if TYPE_CHECKING:  # the verifier imports the kernel and device resources (and Dagster): deploys only
+    from .verify import VerifyReport
 
 DEPLOYMENTS_DIR = "deployments"
 BACKUPS_DIR = "backups"
@@ -235,12 +241,32 @@ class DeploymentStore:
         return sorted(p for p in self.backups_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def open_bundle(self, version: str | None = None, *, verify: bool = True) -> Bundle:
-        """Read the current (or a named) deployed bundle, checksums verified.
+        """Read the current (or a named) deployed bundle whole; with ``verify`` every checksum, the
+        content digest and the index are checked (``read_bundle``).
 
         Raises :class:`DeploymentDamagedError` naming the damage and the commands that recover from
         it when the bundle does not verify or the pointer is damaged, and
         :class:`DeploymentStoreError` when nothing is deployed or the version is unknown.
         """
+        version, directory = self._existing_dir(version)
+        try:
+            return read_bundle(directory, verify=verify)
+        except BundleError as e:
+            raise DeploymentDamagedError(version, f"{type(e).__name__}: {e}", self.recovery()) from e
+
+    def map_bundle(self, version: str | None = None) -> Bundle:
+        """The current (or a named) deployed bundle as a model opens it: every file's checksum
+        verified, the inference index memory-mapped, the seed table read only if asked for
+        (``map_bundle``). Raises like :meth:`open_bundle`."""
+        version, directory = self._existing_dir(version)
+        try:
+            return map_bundle(directory)
+        except BundleError as e:
+            raise DeploymentDamagedError(version, f"{type(e).__name__}: {e}", self.recovery()) from e
+
+    def _existing_dir(self, version: str | None) -> tuple[str, Path]:
+        """``(version, its directory)`` of the current (or a named) deployment; raises as
+        :meth:`open_bundle` does when there is none."""
         if version is None:
             version, problem = self.pointer_state()
             if problem is not None:
@@ -259,10 +285,27 @@ class DeploymentStore:
         if not directory.is_dir():
             known = ", ".join(self.versions()) or "none"
             raise DeploymentStoreError(f"no deployment {version!r} under {self.deployments} (have: {known})")
+        return version, directory
+
+    def holds(self, bundle: Bundle) -> bool:
+        """Whether ``deployments/<version>`` holds exactly ``bundle``: the same format and content
+        digest in its manifest, the manifest as written (``check_manifest``) and every file with the
+        checksum the manifest records (streamed, so this costs one read of the files, not a parse).
+        False for a missing or damaged directory."""
+        directory = self.version_dir(bundle.version)
         try:
-            return read_bundle(directory, verify=verify)
-        except BundleError as e:
-            raise DeploymentDamagedError(version, f"{type(e).__name__}: {e}", self.recovery()) from e
+            raw = (directory / MANIFEST_FILE).read_bytes()
+            manifest = parse_manifest(raw, directory)
+            if (manifest["format"], manifest["content_digest"]) != (
+                bundle.manifest["format"],
+                bundle.content_digest,
+            ):
+                return False
+            check_manifest(manifest, raw, directory)
+            verify_checksums(directory, manifest)
+        except (OSError, BundleError, KeyError, TypeError, ValueError):
+            return False
+        return True
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -316,12 +359,8 @@ class DeploymentStore:
         this content intact (an earlier deploy of it), else a fresh temporary copy that
         :meth:`_install` moves into place once it is verified."""
         final = self.version_dir(bundle.version)
-        if final.is_dir():
-            try:
-                if read_bundle(final, verify=True).content_digest == bundle.content_digest:
-                    return final
-            except BundleError:
-                pass  # damaged: written afresh beside it, then swapped in by _install
+        if final.is_dir() and self.holds(bundle):
+            return final  # else damaged: written afresh beside it, then swapped in by _install
         self.deployments.mkdir(parents=True, exist_ok=True)
         tmp = self.deployments / f".tmp-{bundle.version}-{uuid.uuid4().hex[:8]}"
         state.staged = tmp
@@ -526,6 +565,8 @@ class DeploymentStore:
             return self.dry_run(bundle, health_check=health_check)
         say = log or (lambda _msg: None)
         if verify is None:
+            from ..sha256.resource import Sha256Kernel
+            from .verify import verify_sample_on_kernel
 
             def verify(b: Bundle) -> VerifyReport:
                 return verify_sample_on_kernel(b, Sha256Kernel(backend=kernel_backend), sample_size)
@@ -536,7 +577,12 @@ class DeploymentStore:
             stale = self._clear_stale()
             if stale:
                 say(f"removed what a killed deploy left: {', '.join(stale)}")
-            previous, damage = self.current_state()
+            # An unchanged redeploy costs one read of the files' checksums, not a parse (holds).
+            pointed, pointer_problem = self.pointer_state()
+            if pointed == version and pointer_problem is None and self.holds(bundle):
+                previous, damage = pointed, None
+            else:
+                previous, damage = self.current_state()
             report = DeployReport(version=version, previous_version=previous, status="deployed")
             report.stale_removed = stale
             if previous == version and damage is None:
@@ -625,6 +671,8 @@ class DeploymentStore:
             raise StepFailed("readback", f"{staged} holds {readback.version}, not {version}")
         # Verified before the swap: a deploy killed at any moment leaves current on a verified version.
         verified = step("verify", lambda: verify(readback), injected=True)
+        from .verify import VerifyReport
+
         if not isinstance(verified, VerifyReport):
             raise StepFailed("verify", f"verifier returned {type(verified).__name__}, not a VerifyReport")
         report.verify = verified

@@ -32,6 +32,7 @@ from .inputs import (
     check_tail,
     check_u32,
     check_window_starts,
+    header_time_groups,
 )
 
 BACKENDS = KERNEL_BACKENDS
@@ -78,6 +79,51 @@ def evaluate(
 ) -> np.ndarray:
     """Goldens uint32[N] for ``slots`` uint32[N, 12] and ``seeds`` uint8[N, 32] (DESIGN §4.2)."""
     return evaluate_with_keys(slots, seeds, header_time=header_time, backend=backend)[0]
+
+
+#: Rows per backend call of :func:`evaluate_rows` (bounds the staging a backend allocates).
+ROWS_PER_CALL = 65536
+
+
+def evaluate_rows(
+    slots: np.ndarray,
+    seeds: np.ndarray,
+    header_times: object,
+    *,
+    backend: str = "auto",
+    batch_size: int = ROWS_PER_CALL,
+) -> np.ndarray:
+    """Goldens uint32[N] for rows that each carry their header time (int[N]): stored seeds re-checked,
+    verified after a deploy or replayed by inference; one group of backend calls of at most
+    ``batch_size`` rows per distinct header time. Raises :class:`KernelInputError` for bad input."""
+    slots, seeds = check_rows(slots, seeds)
+    name = resolve_backend(backend)
+    golden = np.empty(slots.shape[0], dtype=np.uint32)
+    for header_time, rows in header_time_groups(header_times, slots.shape[0]):
+        for start in range(0, rows.size, batch_size):
+            part = rows[start : start + batch_size]
+            golden[part] = evaluate(
+                np.ascontiguousarray(slots[part]),
+                np.ascontiguousarray(seeds[part]),
+                header_time=header_time,
+                backend=name,
+            )
+    return golden
+
+
+class RowKernel:
+    """:func:`evaluate_rows` on one backend, resolved once, without the Dagster resource: how the
+    ``hasher`` command answers (its ``--threads`` set Numba's threads for the whole process)."""
+
+    def __init__(self, backend: str = "auto") -> None:
+        self._backend = resolve_backend(backend)
+
+    def backend_name(self) -> str:
+        return self._backend
+
+    def evaluate_rows(self, slots: np.ndarray, seeds: np.ndarray, header_times: object) -> np.ndarray:
+        """Goldens uint32[N] (see :func:`evaluate_rows`)."""
+        return evaluate_rows(slots, seeds, header_times, backend=self._backend)
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,18 @@ from hasher_core import design
 from hasher_core.errors import BackendUnavailableError, KernelConfigError
 from hasher_core.header import midstate as header_midstate
 from hasher_core.names import AUTO, CPU_PATHS
+from hasher_core.threads import run_serial
 
 from . import cpu_simd
-from .cpu_words import IV, header_words_into
+from .cpu_words import IV, SERIAL_EVALUATE_ROWS, header_words_into, serial_call  # noqa: F401 (re-exported)
 
 #: Nonces per call in a scan (each costs ~200 bytes of staging here), so 2**32-nonce sweeps stay small.
 SCAN_CHUNK = 1 << 16
 
-#: Scans of at most this many SIMD blocks run on the calling thread: waking the worker pool costs more
+#: Scans of at most this many SIMD blocks run on the calling thread (one emulator work item, 4,096
+#: nonces, ~0.4 ms on one core, is one of them): waking the worker pool costs more
 #: than they do, and on a busy machine a parallel region waits for every worker to be scheduled.
-SERIAL_SCAN_BLOCKS = 8
+SERIAL_SCAN_BLOCKS = 64
 
 #: The environment variable that forces a CPU path, and its values.
 KERNEL_ENV = "HASHER_CPU_KERNEL"
@@ -245,8 +247,8 @@ def scan_midstate_windows(
         skip,
         count,
     )
-    # A few hundred nonces: the worker pool costs more than they do.
-    serial = -(-count // cpu_simd.LANES) <= SERIAL_SCAN_BLOCKS
+    # A few thousand nonces, or one thread asked for: the worker pool costs more than they do.
+    serial = run_serial(-(-count // cpu_simd.LANES), SERIAL_SCAN_BLOCKS)
     if select_kernel(operation="scan") == "shani":
         from . import cpu_shani
 

@@ -548,6 +548,8 @@ def _scan_windows_py(midstate, tail, starts, window_size, skip, count, zero_bits
 
 
 _evaluate_groups = njit(parallel=True, cache=True)(_evaluate_groups_py)
+#: One-thread twin for evaluations too small to share the worker pool (``cpu.serial_call``).
+_evaluate_groups_serial = njit(cache=True)(_evaluate_groups_py)
 _scan_windows = njit(parallel=True, cache=True)(_scan_windows_py)
 #: One-thread twin for scans too small to share the worker pool (as in ``cpu``).
 _scan_windows_serial = njit(cache=True)(_scan_windows_py)
@@ -560,8 +562,14 @@ def evaluate_words(words: np.ndarray, jitter_slots: np.ndarray) -> tuple[np.ndar
     golden = np.empty(n, dtype=np.uint32)
     keys = np.empty((n, len(design.STABILITY_PASSES)), dtype=np.uint32)
     if n:
-        with numba.parallel_chunksize(EVALUATE_GROUPS_PER_ITEM):
-            _evaluate_groups(np.ascontiguousarray(words), np.ascontiguousarray(jitter_slots), golden, keys)
+        from .cpu_words import serial_call
+
+        args = (np.ascontiguousarray(words), np.ascontiguousarray(jitter_slots), golden, keys)
+        if serial_call(n):
+            _evaluate_groups_serial(*args)
+        else:
+            with numba.parallel_chunksize(EVALUATE_GROUPS_PER_ITEM):
+                _evaluate_groups(*args)
     return golden, keys
 
 

@@ -120,8 +120,7 @@ def _digest_padding(w3):
         w3[15, lane] = np.uint32(256)
 
 
-@njit(parallel=True, cache=True)
-def _evaluate_blocks(words, jitter_slots, golden, keys, k, iv):  # pragma: no cover - compiled
+def _evaluate_blocks_py(words, jitter_slots, golden, keys, k, iv):  # pragma: no cover - compiled
     """``words`` uint32[N, 20] big-endian header words, ``jitter_slots`` uint32[N, 3] (slots 1–3);
     N is a multiple of LANES. Writes ``golden[N]`` and ``keys[N, 3]``."""
     zeros = np.zeros(64, dtype=np.uint32)
@@ -194,6 +193,11 @@ def _evaluate_blocks(words, jitter_slots, golden, keys, k, iv):  # pragma: no co
                 w[MUTATED + 1, lane] = np.uint32(w[MUTATED + 1, lane] ^ rotr(j, 24))
                 w[MUTATED + 2, lane] = np.uint32(w[MUTATED + 2, lane] ^ rotr(j, 16))
                 w[MUTATED + 3, lane] = np.uint32(w[MUTATED + 3, lane] ^ rotr(j, 8))
+
+
+_evaluate_blocks = njit(parallel=True, cache=True)(_evaluate_blocks_py)
+#: The same kernel on the calling thread, for inputs too small to share (``cpu.serial_call``).
+_evaluate_blocks_serial = njit(cache=True)(_evaluate_blocks_py)
 
 
 def _scan_windows_blocks_py(
@@ -279,8 +283,13 @@ def evaluate_words(words: np.ndarray, jitter_slots: np.ndarray) -> tuple[np.ndar
     jitter_slots = _padded_rows(jitter_slots)
     golden = np.empty(words.shape[0], dtype=np.uint32)
     keys = np.empty((words.shape[0], len(design.STABILITY_PASSES)), dtype=np.uint32)
-    with numba.parallel_chunksize(PARALLEL_CHUNK_BLOCKS):
-        _evaluate_blocks(words, jitter_slots, golden, keys, K, IV)
+    from .cpu_words import serial_call
+
+    if serial_call(n):
+        _evaluate_blocks_serial(words, jitter_slots, golden, keys, K, IV)
+    else:
+        with numba.parallel_chunksize(PARALLEL_CHUNK_BLOCKS):
+            _evaluate_blocks(words, jitter_slots, golden, keys, K, IV)
     return golden[:n], keys[:n]
 
 

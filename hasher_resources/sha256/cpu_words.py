@@ -12,6 +12,7 @@ import numpy as np
 
 from hasher_core import design
 from hasher_core.jit import njit
+from hasher_core.threads import run_serial
 
 K = np.array(design.SHA256_K, dtype=np.uint32)
 IV = np.array(design.SHA256_IV, dtype=np.uint32)
@@ -86,3 +87,15 @@ def header_words_into(slots, seeds, header_time, words):  # pragma: no cover - c
             | (np.uint32(seeds[r, nonce + 2]) << 16)
             | (np.uint32(seeds[r, nonce + 3]) << 24)
         )
+
+
+#: Evaluations of at most this many rows run on the calling thread (~3 ms on one core): a parallel
+#: region waits until every worker thread is scheduled, 17–24 ms for a single row on a busy 2-core
+#: machine, against 0.2 ms for the row itself. Inference steps, deploy verification samples and the
+#: auto-choice timings are this small.
+SERIAL_EVALUATE_ROWS = 1024
+
+
+def serial_call(rows: int) -> bool:
+    """Whether an evaluation of ``rows`` rows runs on the calling thread (``hasher_core.threads``)."""
+    return run_serial(rows, SERIAL_EVALUATE_ROWS)

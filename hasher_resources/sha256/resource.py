@@ -49,6 +49,7 @@ class Sha256Kernel(dg.ConfigurableResource):
     batch_size: int = Field(default=65536, description="Rows per backend call; larger inputs are chunked.")
 
     _resolved: str | None = PrivateAttr(default=None)
+    _on_backends: dict = PrivateAttr(default_factory=dict)
 
     def _check_settings(self) -> None:
         if self.device_id < 0:
@@ -93,14 +94,17 @@ class Sha256Kernel(dg.ConfigurableResource):
 
     def on_backend(self, backend: str) -> Sha256Kernel:
         """The same kernel settings (threads, device, batch size) on another backend: how the
-        checkpoints gate gets its independent second opinion."""
-        return Sha256Kernel(
-            backend=backend,
-            device_id=self.device_id,
-            threads=self.threads,
-            cpu_kernel=self.cpu_kernel,
-            batch_size=self.batch_size,
-        )
+        checkpoints gate gets its independent second opinion. Made once per backend and kept: a
+        run over many partitions asks once per partition."""
+        if backend not in self._on_backends:
+            self._on_backends[backend] = Sha256Kernel(
+                backend=backend,
+                device_id=self.device_id,
+                threads=self.threads,
+                cpu_kernel=self.cpu_kernel,
+                batch_size=self.batch_size,
+            )
+        return self._on_backends[backend]
 
     def describe(self) -> dict[str, str | int]:
         """What runs, for materialization metadata: backend, and the device, or the thread count and
@@ -179,13 +183,8 @@ class Sha256Kernel(dg.ConfigurableResource):
         """Goldens uint32[N] for rows that each carry their header time (int[N]), e.g. stored seeds
         re-checked by the gate, verified after a deploy or replayed by inference; batched like
         :meth:`evaluate`, one group per distinct header time."""
-        slots, seeds = inputs.check_rows(slots, seeds)
-        golden = np.empty(slots.shape[0], dtype=np.uint32)
-        for header_time, rows in inputs.header_time_groups(header_times, slots.shape[0]):
-            golden[rows] = self.evaluate(
-                np.ascontiguousarray(slots[rows]), np.ascontiguousarray(seeds[rows]), header_time
-            )
-        return golden
+        with self._running() as name:
+            return api.evaluate_rows(slots, seeds, header_times, backend=name, batch_size=self.batch_size)
 
     def scan_seed_nonces(
         self,

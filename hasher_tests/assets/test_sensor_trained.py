@@ -45,8 +45,17 @@ def _train(instance: dg.DagsterInstance, storage: HasherStorage, key: str, stage
     assert result.success
 
 
+def _sources(request: dg.RunRequest) -> list[dict]:
+    """What one run request's config says it was requested for: ``[{partition, fingerprint}]``, one
+    for a run of one partition, one per partition for a run over a range."""
+    config = request.run_config["ops"]["knowledge_base"]["config"]
+    return [config["requested"]] if "requested" in config else config["requested_sources"]
+
+
 def _requested(result) -> list[str]:
-    return [] if isinstance(result, dg.SkipReason) else sorted(r.partition_key for r in result.run_requests)
+    if isinstance(result, dg.SkipReason):
+        return []
+    return sorted(s["partition"] for r in result.run_requests for s in _sources(r))
 
 
 @pytest.mark.slow
@@ -93,13 +102,18 @@ def test_each_run_config_names_the_partition_and_content_it_was_requested_for(in
     result = _tick(instance, storage, None)
     changed, _, _ = scan_sources(storage, {}, max_files=100)
     job = defs.resolve_job_def("partition_pipeline")
+    named = []
     for request in result.run_requests:
-        requested = request.run_config["ops"]["knowledge_base"]["config"]["requested"]
-        assert requested == {
-            "partition": request.partition_key,
-            "fingerprint": changed[request.partition_key],
-        }
+        for requested in _sources(request):
+            assert requested == {
+                "partition": requested["partition"],
+                "fingerprint": changed[requested["partition"]],
+            }
+            named.append(requested["partition"])
+        if request.partition_key is not None:  # a run of one partition names that one
+            assert [s["partition"] for s in _sources(request)] == [request.partition_key]
         assert dg.validate_run_config(job, request.run_config)
+    assert sorted(named) == sorted(changed)
 
 
 def test_a_run_config_requested_for_another_partition_is_refused(instance, storage):
@@ -126,6 +140,7 @@ def test_sensor_preview_names_each_partition(tmp_path, storage):
         "HASHER_MINER_DIR": storage.miner_dir,
         "HASHER_INBOX_DIR": storage.inbox_dir,
         "HASHER_DATA_DIR": storage.data_dir,
+        "HASHER_PARTITIONS_PER_RUN": "1",  # a run per partition (ranges: test_each_run_config_names…)
     }
     preview = subprocess.run(
         [str(BIN / "dagster"), "sensor", "preview", "miner_output_sensor", "-m", "hasher_assets.definitions"],

@@ -12,10 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hasher_assets.partitions import register_partitions
+from hasher_assets.knowledge_base import knowledge_base
+from hasher_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_ranges, register_partitions
 from hasher_assets.sensors import miner_output_sensor
 from hasher_resources import files
 from hasher_resources.storage import HasherStorage, scan_sources
+from hasher_tests.assets.local import local_resources
 
 SAMPLE_KEYS = [
     "gettysburg_address.txt",
@@ -23,6 +25,12 @@ SAMPLE_KEYS = [
     "python_reference_for_while_if.txt",
     "python_reference_with_statement.txt",
 ]
+
+
+@pytest.fixture(autouse=True)
+def one_partition_per_run(monkeypatch):
+    """The tests of what a change requests run one partition per run; those of ranges set their own."""
+    monkeypatch.setenv("HASHER_PARTITIONS_PER_RUN", "1")
 
 
 def _tick(instance, storage: HasherStorage, cursor: str | None):
@@ -193,3 +201,60 @@ def test_an_empty_miner_output_is_a_note_and_the_inbox_is_still_scanned(
     result = _tick(instance, storage, None)
     assert [r.partition_key for r in result.run_requests] == ["notes.txt"]
     assert register_partitions(instance, storage) == ["notes.txt"]
+
+
+def _ranges(result) -> list[tuple[str, str]]:
+    """(first, last) partition of each run request: a range's tags, or a one-partition run's key."""
+    return sorted(
+        (r.partition_key, r.partition_key)
+        if r.partition_key
+        else (r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG])
+        for r in result.run_requests
+    )
+
+
+def test_new_partitions_run_in_ranges_of_the_configured_size(instance, storage, monkeypatch):
+    monkeypatch.setenv("HASHER_PARTITIONS_PER_RUN", "2")
+    (storage.inbox_path / "notes.txt").write_text("one two three four five six seven eight nine ten eleven")
+    result = _tick(instance, storage, None)
+    new = sorted([*SAMPLE_KEYS, "notes.txt"])  # added in this order, after the existing (none)
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == new
+    assert _ranges(result) == [(new[0], new[1]), (new[2], new[3]), (new[4], new[4])]
+    assert len({r.run_key for r in result.run_requests}) == 3
+    monkeypatch.setenv("HASHER_PARTITIONS_PER_RUN", "all")
+    assert _ranges(_tick(instance, storage, None)) == [(new[0], new[-1])]
+
+
+def test_a_range_run_materialises_every_partition_of_the_range(instance, storage, monkeypatch):
+    monkeypatch.setenv("HASHER_PARTITIONS_PER_RUN", "all")
+    result = _tick(instance, storage, None)
+    _apply(instance, result)
+    (request,) = result.run_requests
+    run = dg.materialize(
+        [knowledge_base], instance=instance, resources=local_resources(storage), tags=request.tags
+    )
+    materialised = sorted(m.partition for m in run.asset_materializations_for_node("knowledge_base"))
+    assert materialised == sorted(SAMPLE_KEYS)
+    assert all((storage.data_path / "knowledge_base" / f"{k}.parquet").exists() for k in SAMPLE_KEYS)
+
+
+def test_changed_partitions_that_are_not_neighbours_run_separately(instance, storage, monkeypatch):
+    monkeypatch.setenv("HASHER_PARTITIONS_PER_RUN", "all")
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (storage.inbox_path / name).write_text(f"{name} one two three four five six seven eight nine ten")
+    first = _tick(instance, storage, None)
+    _apply(instance, first)
+    order = instance.get_dynamic_partitions("source_files")
+    for name in ("a.txt", "c.txt"):
+        (storage.inbox_path / name).write_text(f"{name} changed one two three four five six seven eight nine")
+    second = _tick(instance, storage, first.cursor)
+    assert order.index("c.txt") - order.index("a.txt") == 2  # b.txt sits between them
+    assert _ranges(second) == [("a.txt", "a.txt"), ("c.txt", "c.txt")]
+
+
+def test_partition_ranges_follow_the_partitions_order_and_the_size_limit():
+    order = ["a", "b", "c", "d", "e", "f"]
+    assert partition_ranges(order, ["f", "a", "b", "c", "e"], None) == [["a", "b", "c"], ["e", "f"]]
+    assert partition_ranges(order, ["a", "b", "c", "e", "f"], 2) == [["a", "b"], ["c"], ["e", "f"]]
+    assert partition_ranges(order, ["x", "b"], 5) == [["b"]]
+    assert partition_ranges(order, [], 5) == []

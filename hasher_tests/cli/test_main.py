@@ -102,6 +102,8 @@ def test_cli_errors_exit_2_with_one_clear_line(tmp_path, store, bundle, capsys):
         (["--max-distance", "nan"], "argument --max-distance: nan is not a distance"),
         (["--max-distance", "far"], "argument --max-distance: 'far' is not a number"),
         (["--max-tokens", "0"], "argument --max-tokens: 0 is not a token count (an integer >= 1)"),
+        (["--threads", "0"], "argument --threads: 0 is not a thread count (an integer >= 1)"),
+        (["--threads", "two"], "argument --threads: 'two' is not an integer"),
     ],
 )
 def test_generate_refuses_a_bad_option_value_naming_the_option(args, message, store, capsys):
@@ -136,6 +138,24 @@ def test_console_script_runs(store, bundle):
     # The odd row's partner (same slots) is solved, so the frame predicts a token.
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("solved: token")
+
+
+def test_generate_answers_without_dagster_and_on_the_threads_asked_for(store, tmp_path):
+    """The command is a small process: the model opens mapped and runs the plain kernel."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numba\n"
+        "from hasher_cli.main import main\n"
+        f"code = main(['generate', '--deployment-root', {str(store.root)!r}, '--prompt', 'Hello', "
+        "'--max-tokens', '2', '--threads', '1', '--backend', 'cpu'])\n"
+        "assert 'dagster' not in sys.modules, 'dagster was imported'\n"
+        "assert numba.get_num_threads() == 1\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode in (0, 1), done.stderr[-2000:]
 
 
 LATIN1_PROMPT = b"caf\xe9 The river"  # what --prompt "$(cat latin1.txt)" passes

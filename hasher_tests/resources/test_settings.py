@@ -86,6 +86,9 @@ def test_good_values_are_taken_and_choices_ignore_case() -> None:
         "ray",
     )
     assert (settings.sensor_max_files, settings.sensor_difficulty_bits) == (3, 14)
+    assert load_settings({"HASHER_PARTITIONS_PER_RUN": " ALL "}).partitions_per_run == "all"
+    assert load_settings({"HASHER_PARTITIONS_PER_RUN": "25"}).partitions_per_run == 25
+    assert load_settings({}).partitions_per_run == 100
 
 
 BAD = [
@@ -115,6 +118,12 @@ BAD = [
         "HASHER_OLLAMA_URL='127.0.0.1:11434' is invalid: must be an http",
     ),
     ("HASHER_EMBEDER", "ollama", "HASHER_EMBEDER is not a hasher setting (did you mean HASHER_EMBEDDER?)"),
+    (
+        "HASHER_PARTITIONS_PER_RUN",
+        "0",
+        "HASHER_PARTITIONS_PER_RUN='0' is invalid: must be a number of partitions >= 1, or all",
+    ),
+    ("HASHER_PARTITIONS_PER_RUN", "some", "HASHER_PARTITIONS_PER_RUN='some' is invalid: must be a number"),
 ]
 
 

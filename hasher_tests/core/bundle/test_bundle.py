@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hasher_core import design
 from hasher_core.bundle import (
     FINGERPRINTS_FILE,
+    INDEX_FILES,
     MANIFEST_FILE,
     SEEDS_FILE,
     build_bundle,
@@ -151,10 +152,30 @@ def test_version_is_content_addressed(checkpoints):
     assert build_bundle(fewer, pipeline_version="0.1.0").version != one.version
 
 
+def test_files_with_their_own_metadata_extra_columns_or_wider_types_give_the_same_bundle(checkpoints):
+    # Each checkpoint file carries its own gate record, some an extra column or int64 slots: the
+    # partitions are grouped by schema, so neither changes a row of the bundle.
+    plain = build_bundle(checkpoints, pipeline_version="0.1.0")
+    a, b = checkpoints["a.txt"], checkpoints["b.txt"]
+    gated = {**(a.schema.metadata or {}), b"hasher": b'{"passed": true}'}
+    wide = b.set_column(
+        b.column_names.index("asic_slot_0"), "asic_slot_0", b.column("asic_slot_0").cast(pa.int64())
+    )
+    mixed = {
+        "a.txt": a.replace_schema_metadata(gated).append_column("note", pa.array(["x"] * a.num_rows)),
+        "b.txt": wide,
+        "c.txt": a.slice(0, 0),
+    }
+    again = build_bundle(mixed, pipeline_version="0.1.0")
+    assert again.version == plain.version
+    assert again.seeds.equals(plain.seeds)
+    assert again.manifest["partitions"]["c.txt"] == {"rows": 0, "solved": 0}
+
+
 def test_write_then_read_round_trips(tmp_path, checkpoints):
     bundle = build_bundle(checkpoints, pipeline_version="0.1.0")
     written = write_bundle(bundle, tmp_path / "b")
-    assert set(written) == {SEEDS_FILE, FINGERPRINTS_FILE, MANIFEST_FILE}
+    assert set(written) == {SEEDS_FILE, FINGERPRINTS_FILE, MANIFEST_FILE, *INDEX_FILES}
     back = read_bundle(tmp_path / "b")
     assert back.seeds.equals(bundle.seeds)
     assert back.manifest == bundle.manifest

@@ -185,6 +185,31 @@ def test_sparse_embeddings_with_signed_zeros_match_the_scalar_oracle_across_thre
     np.testing.assert_array_equal(got[300:301], project_to_slots(emb[300:301], p))
 
 
+def test_the_serial_and_the_parallel_projection_give_the_same_bits(monkeypatch) -> None:
+    import hasher_core.frames.windows as windows_module
+
+    rng = np.random.default_rng(9)
+    emb = rng.standard_normal((windows_module.SERIAL_PROJECTION_ROWS + 5, 768)).astype(
+        np.float32
+    ) * np.float32(0.05)
+    p = projection_matrix()
+    parallel = project_to_slots(emb, p)
+    monkeypatch.setattr(windows_module, "SERIAL_PROJECTION_ROWS", 10**9)
+    np.testing.assert_array_equal(project_to_slots(emb, p), parallel)
+
+
+def test_the_serial_and_the_parallel_embedding_give_the_same_bits(monkeypatch) -> None:
+    import hasher_core.embedding.lexical as lexical
+
+    texts = [
+        f"window {i} of words, some repeated: alpha beta {i % 7} gamma"
+        for i in range(lexical.SERIAL_WINDOWS + 9)
+    ]
+    parallel = lexical.embed_texts(texts)
+    monkeypatch.setattr(lexical, "SERIAL_WINDOWS", 10**9)
+    np.testing.assert_array_equal(lexical.embed_texts(texts), parallel)
+
+
 def test_shorter_embeddings_count_missing_dimensions_as_zero() -> None:
     rng = np.random.default_rng(6)
     p = projection_matrix()

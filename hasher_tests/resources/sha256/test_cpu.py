@@ -41,6 +41,32 @@ def test_row_counts_that_are_not_a_whole_block(n):
     )
 
 
+@pytest.mark.parametrize("n", [1, cpu.SERIAL_EVALUATE_ROWS, cpu.SERIAL_EVALUATE_ROWS + 1])
+def test_small_evaluations_run_on_the_calling_thread_and_agree_with_the_reference(n, monkeypatch):
+    slots, seeds = random_rows(n, seed=n, edges=n >= 3)
+    serial = cpu.serial_call(n)
+    assert serial == (n <= cpu.SERIAL_EVALUATE_ROWS)
+    assert np.array_equal(
+        sha256.evaluate(slots, seeds, backend="cpu"), reference.evaluate_with_keys(slots, seeds)[0]
+    )
+    # The other compilation gives the same bits: force it.
+    monkeypatch.setattr(cpu, "serial_call", lambda rows: not serial)
+    assert np.array_equal(
+        sha256.evaluate(slots, seeds, backend="cpu"), reference.evaluate_with_keys(slots, seeds)[0]
+    )
+
+
+def test_one_numba_thread_runs_every_evaluation_serially():
+    import numba
+
+    cpu.set_threads(1)
+    try:
+        assert cpu.serial_call(10 * cpu.SERIAL_EVALUATE_ROWS)
+    finally:
+        cpu.set_threads(None)
+    assert cpu.serial_call(10 * cpu.SERIAL_EVALUATE_ROWS) == (numba.get_num_threads() == 1)
+
+
 def test_thread_count_does_not_change_results():
     slots, seeds = random_rows(4 * cpu_simd.LANES, seed=7, edges=True)
     cpu.set_threads(1)

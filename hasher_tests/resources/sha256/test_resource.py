@@ -135,6 +135,8 @@ def test_on_backend_keeps_the_settings_and_changes_only_the_backend():
     other = kernel.on_backend("reference")
     assert (other.backend, other.threads, other.batch_size) == ("reference", 1, 64)
     assert other.backend_name() == "reference" and kernel.backend_name() == "cpu"
+    assert kernel.on_backend("reference") is other  # made once: a range run asks once per partition
+    assert kernel.on_backend("cpu") is not other
 
 
 def test_the_search_runs_on_the_device_only_on_cuda(monkeypatch):
