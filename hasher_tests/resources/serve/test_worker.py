@@ -98,22 +98,36 @@ def test_the_initializer_runs_on_the_worker_thread():
 HAZARD = textwrap.dedent(
     """
     import sys, threading
+    import numba
     import numpy as np
     from hasher_resources.serve.worker import InferenceWorker
     from hasher_resources.sha256.resource import Sha256Kernel
+
+    # hasher's kernels hold the GIL today, so Python threads cannot launch them at once; a parallel
+    # kernel that releases it (as any kernel may, e.g. a future nogil=True one) can. The worker must
+    # make that safe whatever the kernel does: it runs both, from four client threads.
+    @numba.njit(parallel=True, nogil=True)
+    def spread(values):
+        total = 0.0
+        for i in numba.prange(values.size):
+            total += np.sqrt(values[i])
+        return total
 
     kernel = Sha256Kernel(backend="cpu")
     rng = np.random.default_rng(0)
     slots = rng.integers(0, 2**32, (20000, 12), dtype=np.uint64).astype(np.uint32)
     seeds = rng.integers(0, 256, (20000, 32), dtype=np.uint8)
     times = np.zeros(len(slots), np.int64)
+    values = rng.random(2_000_000)
     worker = InferenceWorker()
     call = worker.call if sys.argv[1] == "worker" else (lambda fn, *a: fn(*a))
-    call(kernel.evaluate_rows, slots[:8], seeds[:8], times[:8])
+    expected = kernel.evaluate_rows(slots, seeds, times)
+    call(spread, values)
 
     def client():
         for _ in range(15):
-            call(kernel.evaluate_rows, slots, seeds, times)
+            call(spread, values)
+            assert (call(kernel.evaluate_rows, slots, seeds, times) == expected).all()
 
     threads = [threading.Thread(target=client) for _ in range(4)]
     for t in threads:
