@@ -200,7 +200,7 @@ class ModelHolder:
         self._loading = version
         started = time.perf_counter()
         try:
-            bundle = self.store.open_bundle(version, verify=True)
+            bundle = self.store.map_bundle(version)  # as hasher generate opens it: the index mapped
             if bundle.version != version:  # a directory renamed by hand: say what is in it
                 raise ValueError(
                     f"{self.store.version_dir(version)} holds bundle {bundle.version}, not {version}"
