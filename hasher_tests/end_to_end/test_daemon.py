@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from hasher_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, source_files
 from hasher_tests.servers import (
     BIN,
     ROOT,
@@ -32,7 +33,19 @@ RUN_WAIT_S = 300  # a tick every 30 s, then a run of a few dozen frames at 6 bit
 
 
 def _runs(instance: dg.DagsterInstance, key: str) -> list[dg.DagsterRun]:
-    return list(instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": key})))
+    """The runs that materialise ``key``: runs of that one partition, and the sensor's runs of a range
+    of consecutive partitions (RANGE_START_TAG..RANGE_END_TAG in the partitions' order) holding it."""
+    order = instance.get_dynamic_partitions(source_files.name)
+
+    def covers(run: dg.DagsterRun) -> bool:
+        if run.tags.get("dagster/partition") == key:
+            return True
+        start, end = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
+        if start not in order or end not in order or key not in order:
+            return False
+        return order.index(start) <= order.index(key) <= order.index(end)
+
+    return [run for run in instance.get_runs() if covers(run)]
 
 
 def _wait_for_successful_runs(instance, key: str, count: int, log: Path) -> list[dg.DagsterRun]:
